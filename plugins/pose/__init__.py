@@ -1,0 +1,1 @@
+"""pose plugins."""

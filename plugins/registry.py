@@ -1,0 +1,28 @@
+"""Resolve plugins by name through entry-point groups.
+
+Built-ins register in `setup.py` like any third-party package, so there is one mechanism. An unknown
+name raises `PluginNotFoundError` listing the names that are registered.
+"""
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+from stream.errors import PluginNotFoundError
+
+GROUPS = ("posestream.detectors", "posestream.pose", "posestream.trackers", "posestream.sinks")
+
+
+def available(group: str) -> list[str]:
+    """Names registered in `group`, sorted."""
+    return sorted({ep.name for ep in entry_points(group=group)})
+
+
+def load(group: str, name: str) -> Any:
+    """The object registered as `name` in `group` (usually a class or factory)."""
+    matches = [ep for ep in entry_points(group=group) if ep.name == name]
+    if not matches:
+        valid = ", ".join(available(group)) or "none registered - is posestream installed?"
+        kind = group.rsplit(".", 1)[-1]
+        raise PluginNotFoundError(f"unknown {kind} plugin '{name}' (valid: {valid})")
+    return matches[0].load()

@@ -1,0 +1,131 @@
+"""Configuration: `config.toml` holds every default; a user file and flags override it.
+
+Values are checked where they enter: an unknown section or key, or a value whose type differs from
+the default's, is a `ConfigError` that names the key and what was expected. Range checks belong to
+the component that uses the value (see `check_range`), so the allowed range sits next to the code.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from stream.errors import ConfigError, InputNotFoundError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+Config = dict[str, dict[str, Any]]
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# An installed wheel carries the defaults inside the package; a source checkout has them at its root.
+_DEFAULT_CANDIDATES = (_PACKAGE_DIR / "default_config.toml", _PACKAGE_DIR.parent / "config.toml")
+
+
+def default_config_path() -> Path:
+    """The `config.toml` that holds the shipped defaults."""
+    for candidate in _DEFAULT_CANDIDATES:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError("default config.toml not found next to the installed package")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputNotFoundError(f"config file not found: {path}")
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any], where: str) -> None:
+    for key, value in update.items():
+        name = f"{where}.{key}" if where else key
+        if key not in base:
+            known = ", ".join(sorted(base)) or "none"
+            raise ConfigError(f"unknown config key '{name}' (known here: {known})")
+        default = base[key]
+        if isinstance(default, dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key '{name}' must be a table, got {value!r}")
+            _merge(default, value, name)
+        elif not _same_kind(default, value):
+            raise ConfigError(f"config key '{name}' must be {_type_name(default)}, got {value!r}")
+        else:
+            base[key] = float(value) if isinstance(default, float) else value
+
+
+def parse_value(text: str) -> Any:
+    """Parse a `--set key=value` right-hand side as a TOML value (bare words become strings)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults, then the user's file, then dotted-key overrides such as `{"detector.input_size": 320}`."""
+    config = _read_toml(default_config_path())
+    if path is not None:
+        _merge(config, _read_toml(Path(path)), "")
+    for dotted, value in (overrides or {}).items():
+        *parents, leaf = dotted.split(".")
+        nested: dict[str, Any] = {leaf: value}
+        for parent in reversed(parents):
+            nested = {parent: nested}
+        _merge(config, nested, "")
+    return config
+
+
+def check_range(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
+    """Raise a `ConfigError` naming the key and its allowed range when `value` is outside it."""
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise ConfigError(f"config key '{name}' = {value!r} is outside the allowed range [{lo}, {hi}]")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise a `ConfigError` listing the valid choices when `value` is not one of them."""
+    if value not in choices:
+        raise ConfigError(f"config key '{name}' = {value!r} is not one of: {', '.join(choices)}")
+
+
+def home_dir(config: Config | None = None) -> Path:
+    """The model/engine cache: `paths.home`, else `$POSESTREAM_HOME`, else `~/.cache/posestream`."""
+    configured = (config or {}).get("paths", {}).get("home", "")
+    env = os.environ.get("POSESTREAM_HOME", "")
+    return Path(configured or env or Path.home() / ".cache" / "posestream").expanduser()
+
+
+def shared_dir(config: Config | None = None) -> Path:
+    """Evaluation data and golden outputs: `$POSESTREAM_SHARED`, else `paths.shared` (relative paths
+    are taken from the source checkout's root)."""
+    env = os.environ.get("POSESTREAM_SHARED", "")
+    configured = (config or load_config())["paths"]["shared"]
+    path = Path(env or configured).expanduser()
+    return path if path.is_absolute() else (_PACKAGE_DIR.parent / path).resolve()
+
+
+def with_copy(config: Config) -> Config:
+    """A deep copy, for code that adjusts a config without touching the caller's."""
+    return copy.deepcopy(config)
