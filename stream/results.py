@@ -93,6 +93,7 @@ class FrameResult:
     poses: Poses
     pts: float | None = None
     capture_ts: float = 0.0
+    image_id: str | None = None  # file name for image sources; None for video frames
     timings: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage -> (enter, exit)
 
     def to_message(self, publish_ts: float) -> dict[str, Any]:

@@ -1,0 +1,80 @@
+"""Model cards: the JSON beside each prepared ONNX file that says how to feed and decode it.
+
+Layout of the cache: `$POSESTREAM_HOME/models/<name>/model.json` plus the ONNX files it lists.
+Every ONNX file's sha256 is recorded so a corrupted cache is detected and rebuilt, never used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stream.errors import ModelError
+
+TASKS = ("detector+pose", "pose-heatmap", "pose-simcc")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class ModelCard:
+    """What a model is and how to use it.
+
+    `files` maps a variant name (e.g. "640", "320-dynamic-batch", "dynamic") to
+    `{"file": "x.onnx", "sha256": ..., "input_shape": [B, 3, H, W] with null for dynamic axes}`.
+    `input` holds normalisation: `{"color": "RGB", "scale": 1/255, "mean": [...], "std": [...],
+    "letterbox_pad": 114}`; `output` holds the decoder name and its parameters.
+    """
+
+    name: str
+    task: str
+    keypoint_format: str
+    files: dict[str, dict[str, Any]]
+    input: dict[str, Any]
+    output: dict[str, Any]
+    licence: str
+    source: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ModelError(f"model card '{self.name}': unknown task '{self.task}' (valid: {', '.join(TASKS)})")
+
+    def save(self, directory: Path) -> Path:
+        path = Path(directory) / "model.json"
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> "ModelCard":
+        path = Path(directory) / "model.json"
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise ModelError(f"model card missing: {path}") from None
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ModelError(f"model card {path} is malformed: {exc}") from None
+
+    def file(self, directory: Path, variant: str) -> Path:
+        """Path of one ONNX variant; raises if the variant is unknown."""
+        if variant not in self.files:
+            raise ModelError(f"model '{self.name}' has no variant '{variant}' "
+                             f"(has: {', '.join(self.files)})")
+        return Path(directory) / self.files[variant]["file"]
+
+    def verify(self, directory: Path) -> list[str]:
+        """Variants whose file is missing or whose sha256 differs from the card (empty = all good)."""
+        bad = []
+        for variant, entry in self.files.items():
+            path = Path(directory) / entry["file"]
+            if not path.is_file() or sha256_file(path) != entry["sha256"]:
+                bad.append(variant)
+        return bad
