@@ -1,0 +1,62 @@
+"""Image pre-processing for detector inputs, as plain numpy/cv2 functions (no model needed to test).
+
+Letterboxing keeps the aspect ratio: the image is scaled to fit and centred on a canvas filled with
+the pad value. With `rectangular` sizing the canvas follows the frame's aspect (e.g. 640x384 for
+16:9 video) instead of a square, which the dynamic-shape model accepts and which costs less.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a frame was placed on the canvas: canvas = frame * scale + (pad_x, pad_y)."""
+
+    scale: float
+    pad_x: float
+    pad_y: float
+
+    def to_frame(self, xy: np.ndarray) -> np.ndarray:
+        """Map canvas coordinates (..., 2+) back to frame pixels (x, y in the first two columns)."""
+        out = np.array(xy, dtype=np.float32, copy=True)
+        out[..., 0] = (out[..., 0] - self.pad_x) / self.scale
+        out[..., 1] = (out[..., 1] - self.pad_y) / self.scale
+        return out
+
+
+def canvas_size(height: int, width: int, long_side: int, stride: int = 32,
+                rectangular: bool = True) -> tuple[int, int]:
+    """(H, W) of the network input for a frame: square `long_side`, or the frame's aspect rounded
+    up to a multiple of `stride`."""
+    if not rectangular:
+        return long_side, long_side
+    scale = long_side / max(height, width)
+    return (int(math.ceil(height * scale / stride) * stride),
+            int(math.ceil(width * scale / stride) * stride))
+
+
+def letterbox(image: np.ndarray, out_hw: tuple[int, int], pad: int = 114) -> tuple[np.ndarray, Letterbox]:
+    """Scale `image` (H, W, 3) to fit `out_hw` and centre it on a `pad`-filled canvas."""
+    h, w = image.shape[:2]
+    out_h, out_w = out_hw
+    scale = min(out_h / h, out_w / w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = image if (new_w, new_h) == (w, h) else cv2.resize(
+        image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    pad_x, pad_y = (out_w - new_w) // 2, (out_h - new_h) // 2
+    canvas = np.full((out_h, out_w, 3), pad, dtype=np.uint8)
+    canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
+    return canvas, Letterbox(scale, float(pad_x), float(pad_y))
+
+
+def to_input(canvases_bgr: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    """BGR uint8 canvases -> float32 NCHW RGB in [0, 1], contiguous."""
+    batch = np.stack(canvases_bgr) if isinstance(canvases_bgr, list) else canvases_bgr
+    if batch.ndim == 3:
+        batch = batch[None]
+    return np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) * np.float32(1 / 255)

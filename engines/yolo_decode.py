@@ -1,0 +1,39 @@
+"""Decoding of YOLO-pose raw output `[5 + 3K, N]` into persons, as plain numpy/cv2 functions."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from engines.preprocess import Letterbox
+
+
+def decode_yolo_pose(output: np.ndarray, score_threshold: float, iou_threshold: float, max_persons: int,
+                     num_keypoints: int = 17) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's output `[5 + 3K, N]` -> boxes `[M, 4]` (x1, y1, x2, y2), scores `[M]`,
+    keypoints `[M, K, 3]`, all in canvas pixels, after score filtering and box NMS."""
+    if output.ndim != 2 or output.shape[0] != 5 + 3 * num_keypoints:
+        raise ValueError(f"expected YOLO-pose output [{5 + 3 * num_keypoints}, N], got {list(output.shape)}")
+    scores = output[4]
+    keep = np.flatnonzero(scores >= score_threshold)
+    if keep.size == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, num_keypoints, 3), np.float32)
+    cand = output[:, keep].T  # [M, 56]
+    cx, cy, w, h = cand[:, 0], cand[:, 1], cand[:, 2], cand[:, 3]
+    xywh = np.stack([cx - w / 2, cy - h / 2, w, h], axis=1)
+    chosen = cv2.dnn.NMSBoxes(xywh.tolist(), cand[:, 4].tolist(), score_threshold, iou_threshold,
+                              top_k=max_persons)
+    chosen = np.asarray(chosen, dtype=np.int64).reshape(-1)[:max_persons]
+    boxes = np.stack([xywh[chosen, 0], xywh[chosen, 1], xywh[chosen, 0] + xywh[chosen, 2],
+                      xywh[chosen, 1] + xywh[chosen, 3]], axis=1).astype(np.float32)
+    keypoints = cand[chosen, 5:].reshape(-1, num_keypoints, 3).astype(np.float32)
+    return boxes, cand[chosen, 4].astype(np.float32), keypoints
+
+
+def to_frame_pixels(boxes_xyxy: np.ndarray, keypoints: np.ndarray, box: Letterbox, height: int,
+                    width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Map canvas boxes/keypoints to frame pixels; boxes come back clipped as x, y, w, h."""
+    corners = box.to_frame(boxes_xyxy.reshape(-1, 2, 2)).reshape(-1, 4)
+    corners[:, [0, 2]] = corners[:, [0, 2]].clip(0, width)
+    corners[:, [1, 3]] = corners[:, [1, 3]].clip(0, height)
+    xywh = np.concatenate([corners[:, :2], corners[:, 2:] - corners[:, :2]], axis=1)
+    return xywh.astype(np.float32), box.to_frame(keypoints)

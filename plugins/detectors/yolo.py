@@ -1,0 +1,81 @@
+"""YOLO-pose person detector: whole frames in, persons with boxes and keypoints out.
+
+Frames are letterboxed to the model's input (square, or the frame's aspect with the dynamic model
+when `detector.rectangular`), frames of equal size are batched up to `detector.batch`, and the
+raw output is decoded with `engines.yolo_decode`.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from engines.base import create_engine
+from engines.models import load_card
+from engines.preprocess import canvas_size, letterbox, to_input
+from engines.yolo_decode import decode_yolo_pose, to_frame_pixels
+from stream.config import Config, check_range
+from stream.errors import ModelError
+from stream.results import Poses
+
+
+class YoloDetector:
+    def __init__(self, config: Config, threads: int | None = None) -> None:
+        cfg = config["detector"]
+        check_range("detector.input_size", cfg["input_size"], 64, 4096)
+        if cfg["input_size"] % 32:
+            raise ModelError(f"detector.input_size must be a multiple of 32, got {cfg['input_size']}")
+        check_range("detector.score_threshold", cfg["score_threshold"], 0.0, 1.0)
+        check_range("detector.iou_threshold", cfg["iou_threshold"], 0.0, 1.0)
+        check_range("detector.max_persons", cfg["max_persons"], 1, 10000)
+        check_range("detector.batch", cfg["batch"], 1, 256)
+        self.size = cfg["input_size"]
+        self.rectangular = cfg["rectangular"]
+        self.score_threshold = cfg["score_threshold"]
+        self.iou_threshold = cfg["iou_threshold"]
+        self.max_persons = cfg["max_persons"]
+        self.batch = cfg["batch"]
+        card, directory = load_card(config, config["model"]["name"])
+        if card.task != "detector+pose":
+            raise ModelError(f"model '{card.name}' is a {card.task} model, not a detector")
+        self.pad = int(card.input.get("letterbox_pad", 114))
+        self.num_keypoints = int(card.output.get("num_keypoints", 17))
+        self.format = card.keypoint_format
+        static = {640: "640", 320: "320"}.get(self.size) if not self.rectangular else None
+        self.variant = static or "dynamic"
+        self.engine = create_engine(card.file(directory, self.variant), device=config["engine"]["device"],
+                                    backend=config["engine"]["backend"],
+                                    threads=cfg["threads"] if threads is None else threads)
+        out = self.engine.outputs[0]
+        if len(out.shape) != 3 or out.shape[1] not in (None, 5 + 3 * self.num_keypoints):
+            raise ModelError(f"{card.name}: output {out.name} has shape {out.shape}, expected "
+                             f"[B, {5 + 3 * self.num_keypoints}, N] for a YOLO-pose detector")
+        self.static_batch = self.engine.inputs[0].shape[0] == 1
+
+    def canvas_for(self, height: int, width: int) -> tuple[int, int]:
+        return canvas_size(height, width, self.size, rectangular=self.rectangular)
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[Poses]:
+        results: list[Poses | None] = [None] * len(frames)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, frame in enumerate(frames):
+            groups.setdefault(frame.shape[:2], []).append(i)
+        step = 1 if self.static_batch else self.batch
+        for (height, width), indices in groups.items():
+            hw = self.canvas_for(height, width)
+            for start in range(0, len(indices), step):
+                chunk = indices[start:start + step]
+                boxed = [letterbox(frames[i], hw, self.pad) for i in chunk]
+                output = self.engine.run1(to_input([c for c, _ in boxed]))
+                for row, i in enumerate(chunk):
+                    results[i] = self._to_poses(output[row], boxed[row][1], height, width)
+        return results  # type: ignore[return-value]
+
+    def _to_poses(self, output: np.ndarray, box, height: int, width: int) -> Poses:
+        boxes, scores, keypoints = decode_yolo_pose(output, self.score_threshold, self.iou_threshold,
+                                                    self.max_persons, self.num_keypoints)
+        xywh, keypoints = to_frame_pixels(boxes, keypoints, box, height, width)
+        return Poses(xywh, scores, keypoints, scores.copy(), format=self.format)
+
+    def close(self) -> None:
+        self.engine.close()

@@ -1,0 +1,64 @@
+"""The per-frame processing chain (detect -> pose -> pose NMS), built from config.
+
+The streaming stages each own one link of it; single-image inference, evaluation and the
+sequential benchmark baseline run the links in one loop through `PoseChain`. Plugins are resolved
+by name through entry points, so this module imports no inference runtime.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from plugins import registry
+from stream.config import Config, check_choice
+from stream.results import Poses
+
+POSE_MODES = ("onestage", "topdown")
+
+
+def build_detector(config: Config, threads: int | None = None) -> Any:
+    cls = registry.load("posestream.detectors", config["detector"]["plugin"])
+    return cls(config) if threads is None else cls(config, threads=threads)
+
+
+def build_estimator(config: Config) -> Any | None:
+    """The SPPE for `pose.mode = "topdown"`; None in one-stage mode (the detector's keypoints are kept)."""
+    mode = config["pose"]["mode"]
+    check_choice("pose.mode", mode, POSE_MODES)
+    if mode == "onestage":
+        return None
+    return registry.load("posestream.pose", config["pose"]["plugin"])(config)
+
+
+def build_nms(config: Config) -> Callable[[Poses], Poses]:
+    from stream.pose_nms import make_pose_nms
+
+    return make_pose_nms(config)
+
+
+class PoseChain:
+    """detect -> (pose) -> NMS for a batch of frames, in one process."""
+
+    def __init__(self, config: Config) -> None:
+        self.detector = build_detector(config)
+        self.estimator = build_estimator(config)
+        self.nms = build_nms(config)
+
+    def process(self, frames: Sequence[np.ndarray]) -> list[Poses]:
+        detections = self.detector.detect(frames)
+        if self.estimator is not None:
+            detections = self.estimator.estimate(frames, detections)
+        return [self.nms(poses) for poses in detections]
+
+    def close(self) -> None:
+        for part in (self.detector, self.estimator):
+            close = getattr(part, "close", None)
+            if close is not None:
+                close()
+
+    def __enter__(self) -> "PoseChain":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

