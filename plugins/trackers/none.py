@@ -1,0 +1,21 @@
+"""The `none` tracker: every pose leaves without an id (-1, null in the output)."""
+from __future__ import annotations
+
+import numpy as np
+
+from plugins.contracts import IdAllocator
+from stream.config import Config
+from stream.results import Poses
+
+
+class NoTracker:
+    """`NoTracker(config, ids)`: for single images or when ids are not wanted; keeps no state and
+    never takes an id from the allocator."""
+
+    def __init__(self, config: Config, ids: IdAllocator) -> None:
+        del config, ids  # same constructor as every tracker; nothing to configure
+
+    def update(self, poses: Poses) -> Poses:
+        """The same poses with all ids set to -1."""
+        return Poses(poses.boxes, poses.box_scores, poses.keypoints, poses.scores,
+                     np.full(len(poses), -1, dtype=np.int64), poses.format)

@@ -1,0 +1,235 @@
+"""The default tracker: OKS + IoU association, Kalman box motion, ByteTrack-style two passes.
+
+Per frame (`update`), after predicting every track one frame ahead:
+1. high-score poses vs tracked (confirmed, seen last frame) tracks, by `oks_weight * OKS +
+   iou_weight * IoU` against the predicted box and the last pose moved onto it;
+2. low-score poses vs the tracked tracks still unmatched (ByteTrack's second pass: an occluded
+   person's weak detection keeps its track alive instead of being thrown away);
+3. re-identification: remaining high-score poses vs lost tracks by pose similarity alone (OKS with
+   the last pose placed at the predicted box or where it was last seen, whichever fits better);
+4. remaining high-score poses vs tentative tracks;
+5. poses still unmatched with score >= `new_track_score` start tentative tracks.
+
+Ids: a tentative track's poses are returned with id -1 and it is dropped on its first miss; after
+`min_hits` consecutive hits it is confirmed and only then takes an id from the `IdAllocator`, so a
+false positive neither shows an id nor burns one. A confirmed track that misses becomes lost, is
+kept (and predicted) for `lost_buffer` frames for re-identification, then deleted; its id is never
+handed out again. The returned `Poses` are the input poses, in input order, with `ids` filled.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from plugins.contracts import IdAllocator
+from plugins.trackers.association import assign, iou_matrix, oks_matrix
+from plugins.trackers.kalman import BoxKalman, xywh_to_cxcywh
+from stream.config import Config, check_range
+from stream.errors import ConfigError, InputError
+from stream.keypoints import get_format
+from stream.results import Poses
+
+log = logging.getLogger(__name__)
+
+TENTATIVE, TRACKED, LOST = 0, 1, 2
+
+
+class _Tracks:
+    """All tracks of one stream as parallel arrays (one row per track), so prediction, similarity
+    and correction run vectorised over tracks."""
+
+    def __init__(self, num_keypoints: int) -> None:
+        self.ids = np.zeros(0, dtype=np.int64)          # -1 while tentative
+        self.state = np.zeros(0, dtype=np.int8)         # TENTATIVE | TRACKED | LOST
+        self.hits = np.zeros(0, dtype=np.int64)         # consecutive matched frames
+        self.misses = np.zeros(0, dtype=np.int64)       # frames since the last match
+        self.mean = np.zeros((0, 8))                    # Kalman state (cx, cy, w, h, velocities)
+        self.cov = np.zeros((0, 8, 8))
+        self.keypoints = np.zeros((0, num_keypoints, 3))  # last matched pose
+        self.last_boxes = np.zeros((0, 4))              # last matched box, x, y, w, h
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, kalman: BoxKalman, boxes: np.ndarray, keypoints: np.ndarray) -> None:
+        mean, cov = kalman.initiate(boxes)
+        n = len(boxes)
+        self.ids = np.concatenate([self.ids, np.full(n, -1, dtype=np.int64)])
+        self.state = np.concatenate([self.state, np.full(n, TENTATIVE, dtype=np.int8)])
+        self.hits = np.concatenate([self.hits, np.ones(n, dtype=np.int64)])
+        self.misses = np.concatenate([self.misses, np.zeros(n, dtype=np.int64)])
+        self.mean = np.concatenate([self.mean, mean])
+        self.cov = np.concatenate([self.cov, cov])
+        self.keypoints = np.concatenate([self.keypoints, keypoints])
+        self.last_boxes = np.concatenate([self.last_boxes, boxes])
+
+    def keep(self, mask: np.ndarray) -> None:
+        for name in ("ids", "state", "hits", "misses", "mean", "cov", "keypoints", "last_boxes"):
+            setattr(self, name, getattr(self, name)[mask])
+
+
+def _place(keypoints: np.ndarray, from_boxes: np.ndarray, to_boxes: np.ndarray) -> np.ndarray:
+    """Move and scale poses from the boxes they were seen in onto other boxes (x, y, w, h)."""
+    src = xywh_to_cxcywh(from_boxes)
+    dst = xywh_to_cxcywh(to_boxes)
+    ratio = dst[:, None, 2:] / np.maximum(src[:, None, 2:], 1.0)
+    placed = keypoints.copy()
+    placed[:, :, :2] = (keypoints[:, :, :2] - src[:, None, :2]) * ratio + dst[:, None, :2]
+    return placed
+
+
+class OksByteTracker:
+    """`OksByteTracker(config, ids)`: one instance per stream; `update(poses)` once per frame."""
+
+    def __init__(self, config: Config, ids: IdAllocator) -> None:
+        section = config["tracker"]
+        self._read_settings(section)
+        self._ids = ids
+        self._kalman = BoxKalman(self.position_std, self.velocity_std)
+        self._tracks: _Tracks | None = None  # created on the first frame, sized to its format
+        self._format: str | None = None
+        self._sigmas = np.zeros(0)
+
+    def _read_settings(self, s: dict) -> None:
+        for key in ("high_score", "low_score", "new_track_score", "match_similarity",
+                    "low_match_similarity", "reid_similarity", "keypoint_score"):
+            check_range(f"tracker.{key}", s[key], 0.0, 1.0)
+        if s["low_score"] > s["high_score"]:
+            raise ConfigError(f"tracker.low_score ({s['low_score']}) must not exceed "
+                              f"tracker.high_score ({s['high_score']})")
+        if s["new_track_score"] < s["high_score"]:
+            raise ConfigError(f"tracker.new_track_score ({s['new_track_score']}) must be at least "
+                              f"tracker.high_score ({s['high_score']})")
+        check_range("tracker.oks_weight", s["oks_weight"], 0.0)
+        check_range("tracker.iou_weight", s["iou_weight"], 0.0)
+        weight_sum = s["oks_weight"] + s["iou_weight"]
+        if weight_sum <= 0:
+            raise ConfigError("tracker.oks_weight + tracker.iou_weight must be > 0")
+        check_range("tracker.min_hits", s["min_hits"], 1, 1000)
+        check_range("tracker.lost_buffer", s["lost_buffer"], 0, 100000)
+        check_range("tracker.kalman_position_std", s["kalman_position_std"], 1e-6, 10.0)
+        check_range("tracker.kalman_velocity_std", s["kalman_velocity_std"], 1e-6, 10.0)
+        self.high_score = s["high_score"]
+        self.low_score = s["low_score"]
+        self.new_track_score = s["new_track_score"]
+        self.match_similarity = s["match_similarity"]
+        self.low_match_similarity = s["low_match_similarity"]
+        self.reid_similarity = s["reid_similarity"]
+        self.keypoint_score = s["keypoint_score"]
+        self.oks_weight = s["oks_weight"] / weight_sum
+        self.iou_weight = s["iou_weight"] / weight_sum
+        self.min_hits = s["min_hits"]
+        self.lost_buffer = s["lost_buffer"]
+        self.position_std = s["kalman_position_std"]
+        self.velocity_std = s["kalman_velocity_std"]
+
+    def _check_format(self, poses: Poses) -> _Tracks:
+        if self._tracks is None:
+            keypoint_format = get_format(poses.format)
+            self._format = poses.format
+            self._sigmas = keypoint_format.sigma_array
+            self._tracks = _Tracks(keypoint_format.num_keypoints)
+        if poses.format != self._format:
+            raise InputError(f"tracker: keypoint format changed from '{self._format}' to "
+                             f"'{poses.format}' within one stream")
+        if poses.keypoints.shape[1] != len(self._sigmas) and len(poses):
+            raise InputError(f"tracker: poses have {poses.keypoints.shape[1]} keypoints, format "
+                             f"'{self._format}' has {len(self._sigmas)}")
+        return self._tracks
+
+    def update(self, poses: Poses) -> Poses:
+        """Assign track ids to this frame's poses (input order kept; -1 = no confirmed track)."""
+        tracks = self._check_format(poses)
+        lost = tracks.state == LOST
+        tracks.mean[lost, 6:] = 0.0  # a hidden person's size is held, not extrapolated
+        tracks.mean, tracks.cov = self._kalman.predict(tracks.mean, tracks.cov)
+        predicted_boxes = BoxKalman.boxes(tracks.mean)
+        predicted_poses = _place(tracks.keypoints, tracks.last_boxes, predicted_boxes)
+
+        boxes = poses.boxes.astype(np.float64)
+        areas = boxes[:, 2] * boxes[:, 3]
+        keypoints = poses.keypoints.astype(np.float64)
+        track_areas = predicted_boxes[:, 2] * predicted_boxes[:, 3]
+        free_tracks = np.ones(len(tracks), dtype=bool)
+        free_poses = np.ones(len(poses), dtype=bool)
+        pairs: list[tuple[np.ndarray, np.ndarray]] = []  # (track rows, pose rows) per pass
+
+        def match(pose_rows: np.ndarray, track_rows: np.ndarray, min_similarity: float,
+                  reid: bool = False) -> None:
+            pose_rows = pose_rows[free_poses[pose_rows]]
+            track_rows = track_rows[free_tracks[track_rows]]
+            if len(pose_rows) == 0 or len(track_rows) == 0:
+                return
+            oks = oks_matrix(keypoints[pose_rows], predicted_poses[track_rows], areas[pose_rows],
+                             track_areas[track_rows], self._sigmas, self.keypoint_score)
+            if reid:
+                seen = tracks.last_boxes[track_rows]
+                oks_seen = oks_matrix(keypoints[pose_rows], tracks.keypoints[track_rows],
+                                      areas[pose_rows], seen[:, 2] * seen[:, 3], self._sigmas,
+                                      self.keypoint_score)
+                similarity = np.maximum(oks, oks_seen)
+            else:
+                iou = iou_matrix(boxes[pose_rows], predicted_boxes[track_rows])
+                similarity = self.oks_weight * oks + self.iou_weight * iou
+            rows, cols = assign(similarity, min_similarity)
+            free_poses[pose_rows[rows]] = False
+            free_tracks[track_rows[cols]] = False
+            pairs.append((track_rows[cols], pose_rows[rows]))
+
+        scores = poses.scores
+        high = np.flatnonzero(scores >= self.high_score)
+        low = np.flatnonzero((scores >= self.low_score) & (scores < self.high_score))
+        tracked = np.flatnonzero(tracks.state == TRACKED)
+        match(high, tracked, self.match_similarity)
+        match(low, tracked, self.low_match_similarity)
+        match(high, np.flatnonzero(lost), self.reid_similarity, reid=True)
+        match(high, np.flatnonzero(tracks.state == TENTATIVE), self.match_similarity)
+
+        out_ids = np.full(len(poses), -1, dtype=np.int64)
+        if pairs:
+            track_rows = np.concatenate([t for t, _ in pairs])
+            pose_rows = np.concatenate([p for _, p in pairs])
+            self._correct(tracks, track_rows, boxes[pose_rows], keypoints[pose_rows])
+            out_ids[pose_rows] = tracks.ids[track_rows]
+        self._age_unmatched(tracks, free_tracks)
+
+        new = np.flatnonzero(free_poses & (scores >= self.new_track_score))
+        if len(new):
+            first = len(tracks)
+            tracks.add(self._kalman, boxes[new], keypoints[new])
+            if self.min_hits <= 1:
+                self._confirm(tracks, np.arange(first, len(tracks)))
+                out_ids[new] = tracks.ids[first:]
+        return Poses(poses.boxes, poses.box_scores, poses.keypoints, poses.scores, out_ids,
+                     poses.format)
+
+    def _correct(self, tracks: _Tracks, rows: np.ndarray, boxes: np.ndarray,
+                 keypoints: np.ndarray) -> None:
+        tracks.mean[rows], tracks.cov[rows] = self._kalman.update(
+            tracks.mean[rows], tracks.cov[rows], boxes)
+        tracks.keypoints[rows] = keypoints
+        tracks.last_boxes[rows] = boxes
+        tracks.misses[rows] = 0
+        tracks.hits[rows] += 1
+        confirmed = tracks.state[rows] != TENTATIVE
+        tracks.state[rows[confirmed]] = TRACKED
+        ready = rows[~confirmed & (tracks.hits[rows] >= self.min_hits)]
+        self._confirm(tracks, ready)
+
+    def _confirm(self, tracks: _Tracks, rows: np.ndarray) -> None:
+        for row in rows:
+            tracks.ids[row] = self._ids.next()
+            log.debug("track %d confirmed", tracks.ids[row])
+        tracks.state[rows] = TRACKED
+
+    def _age_unmatched(self, tracks: _Tracks, unmatched: np.ndarray) -> None:
+        tracks.misses[unmatched] += 1
+        tracks.hits[unmatched] = 0
+        tracks.state[unmatched & (tracks.state == TRACKED)] = LOST
+        expired = unmatched & (((tracks.state == LOST) & (tracks.misses > self.lost_buffer))
+                               | (tracks.state == TENTATIVE))
+        if expired.any():
+            for track_id in tracks.ids[expired & (tracks.ids >= 0)]:
+                log.debug("track %d deleted after %d lost frames", track_id, self.lost_buffer)
+            tracks.keep(~expired)

@@ -1,0 +1,113 @@
+"""OKS, IoU and assignment as plain numpy functions, against hand-computed values."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from plugins.trackers.association import assign, iou_matrix, oks_matrix
+from stream.keypoints import get_format
+
+SIGMAS = get_format("coco17").sigma_array
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    ([0, 0, 10, 10], [0, 0, 10, 10], 1.0),
+    ([0, 0, 10, 10], [5, 0, 10, 10], 50 / 150),
+    ([0, 0, 10, 10], [0, 5, 10, 10], 50 / 150),
+    ([0, 0, 10, 10], [2, 2, 4, 4], 16 / 100),
+    ([0, 0, 10, 10], [10, 0, 10, 10], 0.0),   # touching edges
+    ([0, 0, 10, 10], [50, 50, 5, 5], 0.0),
+    ([0, 0, 0, 0], [0, 0, 0, 0], 0.0),        # degenerate boxes: no division by zero
+])
+def test_iou_values(a, b, expected):
+    assert iou_matrix(np.array([a]), np.array([b]))[0, 0] == pytest.approx(expected)
+
+
+def test_iou_matrix_shape_and_symmetry():
+    rng = np.random.default_rng(0)
+    a = np.concatenate([rng.uniform(0, 100, (5, 2)), rng.uniform(1, 50, (5, 2))], axis=1)
+    b = np.concatenate([rng.uniform(0, 100, (3, 2)), rng.uniform(1, 50, (3, 2))], axis=1)
+    m = iou_matrix(a, b)
+    assert m.shape == (5, 3)
+    np.testing.assert_allclose(m, iou_matrix(b, a).T)
+    assert iou_matrix(np.zeros((0, 4)), b).shape == (0, 3)
+
+
+def pose(offset=(0.0, 0.0), score=0.9):
+    rng = np.random.default_rng(1)
+    points = rng.uniform(0, 100, (17, 2)) + np.asarray(offset)
+    return np.concatenate([points, np.full((17, 1), score)], axis=1)
+
+
+def test_oks_identical_is_one_and_far_is_zero():
+    p = pose()
+    m = oks_matrix(np.stack([p, pose((1000, 0))]), np.stack([p]), np.array([1e4, 1e4]),
+                   np.array([1e4]), SIGMAS, 0.3)
+    assert m[0, 0] == pytest.approx(1.0)
+    assert m[1, 0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_oks_matches_coco_formula_for_one_shift():
+    a = pose()
+    b = a.copy()
+    b[:, 0] += 3.0  # every keypoint 3 px to the right
+    area_a, area_b = 4000.0, 6000.0
+    scale = (area_a + area_b) / 2
+    expected = np.mean(np.exp(-9.0 / (2 * (2 * SIGMAS) ** 2 * scale)))
+    m = oks_matrix(a[None], b[None], np.array([area_a]), np.array([area_b]), SIGMAS, 0.3)
+    assert m[0, 0] == pytest.approx(expected)
+
+
+def test_oks_ignores_keypoints_either_side_cannot_see():
+    a, b = pose(), pose()
+    b[:8, :2] += 500          # wildly wrong, but...
+    b[:8, 2] = 0.1            # ...below the keypoint score threshold
+    m = oks_matrix(a[None], b[None], np.array([1e4]), np.array([1e4]), SIGMAS, 0.3)
+    assert m[0, 0] == pytest.approx(1.0)
+    b[:, 2] = 0.1             # nothing visible in common
+    assert oks_matrix(a[None], b[None], np.array([1e4]), np.array([1e4]), SIGMAS, 0.3)[0, 0] == 0
+
+
+def test_oks_empty_inputs():
+    assert oks_matrix(np.zeros((0, 17, 3)), pose()[None], np.zeros(0), np.ones(1), SIGMAS,
+                      0.3).shape == (0, 1)
+
+
+def brute_force(similarity, gate):
+    """Best matching by enumeration: most feasible pairs first, then highest total similarity."""
+    n, m = similarity.shape
+    best = (-1, -np.inf, [])
+    for cols in itertools.permutations(range(m), min(n, m)) if n <= m else []:
+        pairs = [(r, c) for r, c in enumerate(cols) if similarity[r, c] >= gate]
+        key = (len(pairs), sum(similarity[r, c] for r, c in pairs))
+        if key[:2] > best[:2]:
+            best = (*key, pairs)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_assign_is_optimal_and_gated(seed):
+    rng = np.random.default_rng(seed)
+    similarity = rng.uniform(0, 1, (4, 6))
+    rows, cols = assign(similarity, 0.4)
+    assert np.all(similarity[rows, cols] >= 0.4)
+    assert len(set(rows)) == len(rows) and len(set(cols)) == len(cols)
+    count, total, _ = brute_force(similarity, 0.4)
+    assert len(rows) == count
+    assert similarity[rows, cols].sum() == pytest.approx(total)
+
+
+def test_assign_prefers_the_global_optimum_over_greedy():
+    # Greedy would take (0, 0) = 0.9 and leave row 1 with 0.1 (below the gate); the optimum is the
+    # two pairs (0, 1) and (1, 0).
+    similarity = np.array([[0.9, 0.8], [0.85, 0.1]])
+    rows, cols = assign(similarity, 0.5)
+    assert sorted(zip(rows.tolist(), cols.tolist())) == [(0, 1), (1, 0)]
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0), (0, 0)])
+def test_assign_empty(shape):
+    rows, cols = assign(np.zeros(shape), 0.5)
+    assert rows.size == 0 and cols.size == 0
