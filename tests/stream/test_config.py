@@ -1,0 +1,47 @@
+"""Configuration is validated where it enters, with messages that name the key."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stream.config import check_range, default_config_path, load_config
+from stream.errors import ConfigError, InputNotFoundError
+
+
+def test_defaults_load_and_every_key_has_a_comment() -> None:
+    config = load_config()
+    assert config["detector"]["input_size"] == 640
+    for line in default_config_path().read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            assert "#" in line, f"config.toml line without a comment: {line}"
+
+
+@pytest.mark.parametrize("text, overrides, error, match", [
+    ("[detector]\ninput_size = 320\n", {}, None, None),
+    ("[detector]\nnot_a_key = 1\n", {}, ConfigError, "unknown config key 'detector.not_a_key'"),
+    ("[nosuchsection]\nx = 1\n", {}, ConfigError, "unknown config key 'nosuchsection'"),
+    ("[detector]\ninput_size = 'big'\n", {}, ConfigError, "must be an integer"),
+    ("[detector\ninput_size = 1\n", {}, ConfigError, "not valid TOML"),
+    ("", {"detector.score_threshold": "high"}, ConfigError, "must be a number"),
+    ("", {"detector.score_threshold": 1}, None, None),
+])
+def test_user_config_validation(tmp_path: Path, text: str, overrides: dict, error: type | None,
+                                match: str | None) -> None:
+    path = tmp_path / "user.toml"
+    path.write_text(text)
+    if error is None:
+        load_config(path, overrides)
+    else:
+        with pytest.raises(error, match=match):
+            load_config(path, overrides)
+
+
+def test_missing_config_file() -> None:
+    with pytest.raises(InputNotFoundError, match="config file not found"):
+        load_config("/nonexistent/config.toml")
+
+
+def test_check_range_message() -> None:
+    with pytest.raises(ConfigError, match=r"'a.b' = 5 is outside the allowed range \[0, 1\]"):
+        check_range("a.b", 5, 0, 1)
