@@ -1,0 +1,162 @@
+"""Pose NMS: remove duplicate poses of the same person, per frame.
+
+`parametric_pose_nms` is AlphaPose's (RMPE, Fang et al. ICCV 2017): greedy, highest mean keypoint
+score first; a candidate is eliminated when its pose similarity to the kept pose exceeds `gamma` or
+when at least `match_threshold` of its keypoints lie within a box-relative radius of the kept pose's;
+each kept pose is then replaced by the score-weighted merge of the cluster it eliminated, and
+weak or tiny results are dropped. `oks_nms` is the simple alternative (greedy by pose score on OKS).
+Both work on all pairs at once with numpy; only the greedy loop is Python, one step per survivor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from stream.config import Config, check_choice, check_range
+from stream.keypoints import KeypointFormat, get_format
+from stream.results import Poses
+
+NMS_KINDS = ("parametric", "oks", "none")
+_MATCH_RADIUS_CAP = 7.0  # px; AlphaPose caps the keypoint-matching radius (PCK_match)
+_MERGE_RADIUS_CAP = 15.0  # px; ... and the radius within which cluster keypoints are merged (p_merge)
+_ZERO_SCORE = 1e-5  # AlphaPose lifts zero keypoint scores so that merge weights never sum to zero
+
+
+@dataclass(frozen=True)
+class ParametricNmsParams:
+    """AlphaPose's constants (`alphapose/utils/pPose_nms.py`); the defaults are its values."""
+
+    delta1: float = 1.0
+    mu: float = 1.7
+    delta2: float = 2.65
+    gamma: float = 22.48
+    score_threshold: float = 0.3
+    match_threshold: int = 5
+    alpha: float = 0.1
+    area_threshold: float = 0.0
+
+    @classmethod
+    def from_config(cls, table: Mapping[str, Any]) -> "ParametricNmsParams":
+        params = cls(**{name: table[name] for name in cls.__dataclass_fields__})
+        for name in ("delta1", "delta2", "alpha"):
+            check_range(f"pose_nms.{name}", getattr(params, name), 1e-9)
+        for name in ("mu", "gamma", "area_threshold", "score_threshold"):
+            check_range(f"pose_nms.{name}", getattr(params, name), 0.0)
+        check_range("pose_nms.match_threshold", params.match_threshold, 1)
+        return params
+
+
+def _pairwise_distances(points: np.ndarray) -> np.ndarray:
+    """[N,N,K] distance between keypoint k of pose i and keypoint k of pose j."""
+    return np.sqrt(((points[:, None] - points[None, :]) ** 2).sum(axis=-1))
+
+
+def parametric_pose_nms(poses: Poses, params: ParametricNmsParams = ParametricNmsParams()) -> Poses:
+    """AlphaPose's parametric pose NMS. Survivors keep their box, box score, id and pose score; their
+    keypoints become the merge of their cluster.
+
+    One deliberate difference from AlphaPose's code: the keypoint-score term counts keypoints within
+    the box-relative radius `alpha * max(w, h)` as the RMPE paper defines it; the code uses 1 px, which
+    makes the term vanish for anything but near-identical poses.
+    """
+    n = len(poses)
+    if n == 0:
+        return poses
+    points = poses.keypoints[..., :2].astype(np.float64)
+    scores = poses.keypoints[..., 2].astype(np.float64)
+    scores[scores == 0] = _ZERO_SCORE
+    radius = params.alpha * poses.boxes[:, 2:].max(axis=1).astype(np.float64)  # [N]
+    distances = _pairwise_distances(points)  # [N,N,K]
+    confidence = np.tanh(scores / params.delta1)  # [N,K]
+    score_term = (confidence[:, None] * confidence[None, :] * (distances <= radius[:, None, None])).sum(-1)
+    spatial_term = params.mu * np.exp(-distances / params.delta2).sum(-1)
+    similarity = score_term + spatial_term  # [N,N]: row = kept candidate
+    matches = (distances <= np.minimum(radius, _MATCH_RADIUS_CAP)[:, None, None]).sum(-1)
+    duplicate = (similarity > params.gamma) | (matches >= params.match_threshold)
+
+    remaining = np.ones(n, dtype=bool)
+    ranking = scores.mean(axis=1)
+    keep: list[int] = []
+    merged_points: list[np.ndarray] = []
+    merged_scores: list[np.ndarray] = []
+    while remaining.any():
+        pick = int(np.flatnonzero(remaining)[ranking[remaining].argmax()])
+        cluster = np.flatnonzero(remaining & duplicate[pick])
+        cluster = np.union1d(cluster, [pick])
+        remaining[cluster] = False
+        if scores[pick].max() < params.score_threshold:
+            continue
+        near = distances[pick, cluster] <= min(radius[pick], _MERGE_RADIUS_CAP)  # [C,K]; pick itself is near
+        weights = scores[cluster] * near
+        normed = weights / weights.sum(axis=0)
+        merged_xy = (points[cluster] * normed[..., None]).sum(axis=0)
+        merged_score = (weights * normed).sum(axis=0)
+        if merged_score.max() < params.score_threshold:
+            continue
+        extent = merged_xy.max(axis=0) - merged_xy.min(axis=0)
+        if 1.5 ** 2 * extent[0] * extent[1] < params.area_threshold:
+            continue
+        keep.append(pick)
+        merged_points.append(merged_xy)
+        merged_scores.append(merged_score)
+    if not keep:
+        return poses.select(np.zeros(0, dtype=np.int64))
+    out = poses.select(np.array(keep))
+    out.keypoints = np.concatenate(
+        [np.stack(merged_points), np.stack(merged_scores)[..., None]], axis=-1).astype(np.float32)
+    return out
+
+
+def oks_matrix(poses: Poses, fmt: KeypointFormat, keypoint_score: float = 0.2) -> np.ndarray:
+    """[N,N] object keypoint similarity, with the mean box area of the pair as the object scale and
+    only keypoints that both poses see above `keypoint_score` (0 when they share none)."""
+    if poses.keypoints.shape[1] != fmt.num_keypoints:
+        raise ValueError(f"poses have {poses.keypoints.shape[1]} keypoints, format '{fmt.name}' has "
+                         f"{fmt.num_keypoints}")
+    points = poses.keypoints[..., :2].astype(np.float64)
+    visible = poses.keypoints[..., 2] > keypoint_score
+    areas = (poses.boxes[:, 2] * poses.boxes[:, 3]).astype(np.float64)
+    variances = (2 * fmt.sigma_array) ** 2
+    scale = (areas[:, None] + areas[None, :]) / 2 + np.spacing(1)
+    squared = ((points[:, None] - points[None, :]) ** 2).sum(-1)  # [N,N,K]
+    similarity = np.exp(-squared / variances / scale[..., None] / 2)
+    both = visible[:, None] & visible[None, :]
+    counts = both.sum(-1)
+    return np.where(counts > 0, (similarity * both).sum(-1) / np.maximum(counts, 1), 0.0)
+
+
+def oks_nms(poses: Poses, threshold: float = 0.9, fmt: KeypointFormat | None = None,
+            keypoint_score: float = 0.2) -> Poses:
+    """Greedy NMS by pose score: a pose whose OKS with a kept, higher-scored pose exceeds `threshold`
+    is dropped. Survivors come out in descending score order."""
+    if len(poses) == 0:
+        return poses
+    fmt = fmt or get_format(poses.format)
+    oks = oks_matrix(poses, fmt, keypoint_score)
+    order = np.argsort(-poses.scores, kind="stable")
+    suppressed = np.zeros(len(poses), dtype=bool)
+    keep = []
+    for i in order:
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= oks[i] > threshold
+    return poses.select(np.array(keep))
+
+
+def make_pose_nms(config: Config) -> Callable[[Poses], Poses]:
+    """The pose NMS chosen by `[pose_nms] kind`, with its settings checked now rather than per frame."""
+    table = config["pose_nms"]
+    kind = table["kind"]
+    check_choice("pose_nms.kind", kind, NMS_KINDS)
+    if kind == "parametric":
+        params = ParametricNmsParams.from_config(table)
+        return lambda poses: parametric_pose_nms(poses, params)
+    if kind == "oks":
+        threshold, keypoint_score = table["oks_threshold"], table["keypoint_score"]
+        check_range("pose_nms.oks_threshold", threshold, 0.0, 1.0)
+        check_range("pose_nms.keypoint_score", keypoint_score, 0.0, 1.0)
+        return lambda poses: oks_nms(poses, threshold, keypoint_score=keypoint_score)
+    return lambda poses: poses
