@@ -169,13 +169,14 @@ class Subscriber:
 
     topics: stream names to receive (exact names; empty = every stream). conflate (alias latest):
     hand out only the newest frame per stream. curve: a `ClientCurve` or a pair of paths
-    (client .key_secret, server .key). `on_gap(gap)` is called for every gap (besides logging).
+    (client .key_secret, server .key). rcvhwm (messages) and rcvbuf (kernel bytes, 0 = OS default)
+    bound what queues up locally while the caller is busy. `on_gap(gap)` is called for every gap.
     Iterate to get messages forever, or call `receive(timeout)`. Close it (or use `with`).
     """
 
     def __init__(self, url: str, topics: Iterable[str] = (), conflate: bool = False,
                  curve: ClientCurve | tuple[str | Path, str | Path] | None = None, *,
-                 rcvhwm: int = 1000, on_gap: Callable[[Gap], None] | None = None) -> None:
+                 rcvhwm: int = 1000, rcvbuf: int = 0, on_gap: Callable[[Gap], None] | None = None) -> None:
         self.url = check_endpoint(url, "subscriber URL")
         self.topics = frozenset([topics] if isinstance(topics, str) else topics)
         self.latest = conflate
@@ -191,6 +192,8 @@ class Subscriber:
         try:
             self._socket.linger = 0
             self._socket.rcvhwm = rcvhwm
+            if rcvbuf:
+                self._socket.rcvbuf = rcvbuf
             self._socket.reconnect_ivl = 100
             self._socket.reconnect_ivl_max = 2000
             # TCP keepalive (answered by the kernel) notices a publisher whose host vanished. Not ZMTP

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from stream.config import home_dir, load_config
+from stream.commands.common import add_config_args, config_from_args
+from stream.config import home_dir
 from stream.curve_keys import generate_key_pair
 
 
@@ -21,12 +22,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     generate.add_argument("name", help="key name, e.g. 'server' or a client's name")
     generate.add_argument("--dir", metavar="DIR",
                           help="where to write the files (default: <posestream home>/keys)")
-    generate.add_argument("--config", metavar="FILE", help="user config file")
+    add_config_args(generate)
     generate.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    directory = args.dir or home_dir(load_config(args.config)) / "keys"
+    directory = args.dir or home_dir(config_from_args(args)) / "keys"
     public, secret = generate_key_pair(directory, args.name)
     print(f"public key: {public}")
     print(f"secret key: {secret}  (keep private)")

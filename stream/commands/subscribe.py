@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from stream.client import Subscriber
-from stream.config import load_config
+from stream.commands.common import add_config_args, config_from_args
 from stream.curve_keys import ClientCurve
 from stream.errors import ConfigError, SourceTimeoutError
 
@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="CURVE: this client's .key_secret file (default: zmq.client_secret_key)")
     parser.add_argument("--server-key", metavar="FILE",
                         help="CURVE: the server's public .key file (default: zmq.server_public_key)")
-    parser.add_argument("--config", metavar="FILE", help="user config file")
+    add_config_args(parser)
     parser.set_defaults(func=run)
 
 
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--count must be >= 0, got {args.count}")
     if args.timeout < 0:
         raise ConfigError(f"--timeout must be >= 0, got {args.timeout}")
-    settings = load_config(args.config)["zmq"]
+    settings = config_from_args(args)["zmq"]
     url = args.url or settings["endpoint"]
     received = 0
     with Subscriber(url, topics=args.topic, conflate=args.latest, curve=_curve(args, settings)) as sub:
