@@ -40,6 +40,7 @@ setup(
         "torch>=2.1",
         "scipy>=1.10",
         "pycocotools>=2.0.7",
+        "scikit-image>=0.21",  # only for its bundled public-domain photo used by `posestream demo`
         "tomli>=2.0; python_version<'3.11'",
     ],
     extras_require={
