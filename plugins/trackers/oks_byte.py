@@ -18,6 +18,7 @@ handed out again. The returned `Poses` are the input poses, in input order, with
 """
 from __future__ import annotations
 
+import copy
 import logging
 
 import numpy as np
@@ -148,9 +149,7 @@ class OksByteTracker:
         predicted_poses = _place(tracks.keypoints, tracks.last_boxes, predicted_boxes)
 
         boxes = poses.boxes.astype(np.float64)
-        areas = boxes[:, 2] * boxes[:, 3]
         keypoints = poses.keypoints.astype(np.float64)
-        track_areas = predicted_boxes[:, 2] * predicted_boxes[:, 3]
         free_tracks = np.ones(len(tracks), dtype=bool)
         free_poses = np.ones(len(poses), dtype=bool)
         pairs: list[tuple[np.ndarray, np.ndarray]] = []  # (track rows, pose rows) per pass
@@ -161,13 +160,12 @@ class OksByteTracker:
             track_rows = track_rows[free_tracks[track_rows]]
             if len(pose_rows) == 0 or len(track_rows) == 0:
                 return
-            oks = oks_matrix(keypoints[pose_rows], predicted_poses[track_rows], areas[pose_rows],
-                             track_areas[track_rows], self._sigmas, self.keypoint_score)
+            oks = oks_matrix(keypoints[pose_rows], predicted_poses[track_rows], boxes[pose_rows],
+                             predicted_boxes[track_rows], self._sigmas, self.keypoint_score)
             if reid:
-                seen = tracks.last_boxes[track_rows]
                 oks_seen = oks_matrix(keypoints[pose_rows], tracks.keypoints[track_rows],
-                                      areas[pose_rows], seen[:, 2] * seen[:, 3], self._sigmas,
-                                      self.keypoint_score)
+                                      boxes[pose_rows], tracks.last_boxes[track_rows],
+                                      self._sigmas, self.keypoint_score)
                 similarity = np.maximum(oks, oks_seen)
             else:
                 iou = iou_matrix(boxes[pose_rows], predicted_boxes[track_rows])
@@ -201,8 +199,9 @@ class OksByteTracker:
             if self.min_hits <= 1:
                 self._confirm(tracks, np.arange(first, len(tracks)))
                 out_ids[new] = tracks.ids[first:]
-        return Poses(poses.boxes, poses.box_scores, poses.keypoints, poses.scores, out_ids,
-                     poses.format)
+        tracked_poses = copy.copy(poses)  # shares the (unchanged, validated) arrays
+        tracked_poses.ids = out_ids
+        return tracked_poses
 
     def _correct(self, tracks: _Tracks, rows: np.ndarray, boxes: np.ndarray,
                  keypoints: np.ndarray) -> None:
