@@ -1,0 +1,104 @@
+"""Video sink: annotated frames (boxes, skeletons, track ids) encoded to MP4, one file per stream.
+
+H.264 through PyAV's libx264 (MPEG-4 when PyAV's FFmpeg lacks it, with a warning). Frames keep the
+source's timestamps (`sinks.video_fps = 0`), so a live stream that dropped frames plays back at real
+speed; sources without timestamps are written at 30 fps. With several streams each gets
+`<stem>_<stream><suffix>` beside the target.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import TracebackType
+from typing import Sequence
+
+import numpy as np
+
+from plugins.sinks.output_paths import StreamNames, safe_stream_name, writable_dir
+from plugins.sinks.render_settings import Renderer
+from stream.config import Config, check_choice, check_range
+from stream.errors import ConfigError, InputError, StageError
+from stream.results import FrameResult
+from stream.video_writer import CODECS, VideoWriter, pick_codec
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".mp4", ".mkv", ".mov")
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+           "veryslow")
+DEFAULT_FPS = 30.0
+
+
+class VideoSink:
+    """`VideoSink(config, target, streams=...)`: `target` is the output file, e.g. `out.mp4`."""
+
+    needs_pixels = True
+
+    def __init__(self, config: Config, target: str, *, streams: Sequence[str] = ()) -> None:
+        settings = config["sinks"]
+        if not target:
+            raise ConfigError("video sink needs an output file, e.g. --sink video:out.mp4")
+        self.path = Path(target).expanduser()
+        if self.path.suffix.lower() not in SUFFIXES:
+            raise ConfigError(f"video sink target {target!r} must end in one of: {', '.join(SUFFIXES)}")
+        if self.path.is_dir():
+            raise InputError(f"video sink target {self.path} is a directory; name a file such as "
+                             f"{self.path / 'out.mp4'}")
+        check_choice("sinks.video_codec", settings["video_codec"], CODECS)
+        check_choice("sinks.video_preset", settings["video_preset"], PRESETS)
+        check_range("sinks.video_crf", settings["video_crf"], 0, 51)
+        check_range("sinks.video_fps", settings["video_fps"], 0.0, 1000.0)
+        check_range("sinks.video_threads", settings["video_threads"], 0, 64)
+        writable_dir(self.path.parent, "video sink directory")
+        self._render = Renderer(config)
+        self._codec = pick_codec(settings["video_codec"])
+        self._crf = settings["video_crf"]
+        self._preset = settings["video_preset"]
+        self._fixed_fps = settings["video_fps"]
+        self._threads = settings["video_threads"]
+        self._streams = StreamNames(streams, f"video sink {self.path}")
+        self._writers: dict[str, VideoWriter] = {}
+        self._closed = False
+
+    def path_for(self, stream: str) -> Path:
+        """The file that holds `stream`'s video."""
+        if not self._streams.several:
+            return self.path
+        return self.path.with_name(f"{self.path.stem}_{safe_stream_name(stream)}{self.path.suffix}")
+
+    def write(self, result: FrameResult, frame: np.ndarray | None) -> None:
+        if self._closed:
+            raise StageError(f"video sink {self.path}: write after close")
+        if frame is None:
+            raise StageError(f"video sink {self.path}: got no pixels for frame {result.frame} of "
+                             f"'{result.stream}' (the pipeline must pass frames to needs_pixels sinks)")
+        self._streams.check(result.stream)
+        writer = self._writers.get(result.stream)
+        if writer is None:
+            writer = VideoWriter(self.path_for(result.stream), frame.shape[1], frame.shape[0],
+                                 fps=self._fixed_fps or DEFAULT_FPS, codec=self._codec, crf=self._crf,
+                                 preset=self._preset, threads=self._threads)
+            self._writers[result.stream] = writer
+            log.info("video sink: writing '%s' to %s (%s)", result.stream, writer.path, writer.codec)
+        writer.write(self._render(result, frame), None if self._fixed_fps else result.pts)
+
+    def close(self) -> None:
+        """Finish every file (MP4 needs its index written at the end); safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        errors = []
+        for writer in self._writers.values():
+            try:
+                writer.close()
+            except InputError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise StageError("video sink: " + "; ".join(errors))
+
+    def __enter__(self) -> "VideoSink":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
