@@ -8,11 +8,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
 from stream.errors import BackendUnavailableError, ConfigError
+
+if TYPE_CHECKING:
+    from engines.engine_cache import TensorRTSettings
 
 BACKENDS = ("onnxruntime", "tensorrt", "auto")
 
@@ -76,27 +79,50 @@ def tensorrt_available() -> str | None:
     return None
 
 
-def resolve_backend(backend: str) -> str:
-    """Turn `auto` into the backend that will actually run here; reject unknown names."""
+def resolve_backend(backend: str, device: str = "cpu") -> tuple[str, str]:
+    """Turn a requested (backend, device) into what will actually run here; reject unknown names.
+
+    `auto` = TensorRT when it is importable and a GPU is present, else ONNX Runtime with its CUDA
+    provider when present, else ONNX Runtime on the CPU; with `auto` the device `cpu` (the default)
+    means "not chosen". TensorRT only runs on CUDA, so `tensorrt` with device `cpu` uses `cuda`.
+    """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend '{backend}' (valid: {', '.join(BACKENDS)})")
     if backend == "auto":
-        return "tensorrt" if tensorrt_available() is None else "onnxruntime"
+        if tensorrt_available() is None:
+            return "tensorrt", "cuda" if device == "cpu" else device
+        import onnxruntime
+
+        if device == "cpu" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            return "onnxruntime", "cuda"
+        return "onnxruntime", device
     if backend == "tensorrt":
         reason = tensorrt_available()
         if reason is not None:
             raise BackendUnavailableError(f"backend 'tensorrt' is unavailable: {reason}")
-    return backend
+        return backend, "cuda" if device == "cpu" else device
+    return backend, device
 
 
 def create_engine(model_path: str | Path, device: str = "cpu", backend: str = "onnxruntime",
-                  threads: int = 0) -> Engine:
-    """Open `model_path` with the chosen backend. `threads` = intra-op threads (0: runtime default)."""
-    backend = resolve_backend(backend)
+                  threads: int = 0, tensorrt: "TensorRTSettings | None" = None,
+                  normalization: Mapping[str, object] | None = None) -> Engine:
+    """Open `model_path` with the chosen backend. `threads` = intra-op threads (0: runtime default).
+
+    `tensorrt` carries the `[tensorrt]` settings (precision, batch profile, cache; default: the
+    default config's); `normalization` (the model card's `input`) pre-processes INT8 calibration.
+    """
+    import logging
+
+    requested = (backend, device)
+    backend, device = resolve_backend(backend, device)
+    logging.getLogger(__name__).info("inference backend: %s on %s (asked for %s on %s)",
+                                     backend, device, *requested)
     if backend == "tensorrt":
         from engines.tensorrt_engine import TensorRTEngine
 
-        return TensorRTEngine.from_onnx(Path(model_path), device=device)
+        return TensorRTEngine.from_onnx(Path(model_path), device=device, settings=tensorrt,
+                                        normalization=normalization)
     from engines.onnxruntime_engine import OnnxRuntimeEngine
 
     return OnnxRuntimeEngine(Path(model_path), device=device, threads=threads)
