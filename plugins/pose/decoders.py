@@ -106,7 +106,7 @@ def decode_heatmaps(heatmaps: np.ndarray, refine: str = "none",
 def _shift_last_axis(array: np.ndarray, shift: int) -> np.ndarray:
     """out[..., i] = array[..., i - shift], repeating the edge value where nothing shifts in."""
     if shift == 0:
-        return array
+        return array.copy()
     out = np.empty_like(array)
     if shift > 0:
         out[..., shift:] = array[..., :-shift]
@@ -117,21 +117,27 @@ def _shift_last_axis(array: np.ndarray, shift: int) -> np.ndarray:
     return out
 
 
-def flip_shift(bins_per_pixel: float) -> int:
-    """Whole-bin shift that re-aligns an output of a mirrored input with the original.
+def flip_shift(bins_per_pixel: float) -> float:
+    """Shift, in bins, that re-aligns an output of a mirrored input with the original.
 
-    A pixel x mirrors to W-1-x, but a reversed output of `b` bins per pixel mirrors bin u to
-    W*b-1-u; the two differ by (1 - b) bins, rounded here (1 for stride-4 heatmaps, as SimpleBaseline
-    and AlphaPose do; -1 for SimCC with split ratio 2).
+    A pixel x mirrors to W-1-x, but reversing an output of `b` bins per pixel mirrors bin u to
+    W*b-1-u; the two differ by (1 - b) bins: 0.75 for stride-4 heatmaps (SimpleBaseline and AlphaPose
+    round it to 1, which biases the flip-averaged peak by 1/8 heatmap pixel), -1 for SimCC at ratio 2.
     """
-    return int(round(1.0 - bins_per_pixel))
+    return 1.0 - bins_per_pixel
 
 
-def flip_back(outputs: np.ndarray, flip_index: np.ndarray, shift: int) -> np.ndarray:
+def flip_back(outputs: np.ndarray, flip_index: np.ndarray, shift: float) -> np.ndarray:
     """Outputs [N,K,...,X] of horizontally mirrored crops, turned back into the original's frame:
-    reverse the last (x) axis, swap left/right keypoints, shift by `flip_shift` bins."""
-    restored = outputs[:, flip_index, ..., ::-1]
-    return _shift_last_axis(np.ascontiguousarray(restored), shift)
+    reverse the last (x) axis, swap left/right keypoints, shift by `flip_shift` bins (a fractional
+    shift interpolates linearly between the two whole-bin shifts around it)."""
+    restored = np.ascontiguousarray(outputs[:, flip_index, ..., ::-1])
+    low = int(np.floor(shift))
+    fraction = shift - low
+    shifted = _shift_last_axis(restored, low)
+    if fraction > 1e-9:
+        shifted = (1 - fraction) * shifted + fraction * _shift_last_axis(restored, low + 1)
+    return shifted
 
 
 def _vector_refine(vectors: np.ndarray, index: np.ndarray) -> np.ndarray:

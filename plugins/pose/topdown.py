@@ -1,0 +1,196 @@
+"""Base class of crop-based (top-down) SPPEs: owns the engine, the crops and the batching.
+
+`estimate(frames, detections)` crops every person of every frame (box grown to the model's aspect,
+then by `pose.box_expand`), runs the crops through the model in batches of at most `pose.batch`
+regardless of which frame they came from, and maps the keypoints back to frame pixels. Subclasses only
+say which model task they read and how to decode its outputs (`decode`).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from engines.base import Engine, create_engine
+from engines.model_card import ModelCard
+from engines.model_check import check_model_kind
+from engines.models import load_card
+from plugins.pose.crops import crop_to_frame, warp_crops
+from plugins.pose.decoders import REFINEMENTS
+from stream.config import Config, check_choice, check_range
+from stream.errors import InputError, ModelError
+from stream.keypoints import KeypointFormat, get_format
+from stream.results import Poses
+
+log = logging.getLogger(__name__)
+
+Outputs = Mapping[str, np.ndarray]
+
+
+class TopDownEstimator:
+    """`TopDownEstimator(config)`; implements `plugins.contracts.PoseEstimator`.
+
+    Pose score of a person = box score x mean keypoint score, so a confident box with a vague pose
+    ranks below one with a clear pose (mmpose's rescoring, without its visibility cut).
+    """
+
+    task = ""  # the model card task a subclass decodes, e.g. "pose-heatmap"
+
+    def __init__(self, config: Config, model: str | None = None) -> None:
+        table = config["pose"]
+        self.expand = float(table["box_expand"])
+        self.batch = int(table["batch"])
+        self.flip_test = bool(table["flip_test"])
+        self.refine = table["refine"]
+        self.min_box_score = float(table["min_box_score"])
+        check_range("pose.box_expand", self.expand, 1.0, 3.0)
+        check_range("pose.batch", self.batch, 1, 256)
+        check_range("pose.threads", table["threads"], 0, 256)
+        check_range("pose.min_box_score", self.min_box_score, 0.0, 1.0)
+        check_choice("pose.refine", self.refine, REFINEMENTS)
+        name = model or table["model"]
+        self.card, directory = load_card(config, name)
+        if self.task and self.card.task != self.task:
+            raise ModelError(f"model '{name}' is a '{self.card.task}' model; the "
+                             f"{type(self).__name__} plugin needs a '{self.task}' model")
+        damaged = self.card.verify(directory)
+        if damaged:
+            raise ModelError(f"model '{name}' in {directory}: file(s) of variant(s) {', '.join(damaged)} "
+                             "are missing or do not match their sha256 (prepare or import it again)")
+        self.format: KeypointFormat = get_format(self.card.keypoint_format)
+        variant = self._pick_variant(self.card)
+        self.engine: Engine | None = create_engine(
+            self.card.file(directory, variant), config["engine"]["device"], config["engine"]["backend"],
+            table["threads"])
+        try:
+            check_model_kind(self.engine, self.card)
+            self.input_hw = self._input_size()
+            self.static_batch = self.engine.inputs[0].shape[0]  # None = any batch size
+            if self.static_batch is not None and self.batch > self.static_batch:
+                log.info("pose model %s has a fixed batch of %d; pose.batch %d lowered to it",
+                         name, self.static_batch, self.batch)
+                self.batch = self.static_batch
+            self._input_name = self.engine.inputs[0].name
+            self._input_dtype = self.engine.inputs[0].dtype
+            self._setup_normalisation(self.card)
+            self.setup(self.card)
+        except BaseException:
+            self.close()
+            raise
+        log.info("pose model %s (%s, variant %s): input %dx%d, batch %s", name, self.card.task, variant,
+                 self.input_hw[1], self.input_hw[0], self.static_batch or "dynamic")
+
+    # ----------------------------------------------------------------- subclass hooks
+    def setup(self, card: ModelCard) -> None:
+        """Read decoder parameters from the card; raise `ModelError` when they are missing."""
+
+    def decode(self, outputs: Outputs, flipped: Outputs | None) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints (x, y) [N,K,2] in crop-input pixels and scores [N,K] from one batch's outputs
+        (and those of the mirrored crops when flip test is on)."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- public
+    def estimate(self, frames: Sequence[np.ndarray], detections: Sequence[Poses]) -> list[Poses]:
+        if len(frames) != len(detections):
+            raise InputError(f"{len(frames)} frames but {len(detections)} detection sets")
+        kept = [d.select(d.box_scores >= self.min_box_score) for d in detections]
+        crops, matrices = [], []
+        for frame, persons in zip(frames, kept):
+            if len(persons):
+                frame_crops, frame_matrices = warp_crops(frame, persons.boxes, self.input_hw, self.expand)
+                crops.append(frame_crops)
+                matrices.append(frame_matrices)
+        if not crops:
+            return [self._empty() for _ in frames]
+        all_crops = np.concatenate(crops)
+        coords, scores = [], []
+        for start in range(0, len(all_crops), self.batch):
+            batch_coords, batch_scores = self._run(all_crops[start:start + self.batch])
+            coords.append(batch_coords)
+            scores.append(batch_scores)
+        points = crop_to_frame(np.concatenate(coords), np.concatenate(matrices))
+        keypoint_scores = np.concatenate(scores)
+        results, offset = [], 0
+        for persons in kept:
+            n = len(persons)
+            if n == 0:
+                results.append(self._empty())
+                continue
+            kp = np.concatenate([points[offset:offset + n], keypoint_scores[offset:offset + n, :, None]], -1)
+            pose_scores = persons.box_scores * keypoint_scores[offset:offset + n].mean(axis=1)
+            results.append(Poses(persons.boxes, persons.box_scores, kp, pose_scores, persons.ids,
+                                 self.format.name))
+            offset += n
+        return results
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    def __enter__(self) -> "TopDownEstimator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- internals
+    @staticmethod
+    def _pick_variant(card: ModelCard) -> str:
+        """A variant with a dynamic batch axis when there is one (batches of any size), else the first."""
+        for variant, entry in card.files.items():
+            shape = entry.get("input_shape") or [None]
+            if shape[0] is None:
+                return variant
+        return next(iter(card.files))
+
+    def _input_size(self) -> tuple[int, int]:
+        size = self.card.input.get("size")
+        if size is None:
+            size = self.engine.inputs[0].shape[2:]
+        if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+            raise ModelError(f"model '{self.card.name}': input size unknown (card input.size = "
+                             f"{self.card.input.get('size')}, model input {self.engine.inputs[0].shape})")
+        return int(size[0]), int(size[1])
+
+    def _setup_normalisation(self, card: ModelCard) -> None:
+        """x = (pixel * scale - mean) / std per channel, in the card's colour order."""
+        spec = card.input
+        color = spec.get("color", "RGB")
+        check_choice(f"model '{card.name}' input.color", color, ("RGB", "BGR"))
+        self._to_rgb = color == "RGB"
+        self._scale = float(spec.get("scale", 1.0))
+        self._mean = np.asarray(spec.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32).reshape(1, 3, 1, 1)
+        self._std = np.asarray(spec.get("std", [1.0, 1.0, 1.0]), dtype=np.float32).reshape(1, 3, 1, 1)
+        if np.any(self._std == 0):
+            raise ModelError(f"model '{card.name}': input.std has a zero")
+
+    def preprocess(self, crops: np.ndarray) -> np.ndarray:
+        """BGR uint8 crops [N,H,W,3] -> the model's normalised NCHW input."""
+        if self._to_rgb:
+            crops = crops[..., ::-1]
+        x = crops.transpose(0, 3, 1, 2).astype(np.float32) * self._scale
+        return ((x - self._mean) / self._std).astype(self._input_dtype, copy=False)
+
+    def infer(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+        """Run crops [N,H,W,3] (N <= batch); a fixed-batch model gets zero padding, cut off again."""
+        if self.engine is None:
+            raise ModelError(f"{type(self).__name__} is closed")
+        x = self.preprocess(crops)
+        n = len(x)
+        if self.static_batch is not None:
+            if n > self.static_batch:
+                raise ModelError(f"model '{self.card.name}' takes batches of exactly {self.static_batch}; "
+                                 f"set pose.batch <= {self.static_batch}")
+            x = np.concatenate([x, np.zeros((self.static_batch - n, *x.shape[1:]), x.dtype)])
+        outputs = self.engine.run({self._input_name: x})
+        return {name: value[:n] for name, value in outputs.items()}
+
+    def _run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outputs = self.infer(crops)
+        flipped = self.infer(np.ascontiguousarray(crops[:, :, ::-1])) if self.flip_test else None
+        return self.decode(outputs, flipped)
+
+    def _empty(self) -> Poses:
+        return Poses.empty(self.format.num_keypoints, self.format.name)
