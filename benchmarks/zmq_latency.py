@@ -1,0 +1,149 @@
+"""ZMQ stream: publish→receive latency and message rate for 1 and 10 subscribers.
+
+A `ZmqSink` in this process publishes frames holding real persons (COCO annotations from the shared
+data); every subscriber is its own process running `stream.client.Subscriber`, so decoding and
+validation are part of the cost, as for a real consumer. Two runs per subscriber count:
+- latency: `--rate` frames/s for `--messages` frames; latency = receive time - `publish_ts` (one
+  clock, one machine), p50/p99 over every subscriber's messages;
+- throughput: `--messages` frames as fast as the sink can publish; messages/s delivered to each
+  subscriber (the slowest is reported) and frames lost to the high-water mark.
+
+    python -m benchmarks.zmq_latency [--subscribers 1,10] [--messages 2000] [--rate 100]
+                                     [--persons 5] [--endpoint tcp://127.0.0.1:*] [--out x.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from plugins.sinks.zmq_sink import ZmqSink
+from stream.client import Subscriber
+from stream.config import load_config, shared_dir
+from stream.results import FrameResult, Poses
+
+QUIET_S = 2.0  # a subscriber stops when nothing arrived for this long
+
+
+def coco_persons(count: int) -> Poses:
+    """`count` annotated persons from the shared COCO set (repeated if there are fewer)."""
+    data = json.loads((shared_dir() / "data/coco/person_keypoints.json").read_text())
+    anns = [a for a in data["annotations"] if a["num_keypoints"]]
+    anns = [anns[i % len(anns)] for i in range(count)]
+    return Poses(np.array([a["bbox"] for a in anns]).reshape(-1, 4), np.full(count, 0.9),
+                 np.array([a["keypoints"] for a in anns]).reshape(count, 17, 3),
+                 np.full(count, 0.8), ids=np.arange(count))
+
+
+def subscriber_main(url: str, expected: int, ready: Any, results: Any) -> None:
+    """Receive until the last frame of stream 'bench' or `QUIET_S` of silence; report timings."""
+    latencies, first, last, received = [], None, None, 0
+    with Subscriber(url, rcvhwm=100_000) as sub:
+        while True:
+            message = sub.receive(QUIET_S if first is not None else 60.0)
+            now = time.time()
+            if message is None:
+                break
+            if message["stream"] == "warmup":
+                ready.set()
+                continue
+            first = now if first is None else first
+            last = now
+            received += 1
+            latencies.append(now - message["publish_ts"])
+            if message["frame"] == expected - 1:
+                break
+    results.put({"received": received, "missing": sub.stats.missing,
+                 "span_s": (last - first) if first is not None else 0.0,
+                 "latencies_ms": [1e3 * x for x in latencies]})
+
+
+def run_once(subscribers: int, messages: int, rate: float, persons: Poses, endpoint: str,
+             hwm: int) -> dict[str, Any]:
+    """One publisher, `subscribers` processes; `rate` 0 = as fast as possible."""
+    context = mp.get_context("spawn")
+    config = load_config(overrides={"zmq.hwm": hwm, "zmq.wait_for_subscriber_s": 0.0})
+    results = context.Queue()
+    with ZmqSink(config, endpoint) as sink:
+        workers = []
+        for _ in range(subscribers):
+            ready = context.Event()
+            process = context.Process(target=subscriber_main,
+                                      args=(sink.bound_endpoint, messages, ready, results))
+            process.start()
+            workers.append((process, ready))
+        deadline, number = time.monotonic() + 120, 0
+        while not all(ready.is_set() for _, ready in workers):  # every subscriber is connected
+            if time.monotonic() > deadline:
+                raise RuntimeError("subscribers did not connect within 120 s")
+            sink.write(FrameResult("warmup", number, 640, 480, persons), None)
+            number += 1
+            time.sleep(0.02)
+        time.sleep(0.2)
+        start = time.perf_counter()
+        for number in range(messages):
+            if rate:
+                delay = start + number / rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            sink.write(FrameResult("bench", number, 640, 480, persons, capture_ts=time.time()), None)
+        publish_s = time.perf_counter() - start
+        reports = [results.get(timeout=120 + QUIET_S) for _ in workers]
+        for process, _ in workers:
+            process.join(timeout=30)
+    latencies = np.concatenate([r["latencies_ms"] for r in reports])
+    delivered = [r["received"] / r["span_s"] for r in reports if r["span_s"] > 0]
+    received = sum(r["received"] for r in reports)
+    return {"subscribers": subscribers, "mode": f"{rate:g}/s" if rate else "flood",
+            "messages": messages, "payload_persons": len(persons),
+            "publish_msg_s": messages / publish_s,
+            "slowest_subscriber_msg_s": min(delivered) if delivered else 0.0,
+            "lost_pct": 100.0 * (1 - received / (messages * subscribers)),
+            "p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else float("nan"),
+            "p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else float("nan")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", default="1,10", help="comma-separated subscriber counts")
+    parser.add_argument("--messages", type=int, default=2000, help="frames per run")
+    parser.add_argument("--rate", type=float, default=100.0, help="frames/s in the latency run")
+    parser.add_argument("--persons", type=int, default=5, help="persons per frame")
+    parser.add_argument("--endpoint", default="tcp://127.0.0.1:*", help="where the sink binds")
+    parser.add_argument("--hwm", type=int, default=load_config()["zmq"]["hwm"],
+                        help="sink high-water mark (default: zmq.hwm)")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    persons = coco_persons(args.persons)
+    rows = []
+    for count in (int(n) for n in args.subscribers.split(",")):
+        for rate in (args.rate, 0.0):
+            rows.append(run_once(count, args.messages, rate, persons, args.endpoint, args.hwm))
+
+    header = (f"{'subs':>4} {'mode':>7} {'msgs':>6} {'pub msg/s':>10} {'sub msg/s':>10} "
+              f"{'lost %':>7} {'p50 ms':>8} {'p99 ms':>8}")
+    lines = [header, "-" * len(header)]
+    lines += [f"{r['subscribers']:>4} {r['mode']:>7} {r['messages']:>6} {r['publish_msg_s']:>10.0f} "
+              f"{r['slowest_subscriber_msg_s']:>10.0f} {r['lost_pct']:>7.1f} {r['p50_ms']:>8.2f} "
+              f"{r['p99_ms']:>8.2f}" for r in rows]
+    sys.stdout.write("\n".join(lines) + "\n")
+    if args.out:
+        report = {"benchmark": "zmq_latency", "python": platform.python_version(),
+                  "machine": platform.machine(), "zmq": zmq.zmq_version(),
+                  "pyzmq": zmq.__version__, "endpoint": args.endpoint, "hwm": args.hwm,
+                  "results": rows}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
