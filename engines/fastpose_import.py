@@ -168,8 +168,8 @@ def import_alphapose_fastpose(checkpoint: Path, fmt: str, home: Path, name: str 
                               opset: int = 17, threads: int = 2, tolerance: float = 1e-4) -> Path:
     """Import an AlphaPose FastPose-ResNet-50 checkpoint into the model cache; returns the model dir.
 
-    The export is checked against the card's declared kind and against torch (see `verify_export`) before anything lands in `home/models/<name>/`; a failed
-    import leaves the cache as it was.
+    The export is checked against the card's declared kind and against torch (`verify_export`)
+    before anything lands in `home/models/<name>/`; a failed import leaves the cache as it was.
     """
     checkpoint = Path(checkpoint)
     _check_format(fmt)

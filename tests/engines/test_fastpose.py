@@ -115,6 +115,7 @@ EXPECTED_OPS = {"Add", "Constant", "Conv", "DepthToSpace", "Flatten", "Gemm", "G
                 "Identity", "MaxPool", "Mul", "Relu", "Sigmoid", "Unsqueeze"}
 
 
+@pytest.mark.slow  # one ResNet-50 export plus a few CPU forwards: ~10 s on an idle 2-core machine
 def test_import_writes_verified_onnx_and_card(tmp_path: Path) -> None:
     checkpoint = tmp_path / "fast_res50_256x192.pth"
     torch.save(fill("coco17", "B"), checkpoint)
@@ -140,11 +141,9 @@ def test_import_writes_verified_onnx_and_card(tmp_path: Path) -> None:
         expected = model(torch.from_numpy(golden["input"])).numpy()
     with OnnxRuntimeEngine(onnx_file, threads=2) as engine:
         check_model_kind(engine, card)
-        got = engine.run1(golden["input"])
-        single = engine.run1(golden["input"][:1])
+        got = engine.run1(golden["input"])  # batch 2 through a graph traced at batch 1
     assert float(np.abs(got - expected).max()) < TOLERANCE
     assert float(np.abs(got - golden["heatmaps"]).max()) < TOLERANCE
-    assert float(np.abs(single - expected[:1]).max()) < TOLERANCE
     assert card.extra["onnx_vs_torch_max_abs_diff"] < TOLERANCE
 
 
@@ -213,12 +212,14 @@ def _edit(state: dict[str, torch.Tensor], case: str) -> dict[str, torch.Tensor]:
     ("halpe26-head", "coco17", ModelError, r"head predicts 26 joints but format 'coco17' has 17; "
                                            r"use format 'halpe26'.*conv_out\.weight \[26, 128, 3, 3\]"),
     ("odd-head", "coco17", ModelError, r"head predicts 20 joints but format 'coco17' has 17\. "),
-    ("none", "halpe26", ModelError, r"head predicts 17 joints but format 'halpe26' has 26; use format 'coco17'"),
+    ("none", "halpe26", ModelError, r"head predicts 17 joints but format 'halpe26' has 26; "
+                                    r"use format 'coco17'"),
     ("shape", "coco17", ModelError, r"mismatched \(1\): preact\.conv1\.weight \[64, 3, 3, 3\] "
                                     r"\(expected \[64, 3, 7, 7\]\)"),
     ("integer", "coco17", ModelError, r"duc2\.bn\.weight is torch\.int64"),
     ("nan", "coco17", ModelError, r"NaN or infinite values in: duc2\.bn\.bias"),
-    ("none", "coco18", ConfigError, r"unknown FastPose keypoint format 'coco18' \(valid: coco17, halpe26, halpe136\)"),
+    ("none", "coco18", ConfigError, r"unknown FastPose keypoint format 'coco18' "
+                                    r"\(valid: coco17, halpe26, halpe136\)"),
     ("no-counters", "coco17", None, ""),
     ("half", "coco17", None, ""),
 ])
