@@ -1,0 +1,65 @@
+"""Images sink: one annotated JPEG per frame in a folder, named like the frame's JSON `image_id`
+(`<frame>.jpg` for video, the source file's name with a `.jpg` suffix for images), so a rendered
+image and its AlphaPose entries match by name. With several streams each gets a sub-folder."""
+from __future__ import annotations
+
+from pathlib import Path, PurePath
+from types import TracebackType
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from plugins.sinks.output_paths import StreamNames, image_name, safe_stream_name, writable_dir
+from plugins.sinks.render_settings import Renderer
+from stream.config import Config, check_range
+from stream.errors import ConfigError, StageError
+from stream.results import FrameResult
+
+
+class ImagesSink:
+    """`ImagesSink(config, target, streams=...)`: `target` is the output folder (created if missing)."""
+
+    needs_pixels = True
+
+    def __init__(self, config: Config, target: str, *, streams: Sequence[str] = ()) -> None:
+        if not target:
+            raise ConfigError("images sink needs an output folder, e.g. --sink images:out/")
+        quality = config["sinks"]["images_quality"]
+        check_range("sinks.images_quality", quality, 1, 100)
+        self.directory = writable_dir(Path(target).expanduser(), "images sink folder")
+        self._params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+        self._render = Renderer(config)
+        self._streams = StreamNames(streams, f"images sink {self.directory}")
+        self._closed = False
+        self.written = 0
+
+    def path_for(self, result: FrameResult) -> Path:
+        """Where `result`'s image goes. Only the name of an image source's file is used, so an odd
+        `image_id` (absolute, with `..`) cannot write outside the folder."""
+        folder = self.directory / safe_stream_name(result.stream) if self._streams.several else self.directory
+        return folder / PurePath(image_name(result)).with_suffix(".jpg").name
+
+    def write(self, result: FrameResult, frame: np.ndarray | None) -> None:
+        if self._closed:
+            raise StageError(f"images sink {self.directory}: write after close")
+        if frame is None:
+            raise StageError(f"images sink {self.directory}: got no pixels for frame {result.frame} "
+                             f"of '{result.stream}' (the pipeline must pass frames to needs_pixels sinks)")
+        self._streams.check(result.stream)
+        path = self.path_for(result)
+        path.parent.mkdir(exist_ok=True)
+        if not cv2.imwrite(str(path), self._render(result, frame), self._params):
+            raise StageError(f"images sink: could not write {path}")
+        self.written += 1
+
+    def close(self) -> None:
+        """Nothing is buffered (each image is complete when `write` returns); safe to call twice."""
+        self._closed = True
+
+    def __enter__(self) -> "ImagesSink":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

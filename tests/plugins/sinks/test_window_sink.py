@@ -1,0 +1,35 @@
+"""WindowSink refuses clearly where it cannot show anything: the headless OpenCV posestream installs,
+or a GUI build without a display."""
+from __future__ import annotations
+
+import cv2
+import pytest
+
+import plugins.sinks.window as window
+from stream.config import load_config
+from stream.errors import BackendUnavailableError, PosestreamError
+
+
+def test_backend_is_read_from_opencv_build_information() -> None:
+    line = next(l for l in cv2.getBuildInformation().splitlines() if l.strip().startswith("GUI:"))
+    assert window.gui_backend() == line.split(":", 1)[1].strip()
+
+
+@pytest.mark.skipif(window.gui_backend() != "NONE", reason="needs the headless OpenCV build")
+def test_headless_opencv_is_one_clear_error() -> None:
+    with pytest.raises(BackendUnavailableError) as info:
+        window.WindowSink(load_config(), "")
+    message = str(info.value)
+    assert "no GUI support" in message
+    assert f"pip install opencv-python=={cv2.__version__.split('-')[0]}" in message
+    assert "--sink video:out.mp4" in message
+    assert isinstance(info.value, (PosestreamError, RuntimeError))
+
+
+def test_gui_build_without_display_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(window, "gui_backend", lambda: "GTK3")  # as if the GUI wheel were installed
+    monkeypatch.setattr(window.sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(BackendUnavailableError, match="no display .neither DISPLAY nor WAYLAND_DISPLAY"):
+        window.WindowSink(load_config(), "")
