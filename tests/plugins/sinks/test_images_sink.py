@@ -23,7 +23,7 @@ def test_image_source_keeps_file_names(tmp_path: Path) -> None:
         written = cv2.imread(str(tmp_path / "vis" / result.image_id))
         assert written.shape == pixels.shape
         rendered = draw_poses(pixels, result.poses, kpt_threshold=0.3)
-        assert cv2.PSNR(written, rendered) > 27  # JPEG quality 90 of the drawing (a grainy photo: 29.9)
+        assert cv2.PSNR(written, rendered) > 24  # JPEG q90 of thin coloured lines on photos: 26-35 dB
         assert cv2.PSNR(written, rendered) > cv2.PSNR(written, pixels) + 3
     assert sink.written == 8
 
