@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from engines.base import create_engine
+from engines.model_check import check_model_kind
 from engines.models import load_card
 from engines.preprocess import canvas_size, letterbox, to_input
 from engines.yolo_decode import decode_yolo_pose, to_frame_pixels
@@ -46,10 +47,11 @@ class YoloDetector:
         self.engine = create_engine(card.file(directory, self.variant), device=config["engine"]["device"],
                                     backend=config["engine"]["backend"],
                                     threads=cfg["threads"] if threads is None else threads)
-        out = self.engine.outputs[0]
-        if len(out.shape) != 3 or out.shape[1] not in (None, 5 + 3 * self.num_keypoints):
-            raise ModelError(f"{card.name}: output {out.name} has shape {out.shape}, expected "
-                             f"[B, {5 + 3 * self.num_keypoints}, N] for a YOLO-pose detector")
+        try:
+            check_model_kind(self.engine, card)
+        except ModelError:
+            self.engine.close()
+            raise
         self.static_batch = self.engine.inputs[0].shape[0] == 1
 
     def canvas_for(self, height: int, width: int) -> tuple[int, int]:

@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     imp.add_argument("path", type=Path, help="checkpoint file, e.g. fast_res50_256x192.pth")
     imp.add_argument("--format", dest="fmt", default="coco17", choices=["coco17", "halpe26", "halpe136"],
                      help="keypoint format of the checkpoint's head")
-    imp.add_argument("--name", help="name in the cache (default derived from the file name)")
+    imp.add_argument("--name", help="name in the cache (default: alphapose-fastpose-res50-FORMAT)")
     add_config_args(imp)
     imp.set_defaults(func=run_import)
 
@@ -58,6 +58,8 @@ def run_import(args: argparse.Namespace) -> int:
     from stream.config import home_dir
 
     config = config_from_args(args)
-    directory = import_alphapose_fastpose(args.path, args.fmt, home_dir(config), name=args.name)
+    directory = import_alphapose_fastpose(args.path, args.fmt, home_dir(config), name=args.name,
+                                          opset=config["model"]["opset"],
+                                          threads=config["engine"]["intra_op_threads"])
     print(f"imported {args.path} as {directory}")
     return 0
