@@ -16,6 +16,7 @@ stages see a stream in order: an older frame still holding the bit was lost with
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from enum import IntEnum
 from multiprocessing import shared_memory
@@ -44,6 +45,10 @@ class SlotState(IntEnum):
     WRITING = 1
     READY = 2
     TAKEN = 3
+
+
+# Plain ints for the hot paths (enum attribute look-ups cost more than the work they guard).
+_FREE, _WRITING, _READY, _TAKEN = (int(s) for s in SlotState)
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,18 @@ class FrameRing:
             raise InputError(f"cannot size a frame ring for a {width}x{height} source")
         capacity = _round_up(height * width * channels, _ALIGN)
         data_offset = _round_up((_HEADER_WORDS + slots * _SLOT_WORDS) * 8, _ALIGN)
-        shm = shared_memory.SharedMemory(create=True, size=data_offset + slots * capacity)
+        size = data_offset + slots * capacity
+        shm = shared_memory.SharedMemory(create=True, size=size)
+        try:
+            # Reserve the pages now: a full /dev/shm is then one clear error here instead of a
+            # SIGBUS in whichever process first touches an unbacked page.
+            os.posix_fallocate(shm._fd, 0, size)
+        except OSError as exc:
+            shm.close()
+            shm.unlink()
+            raise StageError(f"cannot reserve {size / 1e6:.0f} MB of shared memory for {slots} frames of "
+                             f"{width}x{height} ({exc.strerror}); free space in /dev/shm or lower "
+                             "pipeline.ring_slots") from None
         header = np.ndarray((_HEADER_WORDS,), dtype=np.int64, buffer=shm.buf)
         header[:] = 0
         header[_H_SLOTS] = slots
@@ -140,13 +156,13 @@ class FrameRing:
         while True:
             self._lock()
             try:
-                slot = self._find(SlotState.FREE)
+                slot = self._find(_FREE)
                 if slot is None and live:
-                    slot = self._oldest(SlotState.READY)
+                    slot = self._oldest(_READY)
                     if slot is not None:
                         self._header[_H_DROPPED] += 1
                 if slot is not None:
-                    self._table[slot, _S_STATE] = SlotState.WRITING
+                    self._table[slot, _S_STATE] = _WRITING
                     return slot
                 if live:
                     self._header[_H_DROPPED] += 1
@@ -180,7 +196,7 @@ class FrameRing:
             row[_S_FRAME] = frame_id
             row[_S_MASK] = holders
             row[_S_H], row[_S_W], row[_S_C] = shape
-            row[_S_STATE] = SlotState.READY
+            row[_S_STATE] = _READY
             self._header[_H_PUBLISHED] += 1
         finally:
             self._cond.release()
@@ -189,7 +205,7 @@ class FrameRing:
         """Give back a slot from `acquire` without publishing it."""
         self._lock()
         try:
-            self._table[slot, _S_STATE] = SlotState.FREE
+            self._table[slot, _S_STATE] = _FREE
             self._cond.notify_all()
         finally:
             self._cond.release()
@@ -200,17 +216,16 @@ class FrameRing:
         when the reference is stale: a live producer reclaimed the slot for a newer frame."""
         self._lock()
         try:
-            row = self._table[ref.slot]
-            if row[_S_STATE] != SlotState.READY or row[_S_FRAME] != ref.frame_id:
+            table = self._table
+            if table[ref.slot, _S_STATE] != _READY or table[ref.slot, _S_FRAME] != ref.frame_id:
                 return False
-            row[_S_STATE] = SlotState.TAKEN
+            table[ref.slot, _S_STATE] = _TAKEN
             # Older READY frames of this stream whose references never arrived were lost in flight.
-            for other in range(self.slots):
-                if (self._table[other, _S_STATE] == SlotState.READY
-                        and self._table[other, _S_FRAME] < ref.frame_id):
-                    self._table[other, _S_STATE] = SlotState.FREE
-                    self._header[_H_LOST] += 1
-                    self._cond.notify_all()
+            orphans = (table[:, _S_STATE] == _READY) & (table[:, _S_FRAME] < ref.frame_id)
+            if orphans.any():
+                table[orphans, _S_STATE] = _FREE
+                self._header[_H_LOST] += int(orphans.sum())
+                self._cond.notify_all()
             return True
         finally:
             self._cond.release()
@@ -225,15 +240,13 @@ class FrameRing:
         """This consumer (`bit`) is done with `ref` and with any older frame it still held."""
         self._lock()
         try:
-            freed = False
-            for slot in range(self.slots):
-                row = self._table[slot]
-                if row[_S_STATE] == SlotState.TAKEN and row[_S_MASK] & bit and row[_S_FRAME] <= ref.frame_id:
-                    row[_S_MASK] &= ~bit
-                    if row[_S_MASK] == 0:
-                        row[_S_STATE] = SlotState.FREE
-                        freed = True
-            if freed:
+            table = self._table
+            held = ((table[:, _S_STATE] == _TAKEN) & (table[:, _S_MASK] & bit != 0)
+                    & (table[:, _S_FRAME] <= ref.frame_id))
+            table[held, _S_MASK] &= ~bit
+            freed = held & (table[:, _S_MASK] == 0)
+            if freed.any():
+                table[freed, _S_STATE] = _FREE
                 self._cond.notify_all()
         finally:
             self._cond.release()
@@ -247,11 +260,11 @@ class FrameRing:
     def states(self) -> list[SlotState]:
         return [SlotState(int(s)) for s in self._table[:, _S_STATE]]
 
-    def _find(self, state: SlotState) -> int | None:
+    def _find(self, state: int) -> int | None:
         hits = np.flatnonzero(self._table[:, _S_STATE] == state)
         return int(hits[0]) if len(hits) else None
 
-    def _oldest(self, state: SlotState) -> int | None:
+    def _oldest(self, state: int) -> int | None:
         hits = np.flatnonzero(self._table[:, _S_STATE] == state)
         if not len(hits):
             return None

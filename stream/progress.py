@@ -1,0 +1,108 @@
+"""What `posestream run` shows while it works: a progress bar for files and folders, a status line
+once per interval for live sources. Both write to a text stream (stderr by default), redraw in
+place on a terminal, and stay quiet on a non-terminal except for the live status lines."""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Protocol, TextIO
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The pipeline's state at one tick."""
+
+    elapsed_s: float
+    frames_done: int              # frames written by the sinks, all streams
+    stage_fps: dict[str, float]   # frames per second since the previous tick, per stage
+    dropped: int                  # live-policy drops, all streams
+    latency_ms: float             # end-to-end latency of the latest finished frame
+
+
+class Display(Protocol):
+    live: bool
+
+    def update(self, snapshot: Snapshot) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes:02d}:{secs:02d}"
+
+
+class ProgressBar:
+    """`[#####-----] 36/72 50%  12.3 fps  00:03` (frames and rate only when the total is unknown)."""
+
+    live = False
+
+    def __init__(self, total: int | None = None, out: TextIO | None = None, width: int = 30) -> None:
+        self.total = total
+        self.out = out or sys.stderr
+        self.width = width
+        self._tty = bool(getattr(self.out, "isatty", lambda: False)())
+        self._drawn = False
+        self._closed = False
+        self._start = time.monotonic()
+
+    def update(self, snapshot: Snapshot) -> None:
+        if not self._tty:
+            return
+        done = snapshot.frames_done
+        rate = done / snapshot.elapsed_s if snapshot.elapsed_s > 0 else 0.0
+        if self.total:
+            filled = min(self.width, self.width * done // self.total)
+            bar = "#" * filled + "-" * (self.width - filled)
+            text = f"[{bar}] {done}/{self.total} {100 * done // self.total:3d}%"
+        else:
+            text = f"{done} frames"
+        self.out.write(f"\r{text}  {rate:5.1f} fps  {_clock(snapshot.elapsed_s)}\x1b[K")
+        self.out.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._drawn:
+            self.out.write("\n")
+            self.out.flush()
+
+
+class StatusLine:
+    """`detect 14.8 fps | pose 14.8 | ... | dropped 3 | e2e 92 ms` once per status interval."""
+
+    live = True
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stderr
+        self._tty = bool(getattr(self.out, "isatty", lambda: False)())
+        self._drawn = False
+        self._closed = False
+
+    def update(self, snapshot: Snapshot) -> None:
+        parts = [f"{name} {fps:.1f} fps" for name, fps in snapshot.stage_fps.items()]
+        parts.append(f"dropped {snapshot.dropped}")
+        parts.append(f"e2e {snapshot.latency_ms:.0f} ms")
+        line = f"{_clock(snapshot.elapsed_s)} " + " | ".join(parts)
+        if self._tty:
+            self.out.write(f"\r{line}\x1b[K")
+            self._drawn = True
+        else:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._drawn:
+            self.out.write("\n")
+            self.out.flush()
+
+
+def make_display(live: bool, total: int | None, out: TextIO | None = None) -> Display:
+    """The status line for live runs, the progress bar otherwise."""
+    return StatusLine(out) if live else ProgressBar(total, out)
