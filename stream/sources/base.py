@@ -1,0 +1,165 @@
+"""What every source yields and exposes: `Frame`, `SourceInfo`, `SourceStats`, the `Source` base
+class, and `SourceSettings` (the `[source]` config table, validated once where it enters)."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from stream.config import Config, check_choice, check_range
+from stream.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+RTSP_TRANSPORTS = ("tcp", "udp", "udp_multicast", "http", "https")
+
+
+@dataclass
+class Frame:
+    """One decoded picture. `index` counts delivered frames from 0 without gaps; `pts` is the
+    stream's presentation time in seconds (None when the source has none); `capture_ts` is
+    `time.time()` when the frame was read; `image_id` is the file name for image sources."""
+
+    image: np.ndarray
+    index: int
+    pts: float | None
+    capture_ts: float
+    image_id: str | None = None
+
+
+@dataclass
+class SourceInfo:
+    """What a consumer needs before the first frame: the frame ring is sized from max_width/height,
+    and `live` chooses the drop-oldest policy over blocking."""
+
+    name: str
+    kind: str
+    live: bool
+    width: int
+    height: int
+    fps: float | None
+    max_width: int
+    max_height: int
+
+
+@dataclass
+class SourceStats:
+    """Counters for the metrics report. Written by one reader thread, read by anyone."""
+
+    frames_read: int = 0
+    frames_delivered: int = 0
+    frames_dropped: int = 0
+    decode_errors: int = 0
+    lost: int = 0
+    restored: int = 0
+    reconnect_attempts: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """The `[source]` config table, range-checked (defaults live in config.toml only)."""
+
+    rtsp_transport: str
+    connect_timeout_s: float
+    read_timeout_s: float
+    probe_s: float
+    reconnect_initial_s: float
+    reconnect_max_s: float
+    decode_threads: int
+    webcam_width: int
+    webcam_height: int
+    webcam_fps: float
+    webcam_fourcc: str
+    lavfi_realtime: bool
+
+    @classmethod
+    def from_config(cls, config: Config) -> "SourceSettings":
+        table: dict[str, Any] = dict(config.get("source", {}))
+        try:
+            settings = cls(**table)
+        except TypeError as exc:
+            raise ConfigError(f"config table [source] does not match this version: {exc}") from None
+        check_choice("source.rtsp_transport", settings.rtsp_transport, RTSP_TRANSPORTS)
+        check_range("source.connect_timeout_s", settings.connect_timeout_s, 0.1, 600)
+        check_range("source.read_timeout_s", settings.read_timeout_s, 0.1, 600)
+        check_range("source.probe_s", settings.probe_s, 0.0, 60)
+        check_range("source.reconnect_initial_s", settings.reconnect_initial_s, 0.01, 600)
+        check_range("source.reconnect_max_s", settings.reconnect_max_s,
+                    settings.reconnect_initial_s, 3600)
+        check_range("source.decode_threads", settings.decode_threads, 0, 64)
+        check_range("source.webcam_width", settings.webcam_width, 0, 16384)
+        check_range("source.webcam_height", settings.webcam_height, 0, 16384)
+        check_range("source.webcam_fps", settings.webcam_fps, 0, 1000)
+        if settings.webcam_fourcc and len(settings.webcam_fourcc) != 4:
+            raise ConfigError("config key 'source.webcam_fourcc' must be 4 characters (e.g. MJPG) "
+                              f"or empty, got {settings.webcam_fourcc!r}")
+        return settings
+
+
+class Source:
+    """A context manager over one input. Subclasses set `info` in `__init__`, implement `_frames()`
+    (yielding frames with consecutive indices) and `_release()`; `close()` is safe to call twice
+    and from another thread (it stops a live source's waiting `frames()`)."""
+
+    info: SourceInfo
+
+    def __init__(self) -> None:
+        self.stats = SourceStats()
+        self._next_index = 0
+        self._closed = threading.Event()
+        self._close_lock = threading.Lock()
+
+    def frames(self) -> Iterator[Frame]:
+        """Frames until the input ends or the source is closed."""
+        for frame in self._frames():
+            self.stats.frames_delivered += 1
+            yield frame
+            if self._closed.is_set():
+                return
+
+    def _frames(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def _frame(self, image: np.ndarray, pts: float | None, capture_ts: float,
+               image_id: str | None = None) -> Frame:
+        """Wrap a decoded picture with the next delivered index."""
+        frame = Frame(np.ascontiguousarray(image), self._next_index, pts, capture_ts, image_id)
+        self._next_index += 1
+        return frame
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def close(self) -> None:
+        with self._close_lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+            self._release()
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # backstop only; callers close explicitly
+        if hasattr(self, "_closed") and not self._closed.is_set():
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001 - never raise from a finalizer
+                log.debug("source close during garbage collection failed", exc_info=True)
+
+    def __repr__(self) -> str:
+        info = getattr(self, "info", None)
+        return f"<{type(self).__name__} {info.name if info else '?'} closed={self.closed}>"

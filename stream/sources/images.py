@@ -1,0 +1,96 @@
+"""Image folders and image lists: one frame per readable image, in order, with `image_id` = file name."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+from PIL import Image, UnidentifiedImageError
+
+from stream.errors import InputError, InputNotFoundError
+from stream.sources.base import Frame, Source, SourceInfo
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# EXIF orientations 5..8 rotate by 90 degrees; cv2.imread applies them, so the decoded frame is
+# taller than the header says.
+_ROTATED_ORIENTATIONS = (5, 6, 7, 8)
+_EXIF_ORIENTATION = 0x0112
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) as cv2.imread will decode it, read from the header only; None when the file
+    is not an image Pillow can identify (it is then skipped at read time, like a corrupt image)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if image.getexif().get(_EXIF_ORIENTATION) in _ROTATED_ORIENTATIONS:
+                width, height = height, width
+            return width, height
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def list_folder(folder: Path) -> list[Path]:
+    """The folder's image files (not recursive), sorted by name so runs are reproducible."""
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
+    if not paths:
+        raise InputError(f"image folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
+    return paths
+
+
+class ImageSource(Source):
+    """Images read with OpenCV in the given order. A file that does not decode is logged, counted in
+    `stats.decode_errors` and skipped; indices stay consecutive over the delivered images."""
+
+    def __init__(self, paths: Sequence[Path], name: str, kind: str) -> None:
+        super().__init__()
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise InputNotFoundError(f"image not found: {', '.join(missing[:5])}"
+                                     + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
+        self._paths = list(paths)
+        sizes = [size for size in map(header_size, self._paths) if size is not None]
+        if not sizes:
+            raise InputError(f"none of the {len(self._paths)} images can be read "
+                             f"(first: {self._paths[0]})")
+        width, height = sizes[0]
+        self.info = SourceInfo(name=name, kind=kind, live=False, width=width, height=height,
+                               fps=None, max_width=max(w for w, _ in sizes),
+                               max_height=max(h for _, h in sizes))
+
+    def _frames(self) -> Iterator[Frame]:
+        for path in self._paths:
+            if self.closed:
+                return
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                self.stats.decode_errors += 1
+                log.warning("source %s: skipped unreadable image %s", self.info.name, path)
+                continue
+            self.stats.frames_read += 1
+            yield self._frame(image, None, time.time(), image_id=path.name)
+
+    def _release(self) -> None:
+        """Nothing is held open between images."""
+
+
+def open_image_folder(folder: Path, name: str | None) -> ImageSource:
+    return ImageSource(list_folder(folder), name or folder.name or "images", "image_folder")
+
+
+def open_image_list(paths: Sequence[Path], name: str | None) -> ImageSource:
+    if not paths:
+        raise InputError("image list is empty")
+    not_images = [str(p) for p in paths if not is_image_path(p)]
+    if not_images:
+        raise InputError(f"not an image file name ({', '.join(IMAGE_SUFFIXES)}): "
+                         f"{', '.join(not_images[:5])}")
+    return ImageSource(paths, name or "images", "image_list")

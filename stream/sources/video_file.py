@@ -1,0 +1,69 @@
+"""Video files (PyAV, threaded decoding) and FFmpeg lavfi test sources, which decode the same way."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import av
+
+from stream.errors import InputError
+from stream.sources.base import Frame, Source, SourceInfo, SourceSettings
+from stream.sources.pyav_media import decode_frames, describe, open_container, video_stream
+
+
+class PyAVSource(Source):
+    """Frames of one PyAV container, decoded in order on the caller's thread: every frame is
+    delivered (offline policy); the caller's pace is the decode pace."""
+
+    def __init__(self, container: Any, what: str, name: str, kind: str, live: bool,
+                 settings: SourceSettings) -> None:
+        super().__init__()
+        self._container = container
+        self._what = what
+        try:
+            self._stream = video_stream(container, what, settings.decode_threads)
+            width = self._stream.codec_context.width
+            height = self._stream.codec_context.height
+            if width <= 0 or height <= 0:
+                raise InputError(f"{what}: the video stream has no frame size (damaged header?)")
+        except BaseException:
+            container.close()
+            raise
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        fps = float(rate) if rate else None
+        self.info = SourceInfo(name=name, kind=kind, live=live, width=width, height=height,
+                               fps=fps, max_width=width, max_height=height)
+
+    def _frames(self) -> Iterator[Frame]:
+        try:
+            for frame in decode_frames(self._container, self._stream, self.stats, self._what):
+                image = frame.to_ndarray(format="bgr24")
+                yield self._frame(image, frame.time, time.time())
+        except av.FFmpegError as exc:
+            raise InputError(f"{self._what}: reading failed after {self.stats.frames_read} "
+                             f"frames: {describe(exc)}") from None
+        if self.stats.frames_read == 0:
+            raise InputError(f"{self._what}: no frame could be decoded "
+                             f"({self.stats.decode_errors} damaged packets)")
+
+    def _release(self) -> None:
+        self._container.close()
+
+
+def open_video_file(path: Path, settings: SourceSettings, name: str | None) -> PyAVSource:
+    what = f"video file {path}"
+    container = open_container(str(path), what)
+    return PyAVSource(container, what, name or path.stem, "video", False, settings)
+
+
+def open_lavfi(graph: str, settings: SourceSettings, name: str | None) -> PyAVSource:
+    """An FFmpeg filter-graph source such as `testsrc=size=640x360:rate=30`. With
+    `lavfi_realtime` a `realtime` filter paces it like a camera, so it exercises the live path."""
+    if not graph:
+        raise InputError("lavfi source needs a filter graph, e.g. lavfi:testsrc=size=640x360:rate=30")
+    if settings.lavfi_realtime:
+        graph = f"{graph},realtime"
+    what = f"lavfi source '{graph}'"
+    container = open_container(graph, what, format="lavfi")
+    return PyAVSource(container, what, name or "lavfi", "lavfi", True, settings)
