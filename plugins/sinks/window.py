@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from importlib import metadata
 from types import TracebackType
 from typing import Sequence
 
@@ -20,8 +21,15 @@ from stream.config import Config
 from stream.errors import BackendUnavailableError, StageError
 from stream.results import FrameResult
 
-_NO_GUI_FIX = ("pip uninstall -y opencv-python-headless && pip install opencv-python=="
-               + cv2.__version__.split("-")[0])
+
+def _gui_install_command() -> str:
+    """The pip command that swaps the headless wheel for the GUI one of the same release (the wheel's
+    version, e.g. 5.0.0.93, not cv2.__version__, which drops the build number)."""
+    try:
+        pin = "==" + metadata.version("opencv-python-headless")
+    except metadata.PackageNotFoundError:
+        pin = ""
+    return f"pip uninstall -y opencv-python-headless && pip install opencv-python{pin}"
 
 
 def gui_backend() -> str:
@@ -47,8 +55,8 @@ class WindowSink:
         if backend.upper() == "NONE":
             raise BackendUnavailableError(
                 f"window sink: this OpenCV ({cv2.__version__}) has no GUI support (it is the headless "
-                f"build posestream installs); to show windows run: {_NO_GUI_FIX} - or write a video "
-                "instead with --sink video:out.mp4")
+                f"build posestream installs); to show windows run: {_gui_install_command()} - or "
+                "write a video instead with --sink video:out.mp4")
         if not _has_display():
             raise BackendUnavailableError(
                 "window sink: no display (neither DISPLAY nor WAYLAND_DISPLAY is set); run on a "
@@ -68,7 +76,9 @@ class WindowSink:
         if name is None:
             name = f"{self.title} - {result.stream}"
             try:
-                cv2.namedWindow(name, cv2.WINDOW_NORMAL)
+                # resizable (frames may exceed the screen), without the Qt build's toolbar
+                cv2.namedWindow(name, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
+                cv2.resizeWindow(name, frame.shape[1], frame.shape[0])
             except cv2.error as exc:
                 raise BackendUnavailableError(f"window sink: OpenCV's {gui_backend()} GUI cannot open a "
                                               f"window: {exc}") from None
