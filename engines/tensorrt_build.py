@@ -231,7 +231,13 @@ def build_engine(onnx_path: Path, settings: TensorRTSettings, shapes: ProfileSha
             raise ModelError("an int8 engine needs a calibrator (tensorrt.calibration_images)")
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = calibrator
-        config.set_calibration_profile(profile)
+        # Calibration runs at one fixed shape (TensorRT uses the calibration profile's opt shape):
+        # the calibrator's batch at the profile's opt height/width.
+        calibration = builder.create_optimization_profile()
+        for name, (_, opt, _) in shapes.items():
+            fixed = (calibrator.get_batch_size(), *opt[1:])
+            calibration.set_shape(name, fixed, fixed, fixed)
+        config.set_calibration_profile(calibration)
     logger.info("building TensorRT %s engine for %s (profile %s); this takes a while",
                 settings.precision, onnx_path.name, shapes)
     plan = builder.build_serialized_network(network, config)

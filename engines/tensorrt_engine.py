@@ -174,10 +174,16 @@ class TensorRTEngine(Engine):
         if not settings.calibration_images:
             raise InputError("precision int8 needs calibration images: set "
                              "tensorrt.calibration_images to a folder of representative images")
-        (_, opt, _), = shapes.values()
-        images = CalibrationImages(settings.calibration_images, (opt[2], opt[3]),
-                                   min(settings.calibration_batch, settings.batch.max),
+        (low, opt, high), = shapes.values()
+        if len(opt) != 4:
+            raise ModelError(f"{path.name}: INT8 calibration from images needs an NCHW input, "
+                             f"got shape {list(opt)}")
+        batch = low[0] if low[0] == high[0] else min(settings.calibration_batch, high[0])
+        images = CalibrationImages(settings.calibration_images, (opt[2], opt[3]), batch,
                                    settings.calibration_max_images, normalization)
+        if images.batch_size != batch and low[0] == high[0]:
+            raise InputError(f"{path.name} has a fixed batch of {batch}: calibration needs at least "
+                             f"{batch} images, {settings.calibration_images} has {len(images.files)}")
         calib_tag = images.tag()
         cache_path = cache.calibration_path(model_sha, f"{opt}:{calib_tag}")
         return make_calibrator(images, cache_path, str(cuda)), calib_tag

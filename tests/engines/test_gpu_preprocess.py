@@ -1,16 +1,21 @@
-"""The torch pre-processing (used on the GPU with TensorRT) against OpenCV on real images.
+"""The torch pre-processing (used on the GPU with TensorRT) against the CPU path on real images.
 
-Runs on CPU tensors here; the `gpu` tests repeat the comparison on a CUDA device.
+References: `engines.preprocess.letterbox` / `to_input` (detector) and `plugins.pose.crops`
+(SPPE crops), both OpenCV. Runs on CPU tensors here; the `gpu` tests repeat it on a CUDA device.
 """
 from __future__ import annotations
+
+import json
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from engines.gpu_preprocess import (letterbox, letterbox_geometry, normalize, upload_frames,
+from engines import preprocess as cpu
+from engines.gpu_preprocess import (letterbox, normalize, upload_frames,
                                     warp_crops)
+from plugins.pose import crops as cpu_crops
 from stream.config import shared_dir
 from stream.errors import InputError
 
@@ -26,12 +31,7 @@ def images() -> list[np.ndarray]:
 
 
 def cv2_letterbox(image: np.ndarray, out_hw: tuple[int, int], pad: int = 114) -> np.ndarray:
-    """The OpenCV reference: resize with INTER_LINEAR, paste centred on a `pad` canvas."""
-    _, (new_w, new_h), (pad_x, pad_y) = letterbox_geometry(image.shape[:2], out_hw)
-    canvas = np.full((out_hw[0], out_hw[1], 3), pad, np.uint8)
-    canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = cv2.resize(
-        image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    return canvas
+    return cpu.letterbox(image, out_hw, pad)[0]
 
 
 @pytest.mark.parametrize("out_hw", [(640, 640), (320, 320), (384, 640), (256, 192)])
@@ -45,10 +45,20 @@ def test_letterbox_matches_opencv(images, out_hw):
         # OpenCV interpolates uint8 in fixed point; torch in float, then rounds: off by one at most.
         assert diff.max() <= 1.0, f"{out_hw}: max difference {diff.max()}"
         assert diff.mean() < 0.25
-        h, w = image.shape[:2]
-        assert scale == pytest.approx(min(out_hw[0] / h, out_hw[1] / w))
+        box = cpu.letterbox(image, out_hw, 114)[1]
+        assert (scale, float(pad_x), float(pad_y)) == (box.scale, box.pad_x, box.pad_y)
         # The padding is exactly where the CPU path puts it (same canvas geometry, to the pixel).
         assert (got[:pad_y] == 114).all() and (got[:, :pad_x] == 114).all()
+
+
+def test_detector_input_matches_to_input(images):
+    """Letterbox + normalize on torch == letterbox + to_input on numpy (the detector's input)."""
+    hw = cpu.canvas_size(*images[1].shape[:2], 640)
+    canvas, _, _ = letterbox(upload_frames(images[1], "cpu"), hw)
+    got = normalize(canvas).numpy()
+    ref = cpu.to_input([cpu.letterbox(images[1], hw, 114)[0]])
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    assert np.abs(got - ref).max() <= 1.0 / 255 + 1e-6
 
 
 def test_letterbox_batch_of_frames_equals_one_by_one(images):
@@ -127,6 +137,24 @@ def test_warp_crops_put_a_landmark_within_one_pixel(center, scale, angle):
 
     assert np.abs(centroid(crop) - expected).max() < 1.0
     assert np.abs(centroid(crop) - centroid(ref)).max() < 1.0
+
+
+def test_person_crops_match_the_cpu_sppe_crops(shared):
+    """Real detector boxes of a real image: the same crops as `plugins.pose.crops.warp_crops`."""
+    out_hw = (256, 192)
+    detections = json.loads((shared / "data/coco/person_detections_AP_H_56.json").read_text())
+    by_image: dict[int, list] = {}
+    for det in detections:
+        by_image.setdefault(det["image_id"], []).append(det["bbox"])
+    image_id, boxes = max(by_image.items(), key=lambda item: len(item[1]))
+    frame = cv2.imread(str(shared / f"data/coco/images/{image_id:012d}.jpg"))
+    ref_crops, matrices = cpu_crops.warp_crops(frame, np.array(boxes), out_hw)
+    centres, scales = cpu_crops.box_to_centre_scale(np.array(boxes), out_hw[1] / out_hw[0])
+    np.testing.assert_array_equal(cpu_crops.crop_matrices(centres, scales, out_hw), matrices)
+    crops = warp_crops(upload_frames(frame, "cpu"), matrices, [0] * len(boxes), out_hw)
+    assert crops.shape == (len(boxes), 3, *out_hw)
+    diff = np.abs(crops.permute(0, 2, 3, 1).numpy() - ref_crops.astype(np.float32))
+    assert diff.mean() < 0.6 and np.percentile(diff, 99.9) < 4.0, (diff.mean(), diff.max())
 
 
 def test_warp_crops_empty_and_errors(images):
