@@ -8,11 +8,6 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-# Cost of a pair below the similarity gate: larger than any sum of feasible costs (each <= 1), so the
-# solver first maximises the number of feasible pairs and only then their total similarity.
-_INFEASIBLE = 1e6
-
-
 def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     """IoU of every box in `boxes_a` [N, 4] with every box in `boxes_b` [M, 4] (x, y, w, h) -> [N, M]."""
     a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 4)
@@ -67,14 +62,20 @@ def oks_matrix(keypoints_a: np.ndarray, keypoints_b: np.ndarray, boxes_a: np.nda
 
 
 def assign(similarity: np.ndarray, min_similarity: float) -> tuple[np.ndarray, np.ndarray]:
-    """Maximum-similarity one-to-one matching of rows to columns, keeping only pairs whose
-    similarity is >= `min_similarity`. Returns matched `(rows, cols)` index arrays."""
+    """Optimal one-to-one matching of rows to columns; only pairs with similarity >=
+    `min_similarity` can match. Returns matched `(rows, cols)` index arrays.
+
+    Each pair is worth its margin over the gate (`similarity - min_similarity`) and the total is
+    maximised: leaving a row and a column unmatched is as good as a pair exactly at the gate. That
+    is the "extended cost" of lapjv-based trackers; unlike maximising the number of pairs first, it
+    never trades one sure match for two doubtful ones.
+    """
     similarity = np.asarray(similarity, dtype=np.float64)
     if similarity.size == 0:
         empty = np.zeros(0, dtype=np.intp)
         return empty, empty
     feasible = similarity >= min_similarity
-    cost = np.where(feasible, 1.0 - similarity, _INFEASIBLE)
-    rows, cols = linear_sum_assignment(cost)
+    margin = np.where(feasible, similarity - min_similarity, 0.0)
+    rows, cols = linear_sum_assignment(margin, maximize=True)
     keep = feasible[rows, cols]
     return rows[keep], cols[keep]
