@@ -103,9 +103,13 @@ class SourceSettings:
 
 
 class Source:
-    """A context manager over one input. Subclasses set `info` in `__init__`, implement `_frames()`
-    (yielding frames with consecutive indices) and `_release()`; `close()` is safe to call twice
-    and from another thread (it stops a live source's waiting `frames()`)."""
+    """A context manager over one input. Subclasses set `info` last in `__init__` and implement
+    `_frames()` (building frames with `_frame()`, so indices are consecutive) and `_release()`.
+
+    `close()` is safe twice and from another thread, e.g. a watchdog stopping a pipeline while the
+    consumer is inside `frames()`: decoders and capture devices are not thread-safe, so while a
+    `frames()` is running the release is left to it (it notices at its next frame, or a live
+    source's `_interrupt()` wakes it) and happens when that generator finishes."""
 
     info: SourceInfo
 
@@ -113,15 +117,28 @@ class Source:
         self.stats = SourceStats()
         self._next_index = 0
         self._closed = threading.Event()
-        self._close_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._readers = 0
+        self._released = False
 
     def frames(self) -> Iterator[Frame]:
         """Frames until the input ends or the source is closed."""
-        for frame in self._frames():
-            self.stats.frames_delivered += 1
-            yield frame
+        with self._lock:
             if self._closed.is_set():
                 return
+            self._readers += 1
+        try:
+            for frame in self._frames():
+                self.stats.frames_delivered += 1
+                yield frame
+                if self._closed.is_set():
+                    return
+        finally:
+            with self._lock:
+                self._readers -= 1
+                release = self._closed.is_set() and self._readers == 0
+            if release:
+                self._release_once()
 
     def _frames(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -133,19 +150,32 @@ class Source:
         self._next_index += 1
         return frame
 
+    def _interrupt(self) -> None:
+        """Wake a `frames()` that is waiting for a live frame; called by `close()` at once."""
+
     def _release(self) -> None:
         raise NotImplementedError
+
+    def _release_once(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self._release()
 
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
 
     def close(self) -> None:
-        with self._close_lock:
+        with self._lock:
             if self._closed.is_set():
                 return
             self._closed.set()
-            self._release()
+            release_now = self._readers == 0
+        self._interrupt()
+        if release_now:
+            self._release_once()
 
     def __enter__(self) -> "Source":
         return self
@@ -154,7 +184,7 @@ class Source:
         self.close()
 
     def __del__(self) -> None:  # backstop only; callers close explicitly
-        if hasattr(self, "_closed") and not self._closed.is_set():
+        if getattr(self, "info", None) is not None and not self._closed.is_set():
             try:
                 self.close()
             except Exception:  # noqa: BLE001 - never raise from a finalizer

@@ -191,9 +191,11 @@ class NetworkSource(Source):
                 self._latest = None
             yield self._frame(frame.to_ndarray(format="bgr24"), frame.time, capture_ts)
 
-    def _release(self) -> None:
+    def _interrupt(self) -> None:
         with self._slot:
             self._slot.notify_all()
+
+    def _release(self) -> None:
         thread = getattr(self, "_thread", None)
         if thread is None:
             return

@@ -46,6 +46,45 @@ def check_frames(frames: list[Frame], height: int, width: int) -> None:
     assert all(a.capture_ts <= b.capture_ts for a, b in zip(frames, frames[1:]))
 
 
+class Collector:
+    """Consumes a live source on a thread, as the pipeline's source stage does."""
+
+    def __init__(self, source: Source, pause_s: float = 0.0) -> None:
+        self.source = source
+        self.pause_s = pause_s  # a slow consumer, e.g. one waiting for a free ring slot
+        self.frames: list[Frame] = []
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for frame in self.source.frames():
+                self.frames.append(frame)
+                time.sleep(self.pause_s)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the test
+            self.error = exc
+
+    def frames_after(self, ts: float) -> list[Frame]:
+        return [f for f in list(self.frames) if f.capture_ts > ts]
+
+    def stop(self) -> None:
+        self.source.close()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "frames() did not end after close()"
+        if self.error:
+            raise self.error
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
 # ---------------------------------------------------------------- video files
 
 @pytest.mark.parametrize("file_name, count, width, height", [
@@ -106,6 +145,18 @@ def test_close_is_safe_twice_and_stops_iteration() -> None:
     source.close()
     assert source.closed
     assert list(frames) == []
+
+
+@pytest.mark.parametrize("spec", [str(VIDEOS / "two_person_interaction_72f.mp4"), str(COCO_IMAGES),
+                                  "lavfi:testsrc=size=160x120:rate=20"], ids=["video", "folder", "lavfi"])
+def test_close_from_another_thread_ends_a_running_frames(spec: str) -> None:
+    """A pipeline's watchdog closes the source while the consumer is inside frames()."""
+    source = open_source(spec, load_config())
+    collector = Collector(source, pause_s=0.05)
+    assert wait_for(lambda: len(collector.frames) >= 3, 10)
+    collector.stop()
+    assert 3 <= len(collector.frames) < 8
+    source.close()
 
 
 # ---------------------------------------------------------------- images
@@ -249,42 +300,6 @@ def test_bad_source_settings_name_the_key(overrides: dict, key: str) -> None:
 
 
 # ---------------------------------------------------------------- RTSP
-
-class Collector:
-    """Consumes a live source on a thread, as the pipeline's source stage does."""
-
-    def __init__(self, source: Source) -> None:
-        self.source = source
-        self.frames: list[Frame] = []
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.frames.extend(self.source.frames())
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the test
-            self.error = exc
-
-    def frames_after(self, ts: float) -> list[Frame]:
-        return [f for f in list(self.frames) if f.capture_ts > ts]
-
-    def stop(self) -> None:
-        self.source.close()
-        self.thread.join(10)
-        assert not self.thread.is_alive(), "frames() did not end after close()"
-        if self.error:
-            raise self.error
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
 
 def source_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name.startswith("stream.sources")]
