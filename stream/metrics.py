@@ -150,11 +150,12 @@ class RunReport:
             lines.append(f"{name:<12}{s['frames']:>8}{fps:>9}{s['busy_pct']:>7.1f}"
                          f"{ms(lat.get('p50')):>9}{ms(lat.get('p95')):>9}{ms(lat.get('p99')):>9}"
                          f"{s.get('queue', {}).get('max', 0):>7}{s.get('restarts', 0):>9}")
-        lines.append(f"{'stream':<16}{'kind':>8}{'policy':>9}{'in':>7}{'out':>7}{'dropped':>9}"
+        width = max([16] + [len(name) + 2 for name in self.streams])
+        lines.append(f"{'stream':<{width}}{'kind':>8}{'policy':>9}{'in':>7}{'out':>7}{'dropped':>9}"
                      f"{'lost':>6}{'e2e p50':>9}{'e2e p95':>9}{'e2e p99':>9}")
         for name, s in self.streams.items():
             lat = s.get("latency_ms", {})
-            lines.append(f"{name:<16}{s['kind']:>8}{s['policy']:>9}{s['frames_in']:>7}"
+            lines.append(f"{name:<{width}}{s['kind']:>8}{s['policy']:>9}{s['frames_in']:>7}"
                          f"{s['frames_out']:>7}{s['dropped']:>9}{s['lost']:>6}"
                          f"{ms(lat.get('p50')):>9}{ms(lat.get('p95')):>9}{ms(lat.get('p99')):>9}")
         return "\n".join(lines)

@@ -222,12 +222,12 @@ def run_source(rt: StageRuntime, spec: str, stream_id: int, policy: str | None, 
                 for frame in source.frames():
                     if rt.stopping:
                         break
-                    enter = time.time()
                     slot = ring.acquire(live, lambda: rt.stopping)
                     if slot is None:
                         if rt.stopping:
                             break
                         continue  # live: every slot is busy downstream, this frame is dropped
+                    enter = time.time()  # busy time excludes waiting for a slot (offline back-pressure)
                     try:
                         shape = ring.write(slot, frame.image)
                     except BaseException:
@@ -237,7 +237,7 @@ def run_source(rt: StageRuntime, spec: str, stream_id: int, policy: str | None, 
                     ref = FrameRef(stream_id, stream, frame.index, slot, shape, frame.pts,
                                    frame.capture_ts, ring_name, frame.image_id)
                     exit_ = time.time()
-                    rt.send(output, Work(ref, None, {rt.name: (frame.capture_ts, exit_)}))
+                    rt.send(output, Work(ref, None, {rt.name: (enter, exit_)}))
                     rt.counters.work(enter, exit_, 1)
                     published += 1
                 if rt.aborted:

@@ -38,6 +38,7 @@ class StageProcess:
     process: Any = None
     restarts: int = 0
     finished: bool = False           # exited with code 0
+    exitcode: int | None = None      # of the last process, once it has been joined
     started_at: float = 0.0
     messages: list[tuple[str, Any]] = field(default_factory=list)
 
@@ -196,6 +197,7 @@ class Supervisor:
         self._drain()
         for stage in self.stages.values():
             if stage.process is not None and not stage.process.is_alive():
+                stage.exitcode = stage.process.exitcode
                 stage.process.close()
             stage.control.close()
             stage.context.control.close()
