@@ -76,9 +76,11 @@ class CalibrationImages:
             raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in calibration folder {folder}")
         self.input_hw = input_hw
         self.batch_size = min(batch_size, len(self.files))
-        norm = dict(normalization or {})
+        # No card: the YOLO convention (RGB / 255); a card without `scale` means 1.0, as the pose
+        # plugins read it.
+        norm = dict(normalization) if normalization is not None else {"scale": 1 / 255}
         self.pad = int(norm.get("letterbox_pad", 114))
-        self.scale = float(norm.get("scale", 1 / 255))
+        self.scale = float(norm.get("scale", 1.0))
         self.mean = tuple(float(v) for v in norm.get("mean", (0.0, 0.0, 0.0)))
         self.std = tuple(float(v) for v in norm.get("std", (1.0, 1.0, 1.0)))
         self.rgb = str(norm.get("color", "RGB")).upper() == "RGB"

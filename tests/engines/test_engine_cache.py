@@ -377,3 +377,14 @@ def test_engines_list_shows_cached_engines(tmp_path: Path):
     assert result.returncode == 0
     assert "yolo11n-pose-dynamic" in result.stdout and "RTX 3060" in result.stdout
     assert "sm 8.6" in result.stdout and "TensorRT 10.3.0" in result.stdout and "ok" in result.stdout
+
+
+def test_build_picks_the_most_dynamic_variant_by_default(config: Config):
+    from engines.models import load_card
+    from stream.commands.engines import pick_variant
+
+    card, _ = load_card(config, config["model"]["name"])
+    assert pick_variant(card.files, None) == "dynamic"  # dynamic batch and height/width
+    assert pick_variant(card.files, "320-dynamic-batch") == "320-dynamic-batch"
+    with pytest.raises(ModelError, match="no variant"):
+        pick_variant(card.files, "1280")
