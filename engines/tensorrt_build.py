@@ -126,7 +126,7 @@ def _logger_class() -> type:
 
         def log(self, severity: Any, msg: str) -> None:
             if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
-                self.errors.append(msg)
+                self.errors = [*self.errors[-19:], msg]  # the latest few are enough for a message
                 logger.error("TensorRT: %s", msg)
             elif severity == trt.ILogger.Severity.WARNING:
                 logger.warning("TensorRT: %s", msg)
