@@ -3,7 +3,6 @@ must be, none where hidden keypoints are, input untouched, one colour per track 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np

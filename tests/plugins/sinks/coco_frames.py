@@ -3,7 +3,6 @@ Also imported by the SIGKILL test's child process, so both sides build identical
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -3,7 +3,6 @@ writing process is killed with SIGKILL; recovery of a file torn mid-write."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
