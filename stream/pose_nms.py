@@ -54,8 +54,10 @@ def _pairwise_distances(points: np.ndarray) -> np.ndarray:
 
 
 def parametric_pose_nms(poses: Poses, params: ParametricNmsParams = ParametricNmsParams()) -> Poses:
-    """AlphaPose's parametric pose NMS. Survivors keep their box, box score, id and pose score; their
-    keypoints become the merge of their cluster.
+    """AlphaPose's parametric pose NMS. Survivors keep their box, box score and id; their keypoints
+    become the merge of their cluster and their pose score the best pose score in it (ranking by mean
+    keypoint score may pick a pose from a weaker box; measured on COCO val boxes (AP_H_56, yolo-crop):
+    AP 0.703 this way against 0.623 keeping the survivor's own score, 0.695 without NMS).
 
     One deliberate difference from AlphaPose's code: the keypoint-score term counts keypoints within
     the box-relative radius `alpha * max(w, h)` as the RMPE paper defines it; the code uses 1 px, which
@@ -81,6 +83,7 @@ def parametric_pose_nms(poses: Poses, params: ParametricNmsParams = ParametricNm
     keep: list[int] = []
     merged_points: list[np.ndarray] = []
     merged_scores: list[np.ndarray] = []
+    best_scores: list[float] = []
     while remaining.any():
         pick = int(np.flatnonzero(remaining)[ranking[remaining].argmax()])
         cluster = np.flatnonzero(remaining & duplicate[pick])
@@ -99,6 +102,7 @@ def parametric_pose_nms(poses: Poses, params: ParametricNmsParams = ParametricNm
         if 1.5 ** 2 * extent[0] * extent[1] < params.area_threshold:
             continue
         keep.append(pick)
+        best_scores.append(poses.scores[cluster].max())
         merged_points.append(merged_xy)
         merged_scores.append(merged_score)
     if not keep:
@@ -106,6 +110,7 @@ def parametric_pose_nms(poses: Poses, params: ParametricNmsParams = ParametricNm
     out = poses.select(np.array(keep))
     out.keypoints = np.concatenate(
         [np.stack(merged_points), np.stack(merged_scores)[..., None]], axis=-1).astype(np.float32)
+    out.scores = np.asarray(best_scores, dtype=np.float32)
     return out
 
 

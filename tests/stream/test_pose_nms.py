@@ -81,9 +81,11 @@ def test_merge_is_the_score_weighted_mean():
     kp[:, :, 1] = 50.0
     kp[0, :, 2], kp[1, :, 2] = 0.9, 0.3
     kp[1, :, 0] += 3.0  # the weaker copy is 3 px to the right
-    poses = Poses(np.array([[0, 0, 170, 100]] * 2), [0.9, 0.8], kp, [0.9, 0.3], [7, 8])
+    # The clearer pose (higher keypoint scores) survives; it takes the cluster's best pose score.
+    poses = Poses(np.array([[0, 0, 170, 100]] * 2), [0.5, 0.8], kp, [0.45, 0.6], [7, 8])
     out = parametric_pose_nms(poses)
-    assert out.ids.tolist() == [7]
+    assert out.ids.tolist() == [7] and out.box_scores[0] == pytest.approx(0.5)
+    assert out.scores[0] == pytest.approx(0.6)
     np.testing.assert_allclose(out.keypoints[0, :, 0], np.arange(17) * 10.0 + 3.0 * 0.3 / 1.2, atol=1e-5)
     np.testing.assert_allclose(out.keypoints[0, :, 2], (0.9 ** 2 + 0.3 ** 2) / 1.2, atol=1e-5)
 

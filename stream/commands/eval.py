@@ -1,0 +1,131 @@
+"""`posestream eval --gt FILE --images DIR`: run on the GT's images and print COCO keypoint AP/AR.
+
+Without `--detections` the whole configured chain runs (detector, pose, pose NMS). With
+`--detections FILE` (COCO detection results, e.g. `person_detections_AP_H_56.json`) the pose stage
+alone runs on those fixed boxes: the configured top-down plugin (`pose.plugin`), then pose NMS, so
+the SPPE is measured apart from the detector.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from stream.commands.common import add_config_args, config_from_args
+from stream.config import Config
+from stream.errors import InputError, InputNotFoundError
+from stream.results import FrameResult, Poses
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("eval", help="COCO keypoint AP/AR of the pipeline on annotated images")
+    parser.add_argument("--gt", type=Path, required=True, metavar="FILE",
+                        help="COCO keypoint ground truth (person_keypoints.json)")
+    parser.add_argument("--images", type=Path, required=True, metavar="DIR",
+                        help="folder holding the GT's images (by file name)")
+    parser.add_argument("--detections", type=Path, metavar="FILE",
+                        help="COCO detection results: evaluate the pose stage on these boxes")
+    parser.add_argument("--out", type=Path, metavar="FILE", help="also write the results (AlphaPose JSON)")
+    add_config_args(parser)
+    parser.set_defaults(func=run)
+
+
+def _gt_images(gt: dict[str, Any], folder: Path) -> list[tuple[Path, int]]:
+    """(path, image id) of the GT images present in `folder`; missing ones are reported, not fatal."""
+    if not folder.is_dir():
+        raise InputNotFoundError(f"image folder not found: {folder}")
+    present, missing = [], []
+    for image in sorted(gt["images"], key=lambda i: i["file_name"]):
+        path = folder / image["file_name"]
+        (present if path.is_file() else missing).append((path, int(image["id"])))
+    if not present:
+        raise InputError(f"none of the {len(gt['images'])} ground-truth images is in {folder}")
+    if missing:
+        log.warning("%d ground-truth image(s) not in %s are left out of the evaluation: %s", len(missing),
+                    folder, ", ".join(p.name for p, _ in missing[:5]) + (" ..." if len(missing) > 5 else ""))
+    return present
+
+
+def _load_detections(path: Path, image_ids: set[int]) -> dict[int, Poses]:
+    """Person boxes per image id from COCO detection results (category 1 only), for the images of
+    `image_ids` that the file covers."""
+    if not path.is_file():
+        raise InputNotFoundError(f"detections file not found: {path}")
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+        by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for entry in entries:
+            if int(entry.get("category_id", 1)) == 1:
+                by_image[int(entry["image_id"])].append(entry)
+        boxes = {i: (np.array([e["bbox"] for e in by_image[i]], dtype=np.float64).reshape(-1, 4),
+                     np.array([e["score"] for e in by_image[i]], dtype=np.float64))
+                 for i in image_ids if i in by_image}
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise InputError(f"detections file {path} is not COCO detection results "
+                         f"(a list of {{image_id, category_id, bbox, score}}): {exc!r}") from None
+    return {i: Poses(b, s, np.zeros((len(b), 0, 3)), s) for i, (b, s) in boxes.items()}
+
+
+def _run_on_boxes(images: list[tuple[Path, int]], detections: dict[int, Poses],
+                  config: Config) -> Iterator[tuple[int, FrameResult]]:
+    from plugins import registry
+    from stream.chain import build_nms
+    from stream.image_inference import read_image
+
+    estimator = registry.load("posestream.pose", config["pose"]["plugin"])(config)
+    nms = build_nms(config)
+    try:
+        for index, (path, image_id) in enumerate(images):
+            image = read_image(path)
+            poses = nms(estimator.estimate([image], [detections[image_id]])[0])
+            yield image_id, FrameResult(stream="eval", frame=index, width=image.shape[1],
+                                        height=image.shape[0], poses=poses, image_id=path.name)
+    finally:
+        estimator.close()
+
+
+def _run_chain(images: list[tuple[Path, int]], config: Config) -> Iterator[tuple[int, FrameResult]]:
+    from stream.image_inference import infer_images
+
+    ids = {path.name: image_id for path, image_id in images}
+    for path, _, result in infer_images([p for p, _ in images], config):
+        yield ids[path.name], result
+
+
+def run(args: argparse.Namespace) -> int:
+    from stream.evaluation import coco_keypoint_summary, load_ground_truth
+
+    config = config_from_args(args)
+    gt = load_ground_truth(args.gt)
+    images = _gt_images(gt, args.images)
+    if args.detections:
+        detections = _load_detections(args.detections, {i for _, i in images})
+        if not detections:
+            raise InputError(f"{args.detections} has no person boxes for the ground-truth images found")
+        uncovered = [p.name for p, i in images if i not in detections]
+        if uncovered:
+            log.warning("%d image(s) have no boxes in %s and are left out: %s", len(uncovered),
+                        args.detections.name, ", ".join(uncovered))
+        images = [(p, i) for p, i in images if i in detections]
+        frames = _run_on_boxes(images, detections, config)
+        what = f"pose stage on the boxes of {args.detections.name} ({config['pose']['plugin']})"
+    else:
+        frames = _run_chain(images, config)
+        what = f"pipeline (pose mode {config['pose']['mode']})"
+    results: list[dict[str, Any]] = []
+    for image_id, frame in frames:
+        results.extend(frame.to_alphapose(image_id))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results), encoding="utf-8")
+    _, summary = coco_keypoint_summary(args.gt, results, [i for _, i in images])
+    print(f"{what}: {len(images)} images, {len(results)} persons")
+    print(summary, end="")
+    return 0

@@ -1,0 +1,74 @@
+"""`posestream eval` end to end with the default model on the shared COCO images."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _posestream(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ))
+
+
+def _metric(stdout: str, kind: str, iou: str, area: str = "   all") -> float:
+    pattern = rf"Average {kind}\s+\((?:AP|AR)\) @\[ IoU={re.escape(iou)}\s*\| area={re.escape(area)} .*= (-?[\d.]+)"
+    return float(re.search(pattern, stdout).group(1))
+
+
+def test_pipeline_on_all_gt_images(shared: Path, prepared_home: Path, tmp_path: Path) -> None:
+    """The default one-stage pipeline on the 8 annotated images (measured: AP 0.687, AP50 0.997)."""
+    out = tmp_path / "results.json"
+    result = _posestream("eval", "--gt", str(shared / "data/coco/person_keypoints.json"),
+                         "--images", str(shared / "data/coco/images"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.lstrip().startswith("Average")]
+    assert len(lines) == 10
+    assert _metric(result.stdout, "Precision", "0.50:0.95") > 0.55
+    assert _metric(result.stdout, "Precision", "0.50") > 0.9
+    entries = json.loads(out.read_text())
+    assert {e["image_id"] for e in entries} <= {785, 40083, 196141, 197388, 36, 49, 77, 86}
+    assert all(len(e["keypoints"]) == 51 for e in entries)
+
+
+def test_pose_stage_on_fixed_boxes(shared: Path, prepared_home: Path, tmp_path: Path) -> None:
+    """yolo-crop on the 22 detector boxes of image 785 (one skier; measured AP 0.9 on it). Only the
+    one image is in the folder, so only it is evaluated; the other GT images are reported missing."""
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(shared / "data/coco/images/000000000785.jpg", images)
+    out = tmp_path / "results.json"
+    result = _posestream("eval", "--gt", str(shared / "data/coco/person_keypoints.json"),
+                         "--images", str(images), "--out", str(out),
+                         "--detections", str(shared / "data/coco/person_detections_AP_H_56.json"))
+    assert result.returncode == 0, result.stderr
+    assert "pose stage on the boxes of person_detections_AP_H_56.json (yolo-crop): 1 images" in result.stdout
+    assert "7 ground-truth image(s) not in" in result.stderr
+    assert _metric(result.stdout, "Precision", "0.50:0.95") > 0.7
+    entries = json.loads(out.read_text())
+    assert 1 <= len(entries) <= 22 and {e["image_id"] for e in entries} == {785}
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda s, t: ["--gt", str(t / "none.json"), "--images", str(s / "data/coco/images")],
+     "ground-truth file not found"),
+    (lambda s, t: ["--gt", str(s / "data/coco/person_keypoints.json"), "--images", str(t)],
+     "none of the 8 ground-truth images is in"),
+    (lambda s, t: ["--gt", str(s / "data/coco/person_keypoints.json"), "--images", str(t / "nope")],
+     "image folder not found"),
+    (lambda s, t: ["--gt", str(s / "data/coco/person_keypoints.json"), "--images", str(s / "data/coco/images"),
+                   "--detections", str(s / "data/coco/person_keypoints.json")],
+     "is not COCO detection results"),
+])
+def test_bad_input_is_one_line(shared: Path, tmp_path: Path, make_args, message) -> None:
+    result = _posestream("eval", *make_args(shared, tmp_path))
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("posestream: error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
