@@ -57,6 +57,8 @@ class Poses:
     def select(self, index: np.ndarray | list[int]) -> "Poses":
         """The persons at `index` (integer indices or a boolean mask), in that order."""
         index = np.asarray(index)
+        if index.dtype != np.bool_:
+            index = index.astype(np.int64)
         return Poses(self.boxes[index], self.box_scores[index], self.keypoints[index],
                      self.scores[index], self.ids[index], self.format)
 
