@@ -128,7 +128,7 @@ def decode_message(topic: bytes, payload: bytes) -> dict[str, Any]:
     """Unpack and validate one [topic, payload] pair; the topic must name the message's stream."""
     try:
         message = msgpack.unpackb(payload, raw=False, strict_map_key=True)
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:  # ExtraData, FormatError: ValueError
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:  # ExtraData etc. are ValueErrors
         raise InputError(f"stream message: not msgpack ({type(exc).__name__}: {exc})") from None
     validate_message(message)
     if topic != message["stream"].encode("utf-8"):
@@ -176,7 +176,8 @@ class Subscriber:
 
     def __init__(self, url: str, topics: Iterable[str] = (), conflate: bool = False,
                  curve: ClientCurve | tuple[str | Path, str | Path] | None = None, *,
-                 rcvhwm: int = 1000, rcvbuf: int = 0, on_gap: Callable[[Gap], None] | None = None) -> None:
+                 rcvhwm: int = 1000, rcvbuf: int = 0,
+                 on_gap: Callable[[Gap], None] | None = None) -> None:
         self.url = check_endpoint(url, "subscriber URL")
         self.topics = frozenset([topics] if isinstance(topics, str) else topics)
         self.latest = conflate

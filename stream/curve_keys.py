@@ -41,7 +41,8 @@ class ClientCurve:
     server_public: bytes
 
     @classmethod
-    def from_files(cls, client_secret_file: str | Path, server_public_file: str | Path) -> "ClientCurve":
+    def from_files(cls, client_secret_file: str | Path,
+                   server_public_file: str | Path) -> "ClientCurve":
         return cls(load_key_pair(client_secret_file), load_public_key(server_public_file))
 
 

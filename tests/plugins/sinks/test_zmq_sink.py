@@ -1,8 +1,11 @@
 """ZMQ sink over real loopback sockets (tcp and ipc), with real persons from the COCO annotations."""
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -221,3 +224,89 @@ def test_curve_key_files_are_checked(curve_setup: dict[str, Path], tmp_path: Pat
     with pytest.raises(InputError, match="already exists"):
         generate_key_pair(tmp_path / "server", "server")
     assert (keys["server_secret"].stat().st_mode & 0o777) == 0o600
+
+
+# --- through the real multi-process pipeline -----------------------------------------------------
+
+VIDEO_72 = "data/video/two_person_interaction_72f.mp4"
+
+
+def _free_tcp_endpoint() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def _pipeline_config(config: dict, **zmq: object) -> dict:
+    config = copy.deepcopy(config)
+    config["detector"]["input_size"] = 320  # fast enough for a test on a shared CPU
+    config["zmq"].update(zmq)
+    return config
+
+
+@pytest.mark.slow
+def test_pipeline_publishes_every_frame_on_tcp_and_ipc_like_the_json_sink(
+        shared: Path, config: dict, tmp_path: Path) -> None:
+    from plugins.sinks.json_sink import read_alphapose_json
+    from stream.pipeline import Pipeline
+
+    tcp, ipc = _free_tcp_endpoint(), f"ipc://{tmp_path}/pose.sock"
+    with Subscriber(tcp) as over_tcp, Subscriber(ipc) as over_ipc:  # connected before frame 0
+        with Pipeline(_pipeline_config(config), [str(shared / VIDEO_72)],
+                      [f"zmq:{tcp}", f"zmq:{ipc}", f"json:{tmp_path / 'out.json'}"]) as pipeline:
+            report = pipeline.run()
+        assert report.status == "completed"
+        received = {name: receive_all(sub, 72, timeout=5.0)
+                    for name, sub in (("tcp", over_tcp), ("ipc", over_ipc))}
+    by_frame: dict[int, list[dict]] = {}
+    for entry in read_alphapose_json(tmp_path / "out.json"):
+        by_frame.setdefault(int(entry["image_id"].split(".")[0]), []).append(entry)
+    assert sum(len(v) for v in by_frame.values()) > 72  # two people in most frames
+    for name, messages in received.items():
+        assert [m["frame"] for m in messages] == list(range(72)), name
+        for message in messages:
+            from_json = [(e["idx"], e["keypoints"]) for e in by_frame.get(message["frame"], [])]
+            from_zmq = [(p["id"], [v for kp in p["keypoints"] for v in kp])
+                        for p in message["persons"]]
+            assert from_zmq == from_json, (name, message["frame"])
+
+
+@pytest.mark.slow
+def test_pipeline_with_slow_subscribers_loses_their_frames_not_its_own(
+        shared: Path, config: dict, tmp_path: Path) -> None:
+    from stream.pipeline import Pipeline
+
+    endpoint = f"ipc://{tmp_path}/pose.sock"
+    results: dict[str, list[int]] = {"queued": [], "latest": []}
+    subs = {"queued": Subscriber(endpoint, rcvhwm=1, rcvbuf=4096),
+            "latest": Subscriber(endpoint, conflate=True)}
+    done = threading.Event()
+
+    def read(name: str) -> None:  # a consumer needing 0.5 s per frame, far slower than the pipeline
+        while not done.is_set() or subs[name].receive(0) is not None:
+            message = subs[name].receive(0.2)
+            if message is not None:
+                results[name].append(message["frame"])
+                time.sleep(0.5)
+
+    readers = [threading.Thread(target=read, args=(name,)) for name in subs]
+    try:
+        for reader in readers:
+            reader.start()
+        with Pipeline(_pipeline_config(config, hwm=1, sndbuf=4096), [str(shared / VIDEO_72)],
+                      [f"zmq:{endpoint}"]) as pipeline:
+            report = pipeline.run()
+        time.sleep(1.0)
+    finally:
+        done.set()
+        for reader in readers:
+            reader.join()
+        for sub in subs.values():
+            sub.close()
+    assert report.status == "completed"
+    assert report.streams["two_person_interaction_72f"]["frames_out"] == 72
+    queued, latest = subs["queued"].stats, subs["latest"].stats
+    assert queued.missing > 0 and queued.gaps  # the slow consumer is told what it lost
+    assert len(results["queued"]) + queued.missing == results["queued"][-1] + 1
+    assert results["latest"] == sorted(results["latest"]) and results["latest"][-1] == 71
+    assert latest.skipped > 0 and latest.gaps == []
