@@ -1,20 +1,25 @@
-"""Fixtures for source tests: a real GStreamer RTSP server serving a shared video, looping.
+"""Fixtures for source tests: a real GStreamer RTSP server serving a shared video, looping, and
+an HTTP MJPEG camera (multipart/x-mixed-replace, what most IP cameras serve over HTTP).
 
 `rtsp_server` is meant for reuse by pipeline-level tests: it yields an `RtspServer` with `url`,
 `kill()`, `restart()`, `freeze()` and `thaw()`; the server process is always stopped afterwards.
 """
 from __future__ import annotations
 
+import http.server
 import os
 import select
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import IO, Iterator
 
+import cv2
+import numpy as np
 import pytest
 
 from stream.config import shared_dir
@@ -141,6 +146,75 @@ def rtsp_server(rtsp_available: None) -> Iterator[RtspServer]:
     server = RtspServer(video, free_port())
     try:
         server.start()
+        yield server
+    finally:
+        server.close()
+
+
+class MjpegServer:
+    """An HTTP MJPEG camera on a loopback port, in a thread of the test process. Each connection
+    gets `frames_per_connection` JPEGs of `images` in turn at `fps`, then the server ends the
+    response, as cameras that drop clients do (0 = never)."""
+
+    def __init__(self, images: list[np.ndarray], fps: float = 10.0,
+                 frames_per_connection: int = 0) -> None:
+        jpegs = [cv2.imencode(".jpg", image)[1].tobytes() for image in images]
+        stopping = threading.Event()
+        self.connections = 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                """Quiet: the test output is for the tests."""
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's method name
+                server.connections += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                sent = 0
+                try:
+                    while not stopping.is_set():
+                        jpeg = jpegs[sent % len(jpegs)]
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
+                                         b"Content-Length: %d\r\n\r\n%b\r\n" % (len(jpeg), jpeg))
+                        self.wfile.flush()
+                        sent += 1
+                        if sent == frames_per_connection:
+                            return
+                        stopping.wait(1.0 / fps)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+
+        self.jpegs = jpegs
+        self._stopping = stopping
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/video.mjpg"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def mjpeg_server(request: pytest.FixtureRequest) -> Iterator[MjpegServer]:
+    """An MJPEG camera alternating two COCO images at 320x240, 10 fps; parametrize indirectly with
+    a dict of `MjpegServer` keyword arguments to change that."""
+    images_dir = shared_dir() / "data" / "coco" / "images"
+    names = ("000000000785.jpg", "000000000036.jpg")
+    images = [cv2.imread(str(images_dir / name)) for name in names]
+    if any(image is None for image in images):
+        pytest.fail(f"shared images missing in {images_dir}")
+    images = [cv2.resize(image, (320, 240)) for image in images]
+    server = MjpegServer(images, **getattr(request, "param", {}))
+    try:
         yield server
     finally:
         server.close()

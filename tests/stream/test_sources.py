@@ -393,3 +393,39 @@ def test_rtsp_frozen_at_first_connect_is_a_timeout(rtsp_server) -> None:
     with pytest.raises(SourceTimeoutError, match="no answer within"):
         open_source(rtsp_server.url, config)
     assert time.monotonic() - started < config["source"]["connect_timeout_s"] + 2.0
+
+
+# ---------------------------------------------------------------- HTTP camera
+
+@pytest.mark.slow
+def test_http_mjpeg_camera_frames_arrive(mjpeg_server) -> None:
+    with open_source(mjpeg_server.url, load_config(overrides=LIVE_CONFIG)) as source:
+        assert (source.info.kind, source.info.live) == ("network", True)
+        assert (source.info.width, source.info.height) == (320, 240)
+        collector = Collector(source)
+        assert wait_for(lambda: len(collector.frames) >= 6, 10), "fewer than 6 frames in 10 s"
+        collector.stop()
+    check_frames(collector.frames, 240, 320)
+    expected = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in mjpeg_server.jpegs]
+    for frame in collector.frames:
+        # Each frame is one of the two served pictures, up to two JPEG decoders' rounding.
+        assert min(cv2.absdiff(frame.image, e).mean() for e in expected) < 3.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mjpeg_server", [{"frames_per_connection": 5}], indirect=True)
+def test_http_camera_that_drops_the_connection_is_reconnected(mjpeg_server,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="stream.sources")
+    source = open_source(mjpeg_server.url, load_config(overrides=LIVE_CONFIG), name="ipcam")
+    collector = Collector(source)
+    try:
+        assert wait_for(lambda: source.stats.restored >= 2, 15), source.stats
+        assert wait_for(lambda: len(collector.frames) >= 12, 10)
+    finally:
+        collector.stop()
+    assert mjpeg_server.connections >= 3
+    messages = source_messages(caplog)
+    assert any(m.startswith("source ipcam: lost (") for m in messages)  # FFmpeg: EOF or I/O error
+    assert any(m.startswith("source ipcam: restored") for m in messages)
+    assert [f.index for f in collector.frames] == list(range(len(collector.frames)))
