@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from plugins import registry
+from plugins.contracts import IdAllocator, Tracker
 from plugins.trackers.none import NoTracker
 from plugins.trackers.oks_byte import OksByteTracker
 from stream.config import load_config
@@ -153,12 +154,16 @@ def test_trackers_resolve_by_name(name, cls):
     assert registry.load("posestream.trackers", name) is cls
 
 
+@pytest.mark.parametrize("cls", [NoTracker, OksByteTracker])
+def test_trackers_meet_the_contract(cls):
+    assert isinstance(cls(load_config(), IdAllocator()), Tracker)
+
+
 def test_default_config_selects_oks_byte():
     assert load_config()["tracker"]["plugin"] == "oks-byte"
 
 
 def test_no_tracker_returns_no_ids(make_poses):
-    from plugins.contracts import IdAllocator
     ids = IdAllocator()
     tracker = NoTracker(load_config(), ids)
     for _ in range(3):
