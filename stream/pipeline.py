@@ -76,13 +76,17 @@ class PipelineSettings:
 
 def parse_sink(spec: str) -> tuple[str, str]:
     """`KIND:TARGET` (or just `KIND`, e.g. `window`) -> (kind, target); the kind must be registered."""
-    from plugins.registry import load
-
     kind, _, target = spec.partition(":")
     if not kind:
         raise ConfigError(f"--sink expects KIND:TARGET, got '{spec}'")
-    load("posestream.sinks", kind)  # raises PluginNotFoundError listing the valid kinds
+    sink_class(kind)  # raises PluginNotFoundError listing the valid kinds
     return kind, target
+
+
+def sink_class(kind: str) -> Any:
+    from plugins.registry import load
+
+    return load("posestream.sinks", kind)
 
 
 def _grow_pipe(conn: Connection, size: int) -> None:
@@ -178,17 +182,15 @@ class Pipeline:
         return self._supervise(sup, trap, streams)
 
     def _handshake(self, sup: Supervisor, trap: SignalTrap) -> list[dict[str, Any]] | None:
-        """Wait for every source's announcement and the sinks' pixel needs, then create the rings."""
+        """Wait for every source's announcement, create the rings, tell sources and sinks the stream names."""
         infos: dict[int, dict[str, Any]] = {}
-        sink_pixels: bool | None = None
-        while len(infos) < len(self.sources) or sink_pixels is None:
+        while len(infos) < len(self.sources):
             if trap.received:
                 return None
             for stage, kind, payload in sup.poll(TICK_S):
                 if kind == "info":
                     infos[int(stage.name.removeprefix("source"))] = payload
-                elif kind == "pixels":
-                    sink_pixels = bool(payload)
+        sink_pixels = any(getattr(sink_class(kind), "needs_pixels", True) for kind, _ in self.sinks)
         holders = DETECT_BIT | (SINKS_BIT if sink_pixels else 0)
         if self.config["pose"]["mode"] != "onestage":
             holders |= POSE_BIT
@@ -208,6 +210,7 @@ class Pipeline:
             streams.append({"name": name, "info": info, "live": live, "ring": ring})
             log.info("stream %s: %s %dx%d, %s", name, info.kind, info.max_width, info.max_height,
                      "live (drops oldest when behind)" if live else "offline (every frame, in order)")
+        sup.stages["sinks"].control.send(("streams", ([st["name"] for st in streams], sink_pixels)))
         all_live = all(st["live"] for st in streams)
         restart = self.settings.restart == "always" or (self.settings.restart == "live" and all_live)
         for name in STATELESS:

@@ -11,6 +11,7 @@ beating is hung; waits are bounded, so an abort request is honoured within one h
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import select
 import signal
@@ -374,13 +375,16 @@ def run_sinks(rt: StageRuntime, inputs: list[Connection], conds: list[Any], sink
     with contextlib.ExitStack() as stack:
         stack.callback(_final_report, rt, recorder, frames_out)
         stack.enter_context(contextlib.closing(rings))
+        # Stream names (sinks serving several streams name their files by stream) and whether the
+        # supervisor gave the sinks a lease on the pixels (decided from the sink classes).
+        names, pixels = rt.control_message("streams")
         sinks = []
         for kind, target in sink_specs:
-            sink = load("posestream.sinks", kind)(rt.config, target)
+            cls = load("posestream.sinks", kind)
+            takes_streams = "streams" in inspect.signature(cls).parameters
+            sink = cls(rt.config, target, streams=names) if takes_streams else cls(rt.config, target)
             stack.enter_context(_closing(sink))
             sinks.append(sink)
-        pixels = any(getattr(s, "needs_pixels", True) for s in sinks)
-        rt.report("pixels", pixels)
         rt.ready()
         open_streams = streams
         while open_streams:
