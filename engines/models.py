@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engines.model_card import ModelCard
 from stream.config import Config, home_dir
 from stream.errors import ModelError
+
+if TYPE_CHECKING:
+    from engines.base import Engine
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +72,13 @@ def load_card(config: Config, name: str) -> tuple[ModelCard, Path]:
                 else "import it with `posestream models import`")
         raise ModelError(f"model '{name}' is not prepared in {directory.parent} ({hint})")
     return ModelCard.load(directory), directory
+
+
+def open_engine(config: Config, card: ModelCard, directory: Path, variant: str, threads: int) -> "Engine":
+    """Open one variant of a prepared model with the configured backend, device and TensorRT settings."""
+    from engines.base import create_engine
+    from engines.engine_cache import TensorRTSettings
+
+    return create_engine(card.file(directory, variant), device=config["engine"]["device"],
+                         backend=config["engine"]["backend"], threads=threads,
+                         tensorrt=TensorRTSettings.from_config(config), normalization=card.input)

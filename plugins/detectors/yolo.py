@@ -10,9 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
-from engines.base import create_engine
 from engines.model_check import check_model_kind
-from engines.models import load_card
+from engines.models import load_card, open_engine
 from engines.preprocess import canvas_size, letterbox, to_input
 from engines.yolo_decode import decode_yolo_pose, to_frame_pixels
 from stream.config import Config, check_range
@@ -44,9 +43,8 @@ class YoloDetector:
         self.format = card.keypoint_format
         static = {640: "640", 320: "320"}.get(self.size) if not self.rectangular else None
         self.variant = static or "dynamic"
-        self.engine = create_engine(card.file(directory, self.variant), device=config["engine"]["device"],
-                                    backend=config["engine"]["backend"],
-                                    threads=cfg["threads"] if threads is None else threads)
+        self.engine = open_engine(config, card, directory, self.variant,
+                                  cfg["threads"] if threads is None else threads)
         try:
             check_model_kind(self.engine, card)
         except ModelError:
