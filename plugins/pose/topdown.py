@@ -12,10 +12,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from engines.base import Engine, create_engine
+from engines.base import Engine
 from engines.model_card import ModelCard
 from engines.model_check import check_model_kind
-from engines.models import load_card
+from engines.models import load_card, open_engine
 from plugins.pose.crops import crop_to_frame, warp_crops
 from plugins.pose.decoders import REFINEMENTS
 from stream.config import Config, check_choice, check_range
@@ -60,9 +60,7 @@ class TopDownEstimator:
                              "are missing or do not match their sha256 (prepare or import it again)")
         self.format: KeypointFormat = get_format(self.card.keypoint_format)
         variant = self._pick_variant(self.card)
-        self.engine: Engine | None = create_engine(
-            self.card.file(directory, variant), config["engine"]["device"], config["engine"]["backend"],
-            table["threads"])
+        self.engine: Engine | None = open_engine(config, self.card, directory, variant, table["threads"])
         try:
             check_model_kind(self.engine, self.card)
             self.input_hw = self._input_size()
