@@ -105,8 +105,10 @@ class NetworkSource(Source):
                                    timeout=(settings.connect_timeout_s, blocking_timeout_s(settings)))
         try:
             stream = video_stream(container, self._what, settings.decode_threads, "SLICE")
+            # Packets without a decodable frame count as silence; the first frame may wait for
+            # a key frame, so the longer of the two timeouts applies.
             frames = decode_frames(container, stream, self.stats, self._what,
-                                   stall_s=settings.connect_timeout_s)
+                                   stall_s=max(settings.connect_timeout_s, settings.read_timeout_s))
             try:
                 first = next(frames)
             except StopIteration:
