@@ -86,8 +86,9 @@ def parametric_pose_nms(poses: Poses, params: ParametricNmsParams = ParametricNm
     best_scores: list[float] = []
     while remaining.any():
         pick = int(np.flatnonzero(remaining)[ranking[remaining].argmax()])
-        cluster = np.flatnonzero(remaining & duplicate[pick])
-        cluster = np.union1d(cluster, [pick])
+        members = remaining & duplicate[pick]
+        members[pick] = True
+        cluster = np.flatnonzero(members)
         remaining[cluster] = False
         if scores[pick].max() < params.score_threshold:
             continue
