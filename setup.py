@@ -39,6 +39,7 @@ setup(
         "onnx>=1.15",
         "torch>=2.1",
         "scipy>=1.10",
+        "Pillow>=9",  # image sizes from headers, without decoding, for image-folder sources
         "pycocotools>=2.0.7",
         "scikit-image>=0.21",  # only for its bundled public-domain photo used by `posestream demo`
         "tomli>=2.0; python_version<'3.11'",
