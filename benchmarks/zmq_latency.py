@@ -8,8 +8,13 @@ validation are part of the cost, as for a real consumer. Two runs per subscriber
 - throughput: `--messages` frames as fast as the sink can publish; messages/s delivered to each
   subscriber (the slowest is reported) and frames lost to the high-water mark.
 
+With `--pipeline VIDEO` it instead runs the real pipeline on VIDEO (offline, every frame) with a
+zmq sink, alternately without subscribers and with one subscriber that sleeps `--slow-ms` per
+message, and compares the pipeline's FPS (the slow subscriber must cost it nothing).
+
     python -m benchmarks.zmq_latency [--subscribers 1,10] [--messages 2000] [--rate 100]
                                      [--persons 5] [--endpoint tcp://127.0.0.1:*] [--out x.json]
+    python -m benchmarks.zmq_latency --pipeline VIDEO [--repeat 2] [--slow-ms 100] [--out x.json]
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ import json
 import multiprocessing as mp
 import platform
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -111,6 +118,65 @@ def run_once(subscribers: int, messages: int, rate: float, persons: Poses, endpo
             "p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else float("nan")}
 
 
+def run_pipeline(video: Path, slow_ms: float | None, input_size: int, hwm: int) -> dict[str, Any]:
+    """One offline pipeline run publishing on ipc; `slow_ms` None = nobody subscribed."""
+    from stream.pipeline import Pipeline
+
+    config = load_config(overrides={"detector.input_size": input_size, "zmq.hwm": hwm})
+    with tempfile.TemporaryDirectory() as tmp:
+        endpoint = f"ipc://{tmp}/pose.sock"
+        sub = Subscriber(endpoint, rcvhwm=1, rcvbuf=4096) if slow_ms is not None else None
+        done, received = threading.Event(), [0]
+
+        def consume() -> None:  # after the run, read what is still queued (reveals last gaps)
+            while True:
+                if sub.receive(0.2 if not done.is_set() else 1.0) is not None:
+                    received[0] += 1
+                    time.sleep(slow_ms / 1000)
+                elif done.is_set():
+                    return
+
+        reader = threading.Thread(target=consume) if sub is not None else None
+        if reader is not None:
+            reader.start()
+        try:
+            with Pipeline(config, [str(video)], [f"zmq:{endpoint}"], policy="offline") as pipeline:
+                report = pipeline.run()
+        finally:
+            done.set()
+            if reader is not None:
+                reader.join()
+                sub.close()
+    return {"subscriber": "none" if slow_ms is None else f"sleeps {slow_ms:g} ms/msg",
+            "frames": report.stages["sinks"]["frames"], "fps": report.stages["sinks"]["fps"],
+            "received": received[0] if sub is not None else None,
+            "missing": sub.stats.missing if sub is not None else None}
+
+
+def pipeline_main(args: argparse.Namespace) -> int:
+    rows = []
+    for _ in range(max(args.repeat, 1)):  # alternate, so CPU noise from others hits both alike
+        rows.append(run_pipeline(args.pipeline, None, args.input_size, args.hwm))
+        rows.append(run_pipeline(args.pipeline, args.slow_ms, args.input_size, args.hwm))
+    header = f"{'subscriber':<20} {'frames':>6} {'fps':>6} {'received':>8} {'missing':>7}"
+    lines = [header, "-" * len(header)]
+    lines += [f"{r['subscriber']:<20} {r['frames']:>6} {r['fps']:>6.2f} "
+              f"{'-' if r['received'] is None else r['received']:>8} "
+              f"{'-' if r['missing'] is None else r['missing']:>7}" for r in rows]
+    base = np.mean([r["fps"] for r in rows if r["received"] is None])
+    slow = np.mean([r["fps"] for r in rows if r["received"] is not None])
+    lines.append(f"mean fps without subscriber {base:.2f}, with slow subscriber {slow:.2f} "
+                 f"({100 * (slow / base - 1):+.1f} %)")
+    sys.stdout.write("\n".join(lines) + "\n")
+    if args.out:
+        report = {"benchmark": "zmq_pipeline_slow_subscriber", "video": str(args.pipeline),
+                  "input_size": args.input_size, "hwm": args.hwm, "slow_ms": args.slow_ms, "runs": rows,
+                  "fps_without": base, "fps_with_slow_subscriber": slow}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", default="1,10", help="comma-separated subscriber counts")
@@ -120,8 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoint", default="tcp://127.0.0.1:*", help="where the sink binds")
     parser.add_argument("--hwm", type=int, default=load_config()["zmq"]["hwm"],
                         help="sink high-water mark (default: zmq.hwm)")
+    parser.add_argument("--pipeline", type=Path, metavar="VIDEO",
+                        help="compare pipeline FPS without / with a slow subscriber instead")
+    parser.add_argument("--slow-ms", type=float, default=100.0, help="slow subscriber's sleep")
+    parser.add_argument("--repeat", type=int, default=2, help="pipeline runs of each kind")
+    parser.add_argument("--input-size", type=int, default=320, help="detector input (pipeline)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
+    if args.pipeline:
+        return pipeline_main(args)
     persons = coco_persons(args.persons)
     rows = []
     for count in (int(n) for n in args.subscribers.split(",")):
