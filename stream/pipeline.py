@@ -50,6 +50,7 @@ class PipelineSettings:
     kill_timeout_s: float
     status_interval_s: float
     latency_window: int
+    live_newest_only: bool
 
     @classmethod
     def from_config(cls, config: Config) -> "PipelineSettings":
@@ -204,7 +205,8 @@ class Pipeline:
                 name, suffix = f"{info.name}-{suffix}", suffix + 1
             used.add(name)
             ring = FrameRing.create(self.settings.ring_slots, info.max_height, info.max_width,
-                                    sup.stages[f"source{i}"].params["conds"][i])
+                                    sup.stages[f"source{i}"].params["conds"][i],
+                                    newest_only=live and self.settings.live_newest_only)
             self._rings.append(ring)
             sup.stages[f"source{i}"].control.send(("ring", (ring.name, holders, name)))
             streams.append({"name": name, "info": info, "live": live, "ring": ring})

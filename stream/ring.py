@@ -29,13 +29,13 @@ from stream.errors import ConfigError, InputError, StageError
 log = logging.getLogger(__name__)
 
 MAGIC = 0x504F5345_52494E47  # "POSERING"
-_HEADER_WORDS = 8            # magic, slots, capacity, published, dropped, lost, max height, max width
+_HEADER_WORDS = 10           # magic, slots, capacity, published, dropped, lost, max height, max width, newest-only, reserved
 _SLOT_WORDS = 8              # state, frame_id, mask, height, width, channels, reserved x2
 _ALIGN = 4096
 LOCK_TIMEOUT_S = 5.0         # a lock held this long means its holder died inside the critical section
 
 # Header word indices.
-_H_MAGIC, _H_SLOTS, _H_CAPACITY, _H_PUBLISHED, _H_DROPPED, _H_LOST, _H_HEIGHT, _H_WIDTH = range(8)
+_H_MAGIC, _H_SLOTS, _H_CAPACITY, _H_PUBLISHED, _H_DROPPED, _H_LOST, _H_HEIGHT, _H_WIDTH, _H_NEWEST = range(9)
 # Slot table column indices.
 _S_STATE, _S_FRAME, _S_MASK, _S_H, _S_W, _S_C = range(6)
 
@@ -94,9 +94,12 @@ class FrameRing:
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def create(cls, slots: int, height: int, width: int, cond: Any, channels: int = 3) -> "FrameRing":
+    def create(cls, slots: int, height: int, width: int, cond: Any, channels: int = 3,
+               newest_only: bool = False) -> "FrameRing":
         """A new segment with `slots` slots, each large enough for a `height`x`width`x`channels`
-        uint8 frame. `cond` is a `multiprocessing.Condition` shared with every attached process."""
+        uint8 frame. `cond` is a `multiprocessing.Condition` shared with every attached process.
+        `newest_only` (live streams): `take` refuses a frame when a newer one is already waiting,
+        so the detector always works on the latest picture instead of a queue of old ones."""
         if slots < 2:
             raise ConfigError(f"config key 'pipeline.ring_slots' = {slots} is outside the allowed range [2, inf]")
         if height <= 0 or width <= 0:
@@ -121,6 +124,7 @@ class FrameRing:
         header[_H_CAPACITY] = capacity
         header[_H_HEIGHT] = height
         header[_H_WIDTH] = width
+        header[_H_NEWEST] = int(newest_only)
         np.ndarray((slots, _SLOT_WORDS), dtype=np.int64, buffer=shm.buf, offset=_HEADER_WORDS * 8)[:] = 0
         header[_H_MAGIC] = MAGIC
         del header
@@ -213,11 +217,18 @@ class FrameRing:
     # -- consumer side --------------------------------------------------------------------------
     def take(self, ref: FrameRef) -> bool:
         """Claim a READY frame for processing (the first consumer, the detector, calls this). False
-        when the reference is stale: a live producer reclaimed the slot for a newer frame."""
+        when the reference is stale (a live producer reclaimed the slot for a newer frame) or, in a
+        `newest_only` ring, when a newer frame is waiting: this one is then dropped and counted."""
         self._lock()
         try:
             table = self._table
             if table[ref.slot, _S_STATE] != _READY or table[ref.slot, _S_FRAME] != ref.frame_id:
+                return False
+            if self._header[_H_NEWEST] and ((table[:, _S_STATE] == _READY)
+                                            & (table[:, _S_FRAME] > ref.frame_id)).any():
+                table[ref.slot, _S_STATE] = _FREE
+                self._header[_H_DROPPED] += 1
+                self._cond.notify_all()
                 return False
             table[ref.slot, _S_STATE] = _TAKEN
             # Older READY frames of this stream whose references never arrived were lost in flight.

@@ -70,6 +70,14 @@ def test_live_reclaims_oldest_unpicked_frame(ring: FrameRing) -> None:
     assert (ring.view(newest) == 3).all()
 
 
+def test_newest_only_ring_hands_the_detector_the_latest_frame() -> None:
+    with FrameRing.create(4, 6, 8, CTX.Condition(), newest_only=True) as ring:
+        refs = [_put(ring, i) for i in range(3)]
+        assert [ring.take(ref) for ref in refs] == [False, False, True]
+        assert ring.counters()["dropped"] == 2
+        assert ring.states().count(SlotState.FREE) == 3   # the skipped slots are free again
+
+
 def test_live_never_blocks_when_everything_is_taken(ring: FrameRing) -> None:
     for i in range(3):
         assert ring.take(_put(ring, i))
