@@ -1,0 +1,127 @@
+"""The sequential baseline: one process, one loop, decode -> detect -> pose -> NMS -> track -> sinks.
+
+Same source reader, plugins, engines, threads and sinks as the pipeline, so the only difference
+measured is the pipeline's overlap of stages (and its overhead). It is also what a user writes
+first, and what the pipeline must beat. Model loading happens before the clock starts, as in the
+pipeline, whose stages load their models before the first frame.
+
+    python -m benchmarks.sequential --video PATH [--sink KIND:TARGET ...] [--out x.json]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream.config import Config, load_config
+from stream.metrics import percentiles_ms
+
+STAGES = ("decode", "detect", "pose", "nms", "track", "sinks")
+
+
+def run_sequential(config: Config, video: Path, sink_specs: list[tuple[str, str]],
+                   max_frames: int | None = None) -> dict[str, Any]:
+    """Process `video` frame by frame; returns FPS, per-stage time per frame and persons per frame
+    (detections entering the pose stage, the count top-down pose cost grows with)."""
+    from plugins.contracts import IdAllocator
+    from plugins.registry import load
+    from stream.chain import build_detector, build_estimator, build_nms
+    from stream.results import FrameResult
+    from stream.sources import open_source
+
+    spent: dict[str, list[float]] = {name: [] for name in STAGES}
+    detections = 0
+    with contextlib.ExitStack() as stack:
+        detector = build_detector(config)
+        stack.callback(detector.close)
+        estimator = build_estimator(config)
+        if estimator is not None:
+            stack.callback(estimator.close)
+        nms = build_nms(config)
+        tracker = load("posestream.trackers", config["tracker"]["plugin"])(config, IdAllocator())
+        source = stack.enter_context(open_source(str(video), config))
+        sinks = []
+        for kind, target in sink_specs:
+            cls = load("posestream.sinks", kind)
+            takes_streams = "streams" in inspect.signature(cls).parameters
+            sink = (cls(config, target, streams=[source.info.name]) if takes_streams
+                    else cls(config, target))
+            stack.callback(sink.close)
+            sinks.append(sink)
+        frames = source.frames()
+        count = 0
+        start = time.perf_counter()
+        while max_frames is None or count < max_frames:
+            t0 = time.perf_counter()
+            frame = next(frames, None)
+            if frame is None:
+                break
+            t1 = time.perf_counter()
+            poses = detector.detect([frame.image])
+            detections += len(poses[0])
+            t2 = time.perf_counter()
+            if estimator is not None:
+                poses = estimator.estimate([frame.image], poses)
+            t3 = time.perf_counter()
+            kept = nms(poses[0])
+            t4 = time.perf_counter()
+            tracked = tracker.update(kept)
+            t5 = time.perf_counter()
+            result = FrameResult(source.info.name, frame.index, frame.image.shape[1],
+                                 frame.image.shape[0], tracked, frame.pts, frame.capture_ts,
+                                 frame.image_id)
+            for sink in sinks:
+                sink.write(result, frame.image if getattr(sink, "needs_pixels", True) else None)
+            t6 = time.perf_counter()
+            for name, a, b in zip(STAGES, (t0, t1, t2, t3, t4, t5), (t1, t2, t3, t4, t5, t6)):
+                spent[name].append(b - a)
+            count += 1
+        elapsed = time.perf_counter() - start
+    return {
+        "frames": count, "elapsed_s": round(elapsed, 3),
+        "fps": round(count / elapsed, 2) if elapsed > 0 and count else None,
+        "mean_frame_ms": round(1e3 * elapsed / count, 2) if count else None,
+        "persons_per_frame": round(detections / count, 2) if count else 0.0,
+        "stages": {name: {"mean_ms": round(1e3 * float(np.mean(v)), 2) if v else None,
+                          "share_pct": round(100.0 * sum(v) / elapsed, 1) if elapsed > 0 else None,
+                          "latency_ms": percentiles_ms(v)} for name, v in spent.items()},
+    }
+
+
+def format_result(result: dict[str, Any]) -> list[str]:
+    lines = [f"sequential: {result['frames']} frames in {result['elapsed_s']:.2f} s = "
+             f"{result['fps']} FPS ({result['mean_frame_ms']} ms/frame, "
+             f"{result['persons_per_frame']} persons/frame)",
+             f"{'stage':<8}{'mean ms':>9}{'share %':>9}{'p50 ms':>9}{'p99 ms':>9}"]
+    for name, s in result["stages"].items():
+        lat = s["latency_ms"]
+        lines.append(f"{name:<8}{s['mean_ms'] or 0:>9.2f}{s['share_pct'] or 0:>9.1f}"
+                     f"{lat['p50'] or 0:>9.2f}{lat['p99'] or 0:>9.2f}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    from stream.pipeline import parse_sink
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video", type=Path, required=True)
+    parser.add_argument("--sink", action="append", default=[], metavar="KIND:TARGET")
+    parser.add_argument("--frames", type=int, help="stop after this many frames")
+    parser.add_argument("--out", type=Path, help="write the result as JSON")
+    args = parser.parse_args(argv)
+    result = run_sequential(load_config(), args.video, [parse_sink(s) for s in args.sink], args.frames)
+    sys.stdout.write("\n".join(format_result(result)) + "\n")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
