@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import pickle
 import select
 import signal
 import sys
@@ -76,12 +77,14 @@ class StageFailure:
         """The error to raise in the supervisor: the original posestream error (its class kept, so the
         CLI says e.g. "input not found") or a `StageError` naming the stage and the cause."""
         if self.error is not None:
-            return type(self.error)(f"{self.stage}: {self.message}")
+            try:
+                return type(self.error)(f"{self.stage}: {self.message}")
+            except TypeError:  # an error class with a richer constructor: keep the text only
+                pass
         return StageError(f"stage '{self.stage}' failed: {self.type_name}: {self.message}")
 
 
 def _pickles(exc: BaseException) -> bool:
-    import pickle
     try:
         pickle.loads(pickle.dumps(exc))
     except Exception:  # noqa: BLE001 - any failure means "send the text only"
