@@ -229,6 +229,7 @@ class Pipeline:
             live = any(st["live"] for st in streams)
             display = self._stack.enter_context(contextlib.closing(self.progress(live, None)))
         sink_report: dict[str, Any] = {}
+        source_stats: dict[str, dict[str, int]] = {}
         last_processed = {name: 0.0 for name in sup.stages}
         last_tick = start
         stop_deadline: float | None = None
@@ -236,6 +237,8 @@ class Pipeline:
             for stage, kind, payload in sup.poll(TICK_S):
                 if kind == "report":
                     sink_report = payload
+                elif kind == "source_stats":
+                    source_stats[stage.name] = payload
             now = time.time()
             for stage, feeders in upstream.items():
                 sent = sum(sup.stages[f].counters.get("sent") for f in feeders)
@@ -265,10 +268,15 @@ class Pipeline:
             for kind, payload in stage.messages:
                 if kind == "report":
                     sink_report = payload
-        return self._report(sup, streams, depths, sink_report, elapsed, trap.first)
+                elif kind == "source_stats":
+                    source_stats[stage.name] = payload
+        return self._report(sup, streams, depths, sink_report, source_stats, elapsed, trap.first)
 
     def _report(self, sup: Supervisor, streams: list[dict[str, Any]], depths: QueueDepths,
-                sink_report: dict[str, Any], elapsed: float, signal_name: str | None) -> RunReport:
+                sink_report: dict[str, Any], source_stats: dict[str, dict[str, int]], elapsed: float,
+                signal_name: str | None) -> RunReport:
+        """`lost` of a stream counts frames lost in flight (a crashed stage); `source` holds the
+        source's own counters: `lost`/`restored` connections of a camera, decode errors, drops."""
         latency = sink_report.get("latency", {"stages": {}, "end_to_end": {}})
         frames_out = sink_report.get("frames_out", {})
         stages = {}
@@ -279,12 +287,13 @@ class Pipeline:
             summary["restarts"] = stage.restarts
             stages[name] = summary
         report_streams = {}
-        for st in streams:
+        for i, st in enumerate(streams):
             counters = st["ring"].counters()
             report_streams[st["name"]] = {
                 "kind": st["info"].kind, "policy": "live" if st["live"] else "offline",
                 "frames_in": counters["published"], "frames_out": frames_out.get(st["name"], 0),
                 "dropped": counters["dropped"], "lost": counters["lost"],
+                "source": source_stats.get(f"source{i}", {}),
                 "latency_ms": latency["end_to_end"].get(st["name"], percentiles_ms([]))}
         status = "interrupted" if signal_name else "completed"
         return RunReport(status, elapsed, report_streams, stages, signal_name)

@@ -3,8 +3,10 @@
 Every stage runs `stage_main` in its own spawned process: it reads small messages (`Work`,
 `EndOfStream`) from its input pipe(s), does its job and writes to its output pipe. Pixels stay in
 the frame rings; a `Work` carries a `FrameRef`, the poses so far and per-stage (enter, exit) times.
-A stage reports to the supervisor over its control pipe: "info" (sources), "ready", "report"
-(sinks' final metrics) and "failure" (a picklable `StageFailure` tagged with the stage name).
+A stage reports to the supervisor over its control pipe: "info" (sources), "ready",
+"source_stats" (a source's `SourceStats` counters whenever they change, e.g. a camera lost or
+restored), "report" (sinks' final metrics) and "failure" (a picklable `StageFailure` tagged with the
+stage name).
 A stage beats its heartbeat between units of work and whenever it waits, so a stage that stops
 beating is hung; waits are bounded, so an abort request is honoured within one heartbeat interval.
 """
@@ -119,6 +121,8 @@ class StageRuntime:
         self.name = ctx.name
         self.config = ctx.config
         self.counters = StageCounters(ctx.counters, ctx.row)
+        # A source's watcher thread reports too; a Connection is not safe for concurrent senders.
+        self._send_lock = threading.Lock()
 
     @property
     def aborted(self) -> bool:
@@ -132,7 +136,8 @@ class StageRuntime:
         self.counters.beat()
 
     def report(self, kind: str, payload: Any = None) -> None:
-        self.ctx.control.send((kind, payload))
+        with self._send_lock:
+            self.ctx.control.send((kind, payload))
 
     def ready(self) -> None:
         self.beat()
@@ -210,7 +215,8 @@ def run_source(rt: StageRuntime, spec: str, stream_id: int, policy: str | None, 
     """Open the source, announce it, then copy frames into the ring assigned by the supervisor."""
     from stream.sources import open_source
 
-    with open_source(spec, rt.config) as source:
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(open_source(spec, rt.config))
         live = source.info.live if policy is None else policy == "live"
         rt.report("info", {"info": source.info, "live": live})
         ring_name, holders, stream = rt.control_message("ring")
@@ -219,6 +225,7 @@ def run_source(rt: StageRuntime, spec: str, stream_id: int, policy: str | None, 
         # stage beats from a helper thread, which also closes the source when the pipeline stops.
         watcher = threading.Thread(target=_source_watch, args=(rt, source, done), daemon=True)
         watcher.start()
+        stack.callback(_report_source_stats, rt, source, watcher, done)
         published = 0
         with FrameRing.attach(ring_name, conds[stream_id]) as ring:
             rt.ready()
@@ -252,11 +259,27 @@ def run_source(rt: StageRuntime, spec: str, stream_id: int, policy: str | None, 
 
 
 def _source_watch(rt: StageRuntime, source: Any, done: threading.Event) -> None:
+    """Beat, report changed source counters (a lost camera shows in the metrics while it is
+    lost), and close the source when the pipeline stops."""
+    reported: dict[str, int] = {}
     while not done.wait(rt.ctx.heartbeat_s):
         rt.beat()
+        stats = source.stats.as_dict()
+        if stats != reported:
+            rt.report("source_stats", stats)
+            reported = stats
         if rt.stopping:
             source.close()
             return
+
+
+def _report_source_stats(rt: StageRuntime, source: Any, watcher: threading.Thread,
+                         done: threading.Event) -> None:
+    """The final counters, after the last frame (the source is closed right after this)."""
+    done.set()
+    watcher.join(rt.ctx.heartbeat_s + 1.0)
+    with contextlib.suppress(OSError):
+        rt.report("source_stats", source.stats.as_dict())
 
 
 def _serve(rt: StageRuntime, inputs: list[Connection], output: Connection, streams: int, batch: int,
@@ -453,5 +476,5 @@ def stage_main(ctx: StageContext, body: str, params: dict[str, Any]) -> None:
         failure = StageFailure.from_exception(ctx.name, exc)
         log.debug("stage %s failed:\n%s", ctx.name, failure.traceback)
         with contextlib.suppress(OSError):
-            ctx.control.send(("failure", failure))
+            rt.report("failure", failure)
         sys.exit(1)
