@@ -227,7 +227,9 @@ class Pipeline:
         display = None
         if self.progress is not None:
             live = any(st["live"] for st in streams)
-            display = self._stack.enter_context(contextlib.closing(self.progress(live, None)))
+            counts = [st["info"].frame_count for st in streams]
+            total = None if live or None in counts else sum(counts)
+            display = self._stack.enter_context(contextlib.closing(self.progress(live, total)))
         sink_report: dict[str, Any] = {}
         source_stats: dict[str, dict[str, int]] = {}
         last_processed = {name: 0.0 for name in sup.stages}

@@ -4,7 +4,6 @@ place on a terminal, and stay quiet on a non-terminal except for the live status
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
@@ -34,7 +33,9 @@ def _clock(seconds: float) -> str:
 
 
 class ProgressBar:
-    """`[#####-----] 36/72 50%  12.3 fps  00:03` (frames and rate only when the total is unknown)."""
+    """`[###############---------------] 36/72  50%  12.3 fps  00:03  ETA 00:03` when the total is
+    known, else `36 frames  12.3 fps  00:03`. The rate (and so the ETA) counts from the first
+    finished frame, so model loading does not make the estimate pessimistic."""
 
     live = False
 
@@ -45,20 +46,32 @@ class ProgressBar:
         self._tty = bool(getattr(self.out, "isatty", lambda: False)())
         self._drawn = False
         self._closed = False
-        self._start = time.monotonic()
+        self._first: tuple[float, int] | None = None  # (elapsed_s, frames_done) at the first frame
+
+    def _rate(self, snapshot: Snapshot) -> float:
+        if self._first is None:
+            if snapshot.frames_done:
+                self._first = (snapshot.elapsed_s, snapshot.frames_done)
+            return 0.0
+        since, done = self._first
+        span = snapshot.elapsed_s - since
+        return (snapshot.frames_done - done) / span if span > 0 else 0.0
 
     def update(self, snapshot: Snapshot) -> None:
         if not self._tty:
             return
         done = snapshot.frames_done
-        rate = done / snapshot.elapsed_s if snapshot.elapsed_s > 0 else 0.0
+        rate = self._rate(snapshot)
+        eta = ""
         if self.total:
-            filled = min(self.width, self.width * done // self.total)
+            shown = min(done, self.total)  # a total estimated from duration x rate may be passed
+            filled = self.width * shown // self.total
             bar = "#" * filled + "-" * (self.width - filled)
-            text = f"[{bar}] {done}/{self.total} {100 * done // self.total:3d}%"
+            text = f"[{bar}] {done}/{self.total} {100 * shown // self.total:3d}%"
+            eta = f"  ETA {_clock((self.total - shown) / rate)}" if rate > 0 else "  ETA --:--"
         else:
             text = f"{done} frames"
-        self.out.write(f"\r{text}  {rate:5.1f} fps  {_clock(snapshot.elapsed_s)}\x1b[K")
+        self.out.write(f"\r{text}  {rate:5.1f} fps  {_clock(snapshot.elapsed_s)}{eta}\x1b[K")
         self.out.flush()
         self._drawn = True
 

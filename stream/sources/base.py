@@ -33,7 +33,8 @@ class Frame:
 @dataclass
 class SourceInfo:
     """What a consumer needs before the first frame: the frame ring is sized from max_width/height,
-    and `live` chooses the drop-oldest policy over blocking."""
+    `live` chooses the drop-oldest policy over blocking, and `frame_count` (None for live sources
+    and files that do not say) lets the progress bar show a percentage and an ETA."""
 
     name: str
     kind: str
@@ -43,6 +44,7 @@ class SourceInfo:
     fps: float | None
     max_width: int
     max_height: int
+    frame_count: int | None = None
 
 
 @dataclass

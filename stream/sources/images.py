@@ -64,7 +64,7 @@ class ImageSource(Source):
         width, height = sizes[0]
         self.info = SourceInfo(name=name, kind=kind, live=False, width=width, height=height,
                                fps=None, max_width=max(w for w, _ in sizes),
-                               max_height=max(h for _, h in sizes))
+                               max_height=max(h for _, h in sizes), frame_count=len(self._paths))
 
     def _frames(self) -> Iterator[Frame]:
         for path in self._paths:

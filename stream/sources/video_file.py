@@ -33,7 +33,8 @@ class PyAVSource(Source):
         rate = self._stream.average_rate or self._stream.guessed_rate
         fps = float(rate) if rate else None
         self.info = SourceInfo(name=name, kind=kind, live=live, width=width, height=height,
-                               fps=fps, max_width=width, max_height=height)
+                               fps=fps, max_width=width, max_height=height,
+                               frame_count=None if live else frame_count(container, self._stream, fps))
 
     def _frames(self) -> Iterator[Frame]:
         try:
@@ -49,6 +50,20 @@ class PyAVSource(Source):
 
     def _release(self) -> None:
         self._container.close()
+
+
+def frame_count(container: Any, stream: Any, fps: float | None) -> int | None:
+    """Frames in a file: the count the container keeps (MP4, MOV), else duration x rate, an
+    estimate (Matroska, WebM keep no count); None when neither is known."""
+    if stream.frames:
+        return int(stream.frames)
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration:
+        seconds = container.duration / av.time_base
+    else:
+        return None
+    return max(1, round(seconds * fps)) if fps else None
 
 
 def open_video_file(path: Path, settings: SourceSettings, name: str | None) -> PyAVSource:

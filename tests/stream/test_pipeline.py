@@ -3,6 +3,7 @@ determinism, several streams, a stage killed with SIGKILL (offline: one clear er
 Ctrl-C, bad input, and no shared-memory segment left behind in any of these cases."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import pytest
 from stream.config import Config
 from stream.errors import ConfigError, PluginNotFoundError
 from stream.pipeline import Pipeline
+from stream.progress import ProgressBar
 
 VIDEO_72 = "data/video/two_person_interaction_72f.mp4"
 SHORT_A = "data/video/street_walk_5f.mp4"
@@ -113,6 +115,28 @@ def test_several_sources_have_their_own_streams(config: Config, shared: Path, tm
     for stream in report.streams:
         frames = _frame_numbers([i for i in ids if i.startswith(f"{stream}/")])
         assert frames == sorted(frames) and set(frames) <= set(range(5)) and frames
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.slow
+def test_progress_bar_gets_the_total_frame_count(config: Config, shared: Path, tmp_path: Path) -> None:
+    calls: list[tuple[bool, int | None]] = []
+    out = _Terminal()
+
+    def progress(live: bool, total: int | None) -> ProgressBar:
+        calls.append((live, total))
+        return ProgressBar(total, out)
+
+    sources = [str(shared / SHORT_A), str(shared / SHORT_B)]
+    with Pipeline(_fast(config), sources, [f"json:{tmp_path / 'both.json'}"], progress=progress) as pipeline:
+        pipeline.run()
+    assert calls == [(False, 10)]
+    draws = out.getvalue().split("\r")[1:]
+    assert draws and all(re.search(r"\] \d+/10 +\d+%", draw) for draw in draws), draws
 
 
 @pytest.mark.parametrize("sources, sinks, policy, error, text", [

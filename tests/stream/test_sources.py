@@ -20,6 +20,7 @@ from PIL import Image
 from stream.config import load_config, shared_dir
 from stream.errors import ConfigError, InputError, InputNotFoundError, SourceTimeoutError
 from stream.sources import Frame, Source, open_source
+from stream.sources.images import is_image_path
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -157,6 +158,39 @@ def test_close_from_another_thread_ends_a_running_frames(spec: str) -> None:
     collector.stop()
     assert 3 <= len(collector.frames) < 8
     source.close()
+
+
+def _remux_to_mkv(tmp_path: Path) -> str:
+    """The 72-frame clip without re-encoding in Matroska, which keeps no frame count."""
+    target = tmp_path / "no_count.mkv"
+    with av.open(str(VIDEOS / "two_person_interaction_72f.mp4")) as src, \
+            av.open(str(target), "w") as dst:
+        out = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = out
+                dst.mux(packet)
+    return str(target)
+
+
+@pytest.mark.parametrize("make_spec, expected, tolerance", [
+    (lambda tmp: str(VIDEOS / "two_person_interaction_72f.mp4"), 72, 0),
+    (lambda tmp: str(VIDEOS / "street_walk_5f.mp4"), 5, 0),
+    (_remux_to_mkv, 72, 8),  # duration x rate: an estimate
+    (lambda tmp: str(COCO_IMAGES), len([p for p in COCO_IMAGES.iterdir() if is_image_path(p)]), 0),
+    (lambda tmp: f"{COCO_IMAGES / '000000000785.jpg'},{COCO_IMAGES / '000000000036.jpg'}", 2, 0),
+    (lambda tmp: "lavfi:testsrc=size=160x120:rate=20:duration=2", None, 0),  # live: no end
+], ids=["mp4", "mp4-short", "mkv-estimate", "folder", "image-list", "lavfi"])
+def test_frame_count_for_the_progress_bar(tmp_path: Path, make_spec: Callable[[Path], str],
+                                          expected: int | None, tolerance: int) -> None:
+    with open_source(make_spec(tmp_path), load_config()) as source:
+        count = source.info.frame_count
+        delivered = len(list(source.frames())) if not source.info.live else None
+    if expected is None:
+        assert count is None
+        return
+    assert count is not None and abs(count - expected) <= tolerance, count
+    assert abs(delivered - count) <= tolerance
 
 
 # ---------------------------------------------------------------- images
