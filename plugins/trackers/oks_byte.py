@@ -12,9 +12,12 @@ Per frame (`update`), after predicting every track one frame ahead:
 
 Ids: a tentative track's poses are returned with id -1 and it is dropped on its first miss; after
 `min_hits` consecutive hits it is confirmed and only then takes an id from the `IdAllocator`, so a
-false positive neither shows an id nor burns one. A confirmed track that misses becomes lost, is
-kept (and predicted) for `lost_buffer` frames for re-identification, then deleted; its id is never
-handed out again. The returned `Poses` are the input poses, in input order, with `ids` filled.
+false positive neither shows an id nor burns one. The exception is the stream's first frame (the
+first `update`): there is no history to confirm against, so (as ByteTrack does) a pose scoring at
+least `first_frame_score` is confirmed at birth; that bar lies above the scores false positives
+reach, and weaker first-frame poses start tentative tracks as on any other frame. A confirmed track
+that misses becomes lost, is kept (and predicted) for `lost_buffer` frames for re-identification,
+then deleted; its id is never handed out again. The returned `Poses` are the input poses, in input order, with `ids` filled.
 """
 from __future__ import annotations
 
@@ -91,10 +94,11 @@ class OksByteTracker:
         self._tracks: _Tracks | None = None  # created on the first frame, sized to its format
         self._format: str | None = None
         self._sigmas = np.zeros(0)
+        self._first_frame = True
 
     def _read_settings(self, s: dict) -> None:
-        for key in ("high_score", "low_score", "new_track_score", "match_similarity",
-                    "low_match_similarity", "reid_similarity", "keypoint_score"):
+        for key in ("high_score", "low_score", "new_track_score", "first_frame_score",
+                    "match_similarity", "low_match_similarity", "reid_similarity", "keypoint_score"):
             check_range(f"tracker.{key}", s[key], 0.0, 1.0)
         if s["low_score"] > s["high_score"]:
             raise ConfigError(f"tracker.low_score ({s['low_score']}) must not exceed "
@@ -102,6 +106,9 @@ class OksByteTracker:
         if s["new_track_score"] < s["high_score"]:
             raise ConfigError(f"tracker.new_track_score ({s['new_track_score']}) must be at least "
                               f"tracker.high_score ({s['high_score']})")
+        if s["first_frame_score"] < s["new_track_score"]:
+            raise ConfigError(f"tracker.first_frame_score ({s['first_frame_score']}) must be at "
+                              f"least tracker.new_track_score ({s['new_track_score']})")
         check_range("tracker.oks_weight", s["oks_weight"], 0.0)
         check_range("tracker.iou_weight", s["iou_weight"], 0.0)
         weight_sum = s["oks_weight"] + s["iou_weight"]
@@ -114,6 +121,7 @@ class OksByteTracker:
         self.high_score = s["high_score"]
         self.low_score = s["low_score"]
         self.new_track_score = s["new_track_score"]
+        self.first_frame_score = s["first_frame_score"]
         self.match_similarity = s["match_similarity"]
         self.low_match_similarity = s["low_match_similarity"]
         self.reid_similarity = s["reid_similarity"]
@@ -197,8 +205,14 @@ class OksByteTracker:
             first = len(tracks)
             tracks.add(self._kalman, boxes[new], keypoints[new])
             if self.min_hits <= 1:
-                self._confirm(tracks, np.arange(first, len(tracks)))
-                out_ids[new] = tracks.ids[first:]
+                at_birth = np.ones(len(new), dtype=bool)
+            elif self._first_frame:
+                at_birth = scores[new] >= self.first_frame_score
+            else:
+                at_birth = np.zeros(len(new), dtype=bool)
+            self._confirm(tracks, first + np.flatnonzero(at_birth))
+            out_ids[new] = tracks.ids[first:]
+        self._first_frame = False
         tracked_poses = copy.copy(poses)  # shares the (unchanged, validated) arrays
         tracked_poses.ids = out_ids
         return tracked_poses

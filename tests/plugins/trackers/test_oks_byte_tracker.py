@@ -1,5 +1,7 @@
 """OksByteTracker on synthetic scenes with exactly known expected ids (default config unless a test
-overrides a key; min_hits = 3, so a track's first two frames carry no id)."""
+overrides a key). Default rules: a person present on the stream's first frame with score >=
+first_frame_score (0.5) has an id at once; anyone appearing later needs min_hits = 3 consecutive
+frames, so that track's first two frames carry no id."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +15,7 @@ from stream.config import load_config
 from stream.errors import ConfigError, InputError
 from stream.results import Poses
 
-UNCONFIRMED = [-1, -1]  # frames before min_hits = 3 consecutive hits
+UNCONFIRMED = [-1, -1]  # a track born after the first frame: frames before min_hits = 3 hits
 
 
 def by_label(tracker, make_poses, frames):
@@ -37,7 +39,7 @@ def test_two_people_crossing_keep_their_ids(tracker_factory, make_poses, pose_b,
     frames = [{"a": (100 + 10 * t, 300, 200, "down", 0.9),
                "b": (500 - 10 * t, 300, height_b, pose_b, 0.9)} for t in range(40)]
     history = by_label(tracker, make_poses, frames)
-    expected_a, expected_b = UNCONFIRMED + [1] * 38, UNCONFIRMED + [2] * 38
+    expected_a, expected_b = [1] * 40, [2] * 40  # both there on the first frame
     if pose_b == "down":
         # At t = 20 both figures are the same pixels: which id goes on which copy is undecidable,
         # so that frame only has to carry both ids.
@@ -56,8 +58,8 @@ def test_person_hidden_while_crossing_gets_its_id_back(tracker_factory, make_pos
         if t not in hidden:
             frame["b"] = (500 - 10 * t, 300, 180, "up", 0.9)
     history = by_label(tracker, make_poses, frames)
-    assert history["a"] == UNCONFIRMED + [1] * 38
-    assert history["b"] == UNCONFIRMED + [2] * 15 + [None] * 7 + [2] * 16
+    assert history["a"] == [1] * 40
+    assert history["b"] == [2] * 17 + [None] * 7 + [2] * 16
     assert ids.next() == 3
 
 
@@ -72,7 +74,7 @@ def test_missing_person_id_depends_on_lost_buffer(tracker_factory, make_poses, s
         frames[t] = {}
     history = by_label(tracker, make_poses, frames)
     after = [1] * 6 if same_id else UNCONFIRMED + [2] * 4
-    assert history["p"] == UNCONFIRMED + [1] * 8 + [None] * missing + after
+    assert history["p"] == [1] * 10 + [None] * missing + after
     assert ids.next() == (2 if same_id else 3)  # an id is never handed out twice
 
 
@@ -83,26 +85,64 @@ def test_false_positive_never_becomes_confirmed(tracker_factory, make_poses, dur
     for t in range(8, 8 + duration):
         frames[t]["fp"] = (700, 250, 150, "up", 0.95)
     history = by_label(tracker, make_poses, frames)
-    assert history["p"] == UNCONFIRMED + [1] * 18
+    assert history["p"] == [1] * 20
     assert [i for i in history["fp"] if i is not None] == [-1] * duration
     assert ids.next() == 2  # the false positive did not burn an id
 
 
 def test_low_score_poses_extend_tracks_in_second_pass(tracker_factory, make_poses):
-    frames = [{"p": (200 + 5 * t, 300, 200, "down", 0.3 if 10 <= t < 15 else 0.9)}
+    frames = [{"p": (200 + 5 * t, 300, 200, "down", 0.15 if 10 <= t < 15 else 0.9)}
               for t in range(20)]
     tracker, _ = tracker_factory()
-    assert by_label(tracker, make_poses, frames)["p"] == UNCONFIRMED + [1] * 18
+    assert by_label(tracker, make_poses, frames)["p"] == [1] * 20
     # Without the second pass (low band empty) the weak frames lose the id; re-id restores it.
-    tracker, _ = tracker_factory(low_score=0.5)
-    assert by_label(tracker, make_poses, frames)["p"] == UNCONFIRMED + [1] * 8 + [-1] * 5 + [1] * 5
+    tracker, _ = tracker_factory(low_score=0.25)
+    assert by_label(tracker, make_poses, frames)["p"] == [1] * 10 + [-1] * 5 + [1] * 5
 
 
-def test_low_score_poses_never_start_tracks(tracker_factory, make_poses):
+@pytest.mark.parametrize("first_frame", [True, False], ids=["from-first-frame", "appearing-later"])
+def test_low_score_poses_never_start_tracks(tracker_factory, make_poses, first_frame):
+    # 0.2 is in the low band (low_score 0.1 <= score < high_score = new_track_score 0.25).
     tracker, ids = tracker_factory()
-    frames = [{"p": (200, 300, 200, "down", 0.45)} for _ in range(10)]
-    assert by_label(tracker, make_poses, frames)["p"] == [-1] * 10
+    frames = [{"p": (200, 300, 200, "down", 0.2)} for _ in range(10)]
+    if not first_frame:
+        frames[0] = {}
+    assert by_label(tracker, make_poses, frames)["p"] == [None if f == {} else -1 for f in frames]
     assert ids.next() == 1
+
+
+@pytest.mark.parametrize("score, expected", [
+    (0.9, [1] * 6),                    # >= first_frame_score: confirmed at birth
+    (0.5, [1] * 6),                    # exactly at the bar
+    (0.45, UNCONFIRMED + [1] * 4),     # new_track_score <= score < first_frame_score: min_hits
+])
+def test_first_frame_confirms_at_birth_only_above_first_frame_score(tracker_factory, make_poses,
+                                                                    score, expected):
+    tracker, _ = tracker_factory()
+    frames = [{"p": (200 + 5 * t, 300, 200, "down", score)} for t in range(6)]
+    assert by_label(tracker, make_poses, frames)["p"] == expected
+
+
+def test_only_the_first_frame_confirms_at_birth(tracker_factory, make_poses):
+    # "First frame" is the stream's first update, even when it is empty: a person entering on the
+    # second frame is not confirmed at birth, however high his score.
+    tracker, _ = tracker_factory()
+    frames = [{}] + [{"p": (200 + 5 * t, 300, 200, "down", 0.95)} for t in range(6)]
+    assert by_label(tracker, make_poses, frames)["p"] == [None] + UNCONFIRMED + [1] * 4
+
+
+@pytest.mark.parametrize("score", [0.3, 0.45])
+def test_first_frame_false_positive_below_the_bar_never_becomes_confirmed(tracker_factory,
+                                                                          make_poses, score):
+    # A one-frame false positive on the first frame scoring under first_frame_score (0.5; the
+    # highest false positive seen on the shared data scored 0.38) starts a tentative track only.
+    tracker, ids = tracker_factory()
+    frames = [{"p": (200 + 5 * t, 300, 200, "down", 0.9)} for t in range(6)]
+    frames[0]["fp"] = (700, 250, 150, "up", score)
+    history = by_label(tracker, make_poses, frames)
+    assert history["p"] == [1] * 6
+    assert history["fp"] == [-1] + [None] * 5
+    assert ids.next() == 2
 
 
 def test_min_hits_one_confirms_at_once(tracker_factory, make_poses):
@@ -124,7 +164,9 @@ def test_output_keeps_the_input_poses(tracker_factory, make_poses):
 @pytest.mark.parametrize("overrides, message", [
     ({"high_score": 1.5}, "tracker.high_score"),
     ({"low_score": 0.7}, "low_score"),
-    ({"new_track_score": 0.4}, "new_track_score"),
+    ({"new_track_score": 0.2}, "new_track_score"),
+    ({"first_frame_score": 0.2}, "first_frame_score"),
+    ({"first_frame_score": 1.2}, "tracker.first_frame_score"),
     ({"oks_weight": -0.5}, "tracker.oks_weight"),
     ({"oks_weight": 0.0, "iou_weight": 0.0}, "iou_weight"),
     ({"min_hits": 0}, "tracker.min_hits"),
