@@ -282,12 +282,17 @@ def test_pipeline_with_slow_subscribers_loses_their_frames_not_its_own(
             "latest": Subscriber(endpoint, conflate=True)}
     done = threading.Event()
 
-    def read(name: str) -> None:  # a consumer needing 0.5 s per frame, far slower than the pipeline
-        while not done.is_set() or subs[name].receive(0) is not None:
-            message = subs[name].receive(0.2)
-            if message is not None:
-                results[name].append(message["frame"])
-                time.sleep(0.5)
+    def read(name: str) -> None:
+        """A consumer needing 1 s per frame, far slower than the pipeline; after the run it drains
+        what is still queued (so the frames after a loss arrive and reveal it)."""
+        while True:
+            message = subs[name].receive(0.5)
+            if message is None:
+                if done.is_set():
+                    return
+                continue
+            results[name].append(message["frame"])
+            time.sleep(1.0)
 
     readers = [threading.Thread(target=read, args=(name,)) for name in subs]
     try:
@@ -296,7 +301,6 @@ def test_pipeline_with_slow_subscribers_loses_their_frames_not_its_own(
         with Pipeline(_pipeline_config(config, hwm=1, sndbuf=4096), [str(shared / VIDEO_72)],
                       [f"zmq:{endpoint}"]) as pipeline:
             report = pipeline.run()
-        time.sleep(1.0)
     finally:
         done.set()
         for reader in readers:
