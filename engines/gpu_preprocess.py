@@ -113,7 +113,8 @@ def warp_crops(frames: torch.Tensor, matrices: np.ndarray | torch.Tensor,
 
     `frames`: [F, H, W, 3] uint8 (BGR, on the GPU: uploaded once); `matrices`: [N, 2, 3] frame->crop;
     `frame_index`: [N] frame of each crop. Returns float32 [N, 3, h, w] in 0..255, same channel
-    order as the frames. All crops of one frame are sampled in one `grid_sample` call over a tall
+    order as the frames, rounded to integers like OpenCV's uint8 crops (models are sensitive to
+    the sub-level difference: unrounded crops moved yolo-crop keypoints by up to 4 px). All crops of one frame are sampled in one `grid_sample` call over a tall
     grid (crops stacked vertically), so no frame is ever copied once per person.
     """
     _check_frames(frames)
@@ -144,4 +145,4 @@ def warp_crops(frames: torch.Tensor, matrices: np.ndarray | torch.Tensor,
         if border_value:
             sampled = sampled + border_value
         crops[rows.to(frames.device)] = sampled.view(3, len(rows), out_h, out_w).transpose(0, 1)
-    return crops
+    return crops.round_()

@@ -2,7 +2,9 @@
 
 Frames are letterboxed to the model's input (square, or the frame's aspect with the dynamic model
 when `detector.rectangular`), frames of equal size are batched up to `detector.batch`, and the
-raw output is decoded with `engines.yolo_decode`.
+raw output is decoded with `engines.yolo_decode`. With TensorRT (or `engine.preprocess = "torch"`)
+the letterbox and normalisation run in torch on the engine's device (`engines.torch_inputs`) and
+only the anchors above the score threshold are copied back for decoding.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import numpy as np
 
 from engines.model_check import check_model_kind
 from engines.models import load_card, open_engine
-from engines.preprocess import canvas_size, letterbox, to_input
+from engines.preprocess import Letterbox, canvas_size, letterbox, to_input
+from engines.torch_inputs import to_numpy, torch_inputs_for
 from engines.yolo_decode import decode_yolo_pose, to_frame_pixels
 from stream.config import Config, check_range
 from stream.errors import ModelError
@@ -47,7 +50,8 @@ class YoloDetector:
                                   cfg["threads"] if threads is None else threads)
         try:
             check_model_kind(self.engine, card)
-        except ModelError:
+            self._torch = torch_inputs_for(config, self.engine)  # None: numpy/OpenCV pre-processing
+        except BaseException:  # e.g. a bad engine.preprocess: do not leak the session
             self.engine.close()
             raise
         self.static_batch = self.engine.inputs[0].shape[0] == 1
@@ -65,11 +69,20 @@ class YoloDetector:
             hw = self.canvas_for(height, width)
             for start in range(0, len(indices), step):
                 chunk = indices[start:start + step]
-                boxed = [letterbox(frames[i], hw, self.pad) for i in chunk]
-                output = self.engine.run1(to_input([c for c, _ in boxed]))
+                rows, boxes = self._infer([frames[i] for i in chunk], hw)
                 for row, i in enumerate(chunk):
-                    results[i] = self._to_poses(output[row], boxed[row][1], height, width)
+                    results[i] = self._to_poses(rows[row], boxes[row], height, width)
         return results  # type: ignore[return-value]
+
+    def _infer(self, frames: list[np.ndarray], hw: tuple[int, int]) -> tuple[list[np.ndarray], list[Letterbox]]:
+        """Raw outputs [5 + 3K, anchors] of same-sized frames, and where each frame sits on the canvas."""
+        if self._torch is None:
+            boxed = [letterbox(frame, hw, self.pad) for frame in frames]
+            return list(self.engine.run1(to_input([c for c, _ in boxed]))), [b for _, b in boxed]
+        x, box = self._torch.letterboxed(frames, hw, self.pad)
+        output = self._torch.run({self.engine.inputs[0].name: x})[self.engine.outputs[0].name]
+        # decoding starts by dropping the anchors below the threshold: drop them before the copy
+        return [to_numpy(row[:, row[4] >= self.score_threshold]) for row in output], [box] * len(frames)
 
     def _to_poses(self, output: np.ndarray, box, height: int, width: int) -> Poses:
         boxes, scores, keypoints = decode_yolo_pose(output, self.score_threshold, self.iou_threshold,

@@ -4,11 +4,15 @@
 then by `pose.box_expand`), runs the crops through the model in batches of at most `pose.batch`
 regardless of which frame they came from, and maps the keypoints back to frame pixels. Subclasses only
 say which model task they read and how to decode its outputs (`decode`).
+
+With TensorRT (or `engine.preprocess = "torch"`) the crops are sampled in torch on the engine's
+device from one upload per frame (`engines.torch_inputs`) and never come back to the host; only the
+model outputs do, for decoding.
 """
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
@@ -16,12 +20,16 @@ from engines.base import Engine
 from engines.model_card import ModelCard
 from engines.model_check import check_model_kind
 from engines.models import load_card, open_engine
-from plugins.pose.crops import crop_to_frame, warp_crops
+from engines.torch_inputs import to_numpy, torch_inputs_for
+from plugins.pose.crops import box_to_centre_scale, crop_matrices, crop_to_frame, warp_crops
 from plugins.pose.decoders import REFINEMENTS
 from stream.config import Config, check_choice, check_range
 from stream.errors import InputError, ModelError
 from stream.keypoints import KeypointFormat, get_format
 from stream.results import Poses
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +80,7 @@ class TopDownEstimator:
             self._input_name = self.engine.inputs[0].name
             self._input_dtype = self.engine.inputs[0].dtype
             self._setup_normalisation(self.card)
+            self._torch = torch_inputs_for(config, self.engine)  # None: numpy/OpenCV crops
             self.setup(self.card)
         except BaseException:
             self.close()
@@ -93,21 +102,16 @@ class TopDownEstimator:
         if len(frames) != len(detections):
             raise InputError(f"{len(frames)} frames but {len(detections)} detection sets")
         kept = [d.select(d.box_scores >= self.min_box_score) for d in detections]
-        crops, matrices = [], []
-        for frame, persons in zip(frames, kept):
-            if len(persons):
-                frame_crops, frame_matrices = warp_crops(frame, persons.boxes, self.input_hw, self.expand)
-                crops.append(frame_crops)
-                matrices.append(frame_matrices)
-        if not crops:
+        persons_of = [(frame, persons.boxes) for frame, persons in zip(frames, kept) if len(persons)]
+        if not persons_of:
             return [self._empty() for _ in frames]
-        all_crops = np.concatenate(crops)
+        all_crops, matrices = self._crops(persons_of)
         coords, scores = [], []
         for start in range(0, len(all_crops), self.batch):
             batch_coords, batch_scores = self._run(all_crops[start:start + self.batch])
             coords.append(batch_coords)
             scores.append(batch_scores)
-        points = crop_to_frame(np.concatenate(coords), np.concatenate(matrices))
+        points = crop_to_frame(np.concatenate(coords), matrices)
         keypoint_scores = np.concatenate(scores)
         results, offset = [], 0
         for persons in kept:
@@ -171,23 +175,47 @@ class TopDownEstimator:
         x = crops.transpose(0, 3, 1, 2).astype(np.float32) * self._scale
         return ((x - self._mean) / self._std).astype(self._input_dtype, copy=False)
 
-    def infer(self, crops: np.ndarray) -> dict[str, np.ndarray]:
-        """Run crops [N,H,W,3] (N <= batch); a fixed-batch model gets zero padding, cut off again."""
+    def infer(self, crops: "np.ndarray | torch.Tensor") -> dict[str, np.ndarray]:
+        """Run crops [N,H,W,3] (N <= batch); a fixed-batch model gets zero padding, cut off again.
+
+        On the torch path the crops may also be float [N,3,H,W] BGR 0..255 tensors on its device.
+        """
         if self.engine is None:
             raise ModelError(f"{type(self).__name__} is closed")
+        n = len(crops)
+        if self.static_batch is not None and n > self.static_batch:
+            raise ModelError(f"model '{self.card.name}' takes batches of exactly {self.static_batch}; "
+                             f"set pose.batch <= {self.static_batch}")
+        if self._torch is not None:
+            x = self._torch.model_input(crops, self._scale, self._mean.ravel().tolist(),
+                                        self._std.ravel().tolist(), self._to_rgb, self.static_batch)
+            return {name: to_numpy(value[:n]) for name, value in self._torch.run({self._input_name: x}).items()}
         x = self.preprocess(crops)
-        n = len(x)
         if self.static_batch is not None:
-            if n > self.static_batch:
-                raise ModelError(f"model '{self.card.name}' takes batches of exactly {self.static_batch}; "
-                                 f"set pose.batch <= {self.static_batch}")
             x = np.concatenate([x, np.zeros((self.static_batch - n, *x.shape[1:]), x.dtype)])
         outputs = self.engine.run({self._input_name: x})
         return {name: value[:n] for name, value in outputs.items()}
 
-    def _run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _crops(self, persons_of: list[tuple[np.ndarray, np.ndarray]]) -> tuple["np.ndarray | torch.Tensor", np.ndarray]:
+        """Crops of every (frame, boxes) pair in one batch, and their frame->crop matrices [N,2,3].
+
+        numpy path: uint8 [N,H,W,3] (OpenCV); torch path: float [N,3,H,W] tensors on its device.
+        """
+        if self._torch is None:
+            pairs = [warp_crops(frame, boxes, self.input_hw, self.expand) for frame, boxes in persons_of]
+            return np.concatenate([c for c, _ in pairs]), np.concatenate([m for _, m in pairs])
+        aspect = self.input_hw[1] / self.input_hw[0]
+        matrices = [crop_matrices(*box_to_centre_scale(boxes, aspect, self.expand), self.input_hw)
+                    for _, boxes in persons_of]
+        crops = self._torch.crops([frame for frame, _ in persons_of], matrices, self.input_hw)
+        return crops, np.concatenate(matrices)
+
+    def _run(self, crops: "np.ndarray | torch.Tensor") -> tuple[np.ndarray, np.ndarray]:
         outputs = self.infer(crops)
-        flipped = self.infer(np.ascontiguousarray(crops[:, :, ::-1])) if self.flip_test else None
+        flipped = None
+        if self.flip_test:
+            mirrored = np.ascontiguousarray(crops[:, :, ::-1]) if self._torch is None else crops.flip(3)
+            flipped = self.infer(mirrored)
         return self.decode(outputs, flipped)
 
     def _empty(self) -> Poses:
