@@ -8,6 +8,7 @@ runs with `run_device`; that part is covered by the `gpu` test at the end (skipp
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -84,6 +85,21 @@ def test_mode_selection_and_bad_mode(config: Config):
         assert (inputs is None) == (expected is None), mode
         if inputs is not None:
             assert isinstance(inputs, TorchInputs) and inputs.device.type == expected and not inputs.on_gpu
+
+
+def test_numpy_path_does_not_import_torch(prepared_home: Path, shared: Path):
+    """Importing torch costs seconds and hundreds of MB per stage process: the default CPU path must
+    not pay for it (a fresh interpreter, since this one has torch loaded already)."""
+    image = sorted((shared / "data/coco/images").glob("*.jpg"))[0]
+    code = ("import sys, cv2; from stream.config import load_config; "
+            "from plugins.detectors.yolo import YoloDetector; from plugins.pose.yolo_crop import YoloCropPose; "
+            "c = load_config(overrides={'detector.threads': 1, 'pose.threads': 1}); "
+            f"f = cv2.imread({str(image)!r}); d = YoloDetector(c); p = YoloCropPose(c); "
+            "n = sum(len(r) for r in p.estimate([f], d.detect([f]))); print(n, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    persons, torch_loaded = out.stdout.split()
+    assert int(persons) > 0 and torch_loaded == "False"
 
 
 @pytest.mark.parametrize("overrides", [
