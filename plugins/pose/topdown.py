@@ -189,14 +189,16 @@ class TopDownEstimator:
         if self._torch is not None:
             x = self._torch.model_input(crops, self._scale, self._mean.ravel().tolist(),
                                         self._std.ravel().tolist(), self._to_rgb, self.static_batch)
-            return {name: to_numpy(value[:n]) for name, value in self._torch.run({self._input_name: x}).items()}
+            outputs = self._torch.run({self._input_name: x})
+            return {name: to_numpy(value[:n]) for name, value in outputs.items()}
         x = self.preprocess(crops)
         if self.static_batch is not None:
             x = np.concatenate([x, np.zeros((self.static_batch - n, *x.shape[1:]), x.dtype)])
         outputs = self.engine.run({self._input_name: x})
         return {name: value[:n] for name, value in outputs.items()}
 
-    def _crops(self, persons_of: list[tuple[np.ndarray, np.ndarray]]) -> tuple["np.ndarray | torch.Tensor", np.ndarray]:
+    def _crops(self, persons_of: list[tuple[np.ndarray, np.ndarray]]
+               ) -> tuple["np.ndarray | torch.Tensor", np.ndarray]:
         """Crops of every (frame, boxes) pair in one batch, and their frame->crop matrices [N,2,3].
 
         numpy path: uint8 [N,H,W,3] (OpenCV); torch path: float [N,3,H,W] tensors on its device.
