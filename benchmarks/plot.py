@@ -46,7 +46,7 @@ def write_plot(result: dict[str, Any], path: Path) -> Path:
         last = series[-1][0] if series else 0.0
         ax.axvspan(0, live.get("warmup_s", 0.0), color="grey", alpha=0.15, label="warm-up / drain (excluded)")
         ax.axvspan(max(0.0, last - live.get("drain_s", 0.0)), last, color="grey", alpha=0.15)
-        frame_ms = live.get("frame_ms")
+        frame_ms = live.get("processing_ms")
         if frame_ms:
             ax.axhline(3 * frame_ms, color="red", ls="--", lw=1, label="target p99 (3x frame time)")
         ax.set(title=f"live: {live['fps_in']:g} fps in, {live['drop_pct']}% dropped",

@@ -59,6 +59,7 @@ def test_quick_run_writes_table_json_and_plot(prepared_home: Path, short_clip: P
     assert data["live"]["frames_offered"] == 30
     assert 0 < data["live"]["frames_out"] <= 30
     assert data["live"]["trend"]["windows"]
+    assert data["live"]["processing_ms"] > 0 and "detect" in data["live"]["processing_ms_by_stage"]
     assert data["frame_bus"]["fps"]["ring"] > 0 and data["frame_bus"]["fps"]["queue"] > 0
     assert data["accuracy"]["images"] == 8 and 0.0 < data["accuracy"]["metrics"]["AP"] <= 1.0
     names = [t["target"] for t in data["targets"]]
@@ -164,7 +165,7 @@ def test_targets_report_the_miss() -> None:
     result = {
         "videos": [{"video": f"/x/{bench.REFERENCE_VIDEO}", "pipeline": {"fps": 20.0},
                     "sequential": {"fps": 15.0}, "compute_bound": {"fps": 25.0}}],
-        "live": {"fps_in": 30.0, "seconds": 60.0, "frame_ms": 50.0,
+        "live": {"fps_in": 30.0, "seconds": 60.0, "processing_ms": 50.0, "frame_ms": 45.0,
                  "trend": {"steady_ms": {"p99": 200.0}, "rise_ms": 2.0, "steady_mean_ms": 100.0,
                            "slope_ms_per_s": 0.03}},
         "frame_bus": {"ratio": 20.0},
