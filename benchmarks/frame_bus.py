@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     for name in ("ring", "queue"):
         fps = args.frames / best[name]
-        results[name] = {"seconds": round(best[name], 4), "fps": round(fps, 1), "mb_per_s": round(fps * mb, 1)}
+        results[name] = {"seconds": round(best[name], 4), "fps": round(fps, 1),
+                         "mb_per_s": round(fps * mb, 1)}
     copy_s = best["copy"]
     copy_fps = args.frames / copy_s
     ratio = results["ring"]["fps"] / results["queue"]["fps"]

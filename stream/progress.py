@@ -3,6 +3,7 @@ once per interval for live sources. Both write to a text stream (stderr by defau
 place on a terminal, and stay quiet on a non-terminal except for the live status lines."""
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from typing import Protocol, TextIO
@@ -68,7 +69,8 @@ class ProgressBar:
             filled = self.width * shown // self.total
             bar = "#" * filled + "-" * (self.width - filled)
             text = f"[{bar}] {done}/{self.total} {100 * shown // self.total:3d}%"
-            eta = f"  ETA {_clock((self.total - shown) / rate)}" if rate > 0 else "  ETA --:--"
+            # rounded up: "00:00" only once done
+            eta = f"  ETA {_clock(math.ceil((self.total - shown) / rate))}" if rate > 0 else "  ETA --:--"
         else:
             text = f"{done} frames"
         self.out.write(f"\r{text}  {rate:5.1f} fps  {_clock(snapshot.elapsed_s)}{eta}\x1b[K")

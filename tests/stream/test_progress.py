@@ -26,12 +26,12 @@ def _last_draw(out: io.StringIO) -> str:
 @pytest.mark.parametrize("total, updates, expected, absent", [
     (72, [(10, 0)], ["0/72   0%", "0.0 fps", "00:10", "ETA --:--"], ["#"]),
     (72, [(10, 0), (12, 6), (15, 36)],
-     ["[" + "#" * 15 + "-" * 15 + "]", "36/72  50%", "10.0 fps", "00:15", "ETA 00:03"], []),
+     ["[" + "#" * 15 + "-" * 15 + "]", "36/72  50%", "10.0 fps", "00:15", "ETA 00:04"], []),
     (72, [(12, 6), (18.6, 72)], ["[" + "#" * 30 + "]", "72/72 100%", "ETA 00:00"], []),
     # an estimated total (duration x rate) that the run passes: the bar stays full, not 103%
     (70, [(12, 6), (18.6, 72)], ["72/70 100%", "ETA 00:00"], ["103%"]),
     (None, [(12, 6), (15, 36)], ["36 frames", "10.0 fps", "00:15"], ["ETA", "%", "["]),
-    (2000, [(12, 6), (15, 36)], ["36/2000   1%", "ETA 03:16"], []),
+    (2000, [(12, 6), (15, 36)], ["36/2000   1%", "ETA 03:17"], []),
 ], ids=["before-first-frame", "halfway", "done", "estimate-passed", "unknown-total", "long-run"])
 def test_progress_bar_shows_percentage_and_eta(total: int | None, updates: list[tuple[float, int]],
                                                expected: list[str], absent: list[str]) -> None:
