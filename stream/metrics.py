@@ -152,10 +152,12 @@ class RunReport:
                          f"{s.get('queue', {}).get('max', 0):>7}{s.get('restarts', 0):>9}")
         width = max([16] + [len(name) + 2 for name in self.streams])
         lines.append(f"{'stream':<{width}}{'kind':>8}{'policy':>9}{'in':>7}{'out':>7}{'dropped':>9}"
-                     f"{'lost':>6}{'e2e p50':>9}{'e2e p95':>9}{'e2e p99':>9}")
+                     f"{'lost':>6}{'e2e p50':>9}{'e2e p95':>9}{'e2e p99':>9}{'conn lost':>11}{'restored':>10}")
         for name, s in self.streams.items():
             lat = s.get("latency_ms", {})
+            source = s.get("source", {})
             lines.append(f"{name:<{width}}{s['kind']:>8}{s['policy']:>9}{s['frames_in']:>7}"
                          f"{s['frames_out']:>7}{s['dropped']:>9}{s['lost']:>6}"
-                         f"{ms(lat.get('p50')):>9}{ms(lat.get('p95')):>9}{ms(lat.get('p99')):>9}")
+                         f"{ms(lat.get('p50')):>9}{ms(lat.get('p95')):>9}{ms(lat.get('p99')):>9}"
+                         f"{source.get('lost', 0):>11}{source.get('restored', 0):>10}")
         return "\n".join(lines)
