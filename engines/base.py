@@ -37,14 +37,16 @@ class Engine(ABC):
     def __init__(self, model_path: Path, device: str) -> None:
         self.model_path = Path(model_path)
         self.device = device
+        self._inputs: list[TensorSpec] = []  # filled by the backend once the model is loaded
+        self._outputs: list[TensorSpec] = []
 
     @property
-    @abstractmethod
-    def inputs(self) -> list[TensorSpec]: ...
+    def inputs(self) -> list[TensorSpec]:
+        return self._inputs
 
     @property
-    @abstractmethod
-    def outputs(self) -> list[TensorSpec]: ...
+    def outputs(self) -> list[TensorSpec]:
+        return self._outputs
 
     @abstractmethod
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

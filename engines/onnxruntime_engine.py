@@ -58,14 +58,6 @@ class OnnxRuntimeEngine(Engine):
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
         raise BackendUnavailableError(f"unknown device '{device}' (use cpu or cuda[:N])")
 
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._session is None:
             raise ModelError(f"engine for {self.model_path} is closed")

@@ -94,8 +94,6 @@ class TensorRTEngine(Engine):
                 raise ModelError(f"TensorRT cannot create an execution context for "
                                  f"{self.model_path.name} (out of GPU memory?)")
             self._stream = torch.cuda.Stream(device=self.cuda)
-        self._inputs: list[TensorSpec] = []
-        self._outputs: list[TensorSpec] = []
         self._torch_types: dict[str, torch.dtype] = {}
         self.profile: dict[str, tuple[tuple[int, ...], ...]] = {}
         for i in range(self._engine.num_io_tensors):
@@ -187,14 +185,6 @@ class TensorRTEngine(Engine):
         calib_tag = images.tag()
         cache_path = cache.calibration_path(model_sha, f"{opt}:{calib_tag}")
         return make_calibrator(images, cache_path, str(cuda)), calib_tag
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
 
     def _check_open(self) -> None:
         if self._context is None:

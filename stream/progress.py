@@ -33,7 +33,25 @@ def _clock(seconds: float) -> str:
     return f"{minutes:02d}:{secs:02d}"
 
 
-class ProgressBar:
+class _TerminalLine:
+    """A line on `out` (stderr by default) that is redrawn in place on a terminal and ended by `close()`."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stderr
+        self._tty = bool(getattr(self.out, "isatty", lambda: False)())
+        self._drawn = False
+        self._closed = False
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._drawn:
+            self.out.write("\n")
+            self.out.flush()
+
+
+class ProgressBar(_TerminalLine):
     """`[###############---------------] 36/72  50%  12.3 fps  00:03  ETA 00:03` when the total is
     known, else `36 frames  12.3 fps  00:03`. The rate (and so the ETA) counts from the first
     finished frame, so model loading does not make the estimate pessimistic."""
@@ -41,12 +59,9 @@ class ProgressBar:
     live = False
 
     def __init__(self, total: int | None = None, out: TextIO | None = None, width: int = 30) -> None:
+        super().__init__(out)
         self.total = total
-        self.out = out or sys.stderr
         self.width = width
-        self._tty = bool(getattr(self.out, "isatty", lambda: False)())
-        self._drawn = False
-        self._closed = False
         self._first: tuple[float, int] | None = None  # (elapsed_s, frames_done) at the first frame
 
     def _rate(self, snapshot: Snapshot) -> float:
@@ -77,25 +92,10 @@ class ProgressBar:
         self.out.flush()
         self._drawn = True
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._drawn:
-            self.out.write("\n")
-            self.out.flush()
-
-
-class StatusLine:
+class StatusLine(_TerminalLine):
     """`detect 14.8 fps | pose 14.8 | ... | dropped 3 | e2e 92 ms` once per status interval."""
 
     live = True
-
-    def __init__(self, out: TextIO | None = None) -> None:
-        self.out = out or sys.stderr
-        self._tty = bool(getattr(self.out, "isatty", lambda: False)())
-        self._drawn = False
-        self._closed = False
 
     def update(self, snapshot: Snapshot) -> None:
         parts = [f"{name} {fps:.1f} fps" for name, fps in snapshot.stage_fps.items()]
@@ -108,14 +108,6 @@ class StatusLine:
         else:
             self.out.write(line + "\n")
         self.out.flush()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._drawn:
-            self.out.write("\n")
-            self.out.flush()
 
 
 def make_display(live: bool, total: int | None, out: TextIO | None = None) -> Display:
