@@ -50,6 +50,7 @@ class PipelineSettings:
     kill_timeout_s: float
     status_interval_s: float
     latency_window: int
+    light_stage_nice: int
     live_newest_only: bool
 
     @classmethod
@@ -72,6 +73,7 @@ class PipelineSettings:
         check_range("pipeline.kill_timeout_s", settings.kill_timeout_s, 0.1, 600)
         check_range("pipeline.status_interval_s", settings.status_interval_s, 0.1, 3600)
         check_range("pipeline.latency_window", settings.latency_window, 10, 10_000_000)
+        check_range("pipeline.light_stage_nice", settings.light_stage_nice, 0, 19)
         return settings
 
 

@@ -17,6 +17,7 @@ import inspect
 import logging
 import pickle
 import select
+import os
 import signal
 import sys
 import threading
@@ -453,6 +454,7 @@ def _closing(obj: Any) -> Iterator[Any]:
             close()
 
 
+MODEL_BODIES = ("detect", "pose")
 BODIES: dict[str, Callable[..., None]] = {
     "source": run_source, "detect": run_detect, "pose": run_pose, "nms": run_nms,
     "track": run_track, "sinks": run_sinks,
@@ -464,6 +466,10 @@ def stage_main(ctx: StageContext, body: str, params: dict[str, Any]) -> None:
     # The supervisor owns Ctrl-C: it starts stages with SIGINT blocked; ignore it too in case a
     # stage was started another way. SIGTERM keeps its default so terminate() works.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if body not in MODEL_BODIES:
+        # The model stages are the bottleneck and run multi-threaded inference; a preempted
+        # inference thread stalls its siblings at every operator. The light stages yield to them.
+        os.nice(int(ctx.config["pipeline"]["light_stage_nice"]))
     logging.basicConfig(level=ctx.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
