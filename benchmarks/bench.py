@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import emit
 from stream.config import Config, check_choice, check_range, shared_dir, with_copy
 from stream.errors import InputNotFoundError
 
@@ -374,10 +375,7 @@ def run_from_args(args: argparse.Namespace, config: Config) -> int:
                            trend_window_s=QUICK["trend_window_s"] if quick else table["trend_window_s"],
                            repeat=args.repeat if args.repeat is not None else table["repeat"],
                            skip=tuple(args.skip))
-    sys.stdout.write(format_report(result) + "\n")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    emit(format_report(result), result, args.out)
     if args.plot:
         write_plot(result, args.plot)
     return 0

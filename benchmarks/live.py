@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from benchmarks.report import emit
 from stream.config import Config, load_config, with_copy
 from stream.metrics import percentiles_ms
 
@@ -169,9 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="posestream-live-") as scratch:
         video = args.video or default_videos(config, Path(scratch))[0]
         result = run_live(config, video, args.fps, args.seconds, Path(scratch))
-    sys.stdout.write("\n".join(format_result(result)) + "\n")
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    emit(format_result(result), result, args.out)
     return 0
 
 

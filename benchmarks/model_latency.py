@@ -10,7 +10,6 @@ measured when they can run here; otherwise `gpu_status()` says why not.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from benchmarks.report import emit
 from stream.config import Config, load_config, with_copy
 
 log = logging.getLogger(__name__)
@@ -193,9 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     video = args.video or default_videos(config, Path("."))[0]
     threads = [int(t) for t in args.threads.split(",") if t.strip()] or None
     result = measure(config, first_frame(video, config), args.quick, threads)
-    sys.stdout.write("\n".join(format_rows(result["rows"])) + f"\nGPU: {result['gpu']}\n")
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    emit(format_rows(result["rows"]) + [f"GPU: {result['gpu']}"], result, args.out)
     return 0
 
 

@@ -10,7 +10,6 @@ what the pose stage can sustain, not the bare model.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import emit
 from benchmarks.bench import run_pipeline_offline
 from benchmarks.clips import default_videos, looped_clip
 from stream.chain import build_detector, build_estimator
@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="posestream-pose-") as scratch:
         video = args.video or default_videos(config, Path(scratch))[0]
         result = run(config, video, args.frames, Path(scratch))
-    sys.stdout.write("\n".join(format_result(result)) + "\n")
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    emit(format_result(result), result, args.out)
     return 0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import emit
 from stream.config import Config, load_config
 from stream.metrics import percentiles_ms
 
@@ -117,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the result as JSON")
     args = parser.parse_args(argv)
     result = run_sequential(load_config(), args.video, [parse_sink(s) for s in args.sink], args.frames)
-    sys.stdout.write("\n".join(format_result(result)) + "\n")
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    emit(format_result(result), result, args.out)
     return 0
 
 

@@ -11,7 +11,6 @@ frame for 10 persons.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -21,6 +20,7 @@ import numpy as np
 
 from plugins import registry
 from plugins.contracts import IdAllocator
+from benchmarks.report import emit
 from stream.config import load_config
 from stream.results import Poses
 
@@ -98,13 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     lines = [header, "-" * len(header)]
     lines += [f"{r['tracker']:<10} {r['persons']:>7} {r['mean_ms']:>8.3f} {r['p50_ms']:>8.3f} "
               f"{r['p95_ms']:>8.3f} {r['max_ms']:>8.3f} {r['distinct_ids']:>5}" for r in rows]
-    sys.stdout.write("\n".join(lines) + "\n")
-    if args.out:
-        report = {"benchmark": "tracker", "python": platform.python_version(),
-                  "machine": platform.machine(), "processor": platform.processor(),
-                  "numpy": np.__version__, "repeat": args.repeat, "results": rows}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    report = {"benchmark": "tracker", "python": platform.python_version(),
+              "machine": platform.machine(), "processor": platform.processor(),
+              "numpy": np.__version__, "repeat": args.repeat, "results": rows}
+    emit(lines, report, args.out)
     return 0
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import emit
 from benchmarks.clips import looped_clip
 import zmq
 
@@ -176,13 +177,10 @@ def pipeline_main(args: argparse.Namespace) -> int:
     slow = np.mean([r["fps"] for r in rows if r["received"] is not None])
     lines.append(f"mean fps without subscriber {base:.2f}, with slow subscriber {slow:.2f} "
                  f"({100 * (slow / base - 1):+.1f} %)")
-    sys.stdout.write("\n".join(lines) + "\n")
-    if args.out:
-        report = {"benchmark": "zmq_pipeline_slow_subscriber", "video": str(args.pipeline),
-                  "input_size": args.input_size, "hwm": args.hwm, "slow_ms": args.slow_ms, "runs": rows,
-                  "fps_without": base, "fps_with_slow_subscriber": slow}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    report = {"benchmark": "zmq_pipeline_slow_subscriber", "video": str(args.pipeline),
+              "input_size": args.input_size, "hwm": args.hwm, "slow_ms": args.slow_ms, "runs": rows,
+              "fps_without": base, "fps_with_slow_subscriber": slow}
+    emit(lines, report, args.out)
     return 0
 
 
@@ -217,14 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"{r['subscribers']:>4} {r['mode']:>7} {r['messages']:>6} {r['publish_msg_s']:>10.0f} "
               f"{r['slowest_subscriber_msg_s']:>10.0f} {r['lost_pct']:>7.1f} {r['p50_ms']:>8.2f} "
               f"{r['p99_ms']:>8.2f}" for r in rows]
-    sys.stdout.write("\n".join(lines) + "\n")
-    if args.out:
-        report = {"benchmark": "zmq_latency", "python": platform.python_version(),
-                  "machine": platform.machine(), "zmq": zmq.zmq_version(),
-                  "pyzmq": zmq.__version__, "endpoint": args.endpoint, "hwm": args.hwm,
-                  "results": rows}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    report = {"benchmark": "zmq_latency", "python": platform.python_version(),
+              "machine": platform.machine(), "zmq": zmq.zmq_version(),
+              "pyzmq": zmq.__version__, "endpoint": args.endpoint, "hwm": args.hwm,
+              "results": rows}
+    emit(lines, report, args.out)
     return 0
 
 

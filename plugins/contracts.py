@@ -7,7 +7,6 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from stream.config import Config
 from stream.results import FrameResult, Poses
 
 
