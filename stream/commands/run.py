@@ -19,6 +19,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="never block the source: drop the oldest unprocessed frame when behind")
     policy.add_argument("--offline", dest="policy", action="store_const", const="offline",
                         help="process every frame exactly once, in order (blocks the source)")
+    parser.add_argument("--backend", choices=["onnxruntime", "tensorrt", "auto"],
+                        help="inference backend (default: engine.backend); auto = TensorRT on a GPU "
+                             "when importable, else ONNX Runtime (CUDA provider if present, else CPU)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: engine.device)")
     parser.add_argument("--metrics", metavar="PATH", help="write the run's metrics as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or status line")
     add_config_args(parser)
@@ -29,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from stream.pipeline import Pipeline
     from stream.progress import make_display
 
-    config = config_from_args(args)
+    config = config_from_args(args, **{"engine.backend": args.backend, "engine.device": args.device})
     progress = None if args.quiet else make_display
     with Pipeline(config, args.source, args.sink, args.policy, progress=progress) as pipeline:
         report = pipeline.run()
