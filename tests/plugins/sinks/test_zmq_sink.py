@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.clips import looped_clip
 from plugins.sinks.zmq_sink import ZmqSink
 from stream.client import Subscriber
 from stream.config import load_config
@@ -277,13 +278,16 @@ def test_pipeline_with_slow_subscribers_loses_their_frames_not_its_own(
     from stream.pipeline import Pipeline
 
     endpoint = f"ipc://{tmp_path}/pose.sock"
+    # 3x the clip: the run must outlast the consumer's first few (buffered) messages, so that a
+    # message published after a loss reaches it and reveals the gap, however fast the machine is.
+    video, total = looped_clip(shared / VIDEO_72, 216, tmp_path / "long.mp4")
     results: dict[str, list[int]] = {"queued": [], "latest": []}
     subs = {"queued": Subscriber(endpoint, rcvhwm=1, rcvbuf=4096),
             "latest": Subscriber(endpoint, conflate=True)}
     done = threading.Event()
 
     def read(name: str) -> None:
-        """A consumer needing 1 s per frame, far slower than the pipeline; after the run it drains
+        """A consumer needing 0.5 s per frame, far slower than the pipeline; after the run it drains
         what is still queued (so the frames after a loss arrive and reveal it)."""
         while True:
             message = subs[name].receive(0.5)
@@ -292,13 +296,13 @@ def test_pipeline_with_slow_subscribers_loses_their_frames_not_its_own(
                     return
                 continue
             results[name].append(message["frame"])
-            time.sleep(1.0)
+            time.sleep(0.5)
 
     readers = [threading.Thread(target=read, args=(name,)) for name in subs]
     try:
         for reader in readers:
             reader.start()
-        with Pipeline(_pipeline_config(config, hwm=1, sndbuf=4096), [str(shared / VIDEO_72)],
+        with Pipeline(_pipeline_config(config, hwm=1, sndbuf=4096), [str(video)],
                       [f"zmq:{endpoint}"]) as pipeline:
             report = pipeline.run()
     finally:
@@ -308,9 +312,9 @@ def test_pipeline_with_slow_subscribers_loses_their_frames_not_its_own(
         for sub in subs.values():
             sub.close()
     assert report.status == "completed"
-    assert report.streams["two_person_interaction_72f"]["frames_out"] == 72
+    assert report.streams["long"]["frames_out"] == total
     queued, latest = subs["queued"].stats, subs["latest"].stats
     assert queued.missing > 0 and queued.gaps  # the slow consumer is told what it lost
     assert len(results["queued"]) + queued.missing == results["queued"][-1] + 1
-    assert results["latest"] == sorted(results["latest"]) and results["latest"][-1] == 71
+    assert results["latest"] == sorted(results["latest"]) and results["latest"][-1] == total - 1
     assert latest.skipped > 0 and latest.gaps == []
