@@ -306,6 +306,20 @@ def _serve(rt: StageRuntime, inputs: list[Connection], output: Connection, strea
                 open_streams -= 1
 
 
+def _on_pixels(rings: RingCache, works: list[Work], bit: int,
+               infer: Callable[[list[Any]], list[Any]]) -> list[Work]:
+    """Run `infer` on the works' frames, read in place from their rings; release this stage's lease
+    on every frame whatever happens, and store the poses `infer` returns on the works."""
+    try:
+        found = infer([rings.get(w.ref).view(w.ref) for w in works])
+    finally:
+        for w in works:
+            rings.get(w.ref).release(w.ref, bit)
+    for w, poses in zip(works, found):
+        w.poses = poses
+    return works
+
+
 def run_detect(rt: StageRuntime, inputs: list[Connection], output: Connection, conds: list[Any]) -> None:
     """Find persons in every frame (batched across streams); skip references a live source reclaimed."""
     from stream.chain import build_detector
@@ -315,16 +329,7 @@ def run_detect(rt: StageRuntime, inputs: list[Connection], output: Connection, c
 
     def process(works: list[Work]) -> list[Work]:
         taken = [w for w in works if rings.get(w.ref).take(w.ref)]
-        if not taken:
-            return []
-        try:
-            found = detector.detect([rings.get(w.ref).view(w.ref) for w in taken])
-        finally:
-            for w in taken:
-                rings.get(w.ref).release(w.ref, DETECT_BIT)
-        for w, poses in zip(taken, found):
-            w.poses = poses
-        return taken
+        return _on_pixels(rings, taken, DETECT_BIT, lambda frames: detector.detect(frames)) if taken else []
 
     with _closing(detector), contextlib.closing(rings):
         _serve(rt, inputs, output, len(inputs), int(rt.config["detector"]["batch"]), process)
@@ -343,15 +348,8 @@ def run_pose(rt: StageRuntime, inputs: list[Connection], output: Connection, con
     rings = RingCache(conds)
 
     def process(works: list[Work]) -> list[Work]:
-        try:
-            found = estimator.estimate([rings.get(w.ref).view(w.ref) for w in works],
-                                       [w.poses for w in works])
-        finally:
-            for w in works:
-                rings.get(w.ref).release(w.ref, POSE_BIT)
-        for w, poses in zip(works, found):
-            w.poses = poses
-        return works
+        return _on_pixels(rings, works, POSE_BIT,
+                          lambda frames: estimator.estimate(frames, [w.poses for w in works]))
 
     with _closing(estimator), contextlib.closing(rings):
         _serve(rt, inputs, output, streams, batch, process)
