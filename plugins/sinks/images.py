@@ -10,7 +10,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from plugins.sinks.output_paths import StreamNames, image_name, safe_stream_name, writable_dir
+from plugins.sinks.output_paths import (StreamNames, check_render_write, image_name, safe_stream_name,
+                                        writable_dir)
 from plugins.sinks.render_settings import Renderer
 from stream.config import Config, check_range
 from stream.errors import ConfigError, StageError
@@ -41,11 +42,7 @@ class ImagesSink:
         return folder / PurePath(image_name(result)).with_suffix(".jpg").name
 
     def write(self, result: FrameResult, frame: np.ndarray | None) -> None:
-        if self._closed:
-            raise StageError(f"images sink {self.directory}: write after close")
-        if frame is None:
-            raise StageError(f"images sink {self.directory}: got no pixels for frame {result.frame} "
-                             f"of '{result.stream}' (the pipeline must pass frames to needs_pixels sinks)")
+        check_render_write(f"images sink {self.directory}", self._closed, result, frame)
         self._streams.check(result.stream)
         path = self.path_for(result)
         path.parent.mkdir(exist_ok=True)

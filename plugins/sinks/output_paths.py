@@ -36,6 +36,15 @@ def writable_dir(path: Path, what: str) -> Path:
     return path
 
 
+def check_render_write(sink: str, closed: bool, result: FrameResult, frame: object | None) -> None:
+    """What every rendering sink requires of a `write`: it is still open and it got the pixels."""
+    if closed:
+        raise StageError(f"{sink}: write after close")
+    if frame is None:
+        raise StageError(f"{sink}: got no pixels for frame {result.frame} of '{result.stream}' "
+                         "(the pipeline must pass frames to needs_pixels sinks)")
+
+
 class StreamNames:
     """The streams a sink serves. With several, outputs carry the stream's name; with one (or when
     the caller did not say), a second stream turning up is a wiring error, reported as such rather

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from plugins.sinks.output_paths import StreamNames, safe_stream_name, writable_dir
+from plugins.sinks.output_paths import StreamNames, check_render_write, safe_stream_name, writable_dir
 from plugins.sinks.render_settings import Renderer
 from stream.config import Config, check_choice, check_range
 from stream.errors import ConfigError, InputError, StageError
@@ -67,11 +67,7 @@ class VideoSink:
         return self.path.with_name(f"{self.path.stem}_{safe_stream_name(stream)}{self.path.suffix}")
 
     def write(self, result: FrameResult, frame: np.ndarray | None) -> None:
-        if self._closed:
-            raise StageError(f"video sink {self.path}: write after close")
-        if frame is None:
-            raise StageError(f"video sink {self.path}: got no pixels for frame {result.frame} of "
-                             f"'{result.stream}' (the pipeline must pass frames to needs_pixels sinks)")
+        check_render_write(f"video sink {self.path}", self._closed, result, frame)
         self._streams.check(result.stream)
         writer = self._writers.get(result.stream)
         if writer is None:

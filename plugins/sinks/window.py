@@ -18,7 +18,8 @@ import numpy as np
 
 from plugins.sinks.render_settings import Renderer
 from stream.config import Config
-from stream.errors import BackendUnavailableError, StageError
+from plugins.sinks.output_paths import check_render_write
+from stream.errors import BackendUnavailableError
 from stream.results import FrameResult
 
 
@@ -67,11 +68,7 @@ class WindowSink:
         self._closed = False
 
     def write(self, result: FrameResult, frame: np.ndarray | None) -> None:
-        if self._closed:
-            raise StageError(f"window sink '{self.title}': write after close")
-        if frame is None:
-            raise StageError(f"window sink '{self.title}': got no pixels for frame {result.frame} of "
-                             f"'{result.stream}' (the pipeline must pass frames to needs_pixels sinks)")
+        check_render_write(f"window sink '{self.title}'", self._closed, result, frame)
         name = self._windows.get(result.stream)
         if name is None:
             name = f"{self.title} - {result.stream}"
