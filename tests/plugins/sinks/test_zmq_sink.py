@@ -278,17 +278,33 @@ def test_pipeline_with_slow_subscribers_loses_their_frames_not_its_own(
     from stream.pipeline import Pipeline
 
     endpoint = f"ipc://{tmp_path}/pose.sock"
-    # 3x the clip: the run must outlast the consumer's first few (buffered) messages, so that a
-    # message published after a loss reaches it and reveals the gap, however fast the machine is.
-    video, total = looped_clip(shared / VIDEO_72, 216, tmp_path / "long.mp4")
+    video, total = looped_clip(shared / VIDEO_72, 216, tmp_path / "long.mp4")  # 3x the clip
     results: dict[str, list[int]] = {"queued": [], "latest": []}
-    subs = {"queued": Subscriber(endpoint, rcvhwm=1, rcvbuf=4096),
-            "latest": Subscriber(endpoint, conflate=True)}
-    done = threading.Event()
+    # Only `queued` is connected when the run starts, so the sink's slow-joiner wait (for a first
+    # subscription) guarantees it frame 0; `latest` joins once frames flow.
+    subs = {"queued": Subscriber(endpoint, rcvhwm=1, rcvbuf=4096)}
+    done, flowing = threading.Event(), threading.Event()
+
+    def stall_until_published(frame: int) -> None:
+        """Stop reading until the publisher has sent `frame` (watched through a subscriber that
+        keeps up): far more messages than a one-message queue and small buffers hold are lost."""
+        with Subscriber(endpoint) as observer:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not done.is_set():
+                seen = observer.receive(0.5)
+                if seen is not None and seen["frame"] >= frame:
+                    return
 
     def read(name: str) -> None:
-        """A consumer needing 0.5 s per frame, far slower than the pipeline; after the run it drains
-        what is still queued (so the frames after a loss arrive and reveal it)."""
+        """`queued` stalls after its first frame for 100 frames of the run, then catches up, so the
+        frames after its loss reach it while the run goes on and reveal the gap, however fast or
+        loaded the machine is. `latest` needs 0.5 s per frame throughout. After the run both drain
+        what is still queued."""
+        if name == "latest":
+            while not flowing.wait(0.2):
+                if done.is_set():
+                    return
+            subs[name] = Subscriber(endpoint, conflate=True)
         while True:
             message = subs[name].receive(0.5)
             if message is None:
@@ -296,9 +312,13 @@ def test_pipeline_with_slow_subscribers_loses_their_frames_not_its_own(
                     return
                 continue
             results[name].append(message["frame"])
-            time.sleep(0.5)
+            if name == "latest":
+                time.sleep(0.5)
+            elif len(results[name]) == 1:
+                flowing.set()
+                stall_until_published(message["frame"] + 100)
 
-    readers = [threading.Thread(target=read, args=(name,)) for name in subs]
+    readers = [threading.Thread(target=read, args=(name,)) for name in ("queued", "latest")]
     try:
         for reader in readers:
             reader.start()
