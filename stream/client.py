@@ -195,8 +195,11 @@ class Subscriber:
             self._socket.rcvhwm = rcvhwm
             if rcvbuf:
                 self._socket.rcvbuf = rcvbuf
+            # Retries back off to at most 0.5 s: a subscriber started before the pipeline must be
+            # connected within the sink's slow-joiner wait (zmq.wait_for_subscriber_s, 1 s after
+            # its bind), or it misses the first frames.
             self._socket.reconnect_ivl = 100
-            self._socket.reconnect_ivl_max = 2000
+            self._socket.reconnect_ivl_max = 500
             # TCP keepalive (answered by the kernel) notices a publisher whose host vanished. Not ZMTP
             # heartbeats: with a full receive queue they kill healthy connections and can abort
             # libzmq <= 4.3.5 ("Assertion failed: _input_stopped", zeromq/libzmq#3937).
