@@ -1,4 +1,10 @@
-"""posestream: real-time multi-person 2D pose estimation over live video."""
+"""posestream: real-time multi-person 2D pose estimation over live video.
+
+The repository keeps its top-level folders (`stream/`, `engines/`, `plugins/`, `benchmarks/`) and
+maps them into the one import namespace `posestream` (`posestream.stream`, `posestream.engines`, ...);
+the thin `posestream/` folder holds the public API and the command line. A wheel installs no other
+top-level name.
+"""
 import shutil
 from pathlib import Path
 
@@ -6,27 +12,42 @@ from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
+MAPPED_FOLDERS = ("stream", "engines", "plugins", "benchmarks")
 
 
 class BuildWithDefaults(build_py):
-    """Ship the root `config.toml` inside the `stream` package, so a wheel install has its defaults."""
+    """Ship the root `config.toml` inside the package, so a wheel install has its defaults."""
 
     def run(self) -> None:
         super().run()
-        target = Path(self.build_lib) / "stream" / "default_config.toml"
+        target = Path(self.build_lib) / "posestream" / "default_config.toml"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / "config.toml", target)
 
 
+def namespace_packages() -> tuple[list[str], dict[str, str]]:
+    """Every package under `posestream`, and where its folder lies in the repository."""
+    packages = ["posestream", *(f"posestream.{p}" for p in find_packages(where="posestream"))]
+    package_dir = {"posestream": "posestream"}
+    for folder in MAPPED_FOLDERS:
+        packages.append(f"posestream.{folder}")
+        package_dir[f"posestream.{folder}"] = folder
+        for sub in find_packages(where=folder):
+            packages.append(f"posestream.{folder}.{sub}")
+    return packages, package_dir
+
+
+PACKAGES, PACKAGE_DIR = namespace_packages()
+
 setup(
     name="posestream",
-    version="0.1.0",
+    version="0.2.0",
     description="Real-time multi-person 2D pose estimation over live video",
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["stream", "stream.*", "engines", "engines.*", "plugins",
-                                    "plugins.*", "benchmarks", "benchmarks.*"]),
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
     include_package_data=False,
     cmdclass={"build_py": BuildWithDefaults},
     install_requires=[
@@ -50,23 +71,23 @@ setup(
         "plot": ["matplotlib>=3.7"],
     },
     entry_points={
-        "console_scripts": ["posestream = stream.cli:main"],
-        "posestream.detectors": ["yolo = plugins.detectors.yolo:YoloDetector"],
+        "console_scripts": ["posestream = posestream.cli:main"],
+        "posestream.detectors": ["yolo = posestream.plugins.detectors.yolo:YoloDetector"],
         "posestream.pose": [
-            "yolo-crop = plugins.pose.yolo_crop:YoloCropPose",
-            "heatmap = plugins.pose.heatmap:HeatmapPose",
-            "simcc = plugins.pose.simcc:SimccPose",
+            "yolo-crop = posestream.plugins.pose.yolo_crop:YoloCropPose",
+            "heatmap = posestream.plugins.pose.heatmap:HeatmapPose",
+            "simcc = posestream.plugins.pose.simcc:SimccPose",
         ],
         "posestream.trackers": [
-            "none = plugins.trackers.none:NoTracker",
-            "oks-byte = plugins.trackers.oks_byte:OksByteTracker",
+            "none = posestream.plugins.trackers.none:NoTracker",
+            "oks-byte = posestream.plugins.trackers.oks_byte:OksByteTracker",
         ],
         "posestream.sinks": [
-            "json = plugins.sinks.json_sink:JsonSink",
-            "video = plugins.sinks.video:VideoSink",
-            "images = plugins.sinks.images:ImagesSink",
-            "window = plugins.sinks.window:WindowSink",
-            "zmq = plugins.sinks.zmq_sink:ZmqSink",
+            "json = posestream.plugins.sinks.json_sink:JsonSink",
+            "video = posestream.plugins.sinks.video:VideoSink",
+            "images = posestream.plugins.sinks.images:ImagesSink",
+            "window = posestream.plugins.sinks.window:WindowSink",
+            "zmq = posestream.plugins.sinks.zmq_sink:ZmqSink",
         ],
     },
 )

@@ -9,7 +9,7 @@ Sections (each a key of the JSON written with `--out`):
   accuracy    COCO keypoint AP of the configuration on the shared COCO ground truth
   targets     every target with the measured value, the ratio and by how much it was missed
 
-    python -m benchmarks.bench [--video PATH ...] [--frames N] [--live-seconds S] [--live-fps F]
+    python -m posestream.benchmarks.bench [--video PATH ...] [--frames N] [--live-seconds S] [--live-fps F]
                                [--out PATH] [--plot PATH] [--quick]
 """
 from __future__ import annotations
@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import emit
-from stream.config import Config, check_choice, check_range, shared_dir, with_copy
-from stream.errors import InputNotFoundError
+from posestream.benchmarks.report import emit
+from posestream.stream.core.config import Config, check_choice, check_range, shared_dir, with_copy
+from posestream.stream.core.errors import InputNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def run_pipeline_offline(config: Config, video: Path, sinks: list[str]) -> dict[
     """Every frame of `video` through the multi-process pipeline (offline policy). FPS is the sinks'
     steady rate (first to last frame out), comparable with the sequential loop, whose clock also
     starts after the models are loaded; `wall_fps` includes start-up and drain."""
-    from stream.pipeline import Pipeline
+    from posestream.stream.pipeline import Pipeline
 
     with Pipeline(config, [str(video)], sinks, policy="offline") as pipeline:
         report = pipeline.run()
@@ -81,7 +81,7 @@ def run_pipeline_offline(config: Config, video: Path, sinks: list[str]) -> dict[
 
 def compute_bound(models: dict[str, Any], config: Config, persons: float) -> dict[str, Any]:
     """The frame rate if the pipeline cost nothing but model inference."""
-    from benchmarks.model_latency import inference_ms_per_frame
+    from posestream.benchmarks.model_latency import inference_ms_per_frame
 
     ms = inference_ms_per_frame(models["rows"], config, persons)
     fps = 1e3 / ms["total_ms"] if ms["total_ms"] and not math.isnan(ms["total_ms"]) else None
@@ -91,8 +91,8 @@ def compute_bound(models: dict[str, Any], config: Config, persons: float) -> dic
 def run_accuracy(config: Config) -> dict[str, Any]:
     """COCO keypoint AP/AR of the configured chain (what `posestream eval` reports) on the shared
     COCO ground truth."""
-    from stream.evaluation import coco_keypoint_summary, load_ground_truth
-    from stream.image_inference import infer_images
+    from posestream.stream.evaluation import coco_keypoint_summary, load_ground_truth
+    from posestream.stream.image_inference import infer_images
 
     folder = shared_dir(config) / "data" / "coco"
     gt_path = folder / "person_keypoints.json"
@@ -112,7 +112,7 @@ def run_accuracy(config: Config) -> dict[str, Any]:
 
 def run_frame_bus(frames: int, repeat: int) -> dict[str, Any]:
     """The frame-bus benchmark (1280x720 frames, 8 in flight): ring vs Queue frames per second."""
-    from benchmarks.frame_bus import run_queue, run_ring
+    from posestream.benchmarks.frame_bus import run_queue, run_ring
 
     ctx = multiprocessing.get_context("spawn")
     fps = {}
@@ -172,11 +172,11 @@ def run_bench(config: Config, videos: list[Path], scratch: Path, *, frames: int,
               repeat: int = 1, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run every section; returns the JSON-ready result (see the module docstring). The offline
     runs are repeated `repeat` times and the fastest of each kind is kept (the CPU is shared)."""
-    from benchmarks import model_latency
-    from benchmarks.clips import looped_clip
-    from benchmarks.live import run_live
-    from benchmarks.sequential import run_sequential
-    from stream.pipeline import parse_sink
+    from posestream.benchmarks import model_latency
+    from posestream.benchmarks.clips import looped_clip
+    from posestream.benchmarks.live import run_live
+    from posestream.benchmarks.sequential import run_sequential
+    from posestream.stream.pipeline import parse_sink
 
     check_choice("bench.sink", sink, SINKS)
     check_range("bench.frames", frames, 1, 10_000_000)
@@ -248,7 +248,7 @@ def run_bench(config: Config, videos: list[Path], scratch: Path, *, frames: int,
 
 
 def _native_fps(video: Path, config: Config) -> float:
-    from stream.sources import open_source
+    from posestream.stream.sources import open_source
 
     with open_source(str(video), config) as source:
         return float(source.info.fps or 30.0)
@@ -261,7 +261,7 @@ def _f(value: Any, digits: int = 1) -> str:
 
 
 def format_report(result: dict[str, Any]) -> str:
-    from benchmarks.model_latency import format_rows
+    from posestream.benchmarks.model_latency import format_rows
 
     m = result["machine"]
     out = [f"posestream bench ({'quick: a smoke test, not a measurement' if result['quick'] else 'full'}) "
@@ -293,7 +293,7 @@ def format_report(result: dict[str, Any]) -> str:
     if "skipped" in live:
         out.append(f"  skipped: {live['skipped']}")
     else:
-        from benchmarks.live import format_result
+        from posestream.benchmarks.live import format_result
 
         out += ["  " + line for line in format_result(live)]
         out.append("  stages (live run):")
@@ -355,7 +355,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace, config: Config) -> int:
-    from benchmarks.plot import check_plotting, write_plot
+    from posestream.benchmarks.plot import check_plotting, write_plot
 
     if args.plot:
         check_plotting()  # fail before minutes of measuring, not after
@@ -367,7 +367,7 @@ def run_from_args(args: argparse.Namespace, config: Config) -> int:
     live_fps = args.live_fps if args.live_fps is not None else table["live_fps"]
     with tempfile.TemporaryDirectory(prefix="posestream-bench-") as tmp:
         scratch = Path(tmp)
-        from benchmarks.clips import default_videos
+        from posestream.benchmarks.clips import default_videos
 
         videos = list(args.video) or default_videos(config, scratch)
         result = run_bench(with_copy(config), videos, scratch, frames=frames, live_seconds=live_seconds,
@@ -382,7 +382,7 @@ def run_from_args(args: argparse.Namespace, config: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stream.commands.common import add_config_args, config_from_args
+    from posestream.commands.common import add_config_args, config_from_args
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import av
 
-from stream.config import Config, shared_dir
-from stream.errors import InputError, InputNotFoundError
+from posestream.stream.core.config import Config, shared_dir
+from posestream.stream.core.errors import InputError, InputNotFoundError
 
 DEFAULT_VIDEO = "two_person_interaction_72f.mp4"
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")  # needs no escaping inside a filter graph
@@ -29,7 +29,7 @@ def default_videos(config: Config, scratch: Path) -> list[Path]:
     if videos:
         videos.sort(key=lambda p: p.name != DEFAULT_VIDEO)
         return videos
-    from stream.demo_clip import make_demo_clip
+    from posestream.stream.demo_clip import make_demo_clip
 
     return [make_demo_clip(scratch / "demo.mp4", seconds=4.0, fps=30, size=(1280, 720))]
 

@@ -11,7 +11,7 @@ decoder's output cannot be written into a slot directly: PyAV's colour conversio
 its output frame). That copy bounds the ring, so the table also shows the same copies done alone in
 one process: the ring's ceiling on this machine.
 
-    python -m benchmarks.frame_bus [--frames 600] [--width 1280] [--height 720] [--slots 8]
+    python -m posestream.benchmarks.frame_bus [--frames 600] [--width 1280] [--height 720] [--slots 8]
                                    [--repeat 3] [--out x.json]
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.ring import FrameRef, FrameRing
+from posestream.stream.ring import FrameRef, FrameRing
 
 POOL = 8  # distinct frames the producer cycles through; frame i carries stamp i % POOL
 

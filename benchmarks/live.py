@@ -7,7 +7,7 @@ in this process records every message's `capture_ts` and `publish_ts`, which giv
 latency of each frame over time, not just the run's percentiles. A bounded latency shows as a flat
 line: the trend is the least-squares slope over the run, start-up excluded.
 
-    python -m benchmarks.live [--video PATH] [--fps 30] [--seconds 60] [--out x.json]
+    python -m posestream.benchmarks.live [--video PATH] [--fps 30] [--seconds 60] [--out x.json]
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from benchmarks.report import emit
-from stream.config import Config, load_config, with_copy
-from stream.metrics import percentiles_ms
+from posestream.benchmarks.report import emit
+from posestream.stream.core.config import Config, load_config, with_copy
+from posestream.stream.metrics import percentiles_ms
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def _quiet(logger_name: str, level: int = logging.ERROR) -> Iterator[None]:
 def _collect(endpoint: str, samples: list[tuple[int, float, float]], stop: threading.Event,
              ready: threading.Event) -> None:
     """Receive until `stop`, then drain what is still queued; one (frame, capture, publish) each."""
-    from stream.client import Subscriber
+    from posestream.stream.client import Subscriber
 
     with Subscriber(endpoint, rcvhwm=100_000) as sub:
         ready.set()
@@ -92,8 +92,8 @@ def run_live(config: Config, video: Path, fps: float, seconds: float, scratch: P
              window_s: float = 5.0) -> dict[str, Any]:
     """Replay `video` at `fps` for `seconds` through the pipeline (live policy, ZMQ sink); returns
     the pipeline's report, the end-to-end latency percentiles and their trend over the run."""
-    from benchmarks.clips import live_replay_spec
-    from stream.pipeline import Pipeline
+    from posestream.benchmarks.clips import live_replay_spec
+    from posestream.stream.pipeline import Pipeline
 
     offered = max(1, round(fps * seconds))
     spec = live_replay_spec(video, fps, offered, scratch)
@@ -102,7 +102,7 @@ def run_live(config: Config, video: Path, fps: float, seconds: float, scratch: P
     endpoint = f"ipc://{scratch / 'live-bench.sock'}"
     samples: list[tuple[int, float, float]] = []
     stop, ready = threading.Event(), threading.Event()
-    with _quiet("stream.client"):
+    with _quiet("posestream.stream.client"):
         collector = threading.Thread(target=_collect, args=(endpoint, samples, stop, ready),
                                      name="live-bench-subscriber", daemon=True)
         collector.start()
@@ -156,7 +156,7 @@ def format_result(result: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.clips import default_videos
+    from posestream.benchmarks.clips import default_videos
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", type=Path)

@@ -5,7 +5,7 @@ The detector is fed the letterboxed frame of the benchmark video (so a 16:9 clip
 when `detector.rectangular`); a top-down pose model is fed crops of its input size. GPU backends are
 measured when they can run here; otherwise `gpu_status()` says why not.
 
-    python -m benchmarks.model_latency [--video PATH] [--quick] [--out x.json]
+    python -m posestream.benchmarks.model_latency [--video PATH] [--quick] [--out x.json]
 """
 from __future__ import annotations
 
@@ -18,15 +18,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmarks.report import emit
-from stream.config import Config, load_config, with_copy
+from posestream.benchmarks.report import emit
+from posestream.stream.core.config import Config, load_config, with_copy
 
 log = logging.getLogger(__name__)
 
 
 def gpu_backends() -> tuple[list[tuple[str, str]], str | None]:
     """(backend, device) pairs that run on a GPU here, and why there are none (None when some)."""
-    from engines.base import tensorrt_available
+    from posestream.engines.base import tensorrt_available
 
     found: list[tuple[str, str]] = []
     reasons: list[str] = []
@@ -76,8 +76,8 @@ def _batches(configured: int) -> list[int]:
 def detector_rows(config: Config, frame: np.ndarray, backend: str, device: str,
                   threads: list[int], timing: dict[str, Any]) -> list[dict[str, Any]]:
     """The detector engine on the letterboxed `frame`, at batch 1 and `detector.batch`."""
-    from engines.preprocess import letterbox, to_input
-    from stream.chain import build_detector
+    from posestream.engines.preprocess import letterbox, to_input
+    from posestream.stream.chain import build_detector
 
     rows = []
     for count in threads:
@@ -101,7 +101,7 @@ def pose_rows(config: Config, backend: str, device: str, threads: list[int],
               timing: dict[str, Any]) -> list[dict[str, Any]]:
     """The top-down pose model on crops of its input size, at batch 1 and `pose.batch`
     (nothing in one-stage mode: the detector's keypoints are used)."""
-    from stream.chain import build_estimator
+    from posestream.stream.chain import build_estimator
 
     rows = []
     for count in threads:
@@ -172,7 +172,7 @@ def format_rows(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def first_frame(video: Path, config: Config) -> np.ndarray:
-    from stream.sources import open_source
+    from posestream.stream.sources import open_source
 
     with open_source(str(video), config) as source:
         for frame in source.frames():
@@ -181,7 +181,7 @@ def first_frame(video: Path, config: Config) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.clips import default_videos
+    from posestream.benchmarks.clips import default_videos
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", type=Path, help="video whose frame size the detector sees")

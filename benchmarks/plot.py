@@ -9,7 +9,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from stream.errors import ConfigError, InputError
+from posestream.stream.core.errors import ConfigError, InputError
 
 INSTALL_HINT = "--plot needs matplotlib: pip install 'posestream[plot]' (or pip install matplotlib)"
 

@@ -5,7 +5,7 @@ Crops are the real persons the detector finds in the benchmark video, timed arou
 `TopDownEstimator.estimate` (affine crops, inference, decoding and mapping back), so the figure is
 what the pose stage can sustain, not the bare model.
 
-    python -m benchmarks.pose_stage [--video PATH] [--frames N] [--out x.json]
+    python -m posestream.benchmarks.pose_stage [--video PATH] [--frames N] [--out x.json]
 """
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.report import emit
-from benchmarks.bench import run_pipeline_offline
-from benchmarks.clips import default_videos, looped_clip
-from stream.chain import build_detector, build_estimator
-from stream.config import Config, load_config, with_copy
-from stream.sources import open_source
+from posestream.benchmarks.report import emit
+from posestream.benchmarks.bench import run_pipeline_offline
+from posestream.benchmarks.clips import default_videos, looped_clip
+from posestream.stream.chain import build_detector, build_estimator
+from posestream.stream.core.config import Config, load_config, with_copy
+from posestream.stream.sources import open_source
 
 BATCHES = (1, 4, 8)
 THREADS = (1, 2)

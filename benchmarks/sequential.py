@@ -5,7 +5,7 @@ measured is the pipeline's overlap of stages (and its overhead). It is also what
 first, and what the pipeline must beat. Model loading happens before the clock starts, as in the
 pipeline, whose stages load their models before the first frame.
 
-    python -m benchmarks.sequential --video PATH [--sink KIND:TARGET ...] [--out x.json]
+    python -m posestream.benchmarks.sequential --video PATH [--sink KIND:TARGET ...] [--out x.json]
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.report import emit
-from stream.config import Config, load_config
-from stream.metrics import percentiles_ms
+from posestream.benchmarks.report import emit
+from posestream.stream.core.config import Config, load_config
+from posestream.stream.metrics import percentiles_ms
 
 STAGES = ("decode", "detect", "pose", "nms", "track", "sinks")
 
@@ -30,11 +30,11 @@ def run_sequential(config: Config, video: Path, sink_specs: list[tuple[str, str]
                    max_frames: int | None = None) -> dict[str, Any]:
     """Process `video` frame by frame; returns FPS, per-stage time per frame and persons per frame
     (detections entering the pose stage, the count top-down pose cost grows with)."""
-    from plugins.contracts import IdAllocator
-    from plugins.registry import load
-    from stream.chain import build_detector, build_estimator, build_nms
-    from stream.results import FrameResult
-    from stream.sources import open_source
+    from posestream.stream.core.contracts import IdAllocator
+    from posestream.stream.core.registry import load
+    from posestream.stream.chain import build_detector, build_estimator, build_nms
+    from posestream.stream.core.results import FrameResult
+    from posestream.stream.sources import open_source
 
     spent: dict[str, list[float]] = {name: [] for name in STAGES}
     detections = 0
@@ -108,7 +108,7 @@ def format_result(result: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stream.pipeline import parse_sink
+    from posestream.stream.pipeline import parse_sink
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", type=Path, required=True)

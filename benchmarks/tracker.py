@@ -5,7 +5,7 @@ detections, scores spread over both ByteTrack passes) in a 1920x1080 frame, so t
 the tracker alone: prediction, OKS/IoU matrices, assignment and correction. Target: under 1 ms per
 frame for 10 persons.
 
-    python -m benchmarks.tracker [--persons 1,10,50] [--frames 500] [--repeat 3] [--tracker oks-byte]
+    python -m posestream.benchmarks.tracker [--persons 1,10,50] [--frames 500] [--repeat 3] [--tracker oks-byte]
                                  [--out x.json]
 """
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from plugins import registry
-from plugins.contracts import IdAllocator
-from benchmarks.report import emit
-from stream.config import load_config
-from stream.results import Poses
+from posestream.stream.core import registry
+from posestream.stream.core.contracts import IdAllocator
+from posestream.benchmarks.report import emit
+from posestream.stream.core.config import load_config
+from posestream.stream.core.results import Poses
 
 WIDTH, HEIGHT = 1920, 1080
 # COCO-17 keypoints as fractions of the person box (u across, v down).

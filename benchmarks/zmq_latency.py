@@ -12,9 +12,9 @@ With `--pipeline VIDEO` it instead runs the real pipeline on VIDEO (offline, eve
 zmq sink, alternately without subscribers and with one subscriber that sleeps `--slow-ms` per
 message, and compares the pipeline's FPS (the slow subscriber must cost it nothing).
 
-    python -m benchmarks.zmq_latency [--subscribers 1,10] [--messages 2000] [--rate 100]
+    python -m posestream.benchmarks.zmq_latency [--subscribers 1,10] [--messages 2000] [--rate 100]
                                      [--persons 5] [--endpoint tcp://127.0.0.1:*] [--out x.json]
-    python -m benchmarks.zmq_latency --pipeline VIDEO [--repeat 2] [--slow-ms 100] [--out x.json]
+    python -m posestream.benchmarks.zmq_latency --pipeline VIDEO [--repeat 2] [--slow-ms 100] [--out x.json]
 """
 from __future__ import annotations
 
@@ -31,14 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.report import emit
-from benchmarks.clips import looped_clip
+from posestream.benchmarks.report import emit
+from posestream.benchmarks.clips import looped_clip
 import zmq
 
-from plugins.sinks.zmq_sink import ZmqSink
-from stream.client import Subscriber
-from stream.config import load_config, shared_dir
-from stream.results import FrameResult, Poses
+from posestream.plugins.sinks.zmq_sink import ZmqSink
+from posestream.stream.client import Subscriber
+from posestream.stream.core.config import load_config, shared_dir
+from posestream.stream.core.results import FrameResult, Poses
 
 QUIET_S = 2.0  # a subscriber stops when nothing arrived for this long
 
@@ -123,7 +123,7 @@ def run_once(subscribers: int, messages: int, rate: float, persons: Poses, endpo
 
 def run_pipeline(video: Path, slow_ms: float | None, input_size: int, hwm: int) -> dict[str, Any]:
     """One offline pipeline run publishing on ipc; `slow_ms` None = nobody subscribed."""
-    from stream.pipeline import Pipeline
+    from posestream.stream.pipeline import Pipeline
 
     # No slow-joiner wait: without a subscriber it would add up to a second to one kind of run only.
     # Small kernel buffers, so the slow subscriber's losses happen mid-stream, where it sees them.

@@ -1,2 +1,2 @@
-"""Inference engines: one interface (`engines.base.Engine`) over ONNX Runtime and TensorRT, plus the
+"""Inference engines (`posestream.engines`): one interface (`Engine`) over ONNX Runtime and TensorRT, plus the
 model preparation that turns checkpoints into ONNX files in the cache."""

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-from stream.errors import BackendUnavailableError, ConfigError
+from posestream.stream.core.errors import BackendUnavailableError, ConfigError
 
 if TYPE_CHECKING:
-    from engines.engine_cache import TensorRTSettings
+    from posestream.engines.engine_cache import TensorRTSettings
 
 BACKENDS = ("onnxruntime", "tensorrt", "auto")
 
@@ -121,10 +121,10 @@ def create_engine(model_path: str | Path, device: str = "cpu", backend: str = "o
     logging.getLogger(__name__).info("inference backend: %s on %s (asked for %s on %s)",
                                      backend, device, *requested)
     if backend == "tensorrt":
-        from engines.tensorrt_engine import TensorRTEngine
+        from posestream.engines.tensorrt_engine import TensorRTEngine
 
         return TensorRTEngine.from_onnx(Path(model_path), device=device, settings=tensorrt,
                                         normalization=normalization)
-    from engines.onnxruntime_engine import OnnxRuntimeEngine
+    from posestream.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     return OnnxRuntimeEngine(Path(model_path), device=device, threads=threads)

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, Callable, Iterable
 import numpy as np
 import torch
 
-from stream.errors import InputNotFoundError, ModelError, UnsafeCheckpointError
+from posestream.stream.core.errors import InputNotFoundError, ModelError, UnsafeCheckpointError
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 

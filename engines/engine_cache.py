@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from stream.config import Config, check_choice, check_range, home_dir
-from stream.errors import ConfigError, ModelError
+from posestream.stream.core.config import Config, check_choice, check_range, home_dir
+from posestream.stream.core.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.checkpoint import load_checkpoint
-from engines.fastpose import HEATMAP_STRIDE, INPUT_SIZE, JOINTS_BY_FORMAT, FastPose
-from engines.model_card import ModelCard, sha256_file
-from engines.model_check import check_model_kind
-from engines.onnxruntime_engine import OnnxRuntimeEngine
-from stream.errors import ConfigError, InputNotFoundError, ModelError
+from posestream.engines.checkpoint import load_checkpoint
+from posestream.engines.fastpose import HEATMAP_STRIDE, INPUT_SIZE, JOINTS_BY_FORMAT, FastPose
+from posestream.engines.model_card import ModelCard, sha256_file
+from posestream.engines.model_check import check_model_kind
+from posestream.engines.onnxruntime_engine import OnnxRuntimeEngine
+from posestream.stream.core.errors import ConfigError, InputNotFoundError, ModelError
 
 log = logging.getLogger(__name__)
 

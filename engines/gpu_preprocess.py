@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from stream.errors import InputError
+from posestream.stream.core.errors import InputError
 
 
 def upload_frames(frames: Sequence[np.ndarray] | np.ndarray, device: str | torch.device) -> torch.Tensor:

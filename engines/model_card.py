@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stream.errors import ModelError
+from posestream.stream.core.errors import ModelError
 
 TASKS = ("detector+pose", "pose-heatmap", "pose-simcc")
 

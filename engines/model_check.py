@@ -19,10 +19,10 @@ from typing import Callable
 
 import numpy as np
 
-from engines.base import Engine, TensorSpec
-from engines.model_card import ModelCard
-from stream.errors import ModelError
-from stream.keypoints import FORMATS
+from posestream.engines.base import Engine, TensorSpec
+from posestream.engines.model_card import ModelCard
+from posestream.stream.core.errors import ModelError
+from posestream.stream.core.keypoints import FORMATS
 
 
 def _shape(spec: TensorSpec) -> str:

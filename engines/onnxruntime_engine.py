@@ -7,9 +7,9 @@ from typing import Mapping
 import numpy as np
 import onnxruntime as ort
 
-from engines.base import Engine, TensorSpec
-from stream.config import check_range
-from stream.errors import BackendUnavailableError, InputNotFoundError, ModelError
+from posestream.engines.base import Engine, TensorSpec
+from posestream.stream.core.config import check_range
+from posestream.stream.core.errors import BackendUnavailableError, InputNotFoundError, ModelError
 
 _ORT_DTYPES = {
     "tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16),

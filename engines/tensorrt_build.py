@@ -15,8 +15,8 @@ from typing import Any, Iterator, Mapping
 import cv2
 import numpy as np
 
-from engines.engine_cache import ProfileShapes, TensorRTSettings, _atomic_write
-from stream.errors import BackendUnavailableError, InputError, InputNotFoundError, ModelError
+from posestream.engines.engine_cache import ProfileShapes, TensorRTSettings, _atomic_write
+from posestream.stream.core.errors import BackendUnavailableError, InputError, InputNotFoundError, ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class CalibrationImages:
     def __iter__(self) -> Iterator[np.ndarray]:
         import torch
 
-        from engines.gpu_preprocess import letterbox, normalize
+        from posestream.engines.gpu_preprocess import letterbox, normalize
 
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             frames = []

@@ -17,14 +17,14 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from engines.base import Engine, TensorSpec, tensorrt_available
-from engines.engine_cache import (BatchProfile, EngineCache, EngineKey, TensorRTSettings,
+from posestream.engines.base import Engine, TensorSpec, tensorrt_available
+from posestream.engines.engine_cache import (BatchProfile, EngineCache, EngineKey, TensorRTSettings,
                                   cache_root, compute_profile, profile_tag)
-from engines.model_card import sha256_file
-from engines.tensorrt_build import (CalibrationImages, build_engine, import_tensorrt,
+from posestream.engines.model_card import sha256_file
+from posestream.engines.tensorrt_build import (CalibrationImages, build_engine, import_tensorrt,
                                     make_calibrator, onnx_inputs, trt_logger)
-from stream.config import load_config
-from stream.errors import BackendUnavailableError, InputError, InputNotFoundError, ModelError
+from posestream.stream.core.config import load_config
+from posestream.stream.core.errors import BackendUnavailableError, InputError, InputNotFoundError, ModelError
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from engines.base import Engine
-from engines.preprocess import Letterbox
-from stream.config import Config, check_choice
+from posestream.engines.base import Engine
+from posestream.engines.preprocess import Letterbox
+from posestream.stream.core.config import Config, check_choice
 
 if TYPE_CHECKING:
     import torch
@@ -47,7 +47,7 @@ class TorchInputs:
     def letterboxed(self, frames: Sequence[np.ndarray], out_hw: tuple[int, int], pad: int
                     ) -> tuple["torch.Tensor", Letterbox]:
         """Same-sized BGR frames -> the detector's float32 NCHW RGB 0..1 input, and its letterbox."""
-        from engines.gpu_preprocess import letterbox, normalize, upload_frames
+        from posestream.engines.gpu_preprocess import letterbox, normalize, upload_frames
 
         canvas, scale, (pad_x, pad_y) = letterbox(upload_frames(list(frames), self.device), out_hw, pad)
         return normalize(canvas), Letterbox(scale, float(pad_x), float(pad_y))
@@ -58,7 +58,7 @@ class TorchInputs:
         i's [n_i, 2, 3] frame->crop maps); each frame is uploaded once, whatever its crop count."""
         import torch
 
-        from engines.gpu_preprocess import upload_frames, warp_crops
+        from posestream.engines.gpu_preprocess import upload_frames, warp_crops
 
         parts = [warp_crops(upload_frames(frame, self.device), m, np.zeros(len(m), np.int64), out_hw)
                  for frame, m in zip(frames, matrices)]
@@ -70,7 +70,7 @@ class TorchInputs:
         crops), zero-padded to `batch` images for a fixed-batch model."""
         import torch
 
-        from engines.gpu_preprocess import normalize
+        from posestream.engines.gpu_preprocess import normalize
 
         if isinstance(images, np.ndarray):
             images = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float()

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from stream.errors import ModelError
+from posestream.stream.core.errors import ModelError
 
 BN_EPS = 1e-3  # the released weights were trained with this BatchNorm epsilon
 

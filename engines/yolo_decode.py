@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engines.preprocess import Letterbox
+from posestream.engines.preprocess import Letterbox
 
 
 def decode_yolo_pose(output: np.ndarray, score_threshold: float, iou_threshold: float, max_persons: int,

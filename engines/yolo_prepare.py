@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.checkpoint import load_checkpoint, module_state_dict
-from engines.model_card import ModelCard, sha256_file
-from engines.yolo11 import YoloPose
-from stream.errors import InputError, InputNotFoundError, ModelError
+from posestream.engines.checkpoint import load_checkpoint, module_state_dict
+from posestream.engines.model_card import ModelCard, sha256_file
+from posestream.engines.yolo11 import YoloPose
+from posestream.stream.core.errors import InputError, InputNotFoundError, ModelError
 
 log = logging.getLogger(__name__)
 

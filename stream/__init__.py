@@ -1,6 +1,3 @@
-"""posestream: real-time multi-person 2D pose estimation over live video.
-
-`stream` holds the runtime (config, frame rings, stages, sources, sinks, CLI). It imports no
-inference runtime: models are reached through `engines` and `plugins`.
-"""
-__version__ = "0.1.0"
+"""The streaming runtime (`posestream.stream`): sources, frame rings, stages, supervisor, pipeline,
+sinks' helpers and the subscriber client. Its `core` sub-package holds the types every layer shares.
+It imports no inference runtime and no concrete plugin: those are reached through the registry."""

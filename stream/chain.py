@@ -10,9 +10,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from plugins import registry
-from stream.config import Config, check_choice
-from stream.results import Poses
+from posestream.stream.core import registry
+from posestream.stream.core.config import Config, check_choice
+from posestream.stream.core.results import Poses
 
 POSE_MODES = ("onestage", "topdown")
 
@@ -32,7 +32,7 @@ def build_estimator(config: Config) -> Any | None:
 
 
 def build_nms(config: Config) -> Callable[[Poses], Poses]:
-    from stream.pose_nms import make_pose_nms
+    from posestream.stream.pose_nms import make_pose_nms
 
     return make_pose_nms(config)
 

@@ -22,10 +22,10 @@ from typing import Any, Callable, Iterable, Iterator
 import msgpack
 import zmq
 
-from stream.curve_keys import ClientCurve, configure_client
-from stream.errors import ConfigError, InputError
-from stream.keypoints import FORMATS
-from stream.results import SCHEMA_VERSION, Poses
+from posestream.stream.curve_keys import ClientCurve, configure_client
+from posestream.stream.core.errors import ConfigError, InputError
+from posestream.stream.core.keypoints import FORMATS
+from posestream.stream.core.results import SCHEMA_VERSION, Poses
 
 log = logging.getLogger(__name__)
 

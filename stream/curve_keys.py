@@ -17,7 +17,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from stream.errors import ConfigError, InputError, InputNotFoundError
+from posestream.stream.core.errors import ConfigError, InputError, InputNotFoundError
 
 log = logging.getLogger(__name__)
 

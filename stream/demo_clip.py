@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream.errors import InputError, InputNotFoundError
-from stream.video_writer import VideoWriter
+from posestream.stream.core.errors import InputError, InputNotFoundError
+from posestream.stream.video_writer import VideoWriter
 
 BACKGROUND_BGR = (48, 48, 48)
 # Camera path in photo pixels (the photo is 512 x 512): the point kept at the frame position below,

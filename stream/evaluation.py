@@ -16,8 +16,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from stream.errors import InputError, InputNotFoundError
-from stream.keypoints import format_for_keypoints
+from posestream.stream.core.errors import InputError, InputNotFoundError
+from posestream.stream.core.keypoints import format_for_keypoints
 
 METRICS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 

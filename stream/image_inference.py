@@ -8,10 +8,10 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
-from stream.chain import PoseChain
-from stream.config import Config
-from stream.errors import InputError, InputNotFoundError
-from stream.results import FrameResult
+from posestream.stream.chain import PoseChain
+from posestream.stream.core.config import Config
+from posestream.stream.core.errors import InputError, InputNotFoundError
+from posestream.stream.core.results import FrameResult
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
-from stream.config import Config, check_choice, check_range
-from stream.errors import ConfigError, StageError
-from stream.metrics import QueueDepths, RunReport, percentiles_ms, stage_summary
-from stream.progress import Display, Snapshot
-from stream.ring import FrameRing
-from stream.stages import DETECT_BIT, POSE_BIT, SINKS_BIT
-from stream.supervisor import SignalTrap, Supervisor, SupervisorSettings
+from posestream.stream.core.config import Config, check_choice, check_range
+from posestream.stream.core.errors import ConfigError, StageError
+from posestream.stream.metrics import QueueDepths, RunReport, percentiles_ms, stage_summary
+from posestream.stream.progress import Display, Snapshot
+from posestream.stream.ring import FrameRing
+from posestream.stream.stages import DETECT_BIT, POSE_BIT, SINKS_BIT
+from posestream.stream.supervisor import SignalTrap, Supervisor, SupervisorSettings
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def parse_sink(spec: str) -> tuple[str, str]:
 
 
 def sink_class(kind: str) -> Any:
-    from plugins.registry import load
+    from posestream.stream.core.registry import load
 
     return load("posestream.sinks", kind)
 

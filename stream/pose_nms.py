@@ -14,9 +14,9 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from stream.config import Config, check_choice, check_range
-from stream.keypoints import KeypointFormat, get_format
-from stream.results import Poses
+from posestream.stream.core.config import Config, check_choice, check_range
+from posestream.stream.core.keypoints import KeypointFormat, get_format
+from posestream.stream.core.results import Poses
 
 NMS_KINDS = ("parametric", "oks", "none")
 _MATCH_RADIUS_CAP = 7.0  # px; AlphaPose caps the keypoint-matching radius (PCK_match)

@@ -11,9 +11,9 @@ import colorsys
 import cv2
 import numpy as np
 
-from stream.errors import InputError
-from stream.keypoints import KeypointFormat, get_format
-from stream.results import Poses
+from posestream.stream.core.errors import InputError
+from posestream.stream.core.keypoints import KeypointFormat, get_format
+from posestream.stream.core.results import Poses
 
 NEUTRAL_BGR = (200, 200, 200)
 _GOLDEN_RATIO = 0.6180339887498949

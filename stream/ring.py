@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from stream.errors import ConfigError, InputError, StageError
+from posestream.stream.core.errors import ConfigError, InputError, StageError
 
 log = logging.getLogger(__name__)
 

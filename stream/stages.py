@@ -29,11 +29,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from stream.config import Config
-from stream.errors import PosestreamError, StageError
-from stream.metrics import LatencyRecorder, StageCounters
-from stream.results import FrameResult, Poses
-from stream.ring import FrameRef, FrameRing
+from posestream.stream.core.config import Config
+from posestream.stream.core.errors import PosestreamError, StageError
+from posestream.stream.metrics import LatencyRecorder, StageCounters
+from posestream.stream.core.results import FrameResult, Poses
+from posestream.stream.ring import FrameRef, FrameRing
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ class RingCache:
 def run_source(rt: StageRuntime, spec: str, stream_id: int, policy: str | None, conds: list[Any],
                output: Connection) -> None:
     """Open the source, announce it, then copy frames into the ring assigned by the supervisor."""
-    from stream.sources import open_source
+    from posestream.stream.sources import open_source
 
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(open_source(spec, rt.config))
@@ -322,7 +322,7 @@ def _on_pixels(rings: RingCache, works: list[Work], bit: int,
 
 def run_detect(rt: StageRuntime, inputs: list[Connection], output: Connection, conds: list[Any]) -> None:
     """Find persons in every frame (batched across streams); skip references a live source reclaimed."""
-    from stream.chain import build_detector
+    from posestream.stream.chain import build_detector
 
     detector = build_detector(rt.config)
     rings = RingCache(conds)
@@ -338,7 +338,7 @@ def run_detect(rt: StageRuntime, inputs: list[Connection], output: Connection, c
 def run_pose(rt: StageRuntime, inputs: list[Connection], output: Connection, conds: list[Any],
              streams: int) -> None:
     """Keypoints inside the detected boxes; in one-stage mode the detector's keypoints pass through."""
-    from stream.chain import build_estimator
+    from posestream.stream.chain import build_estimator
 
     estimator = build_estimator(rt.config)
     batch = int(rt.config["pose"]["batch"])
@@ -357,7 +357,7 @@ def run_pose(rt: StageRuntime, inputs: list[Connection], output: Connection, con
 
 def run_nms(rt: StageRuntime, inputs: list[Connection], output: Connection, streams: int) -> None:
     """Pose NMS per frame."""
-    from stream.chain import build_nms
+    from posestream.stream.chain import build_nms
 
     nms = build_nms(rt.config)
 
@@ -371,8 +371,8 @@ def run_nms(rt: StageRuntime, inputs: list[Connection], output: Connection, stre
 
 def run_track(rt: StageRuntime, inputs: list[Connection], output: Connection, streams: int) -> None:
     """One tracker per stream; ids from one allocator, so they are unique across streams."""
-    from plugins.contracts import IdAllocator
-    from plugins.registry import load
+    from posestream.stream.core.contracts import IdAllocator
+    from posestream.stream.core.registry import load
 
     tracker_cls = load("posestream.trackers", rt.config["tracker"]["plugin"])
     ids = IdAllocator()
@@ -392,7 +392,7 @@ def run_track(rt: StageRuntime, inputs: list[Connection], output: Connection, st
 def run_sinks(rt: StageRuntime, inputs: list[Connection], conds: list[Any], sink_specs: list[tuple[str, str]],
               streams: int, latency_window: int) -> None:
     """Write every finished frame to every sink, in order per stream; measure end-to-end latency."""
-    from plugins.registry import load
+    from posestream.stream.core.registry import load
 
     recorder = LatencyRecorder(latency_window)
     frames_out: dict[str, int] = {}

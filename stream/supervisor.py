@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from stream.errors import StageError
-from stream.metrics import StageCounters, counters_size
-from stream.stages import StageContext, StageFailure, stage_main
+from posestream.stream.core.errors import StageError
+from posestream.stream.metrics import StageCounters, counters_size
+from posestream.stream.stages import StageContext, StageFailure, stage_main
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from types import TracebackType
 import av
 import numpy as np
 
-from stream.errors import BackendUnavailableError, InputError
+from posestream.stream.core.errors import BackendUnavailableError, InputError
 
 log = logging.getLogger(__name__)
 

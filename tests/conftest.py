@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.config import Config, load_config, shared_dir
+from posestream.stream.core.config import Config, load_config, shared_dir
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +24,7 @@ def shared() -> Path:
 
 @pytest.fixture(scope="session")
 def prepared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from engines.models import prepare_default_model
+    from posestream.engines.models import prepare_default_model
 
     home = Path(os.environ.get("POSESTREAM_HOME") or tmp_path_factory.mktemp("posestream-home"))
     os.environ["POSESTREAM_HOME"] = str(home)

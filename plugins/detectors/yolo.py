@@ -12,14 +12,14 @@ from typing import Sequence
 
 import numpy as np
 
-from engines.model_check import check_model_kind
-from engines.models import load_card, open_engine
-from engines.preprocess import Letterbox, canvas_size, letterbox, to_input
-from engines.torch_inputs import to_numpy, torch_inputs_for
-from engines.yolo_decode import decode_yolo_pose, to_frame_pixels
-from stream.config import Config, check_range
-from stream.errors import ModelError
-from stream.results import Poses
+from posestream.engines.model_check import check_model_kind
+from posestream.engines.models import load_card, open_engine
+from posestream.engines.preprocess import Letterbox, canvas_size, letterbox, to_input
+from posestream.engines.torch_inputs import to_numpy, torch_inputs_for
+from posestream.engines.yolo_decode import decode_yolo_pose, to_frame_pixels
+from posestream.stream.core.config import Config, check_range
+from posestream.stream.core.errors import ModelError
+from posestream.stream.core.results import Poses
 
 
 class YoloDetector:

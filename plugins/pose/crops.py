@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stream.errors import InputError
+from posestream.stream.core.errors import InputError
 
 
 def box_to_centre_scale(boxes: np.ndarray, aspect: float, expand: float = 1.25) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stream.errors import InputError
+from posestream.stream.core.errors import InputError
 
 REFINEMENTS = ("none", "dark")
 _LOG_FLOOR = 1e-10

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.model_card import ModelCard
-from plugins.pose.decoders import decode_heatmaps, flip_back, flip_shift
-from plugins.pose.topdown import Outputs, TopDownEstimator
-from stream.errors import ModelError
+from posestream.engines.model_card import ModelCard
+from posestream.plugins.pose.decoders import decode_heatmaps, flip_back, flip_shift
+from posestream.plugins.pose.topdown import Outputs, TopDownEstimator
+from posestream.stream.core.errors import ModelError
 
 
 class HeatmapPose(TopDownEstimator):

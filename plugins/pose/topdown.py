@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from engines.base import Engine
-from engines.model_card import ModelCard
-from engines.model_check import check_model_kind
-from engines.models import load_card, open_engine
-from engines.torch_inputs import to_numpy, torch_inputs_for
-from plugins.pose.crops import box_to_centre_scale, crop_matrices, crop_to_frame, warp_crops
-from plugins.pose.decoders import REFINEMENTS
-from stream.config import Config, check_choice, check_range
-from stream.errors import InputError, ModelError
-from stream.keypoints import KeypointFormat, get_format
-from stream.results import Poses
+from posestream.engines.base import Engine
+from posestream.engines.model_card import ModelCard
+from posestream.engines.model_check import check_model_kind
+from posestream.engines.models import load_card, open_engine
+from posestream.engines.torch_inputs import to_numpy, torch_inputs_for
+from posestream.plugins.pose.crops import box_to_centre_scale, crop_matrices, crop_to_frame, warp_crops
+from posestream.plugins.pose.decoders import REFINEMENTS
+from posestream.stream.core.config import Config, check_choice, check_range
+from posestream.stream.core.errors import InputError, ModelError
+from posestream.stream.core.keypoints import KeypointFormat, get_format
+from posestream.stream.core.results import Poses
 
 if TYPE_CHECKING:
     import torch

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.model_card import ModelCard
-from plugins.pose.topdown import Outputs, TopDownEstimator
-from stream.errors import ModelError
+from posestream.engines.model_card import ModelCard
+from posestream.plugins.pose.topdown import Outputs, TopDownEstimator
+from posestream.stream.core.errors import ModelError
 
 VARIANT = "320-dynamic-batch"
 

@@ -10,12 +10,12 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from plugins.sinks.output_paths import (StreamNames, check_render_write, image_name, safe_stream_name,
+from posestream.plugins.sinks.output_paths import (StreamNames, check_render_write, image_name, safe_stream_name,
                                         writable_dir)
-from plugins.sinks.render_settings import Renderer
-from stream.config import Config, check_range
-from stream.errors import ConfigError, StageError
-from stream.results import FrameResult
+from posestream.plugins.sinks.render_settings import Renderer
+from posestream.stream.core.config import Config, check_range
+from posestream.stream.core.errors import ConfigError, StageError
+from posestream.stream.core.results import FrameResult
 
 
 class ImagesSink:

@@ -29,10 +29,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from plugins.sinks.output_paths import StreamNames, image_name, writable_dir
-from stream.config import Config, check_range
-from stream.errors import InputError, InputNotFoundError, StageError
-from stream.results import FrameResult
+from posestream.plugins.sinks.output_paths import StreamNames, image_name, writable_dir
+from posestream.stream.core.config import Config, check_range
+from posestream.stream.core.errors import InputError, InputNotFoundError, StageError
+from posestream.stream.core.results import FrameResult
 
 log = logging.getLogger(__name__)
 

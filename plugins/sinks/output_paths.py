@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from stream.errors import InputError, StageError
-from stream.results import FrameResult
+from posestream.stream.core.errors import InputError, StageError
+from posestream.stream.core.results import FrameResult
 
 
 def image_name(result: FrameResult) -> str:

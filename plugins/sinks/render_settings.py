@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from stream.config import Config, check_range
-from stream.render import draw_poses
-from stream.results import FrameResult
+from posestream.stream.core.config import Config, check_range
+from posestream.stream.render import draw_poses
+from posestream.stream.core.results import FrameResult
 
 
 class Renderer:

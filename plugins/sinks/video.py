@@ -14,12 +14,12 @@ from typing import Sequence
 
 import numpy as np
 
-from plugins.sinks.output_paths import StreamNames, check_render_write, safe_stream_name, writable_dir
-from plugins.sinks.render_settings import Renderer
-from stream.config import Config, check_choice, check_range
-from stream.errors import ConfigError, InputError, StageError
-from stream.results import FrameResult
-from stream.video_writer import CODECS, VideoWriter, pick_codec
+from posestream.plugins.sinks.output_paths import StreamNames, check_render_write, safe_stream_name, writable_dir
+from posestream.plugins.sinks.render_settings import Renderer
+from posestream.stream.core.config import Config, check_choice, check_range
+from posestream.stream.core.errors import ConfigError, InputError, StageError
+from posestream.stream.core.results import FrameResult
+from posestream.stream.video_writer import CODECS, VideoWriter, pick_codec
 
 log = logging.getLogger(__name__)
 

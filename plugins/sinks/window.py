@@ -16,11 +16,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from plugins.sinks.render_settings import Renderer
-from stream.config import Config
-from plugins.sinks.output_paths import check_render_write
-from stream.errors import BackendUnavailableError
-from stream.results import FrameResult
+from posestream.plugins.sinks.render_settings import Renderer
+from posestream.stream.core.config import Config
+from posestream.plugins.sinks.output_paths import check_render_write
+from posestream.stream.core.errors import BackendUnavailableError
+from posestream.stream.core.results import FrameResult
 
 
 def _gui_install_command() -> str:

@@ -21,11 +21,11 @@ import msgpack
 import numpy as np
 import zmq
 
-from stream import curve_keys
-from stream.client import check_endpoint, is_loopback
-from stream.config import Config, check_range
-from stream.errors import ConfigError, StageError
-from stream.results import FrameResult
+from posestream.stream import curve_keys
+from posestream.stream.client import check_endpoint, is_loopback
+from posestream.stream.core.config import Config, check_range
+from posestream.stream.core.errors import ConfigError, StageError
+from posestream.stream.core.results import FrameResult
 
 log = logging.getLogger(__name__)
 

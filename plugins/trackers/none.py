@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from plugins.contracts import IdAllocator
-from stream.config import Config
-from stream.results import Poses
+from posestream.stream.core.contracts import IdAllocator
+from posestream.stream.core.config import Config
+from posestream.stream.core.results import Poses
 
 
 class NoTracker:

@@ -26,13 +26,13 @@ import logging
 
 import numpy as np
 
-from plugins.contracts import IdAllocator
-from plugins.trackers.association import assign, iou_matrix, oks_matrix
-from plugins.trackers.kalman import BoxKalman, xywh_to_cxcywh
-from stream.config import Config, check_range
-from stream.errors import ConfigError, InputError
-from stream.keypoints import get_format
-from stream.results import Poses
+from posestream.stream.core.contracts import IdAllocator
+from posestream.plugins.trackers.association import assign, iou_matrix, oks_matrix
+from posestream.plugins.trackers.kalman import BoxKalman, xywh_to_cxcywh
+from posestream.stream.core.config import Config, check_range
+from posestream.stream.core.errors import ConfigError, InputError
+from posestream.stream.core.keypoints import get_format
+from posestream.stream.core.results import Poses
 
 log = logging.getLogger(__name__)
 

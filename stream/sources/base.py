@@ -9,8 +9,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from stream.config import Config, check_choice, check_range
-from stream.errors import ConfigError
+from posestream.stream.core.config import Config, check_choice, check_range
+from posestream.stream.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

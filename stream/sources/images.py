@@ -9,8 +9,8 @@ from typing import Iterator, Sequence
 import cv2
 from PIL import Image, UnidentifiedImageError
 
-from stream.errors import InputError, InputNotFoundError
-from stream.sources.base import Frame, Source, SourceInfo
+from posestream.stream.core.errors import InputError, InputNotFoundError
+from posestream.stream.sources.base import Frame, Source, SourceInfo
 
 log = logging.getLogger(__name__)
 

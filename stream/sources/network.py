@@ -17,9 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import av
 
-from stream.errors import InputError, PosestreamError
-from stream.sources.base import Frame, Source, SourceInfo, SourceSettings
-from stream.sources.pyav_media import decode_frames, describe, open_container, video_stream
+from posestream.stream.core.errors import InputError, PosestreamError
+from posestream.stream.sources.base import Frame, Source, SourceInfo, SourceSettings
+from posestream.stream.sources.pyav_media import decode_frames, describe, open_container, video_stream
 
 log = logging.getLogger(__name__)
 

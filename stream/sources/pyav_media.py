@@ -8,8 +8,8 @@ from typing import Any, Iterator
 
 import av
 
-from stream.errors import InputError, InputNotFoundError, SourceTimeoutError
-from stream.sources.base import SourceStats
+from posestream.stream.core.errors import InputError, InputNotFoundError, SourceTimeoutError
+from posestream.stream.sources.base import SourceStats
 
 log = logging.getLogger(__name__)
 

@@ -5,13 +5,13 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from stream.config import Config
-from stream.errors import InputError, InputNotFoundError
-from stream.sources.base import Source, SourceSettings
-from stream.sources.images import is_image_path, open_image_folder, open_image_list
-from stream.sources.network import NETWORK_SCHEMES, NetworkSource
-from stream.sources.video_file import open_lavfi, open_video_file
-from stream.sources.webcam import WebcamSource, webcam_index
+from posestream.stream.core.config import Config
+from posestream.stream.core.errors import InputError, InputNotFoundError
+from posestream.stream.sources.base import Source, SourceSettings
+from posestream.stream.sources.images import is_image_path, open_image_folder, open_image_list
+from posestream.stream.sources.network import NETWORK_SCHEMES, NetworkSource
+from posestream.stream.sources.video_file import open_lavfi, open_video_file
+from posestream.stream.sources.webcam import WebcamSource, webcam_index
 
 LAVFI_PREFIX = "lavfi:"
 

@@ -7,9 +7,9 @@ from typing import Any, Iterator
 
 import av
 
-from stream.errors import InputError
-from stream.sources.base import Frame, Source, SourceInfo, SourceSettings
-from stream.sources.pyav_media import decode_frames, describe, open_container, video_stream
+from posestream.stream.core.errors import InputError
+from posestream.stream.sources.base import Frame, Source, SourceInfo, SourceSettings
+from posestream.stream.sources.pyav_media import decode_frames, describe, open_container, video_stream
 
 
 class PyAVSource(Source):

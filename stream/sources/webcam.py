@@ -9,8 +9,8 @@ from typing import Iterator
 
 import cv2
 
-from stream.errors import InputError, InputNotFoundError, SourceTimeoutError
-from stream.sources.base import Frame, Source, SourceInfo, SourceSettings
+from posestream.stream.core.errors import InputError, InputNotFoundError, SourceTimeoutError
+from posestream.stream.sources.base import Frame, Source, SourceInfo, SourceSettings
 
 log = logging.getLogger(__name__)
 

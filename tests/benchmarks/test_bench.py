@@ -12,23 +12,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import bench, clips, live, plot
-from stream.config import load_config
-from stream.errors import ConfigError, InputError, InputNotFoundError
+from posestream.benchmarks import bench, clips, live, plot
+from posestream.stream.core.config import load_config
+from posestream.stream.core.errors import ConfigError, InputError, InputNotFoundError
 
 REFERENCE = "data/video/two_person_interaction_72f.mp4"
 SECTIONS = ("machine", "config", "models", "videos", "live", "frame_bus", "accuracy", "targets")
 
 
 def _posestream(*args: str, timeout: float = 280) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "posestream", *args], capture_output=True, text=True,
                           timeout=timeout, env=dict(os.environ))
 
 
 @pytest.fixture(scope="module")
 def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 12-frame 320x180 clip of a person (the demo photo), small enough for a quick bench."""
-    from stream.demo_clip import make_demo_clip
+    from posestream.stream.demo_clip import make_demo_clip
 
     return make_demo_clip(tmp_path_factory.mktemp("clip") / "short.mp4", seconds=0.8, fps=15,
                           size=(320, 180))
@@ -103,7 +103,7 @@ def test_looped_clip_errors(tmp_path: Path) -> None:
 
 
 def test_live_replay_spec_is_a_live_source_of_n_frames(shared: Path, tmp_path: Path) -> None:
-    from stream.sources import open_source
+    from posestream.stream.sources import open_source
 
     odd = tmp_path / "a b,c.mp4"  # characters a filter graph would misread
     odd.symlink_to(shared / REFERENCE)

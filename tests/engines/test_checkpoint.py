@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engines.checkpoint import load_checkpoint, module_state_dict
-from engines.yolo_prepare import YOLO_CHECKPOINT_CLASSES
-from stream.errors import InputNotFoundError, ModelError, UnsafeCheckpointError
+from posestream.engines.checkpoint import load_checkpoint, module_state_dict
+from posestream.engines.yolo_prepare import YOLO_CHECKPOINT_CLASSES
+from posestream.stream.core.errors import InputNotFoundError, ModelError, UnsafeCheckpointError
 
 
 class _RunsShell:

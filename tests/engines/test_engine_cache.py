@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import engines.base as base
-from engines.base import create_engine, resolve_backend, tensorrt_available
-from engines.engine_cache import (BatchProfile, EngineCache, EngineKey, TensorRTSettings,
+import posestream.engines.base as base
+from posestream.engines.base import create_engine, resolve_backend, tensorrt_available
+from posestream.engines.engine_cache import (BatchProfile, EngineCache, EngineKey, TensorRTSettings,
                                   cache_root, compute_profile, profile_tag)
-from engines.tensorrt_build import CalibrationImages, onnx_inputs
-from stream.config import Config, load_config
-from stream.errors import (BackendUnavailableError, ConfigError, InputError, InputNotFoundError,
+from posestream.engines.tensorrt_build import CalibrationImages, onnx_inputs
+from posestream.stream.core.config import Config, load_config
+from posestream.stream.core.errors import (BackendUnavailableError, ConfigError, InputError, InputNotFoundError,
                            ModelError)
 
 KEY = EngineKey(model_sha256="ab" * 32, gpu_name="NVIDIA GeForce RTX 3060", compute_capability="8.6",
@@ -104,7 +104,7 @@ def test_profile_computation(shape, max_hw, expected):
 
 
 def test_profile_of_the_real_model_variants(config: Config):
-    from engines.models import load_card
+    from posestream.engines.models import load_card
 
     card, directory = load_card(config, config["model"]["name"])
     batch = BatchProfile(1, 2, 8)
@@ -236,7 +236,7 @@ def test_calibration_images_are_batched_and_normalised(shared: Path):
     for batch in batches:
         assert batch.shape == (3, 3, 320, 320) and batch.dtype == np.float32
         assert 0.0 <= batch.min() and batch.max() <= 1.0
-    from engines.preprocess import letterbox, to_input
+    from posestream.engines.preprocess import letterbox, to_input
     import cv2
 
     canvas, _ = letterbox(cv2.imread(str(images.files[0])), (320, 320), 114)
@@ -329,7 +329,7 @@ def test_auto_backend_runs_a_real_model_here(tiny_onnx: Path):
 
 @pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT can run here")
 def test_tensorrt_request_without_it_is_one_clear_error(tiny_onnx: Path):
-    from engines.tensorrt_engine import TensorRTEngine
+    from posestream.engines.tensorrt_engine import TensorRTEngine
 
     reason = tensorrt_available()
     with pytest.raises(BackendUnavailableError, match=reason):
@@ -342,7 +342,7 @@ def test_tensorrt_request_without_it_is_one_clear_error(tiny_onnx: Path):
 
 def _cli(*args: str, home: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "POSESTREAM_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "stream.cli", "engines", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "posestream", "engines", *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -380,8 +380,8 @@ def test_engines_list_shows_cached_engines(tmp_path: Path):
 
 
 def test_build_picks_the_most_dynamic_variant_by_default(config: Config):
-    from engines.models import load_card
-    from stream.commands.engines import pick_variant
+    from posestream.engines.models import load_card
+    from posestream.commands.engines import pick_variant
 
     card, _ = load_card(config, config["model"]["name"])
     assert pick_variant(card.files, None) == "dynamic"  # dynamic batch and height/width

@@ -16,13 +16,13 @@ import onnx
 import pytest
 import torch
 
-from engines.fastpose import JOINTS_BY_FORMAT, FastPose
-from engines.fastpose_import import build_fastpose, import_alphapose_fastpose, read_state_dict
-from engines.model_card import ModelCard, sha256_file
-from engines.model_check import check_model_kind
-from engines.onnxruntime_engine import OnnxRuntimeEngine
-from stream.config import shared_dir
-from stream.errors import ConfigError, InputNotFoundError, ModelError, UnsafeCheckpointError
+from posestream.engines.fastpose import JOINTS_BY_FORMAT, FastPose
+from posestream.engines.fastpose_import import build_fastpose, import_alphapose_fastpose, read_state_dict
+from posestream.engines.model_card import ModelCard, sha256_file
+from posestream.engines.model_check import check_model_kind
+from posestream.engines.onnxruntime_engine import OnnxRuntimeEngine
+from posestream.stream.core.config import shared_dir
+from posestream.stream.core.errors import ConfigError, InputNotFoundError, ModelError, UnsafeCheckpointError
 
 GOLDEN = shared_dir() / "golden" / "alphapose-fastpose"
 TOLERANCE = 1e-4

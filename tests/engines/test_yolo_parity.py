@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.base import create_engine
-from engines.models import load_card
-from engines.preprocess import to_input
-from stream.config import Config
+from posestream.engines.base import create_engine
+from posestream.engines.models import load_card
+from posestream.engines.preprocess import to_input
+from posestream.stream.core.config import Config
 
 SCORE_CHANNELS = [4] + list(range(7, 56, 3))
 COORD_CHANNELS = [c for c in range(56) if c not in SCORE_CHANNELS]

@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 import torch
 
-from engines.base import tensorrt_available
-from engines.torch_inputs import TorchInputs, torch_inputs_for
-from plugins.detectors.yolo import YoloDetector
-from plugins.pose.heatmap import HeatmapPose
-from plugins.pose.simcc import SimccPose
-from plugins.pose.yolo_crop import YoloCropPose
-from stream.config import Config, load_config
-from stream.errors import ConfigError
-from stream.results import Poses
+from posestream.engines.base import tensorrt_available
+from posestream.engines.torch_inputs import TorchInputs, torch_inputs_for
+from posestream.plugins.detectors.yolo import YoloDetector
+from posestream.plugins.pose.heatmap import HeatmapPose
+from posestream.plugins.pose.simcc import SimccPose
+from posestream.plugins.pose.yolo_crop import YoloCropPose
+from posestream.stream.core.config import Config, load_config
+from posestream.stream.core.errors import ConfigError
+from posestream.stream.core.results import Poses
 
 sys.path.insert(0, str(Path(__file__).parent / "pose"))  # the synthetic SPPE models live there
 from synthetic_models import DotHeatmaps, DotSimcc, export, install  # noqa: E402
@@ -91,8 +91,8 @@ def test_numpy_path_does_not_import_torch(prepared_home: Path, shared: Path):
     """Importing torch costs seconds and hundreds of MB per stage process: the default CPU path must
     not pay for it (a fresh interpreter, since this one has torch loaded already)."""
     image = sorted((shared / "data/coco/images").glob("*.jpg"))[0]
-    code = ("import sys, cv2; from stream.config import load_config; "
-            "from plugins.detectors.yolo import YoloDetector; from plugins.pose.yolo_crop import YoloCropPose; "
+    code = ("import sys, cv2; from posestream.stream.core.config import load_config; "
+            "from posestream.plugins.detectors.yolo import YoloDetector; from posestream.plugins.pose.yolo_crop import YoloCropPose; "
             "c = load_config(overrides={'detector.threads': 1, 'pose.threads': 1}); "
             f"f = cv2.imread({str(image)!r}); d = YoloDetector(c); p = YoloCropPose(c); "
             "n = sum(len(r) for r in p.estimate([f], d.detect([f]))); print(n, 'torch' in sys.modules)")

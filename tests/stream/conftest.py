@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.config import shared_dir
+from posestream.stream.core.config import shared_dir
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER_SCRIPT = Path(__file__).resolve().parents[1] / "rtsp_server.py"

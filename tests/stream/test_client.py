@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import zmq
 
-from plugins.sinks.zmq_sink import ZmqSink
-from stream.client import Gap, Subscriber, decode_message, to_poses, validate_message
-from stream.config import load_config
-from stream.errors import ConfigError, InputError
-from stream.results import FrameResult, Poses
+from posestream.plugins.sinks.zmq_sink import ZmqSink
+from posestream.stream.client import Gap, Subscriber, decode_message, to_poses, validate_message
+from posestream.stream.core.config import load_config
+from posestream.stream.core.errors import ConfigError, InputError
+from posestream.stream.core.results import FrameResult, Poses
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ def test_garbage_on_the_topic_is_skipped_with_a_warning(persons: Poses,
 def test_gaps_are_reported(persons: Poses, caplog: pytest.LogCaptureFixture) -> None:
     gaps: list[Gap] = []
     with sink() as pub, Subscriber(pub.bound_endpoint, on_gap=gaps.append) as sub, \
-            caplog.at_level(logging.WARNING, logger="stream.client"):
+            caplog.at_level(logging.WARNING, logger="posestream.stream.client"):
         for number in (0, 1, 2, 5, 6, 9):
             pub.write(frame(persons, number), None)
             pub.write(frame(persons, number // 3, "other"), None)  # 0 0 0 1 2 3: no gap

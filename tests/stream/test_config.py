@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.config import check_range, default_config_path, load_config
-from stream.errors import ConfigError, InputNotFoundError
+from posestream.stream.core.config import check_range, default_config_path, load_config
+from posestream.stream.core.errors import ConfigError, InputNotFoundError
 
 
 def test_defaults_load_and_every_key_has_a_comment() -> None:

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.demo_clip import demo_frames, demo_photo, make_demo_clip
-from stream.errors import InputError
+from posestream.stream.demo_clip import demo_frames, demo_photo, make_demo_clip
+from posestream.stream.core.errors import InputError
 
 
 def test_photo_is_the_shipped_astronaut() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 
 def _posestream(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "posestream", *args], capture_output=True, text=True,
                           timeout=300, env=dict(os.environ))
 
 

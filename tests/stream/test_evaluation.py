@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from stream.errors import InputError, InputNotFoundError
-from stream.evaluation import METRICS, coco_keypoint_eval, coco_keypoint_summary
+from posestream.stream.core.errors import InputError, InputNotFoundError
+from posestream.stream.evaluation import METRICS, coco_keypoint_eval, coco_keypoint_summary
 
 
 def results_from_gt(path, jitter=0.0, seed=0, by_name=False):

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.keypoints import COCO17
+from posestream.stream.core.keypoints import COCO17
 
 
 def _posestream(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "posestream", *args], capture_output=True, text=True,
                           timeout=300, env={**os.environ, **(env or {})})
 
 

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from stream.errors import ConfigError
-from stream.keypoints import FORMATS, format_for_keypoints, get_format
+from posestream.stream.core.errors import ConfigError
+from posestream.stream.core.keypoints import FORMATS, format_for_keypoints, get_format
 
 
 @pytest.mark.parametrize("name, count, pairs, links", [

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from benchmarks.clips import looped_clip
-from stream.config import Config
-from stream.errors import ConfigError, PluginNotFoundError
-from stream.pipeline import Pipeline
-from stream.progress import ProgressBar
+from posestream.benchmarks.clips import looped_clip
+from posestream.stream.core.config import Config
+from posestream.stream.core.errors import ConfigError, PluginNotFoundError
+from posestream.stream.pipeline import Pipeline
+from posestream.stream.progress import ProgressBar
 
 VIDEO_72 = "data/video/two_person_interaction_72f.mp4"
 SHORT_A = "data/video/street_walk_5f.mp4"
@@ -49,7 +49,7 @@ def _cli(*args: str, env_home: Path, verbose: bool = True) -> subprocess.Popen[s
     env = dict(os.environ, POSESTREAM_HOME=str(env_home))
     sets = [f"--set={k}={v}" for k, v in FAST.items()]
     flags = ["-v"] if verbose else []
-    return subprocess.Popen([sys.executable, "-m", "stream.cli", *flags, "run", "--quiet", *args, *sets],
+    return subprocess.Popen([sys.executable, "-m", "posestream", *flags, "run", "--quiet", *args, *sets],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import pytest
 
-from stream.client import Subscriber
+from posestream.stream.client import Subscriber
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -49,7 +49,7 @@ class Run:
         sets = [f"--set={key}={value}" for key, value in SETTINGS.items()]
         sink_args = [arg for sink in sinks for arg in ("--sink", sink)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "-v", "run", "--quiet", "--source", source,
+            [sys.executable, "-m", "posestream", "-v", "run", "--quiet", "--source", source,
              *sink_args, "--metrics", str(metrics), *sets],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         self.lines: list[tuple[float, str]] = []

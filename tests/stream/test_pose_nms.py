@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from stream.config import load_config
-from stream.errors import ConfigError
-from stream.keypoints import COCO17
-from stream.pose_nms import (ParametricNmsParams, make_pose_nms, oks_matrix, oks_nms,
+from posestream.stream.core.config import load_config
+from posestream.stream.core.errors import ConfigError
+from posestream.stream.core.keypoints import COCO17
+from posestream.stream.pose_nms import (ParametricNmsParams, make_pose_nms, oks_matrix, oks_nms,
                              parametric_pose_nms)
-from stream.results import Poses
+from posestream.stream.core.results import Poses
 
 SKIERS_IMAGE = 197388
 

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from stream.progress import ProgressBar, Snapshot, StatusLine, make_display
+from posestream.stream.progress import ProgressBar, Snapshot, StatusLine, make_display
 
 
 class Terminal(io.StringIO):

@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.config import shared_dir
-from stream.errors import InputError
-from stream.keypoints import FORMATS, get_format
-from stream.render import NEUTRAL_BGR, draw_poses, track_colour
-from stream.results import Poses
+from posestream.stream.core.config import shared_dir
+from posestream.stream.core.errors import InputError
+from posestream.stream.core.keypoints import FORMATS, get_format
+from posestream.stream.render import NEUTRAL_BGR, draw_poses, track_colour
+from posestream.stream.core.results import Poses
 
 DATA = shared_dir() / "data"
 GT_FILES = {"coco17": DATA / "coco" / "person_keypoints.json",

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.errors import ConfigError, InputError, StageError
-from stream.ring import FrameRef, FrameRing, SlotState
+from posestream.stream.core.errors import ConfigError, InputError, StageError
+from posestream.stream.ring import FrameRef, FrameRing, SlotState
 
 CTX = multiprocessing.get_context("spawn")
 A, B = 1, 2  # two consumer bits

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from engines.base import tensorrt_available
+from posestream.engines.base import tensorrt_available
 
 
 @pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT runs here; the error path cannot be shown")
 def test_unavailable_backend_is_one_clear_line(shared: Path, prepared_home: Path) -> None:
     video = shared / "data/video/street_walk_5f.mp4"
-    result = subprocess.run([sys.executable, "-m", "stream.cli", "run", "--quiet", "--source", str(video),
+    result = subprocess.run([sys.executable, "-m", "posestream", "run", "--quiet", "--source", str(video),
                              "--backend", "tensorrt"], capture_output=True, text=True, timeout=120,
                             env=os.environ.copy())
     assert result.returncode == 2
@@ -24,7 +24,7 @@ def test_unavailable_backend_is_one_clear_line(shared: Path, prepared_home: Path
 
 def test_auto_backend_reports_its_choice(shared: Path, prepared_home: Path, tmp_path: Path) -> None:
     video = shared / "data/video/street_walk_5f.mp4"
-    result = subprocess.run([sys.executable, "-m", "stream.cli", "run", "--quiet", "--source", str(video),
+    result = subprocess.run([sys.executable, "-m", "posestream", "run", "--quiet", "--source", str(video),
                              "--backend", "auto", "--sink", f"json:{tmp_path / 'out.json'}"],
                             capture_output=True, text=True, timeout=180, env=os.environ.copy())
     assert result.returncode == 0, result.stderr

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stream.config import load_config, shared_dir
-from stream.errors import ConfigError, InputError, InputNotFoundError, SourceTimeoutError
-from stream.sources import Frame, Source, open_source
-from stream.sources.images import is_image_path
+from posestream.stream.core.config import load_config, shared_dir
+from posestream.stream.core.errors import ConfigError, InputError, InputNotFoundError, SourceTimeoutError
+from posestream.stream.sources import Frame, Source, open_source
+from posestream.stream.sources.images import is_image_path
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -336,7 +336,7 @@ def test_bad_source_settings_name_the_key(overrides: dict, key: str) -> None:
 # ---------------------------------------------------------------- RTSP
 
 def source_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name.startswith("stream.sources")]
+    return [r.getMessage() for r in caplog.records if r.name.startswith("posestream.stream.sources")]
 
 
 @pytest.mark.slow
@@ -358,7 +358,7 @@ def test_rtsp_frames_arrive(rtsp_server) -> None:
 @pytest.mark.slow
 def test_rtsp_server_killed_and_restarted(rtsp_server,
                                           caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="stream.sources")
+    caplog.set_level(logging.INFO, logger="posestream.stream.sources")
     source = open_source(rtsp_server.url, load_config(overrides=LIVE_CONFIG), name="cam")
     collector = Collector(source)
     try:
@@ -385,7 +385,7 @@ def test_rtsp_server_killed_and_restarted(rtsp_server,
 @pytest.mark.slow
 def test_rtsp_frozen_server_is_lost_within_timeout(rtsp_server,
                                                    caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="stream.sources")
+    caplog.set_level(logging.INFO, logger="posestream.stream.sources")
     config = load_config(overrides=LIVE_CONFIG)
     read_timeout = config["source"]["read_timeout_s"]
     source = open_source(rtsp_server.url, config, name="cam")
@@ -450,7 +450,7 @@ def test_http_mjpeg_camera_frames_arrive(mjpeg_server) -> None:
 @pytest.mark.parametrize("mjpeg_server", [{"frames_per_connection": 5}], indirect=True)
 def test_http_camera_that_drops_the_connection_is_reconnected(mjpeg_server,
                                                               caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="stream.sources")
+    caplog.set_level(logging.INFO, logger="posestream.stream.sources")
     source = open_source(mjpeg_server.url, load_config(overrides=LIVE_CONFIG), name="ipcam")
     collector = Collector(source)
     try:

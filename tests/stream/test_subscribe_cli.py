@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import zmq
 
-from plugins.sinks.zmq_sink import ZmqSink
-from stream.cli import main
-from stream.config import load_config
-from stream.curve_keys import load_key_pair, load_public_key
-from stream.results import FrameResult, Poses
+from posestream.plugins.sinks.zmq_sink import ZmqSink
+from posestream.cli import main
+from posestream.stream.core.config import load_config
+from posestream.stream.curve_keys import load_key_pair, load_public_key
+from posestream.stream.core.results import FrameResult, Poses
 
 SUMMARY = re.compile(r"^(\w+) #(\d+) (\d+) persons? ids ([\d,-]+) age \d+\.\d ms$")
 
@@ -41,7 +41,7 @@ def frames(shared: Path) -> list[FrameResult]:
 
 
 def start_subscribe(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "stream.cli", "subscribe", *args],
+    return subprocess.Popen([sys.executable, "-m", "posestream", "subscribe", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 

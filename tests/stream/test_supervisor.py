@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from stream.config import load_config
-from stream.errors import InputNotFoundError, StageError
-from stream.ring import FrameRing
-from stream.stages import StageFailure, Work
-from stream.supervisor import Supervisor, SupervisorSettings
+from posestream.stream.core.config import load_config
+from posestream.stream.core.errors import InputNotFoundError, StageError
+from posestream.stream.ring import FrameRing
+from posestream.stream.stages import StageFailure, Work
+from posestream.stream.supervisor import Supervisor, SupervisorSettings
 
 CTX = multiprocessing.get_context("spawn")
 LAVFI = "lavfi:testsrc=size=160x120:rate=25"

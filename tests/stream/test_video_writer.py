@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.config import shared_dir
-from stream.errors import InputError
-from stream.video_writer import VideoWriter, pick_codec
+from posestream.stream.core.config import shared_dir
+from posestream.stream.core.errors import InputError
+from posestream.stream.video_writer import VideoWriter, pick_codec
 
 IMAGE = shared_dir() / "data" / "coco" / "images" / "000000000785.jpg"  # 640 x 425: odd height
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engines.model_card import ModelCard, sha256_file
+from posestream.engines.model_card import ModelCard, sha256_file
 
 INPUT_HW = (256, 192)
 

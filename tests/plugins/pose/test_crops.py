@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from plugins.pose.crops import (box_to_centre_scale, crop_to_frame, frame_to_crop, warp_crops)
-from stream.errors import InputError
+from posestream.plugins.pose.crops import (box_to_centre_scale, crop_to_frame, frame_to_crop, warp_crops)
+from posestream.stream.core.errors import InputError
 
 
 @pytest.mark.parametrize("box, aspect, expand, centre, size", [

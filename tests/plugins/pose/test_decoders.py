@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from plugins.pose.decoders import (decode_heatmaps, decode_simcc, flip_back, flip_shift,
+from posestream.plugins.pose.decoders import (decode_heatmaps, decode_simcc, flip_back, flip_shift,
                                    heatmap_argmax)
-from stream.errors import InputError
-from stream.keypoints import COCO17
+from posestream.stream.core.errors import InputError
+from posestream.stream.core.keypoints import COCO17
 
 
 def gaussian_heatmaps(points: np.ndarray, hw=(64, 48), sigma=2.0) -> np.ndarray:

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from engines.fastpose import FastPose
-from engines.fastpose_import import ALPHAPOSE_MEAN, export_onnx, make_card
-from plugins.pose.crops import crop_to_frame, warp_crops
-from plugins.pose.decoders import decode_heatmaps
-from plugins.pose.heatmap import HeatmapPose
-from stream.config import load_config
-from stream.results import Poses
+from posestream.engines.fastpose import FastPose
+from posestream.engines.fastpose_import import ALPHAPOSE_MEAN, export_onnx, make_card
+from posestream.plugins.pose.crops import crop_to_frame, warp_crops
+from posestream.plugins.pose.decoders import decode_heatmaps
+from posestream.plugins.pose.heatmap import HeatmapPose
+from posestream.stream.core.config import load_config
+from posestream.stream.core.results import Poses
 
 pytestmark = pytest.mark.slow  # ResNet-50 export: ~15 s on two shared cores
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plugins import registry
-from plugins.contracts import PoseEstimator
-from plugins.pose.heatmap import HeatmapPose
-from plugins.pose.simcc import SimccPose
-from stream.config import load_config
-from stream.errors import ConfigError, InputError, ModelError
-from stream.results import Poses
+from posestream.stream.core import registry
+from posestream.stream.core.contracts import PoseEstimator
+from posestream.plugins.pose.heatmap import HeatmapPose
+from posestream.plugins.pose.simcc import SimccPose
+from posestream.stream.core.config import load_config
+from posestream.stream.core.errors import ConfigError, InputError, ModelError
+from posestream.stream.core.results import Poses
 
 from synthetic_models import DotHeatmaps, DotSimcc, draw_person, export, install
 

@@ -7,8 +7,8 @@ import json
 import cv2
 import numpy as np
 
-from stream.config import shared_dir
-from stream.results import FrameResult, Poses
+from posestream.stream.core.config import shared_dir
+from posestream.stream.core.results import FrameResult, Poses
 
 COCO = shared_dir() / "data" / "coco"
 

@@ -7,10 +7,10 @@ import cv2
 import pytest
 
 from coco_frames import image_results, video_results
-from plugins.sinks.images import ImagesSink
-from stream.config import load_config
-from stream.errors import ConfigError, InputError, StageError
-from stream.render import draw_poses
+from posestream.plugins.sinks.images import ImagesSink
+from posestream.stream.core.config import load_config
+from posestream.stream.core.errors import ConfigError, InputError, StageError
+from posestream.stream.render import draw_poses
 
 
 def test_image_source_keeps_file_names(tmp_path: Path) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from coco_frames import coco_poses, image_results, video_results
-from plugins.sinks.json_sink import JsonSink, read_alphapose_json
-from stream.config import load_config
-from stream.errors import ConfigError, InputError, StageError
-from stream.results import FrameResult, Poses
+from posestream.plugins.sinks.json_sink import JsonSink, read_alphapose_json
+from posestream.stream.core.config import load_config
+from posestream.stream.core.errors import ConfigError, InputError, StageError
+from posestream.stream.core.results import FrameResult, Poses
 
 HERE = Path(__file__).resolve().parent
 
@@ -127,8 +127,8 @@ _CHILD = """
 import sys, time
 sys.path.insert(0, {here!r})
 from coco_frames import video_results
-from plugins.sinks.json_sink import JsonSink
-from stream.config import load_config
+from posestream.plugins.sinks.json_sink import JsonSink
+from posestream.stream.core.config import load_config
 frames = video_results(40)
 sink = JsonSink(load_config(), {path!r})
 for n, (result, _) in enumerate(frames * 1000):

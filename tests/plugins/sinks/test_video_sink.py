@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from coco_frames import image_results, video_results
-from plugins.sinks.video import VideoSink
-from stream.config import load_config
-from stream.errors import ConfigError, InputError, StageError
-from stream.render import draw_poses
+from posestream.plugins.sinks.video import VideoSink
+from posestream.stream.core.config import load_config
+from posestream.stream.core.errors import ConfigError, InputError, StageError
+from posestream.stream.render import draw_poses
 
 
 def read_back(path: Path) -> tuple[str, list[np.ndarray], list[float]]:

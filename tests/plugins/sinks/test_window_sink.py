@@ -7,9 +7,9 @@ from importlib import metadata
 import cv2
 import pytest
 
-import plugins.sinks.window as window
-from stream.config import load_config
-from stream.errors import BackendUnavailableError, PosestreamError
+import posestream.plugins.sinks.window as window
+from posestream.stream.core.config import load_config
+from posestream.stream.core.errors import BackendUnavailableError, PosestreamError
 
 
 def test_backend_is_read_from_opencv_build_information() -> None:

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.clips import looped_clip
-from plugins.sinks.zmq_sink import ZmqSink
-from stream.client import Subscriber
-from stream.config import load_config
-from stream.curve_keys import generate_key_pair
-from stream.errors import ConfigError, InputError, InputNotFoundError, StageError
-from stream.results import FrameResult, Poses
+from posestream.benchmarks.clips import looped_clip
+from posestream.plugins.sinks.zmq_sink import ZmqSink
+from posestream.stream.client import Subscriber
+from posestream.stream.core.config import load_config
+from posestream.stream.curve_keys import generate_key_pair
+from posestream.stream.core.errors import ConfigError, InputError, InputNotFoundError, StageError
+from posestream.stream.core.results import FrameResult, Poses
 
 
 def coco_frames(shared: Path, stream: str = "cam0", repeat: int = 1) -> list[FrameResult]:
@@ -160,7 +160,7 @@ def test_bad_settings_are_one_clear_error(target: str, overrides: dict, error: t
 ])
 def test_non_loopback_bind_without_curve_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                                target: str, warns: bool) -> None:
-    with caplog.at_level(logging.WARNING, logger="plugins.sinks.zmq_sink"):
+    with caplog.at_level(logging.WARNING, logger="posestream.plugins.sinks.zmq_sink"):
         ZmqSink(load_config(), target.format(tmp=tmp_path)).close()
     assert any("without CURVE" in r.getMessage() for r in caplog.records) == warns
 
@@ -248,8 +248,8 @@ def _pipeline_config(config: dict, **zmq: object) -> dict:
 @pytest.mark.slow
 def test_pipeline_publishes_every_frame_on_tcp_and_ipc_like_the_json_sink(
         shared: Path, config: dict, tmp_path: Path) -> None:
-    from plugins.sinks.json_sink import read_alphapose_json
-    from stream.pipeline import Pipeline
+    from posestream.plugins.sinks.json_sink import read_alphapose_json
+    from posestream.stream.pipeline import Pipeline
 
     tcp, ipc = _free_tcp_endpoint(), f"ipc://{tmp_path}/pose.sock"
     with Subscriber(tcp) as over_tcp, Subscriber(ipc) as over_ipc:  # connected before frame 0
@@ -275,7 +275,7 @@ def test_pipeline_publishes_every_frame_on_tcp_and_ipc_like_the_json_sink(
 @pytest.mark.slow
 def test_pipeline_with_slow_subscribers_loses_their_frames_not_its_own(
         shared: Path, config: dict, tmp_path: Path) -> None:
-    from stream.pipeline import Pipeline
+    from posestream.stream.pipeline import Pipeline
 
     endpoint = f"ipc://{tmp_path}/pose.sock"
     video, total = looped_clip(shared / VIDEO_72, 216, tmp_path / "long.mp4")  # 3x the clip

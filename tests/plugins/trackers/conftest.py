@@ -7,10 +7,10 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from plugins.contracts import IdAllocator
-from plugins.trackers.oks_byte import OksByteTracker
-from stream.config import load_config
-from stream.results import Poses
+from posestream.stream.core.contracts import IdAllocator
+from posestream.plugins.trackers.oks_byte import OksByteTracker
+from posestream.stream.core.config import load_config
+from posestream.stream.core.results import Poses
 
 # Keypoints as fractions of the box (u across, v down), COCO-17 order, arms hanging down.
 _ARMS_DOWN = np.array([

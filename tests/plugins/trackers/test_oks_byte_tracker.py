@@ -7,13 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plugins import registry
-from plugins.contracts import IdAllocator, Tracker
-from plugins.trackers.none import NoTracker
-from plugins.trackers.oks_byte import OksByteTracker
-from stream.config import load_config
-from stream.errors import ConfigError, InputError
-from stream.results import Poses
+from posestream.stream.core import registry
+from posestream.stream.core.contracts import IdAllocator, Tracker
+from posestream.plugins.trackers.none import NoTracker
+from posestream.plugins.trackers.oks_byte import OksByteTracker
+from posestream.stream.core.config import load_config
+from posestream.stream.core.errors import ConfigError, InputError
+from posestream.stream.core.results import Poses
 
 UNCONFIRMED = [-1, -1]  # a track born after the first frame: frames before min_hits = 3 hits
 

@@ -6,8 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-from plugins.trackers.association import assign, iou_matrix, oks_matrix
-from stream.keypoints import get_format
+from posestream.plugins.trackers.association import assign, iou_matrix, oks_matrix
+from posestream.stream.core.keypoints import get_format
 
 SIGMAS = get_format("coco17").sigma_array
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plugins.trackers.kalman import BoxKalman, cxcywh_to_xywh, xywh_to_cxcywh
+from posestream.plugins.trackers.kalman import BoxKalman, cxcywh_to_xywh, xywh_to_cxcywh
 
 
 def test_box_conversions_round_trip():

@@ -20,7 +20,7 @@ def test_hug_video_through_the_pipeline_has_two_persistent_ids(prepared_home: Pa
     out_json, out_video = tmp_path / "hug.json", tmp_path / "hug.mp4"
     env = dict(os.environ, POSESTREAM_HOME=str(prepared_home))
     done = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "run", "--quiet", "--source", str(video),
+        [sys.executable, "-m", "posestream", "run", "--quiet", "--source", str(video),
          "--sink", f"json:{out_json}", "--sink", f"video:{out_video}"],
         capture_output=True, text=True, env=env, timeout=280)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from plugins.contracts import IdAllocator
-from plugins.trackers.oks_byte import OksByteTracker
-from stream.chain import PoseChain
-from stream.config import load_config
-from stream.results import Poses
+from posestream.stream.core.contracts import IdAllocator
+from posestream.plugins.trackers.oks_byte import OksByteTracker
+from posestream.stream.chain import PoseChain
+from posestream.stream.core.config import load_config
+from posestream.stream.core.results import Poses
 
 
 def track(frames, chain_overrides: dict) -> list[Poses]:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from stream.errors import ConfigError, InputNotFoundError
+from posestream.stream.core.errors import ConfigError, InputNotFoundError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -21,9 +21,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 Config = dict[str, dict[str, Any]]
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
-# An installed wheel carries the defaults inside the package; a source checkout has them at its root.
-_DEFAULT_CANDIDATES = (_PACKAGE_DIR / "default_config.toml", _PACKAGE_DIR.parent / "config.toml")
+# Installed, this module is posestream/stream/core/config.py and the wheel carries the defaults as
+# posestream/default_config.toml; in a source checkout it is stream/core/config.py below config.toml.
+_TOP_DIR = Path(__file__).resolve().parents[2]
+_DEFAULT_CANDIDATES = (_TOP_DIR / "default_config.toml", _TOP_DIR / "config.toml")
 
 
 def default_config_path() -> Path:
@@ -123,7 +124,7 @@ def shared_dir(config: Config | None = None) -> Path:
     env = os.environ.get("POSESTREAM_SHARED", "")
     configured = (config or load_config())["paths"]["shared"]
     path = Path(env or configured).expanduser()
-    return path if path.is_absolute() else (_PACKAGE_DIR.parent / path).resolve()
+    return path if path.is_absolute() else (_TOP_DIR / path).resolve()
 
 
 def with_copy(config: Config) -> Config:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from stream.commands.common import add_config_args, config_from_args
+from posestream.commands.common import add_config_args, config_from_args
 
 PRECISION_CHOICES = ("fp16", "fp32", "int8")
 
@@ -31,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def pick_variant(files: dict[str, dict], wanted: str | None) -> str:
     """The named variant, else the one with the most dynamic axes (it serves every batch/size)."""
-    from stream.errors import ModelError
+    from posestream.stream.core.errors import ModelError
 
     if wanted is not None:
         if wanted not in files:
@@ -41,11 +41,11 @@ def pick_variant(files: dict[str, dict], wanted: str | None) -> str:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from engines.base import tensorrt_available
-    from engines.engine_cache import TensorRTSettings
-    from engines.models import load_card
-    from stream.config import home_dir
-    from stream.errors import BackendUnavailableError
+    from posestream.engines.base import tensorrt_available
+    from posestream.engines.engine_cache import TensorRTSettings
+    from posestream.engines.models import load_card
+    from posestream.stream.core.config import home_dir
+    from posestream.stream.core.errors import BackendUnavailableError
 
     config = config_from_args(args, **{"tensorrt.precision": args.precision,
                                        "tensorrt.calibration_images": args.calibration_images})
@@ -57,7 +57,7 @@ def run_build(args: argparse.Namespace) -> int:
     reason = tensorrt_available()
     if reason is not None:
         raise BackendUnavailableError(f"cannot build a TensorRT engine here: {reason}")
-    from engines.tensorrt_engine import TensorRTEngine
+    from posestream.engines.tensorrt_engine import TensorRTEngine
 
     with TensorRTEngine.from_onnx(card.file(directory, variant), device=args.device, settings=settings,
                                   home=home_dir(config), normalization=card.input,
@@ -71,8 +71,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from engines.engine_cache import EngineCache, TensorRTSettings, cache_root
-    from stream.config import home_dir
+    from posestream.engines.engine_cache import EngineCache, TensorRTSettings, cache_root
+    from posestream.stream.core.config import home_dir
 
     config = config_from_args(args)
     root = cache_root(settings=TensorRTSettings.from_config(config), home=home_dir(config))

@@ -1,4 +1,4 @@
-"""`posestream` command line. Sub-commands live in `stream.commands.*`; this module only dispatches
+"""`posestream` command line. Sub-commands live in `posestream.commands.*`; this module only dispatches
 and turns posestream errors into one clear line and a non-zero exit."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-from stream.errors import PosestreamError
+from posestream.stream.core.errors import PosestreamError
 
 # Order here is the order in `posestream --help`.
 COMMAND_MODULES = ("run", "image", "demo", "models", "engines", "subscribe", "keys", "bench", "eval")
@@ -20,9 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
-            module = importlib.import_module(f"stream.commands.{name}")
+            module = importlib.import_module(f"posestream.commands.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name != f"stream.commands.{name}":
+            if exc.name != f"posestream.commands.{name}":
                 raise
             continue  # command not built yet
         module.add_parser(subparsers)
@@ -49,5 +49,3 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stream.commands.common import add_config_args, config_from_args
+from posestream.commands.common import add_config_args, config_from_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from engines.models import model_dir, prepare_default_model
+    from posestream.engines.models import model_dir, prepare_default_model
 
     config = config_from_args(args)
     card = prepare_default_model(config, source=args.source, force=args.force)
@@ -41,7 +41,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from engines.models import list_models, models_dir
+    from posestream.engines.models import list_models, models_dir
 
     config = config_from_args(args)
     rows = list_models(config)
@@ -54,8 +54,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from engines.fastpose_import import import_alphapose_fastpose
-    from stream.config import home_dir
+    from posestream.engines.fastpose_import import import_alphapose_fastpose
+    from posestream.stream.core.config import home_dir
 
     config = config_from_args(args)
     directory = import_alphapose_fastpose(args.path, args.fmt, home_dir(config), name=args.name,

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from stream.commands.common import add_config_args, config_from_args
+from posestream.commands.common import add_config_args, config_from_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,9 +23,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.demo_clip import make_demo_clip
-    from stream.pipeline import Pipeline
-    from stream.progress import make_display
+    from posestream.stream.demo_clip import make_demo_clip
+    from posestream.stream.pipeline import Pipeline
+    from posestream.stream.progress import make_display
 
     config = config_from_args(args)
     args.out.mkdir(parents=True, exist_ok=True)

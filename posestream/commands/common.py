@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from stream.config import Config, load_config, parse_value
-from stream.errors import ConfigError
+from posestream.stream.core.config import Config, load_config, parse_value
+from posestream.stream.core.errors import ConfigError
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:

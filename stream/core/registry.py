@@ -8,7 +8,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
-from stream.errors import PluginNotFoundError
+from posestream.stream.core.errors import PluginNotFoundError
 
 GROUPS = ("posestream.detectors", "posestream.pose", "posestream.trackers", "posestream.sinks")
 

@@ -16,10 +16,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from stream.commands.common import add_config_args, config_from_args
-from stream.config import Config
-from stream.errors import InputError, InputNotFoundError
-from stream.results import FrameResult, Poses
+from posestream.commands.common import add_config_args, config_from_args
+from posestream.stream.core.config import Config
+from posestream.stream.core.errors import InputError, InputNotFoundError
+from posestream.stream.core.results import FrameResult, Poses
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,9 @@ def _load_detections(path: Path, image_ids: set[int]) -> dict[int, Poses]:
 
 def _run_on_boxes(images: list[tuple[Path, int]], detections: dict[int, Poses],
                   config: Config) -> Iterator[tuple[int, FrameResult]]:
-    from plugins import registry
-    from stream.chain import build_nms
-    from stream.image_inference import read_image
+    from posestream.stream.core import registry
+    from posestream.stream.chain import build_nms
+    from posestream.stream.image_inference import read_image
 
     estimator = registry.load("posestream.pose", config["pose"]["plugin"])(config)
     nms = build_nms(config)
@@ -92,7 +92,7 @@ def _run_on_boxes(images: list[tuple[Path, int]], detections: dict[int, Poses],
 
 
 def _run_chain(images: list[tuple[Path, int]], config: Config) -> Iterator[tuple[int, FrameResult]]:
-    from stream.image_inference import infer_images
+    from posestream.stream.image_inference import infer_images
 
     ids = {path.name: image_id for path, image_id in images}
     for path, _, result in infer_images([p for p, _ in images], config):
@@ -100,7 +100,7 @@ def _run_chain(images: list[tuple[Path, int]], config: Config) -> Iterator[tuple
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.evaluation import coco_keypoint_summary, load_ground_truth
+    from posestream.stream.evaluation import coco_keypoint_summary, load_ground_truth
 
     config = config_from_args(args)
     gt = load_ground_truth(args.gt)

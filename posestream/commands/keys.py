@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 
-from stream.commands.common import add_config_args, config_from_args
-from stream.config import home_dir
-from stream.curve_keys import generate_key_pair
+from posestream.commands.common import add_config_args, config_from_args
+from posestream.stream.core.config import home_dir
+from posestream.stream.curve_keys import generate_key_pair
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

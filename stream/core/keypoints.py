@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream.errors import ConfigError
+from posestream.stream.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

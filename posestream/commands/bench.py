@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from stream.commands.common import add_config_args, config_from_args
+from posestream.commands.common import add_config_args, config_from_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench", help="measure model latency, pipeline throughput vs sequential, live latency, accuracy")
-    from benchmarks.bench import add_arguments
+    from posestream.benchmarks.bench import add_arguments
 
     add_arguments(parser)
     add_config_args(parser)
@@ -18,6 +18,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks.bench import run_from_args
+    from posestream.benchmarks.bench import run_from_args
 
     return run_from_args(args, config_from_args(args))

@@ -7,7 +7,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from stream.results import FrameResult, Poses
+from posestream.stream.core.results import FrameResult, Poses
 
 
 @runtime_checkable

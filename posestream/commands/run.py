@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stream.commands.common import add_config_args, config_from_args
+from posestream.commands.common import add_config_args, config_from_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,8 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.pipeline import Pipeline
-    from stream.progress import make_display
+    from posestream.stream.pipeline import Pipeline
+    from posestream.stream.progress import make_display
 
     config = config_from_args(args, **{"engine.backend": args.backend, "engine.device": args.device})
     progress = None if args.quiet else make_display

@@ -6,8 +6,8 @@ import json
 import logging
 from pathlib import Path
 
-from stream.commands.common import add_config_args, config_from_args
-from stream.errors import InputError
+from posestream.commands.common import add_config_args, config_from_args
+from posestream.stream.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +23,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.image_inference import expand_paths, infer_images
-    from stream.keypoints import get_format
-    from stream.render import draw_poses
+    from posestream.stream.image_inference import expand_paths, infer_images
+    from posestream.stream.core.keypoints import get_format
+    from posestream.stream.render import draw_poses
     import cv2
 
     config = config_from_args(args)

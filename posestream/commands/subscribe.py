@@ -11,10 +11,10 @@ import logging
 import time
 from typing import Any
 
-from stream.client import Subscriber
-from stream.commands.common import add_config_args, config_from_args
-from stream.curve_keys import ClientCurve
-from stream.errors import ConfigError, SourceTimeoutError
+from posestream.stream.client import Subscriber
+from posestream.commands.common import add_config_args, config_from_args
+from posestream.stream.curve_keys import ClientCurve
+from posestream.stream.core.errors import ConfigError, SourceTimeoutError
 
 log = logging.getLogger(__name__)
 
