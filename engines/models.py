@@ -1,7 +1,9 @@
 """The model cache: where prepared models live and how they are prepared, listed and opened.
 
 `$POSESTREAM_HOME/models/<name>/model.json` + ONNX files. Preparing is a no-op while every file
-matches the sha256 in its card; a missing or corrupted file makes the model be rebuilt.
+matches the sha256 in its card; a missing or corrupted file makes the model be rebuilt. With
+`engine.precision = "int8"` preparing also keeps the NNCF INT8 model (OpenVINO IR) of the dynamic
+variant, rebuilt when stale (`engines.quantize`); OpenVINO runs it in place of the FP32 file.
 """
 from __future__ import annotations
 
@@ -10,13 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from posestream.engines.model_card import ModelCard
-from posestream.stream.core.config import Config, home_dir
+from posestream.stream.core.config import Config, check_choice, home_dir
 from posestream.stream.core.errors import ModelError
 
 if TYPE_CHECKING:
     from posestream.engines.base import Engine
 
 log = logging.getLogger(__name__)
+
+PRECISIONS = ("int8", "fp32")
 
 
 def models_dir(config: Config) -> Path:
@@ -28,13 +32,31 @@ def model_dir(config: Config, name: str) -> Path:
 
 
 def prepare_default_model(config: Config, source: Path | None = None, force: bool = False) -> ModelCard:
-    """Make sure the default model is in the cache and intact; build it when it is not."""
+    """Make sure the default model (and, for `engine.precision = "int8"`, its INT8 model) is in the
+    cache and intact; build what is not."""
+    card = _prepare_fp32(config, source, force)
+    check_choice("engine.precision", config["engine"]["precision"], PRECISIONS)
+    if config["engine"]["precision"] != "int8":
+        return card
+    from posestream.engines.quantize import build_int8, ensure_int8, nncf_available
+
+    reason = nncf_available()
+    if reason is not None:
+        log.warning("INT8 model not built: %s; OpenVINO runs the FP32 model until then", reason)
+        return card
+    directory = model_dir(config, card.name)
+    return build_int8(config, card, directory) if force else ensure_int8(config, card, directory)
+
+
+def _prepare_fp32(config: Config, source: Path | None, force: bool) -> ModelCard:
+    from posestream.engines.quantize import INT8_VARIANT
+
     name = config["model"]["name"]
     directory = model_dir(config, name)
     if not force and (directory / "model.json").is_file():
         try:
             card = ModelCard.load(directory)
-            bad = card.verify(directory)
+            bad = [v for v in card.verify(directory) if v != INT8_VARIANT]  # INT8: checked apart
         except ModelError as exc:
             bad = [str(exc)]
         if not bad:
@@ -74,11 +96,34 @@ def load_card(config: Config, name: str) -> tuple[ModelCard, Path]:
     return ModelCard.load(directory), directory
 
 
+def runtime_variant(config: Config, card: ModelCard, directory: Path, variant: str, backend: str) -> str:
+    """The variant that actually runs: the INT8 model in place of the FP32 dynamic one when
+    `engine.precision = "int8"` and the backend is OpenVINO (the only one that runs the IR)."""
+    from posestream.engines.quantize import FP32_VARIANT, INT8_VARIANT, int8_problems
+
+    precision = config["engine"]["precision"]
+    check_choice("engine.precision", precision, PRECISIONS)
+    if precision != "int8" or backend != "openvino" or variant != FP32_VARIANT:
+        return variant
+    problems = int8_problems(card, directory)
+    if problems:
+        log.warning("engine.precision = int8 but the INT8 model of %s is not usable (%s): running FP32; "
+                    "run `posestream models prepare`", card.name, ", ".join(problems))
+        return variant
+    return INT8_VARIANT
+
+
 def open_engine(config: Config, card: ModelCard, directory: Path, variant: str, threads: int) -> "Engine":
-    """Open one variant of a prepared model with the configured backend, device and TensorRT settings."""
-    from posestream.engines.base import create_engine
+    """Open one variant of a prepared model with the configured backend, device and TensorRT
+    settings (with OpenVINO and `engine.precision = "int8"`, the INT8 model of that variant)."""
+    from posestream.engines.base import create_engine, resolve_backend
     from posestream.engines.engine_cache import TensorRTSettings
 
-    return create_engine(card.file(directory, variant), device=config["engine"]["device"],
-                         backend=config["engine"]["backend"], threads=threads,
-                         tensorrt=TensorRTSettings.from_config(config), normalization=card.input)
+    engine_cfg = config["engine"]
+    backend, _ = resolve_backend(engine_cfg["backend"], engine_cfg["device"])
+    variant = runtime_variant(config, card, directory, variant, backend)
+    return create_engine(card.file(directory, variant), device=engine_cfg["device"],
+                         backend=engine_cfg["backend"], threads=threads,
+                         tensorrt=TensorRTSettings.from_config(config), normalization=card.input,
+                         openvino_hint=engine_cfg["openvino_hint"],
+                         openvino_requests=engine_cfg["openvino_requests"])

