@@ -57,6 +57,7 @@ setup(
         "pyzmq>=25",
         "msgpack>=1.0",
         "onnxruntime>=1.17",
+        "openvino>=2025.0",  # the default CPU backend (FP32 and INT8 models)
         "onnx>=1.15",
         "torch>=2.1",
         "scipy>=1.10",
@@ -68,6 +69,8 @@ setup(
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2.1", "matplotlib>=3.7"],
         "gpu": ["tensorrt>=10,<11"],
+        # builds the default INT8 model (`models prepare`/`models quantize`); running it needs only openvino
+        "quantize": ["nncf>=2.14"],
         "plot": ["matplotlib>=3.7"],
     },
     entry_points={

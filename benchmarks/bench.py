@@ -7,6 +7,8 @@ Sections (each a key of the JSON written with `--out`):
   live        the first video replayed as a live camera: end-to-end latency over time, drops
   frame_bus   shared-memory frame ring vs multiprocessing.Queue
   accuracy    COCO keypoint AP of the configuration on the shared COCO ground truth
+  peer        whole `posestream run` vs the peer's OpenVINO INT8 export + ByteTrack, A B A B
+              (`benchmarks.peer`; skipped with one line when the peer is not installed)
   targets     every target with the measured value, the ratio and by how much it was missed
 
     python -m posestream.benchmarks.bench [--video PATH ...] [--frames N] [--live-seconds S] [--live-fps F]
@@ -80,10 +82,14 @@ def run_pipeline_offline(config: Config, video: Path, sinks: list[str]) -> dict[
 
 
 def compute_bound(models: dict[str, Any], config: Config, persons: float) -> dict[str, Any]:
-    """The frame rate if the pipeline cost nothing but model inference."""
+    """The frame rate if the pipeline cost nothing but model inference (the configured backend
+    and precision, as resolved on this machine)."""
     from posestream.benchmarks.model_latency import inference_ms_per_frame
+    from posestream.engines.base import resolve_backend
 
-    ms = inference_ms_per_frame(models["rows"], config, persons)
+    backend, device = resolve_backend(config["engine"]["backend"], config["engine"]["device"])
+    precision = config["engine"]["precision"] if backend == "openvino" else "fp32"
+    ms = inference_ms_per_frame(models["rows"], config, persons, backend, device, precision)
     fps = 1e3 / ms["total_ms"] if ms["total_ms"] and not math.isnan(ms["total_ms"]) else None
     return {**ms, "persons_per_frame": persons, "fps": None if fps is None else round(fps, 2)}
 
@@ -164,6 +170,10 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     bus = result.get("frame_bus")
     if bus and "skipped" not in bus:
         rows.append(_target("frame ring / mp.Queue", bus["ratio"], 15.0, "x"))
+    peer = result.get("peer", {})
+    if "target" in peer:
+        rows.append(_target("posestream run / peer OpenVINO INT8", peer["target"]["measured"], 1.2, "x",
+                            note=f"median of {peer['rounds']} alternated rounds, whole commands"))
     return rows
 
 
@@ -236,6 +246,18 @@ def run_bench(config: Config, videos: list[Path], scratch: Path, *, frames: int,
         log.info("bench: frame bus")
         result["frame_bus"] = run_frame_bus(QUICK["bus_frames"] if quick else 600,
                                             QUICK["bus_repeat"] if quick else 3)
+    if "peer" in skip:
+        result["peer"] = {"skipped": "not asked for"}
+    else:
+        from posestream.benchmarks.peer import DEFAULT_NAME, head_to_head, peer_available
+
+        reason = peer_available()
+        if reason is not None:
+            result["peer"] = {"skipped": reason}
+        else:
+            log.info("bench: head to head with the peer on %s", videos[0].name)
+            result["peer"] = head_to_head(config, videos[0], max(frames, 720) if not quick else frames,
+                                          max(repeat, 2), {DEFAULT_NAME: []}, scratch)
     if "accuracy" in skip:
         result["accuracy"] = {"skipped": "not asked for"}
     else:
@@ -303,6 +325,14 @@ def format_report(result: dict[str, Any]) -> str:
     out.append(f"  skipped: {bus['skipped']}" if "skipped" in bus else
                f"  ring {bus['fps']['ring']} frames/s, mp.Queue {bus['fps']['queue']} frames/s: "
                f"{bus['ratio']}x")
+    peer = result.get("peer", {})
+    out += ["", "8. posestream run vs the peer (whole commands, alternated)"]
+    if "skipped" in peer:
+        out.append(f"  skipped: {peer['skipped']}")
+    else:
+        from posestream.benchmarks.peer import format_result as format_peer
+
+        out += ["  " + line for line in format_peer(peer)]
     acc = result.get("accuracy", {})
     out += ["", "7. accuracy (COCO keypoints, shared ground truth)"]
     if "skipped" in acc:
@@ -344,7 +374,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, help="offline runs per video, alternating sequential and "
                         "pipeline; the fastest of each is kept (default bench.repeat)")
     parser.add_argument("--sink", choices=SINKS, help="sink of the throughput runs (default bench.sink)")
-    parser.add_argument("--skip", action="append", default=[], choices=("live", "frame_bus", "accuracy"),
+    parser.add_argument("--skip", action="append", default=[], choices=("live", "frame_bus", "accuracy", "peer"),
                         help="leave a section out (repeatable)")
     parser.add_argument("--out", type=Path, metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", type=Path, metavar="PATH",

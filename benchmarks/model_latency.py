@@ -61,9 +61,10 @@ def time_call(call: Callable[[], Any], warmup: int, min_runs: int, budget_s: flo
 
 
 def _row(role: str, model: str, backend: str, device: str, threads: int, batch: int,
-         shape: tuple[int, ...], times: np.ndarray) -> dict[str, Any]:
+         shape: tuple[int, ...], times: np.ndarray, precision: str = "fp32") -> dict[str, Any]:
     p50 = float(np.percentile(times, 50)) * 1e3
-    return {"role": role, "model": model, "backend": backend, "device": device, "threads": threads,
+    return {"role": role, "model": model, "backend": backend, "precision": precision, "device": device,
+            "threads": threads,
             "batch": batch, "input": "x".join(str(s) for s in shape), "runs": int(len(times)),
             "p50_ms": round(p50, 2), "p95_ms": round(float(np.percentile(times, 95)) * 1e3, 2),
             "min_ms": round(float(times.min()) * 1e3, 2), "per_item_ms": round(p50 / batch, 2)}
@@ -74,27 +75,55 @@ def _batches(configured: int) -> list[int]:
 
 
 def detector_rows(config: Config, frame: np.ndarray, backend: str, device: str,
-                  threads: list[int], timing: dict[str, Any]) -> list[dict[str, Any]]:
-    """The detector engine on the letterboxed `frame`, at batch 1 and `detector.batch`."""
+                  threads: list[int], timing: dict[str, Any], precision: str = "fp32") -> list[dict[str, Any]]:
+    """The detector engine on the letterboxed `frame`, at batch 1 and `detector.batch`. An engine
+    with async requests (OpenVINO) runs `detector.batch` single frames in flight, as the detect
+    stage does, instead of one batched call."""
     from posestream.engines.preprocess import letterbox, to_input
     from posestream.stream.chain import build_detector
 
     rows = []
     for count in threads:
         cfg = with_copy(config)
-        cfg["engine"].update(backend=backend, device=device)
+        cfg["engine"].update(backend=backend, device=device, precision=precision)
         detector = build_detector(cfg, threads=count)
         try:
+            engine = detector.engine
+            ran = "int8" if engine.model_path.suffix == ".xml" else "fp32"  # INT8 = OpenVINO IR
             canvas, _ = letterbox(frame, detector.canvas_for(*frame.shape[:2]), detector.pad)
             batches = [1] if detector.static_batch else _batches(cfg["detector"]["batch"])
             for batch in batches:
-                x = to_input([canvas] * batch)
-                times = time_call(lambda: detector.engine.run1(x), **timing)
-                rows.append(_row("detector", cfg["model"]["name"], detector.engine.backend, device,
-                                 count, batch, tuple(x.shape), times))
+                if batch > 1 and hasattr(engine, "submit"):
+                    x = to_input([canvas])
+                    call = lambda: _in_flight(engine, x, batch)  # noqa: E731
+                else:
+                    x = to_input([canvas] * batch)
+                    call = lambda: engine.run1(x)  # noqa: E731
+                times = time_call(call, **timing)
+                rows.append(_row("detector", cfg["model"]["name"], engine.backend, device,
+                                 count, batch, (batch, *x.shape[1:]), times, ran))
         finally:
             detector.close()
     return rows
+
+
+def _in_flight(engine: Any, x: np.ndarray, count: int) -> None:
+    name = engine.inputs[0].name
+    for tag in range(count):
+        engine.submit(tag, {name: x})
+    for tag in range(count):
+        engine.collect(tag)
+
+
+def cpu_backends() -> list[tuple[str, str]]:
+    """(backend, precision) pairs measured on the CPU: ONNX Runtime FP32 and, when installed,
+    OpenVINO FP32 and INT8 (INT8 only once `models prepare` built it)."""
+    from posestream.engines.openvino_engine import openvino_available
+
+    pairs = [("onnxruntime", "fp32")]
+    if openvino_available() is None:
+        pairs += [("openvino", "fp32"), ("openvino", "int8")]
+    return pairs
 
 
 def pose_rows(config: Config, backend: str, device: str, threads: list[int],
@@ -130,7 +159,10 @@ def measure(config: Config, frame: np.ndarray, quick: bool = False,
               else {"warmup": 5, "min_runs": 30, "budget_s": 4.0})
     det_threads = thread_counts or [int(config["detector"]["threads"])]
     pose_threads = thread_counts or [int(config["pose"]["threads"])]
-    rows = detector_rows(config, frame, "onnxruntime", "cpu", det_threads, timing)
+    rows = []
+    for backend, precision in cpu_backends():
+        found = detector_rows(config, frame, backend, "cpu", det_threads, timing, precision)
+        rows += [r for r in found if r["precision"] == precision]  # no INT8 model: no INT8 row
     rows += pose_rows(config, "onnxruntime", "cpu", pose_threads, timing)
     gpus, reason = gpu_backends()
     for backend, device in gpus:
@@ -141,11 +173,13 @@ def measure(config: Config, frame: np.ndarray, quick: bool = False,
 
 
 def inference_ms_per_frame(rows: list[dict[str, Any]], config: Config, persons_per_frame: float,
-                           backend: str = "onnxruntime", device: str = "cpu") -> dict[str, float]:
+                           backend: str = "onnxruntime", device: str = "cpu",
+                           precision: str = "fp32") -> dict[str, float]:
     """Model time one frame costs with the configured batches and threads: the detector's per-frame
     share of a `detector.batch` call plus, top-down, `persons_per_frame` crops at `pose.batch`."""
     def pick(role: str, batch: int, threads: int) -> dict[str, Any] | None:
         matches = [r for r in rows if r["role"] == role and r["backend"] == backend
+                   and r.get("precision", "fp32") == (precision if role == "detector" else "fp32")
                    and r["device"] == device and (device != "cpu" or r["threads"] == threads)]
         exact = [r for r in matches if r["batch"] == batch]
         return (exact or sorted(matches, key=lambda r: r["batch"]))[-1] if matches else None
@@ -161,11 +195,12 @@ def inference_ms_per_frame(rows: list[dict[str, Any]], config: Config, persons_p
 
 
 def format_rows(rows: list[dict[str, Any]]) -> list[str]:
-    head = (f"{'role':<9}{'model':<15}{'backend':<13}{'device':<7}{'thr':>4}{'batch':>6}"
+    head = (f"{'role':<9}{'model':<15}{'backend':<13}{'prec':<6}{'device':<7}{'thr':>4}{'batch':>6}"
             f"{'input':>16}{'p50 ms':>9}{'p95 ms':>9}{'min ms':>9}{'ms/item':>9}")
     lines = [head]
     for r in rows:
-        lines.append(f"{r['role']:<9}{r['model']:<15}{r['backend']:<13}{r['device']:<7}{r['threads']:>4}"
+        lines.append(f"{r['role']:<9}{r['model']:<15}{r['backend']:<13}{r.get('precision', 'fp32'):<6}"
+                     f"{r['device']:<7}{r['threads']:>4}"
                      f"{r['batch']:>6}{r['input']:>16}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}"
                      f"{r['min_ms']:>9.2f}{r['per_item_ms']:>9.2f}")
     return lines

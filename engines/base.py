@@ -120,12 +120,13 @@ def resolve_backend(backend: str, device: str = "cpu") -> tuple[str, str]:
 def create_engine(model_path: str | Path, device: str = "cpu", backend: str = "onnxruntime",
                   threads: int = 0, tensorrt: "TensorRTSettings | None" = None,
                   normalization: Mapping[str, object] | None = None, openvino_hint: str = "latency",
-                  openvino_requests: int = 2) -> Engine:
+                  openvino_requests: int = 2, openvino_cache: Path | None = None) -> Engine:
     """Open `model_path` with the chosen backend. `threads` = intra-op threads (0: runtime default).
 
     `tensorrt` carries the `[tensorrt]` settings (precision, batch profile, cache; default: the
     default config's); `normalization` (the model card's `input`) pre-processes INT8 calibration;
-    `openvino_hint`/`openvino_requests` are OpenVINO's performance hint and async request count.
+    `openvino_hint`/`openvino_requests`/`openvino_cache` are OpenVINO's performance hint, async
+    request count and compiled-model cache folder.
     """
     import logging
 
@@ -142,7 +143,7 @@ def create_engine(model_path: str | Path, device: str = "cpu", backend: str = "o
         from posestream.engines.openvino_engine import OpenVinoEngine
 
         return OpenVinoEngine(Path(model_path), device=device, threads=threads, hint=openvino_hint,
-                              requests=openvino_requests)
+                              requests=openvino_requests, cache_dir=openvino_cache)
     from posestream.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     return OnnxRuntimeEngine(Path(model_path), device=device, threads=threads)

@@ -105,7 +105,7 @@ def runtime_variant(config: Config, card: ModelCard, directory: Path, variant: s
     check_choice("engine.precision", precision, PRECISIONS)
     if precision != "int8" or backend != "openvino" or variant != FP32_VARIANT:
         return variant
-    problems = int8_problems(card, directory)
+    problems = int8_problems(card, directory, config)
     if problems:
         log.warning("engine.precision = int8 but the INT8 model of %s is not usable (%s): running FP32; "
                     "run `posestream models prepare`", card.name, ", ".join(problems))
@@ -126,4 +126,5 @@ def open_engine(config: Config, card: ModelCard, directory: Path, variant: str, 
                          backend=engine_cfg["backend"], threads=threads,
                          tensorrt=TensorRTSettings.from_config(config), normalization=card.input,
                          openvino_hint=engine_cfg["openvino_hint"],
-                         openvino_requests=engine_cfg["openvino_requests"])
+                         openvino_requests=engine_cfg["openvino_requests"],
+                         openvino_cache=home_dir(config) / "engines" / "openvino")

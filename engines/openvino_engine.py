@@ -1,14 +1,14 @@
 """OpenVINO backend (CPU): FP32 ONNX models and NNCF INT8 models behind the `Engine` interface.
 
-A dynamic-shape model is compiled once per input shape it meets (reshaped to that static shape):
-the CPU plugin runs a static graph faster than a dynamic one, and a stream has one frame size, so
-in practice one compile per stream size. `submit`/`collect` keep several infer requests in flight
-(`AsyncInferQueue`), so a caller can prepare the next input while the cores run the current one.
+The model is compiled once, when the engine is made (dynamic shapes stay dynamic: a compile can
+take seconds on a loaded machine and must not happen mid-stream, where it would stall a stage past
+its heartbeat); with `cache_dir` the compiled blob is cached, so later starts only load it.
+`submit`/`collect` keep several infer requests in flight (`AsyncInferQueue`): with the throughput
+hint they run in parallel, one CPU stream each, and a caller prepares the next input meanwhile.
 """
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,7 +21,6 @@ from posestream.stream.core.errors import BackendUnavailableError, InputNotFound
 log = logging.getLogger(__name__)
 
 HINTS = ("latency", "throughput")
-MAX_COMPILED_SHAPES = 8  # distinct input shapes kept compiled (LRU); a stream has one
 
 
 def openvino_available() -> str | None:
@@ -48,12 +47,12 @@ def _spec(port: Any) -> TensorSpec:
 class OpenVinoEngine(Engine):
     """One OpenVINO model on the CPU. `threads` = inference threads (0: OpenVINO decides);
     `hint` = "latency" (one request uses every thread) or "throughput" (parallel streams);
-    `requests` = infer requests kept for `submit`."""
+    `requests` = infer requests kept for `submit`; `cache_dir` = where compiled blobs are cached."""
 
     backend = "openvino"
 
     def __init__(self, model_path: Path, device: str = "cpu", threads: int = 0, hint: str = "latency",
-                 requests: int = 2) -> None:
+                 requests: int = 2, cache_dir: Path | None = None) -> None:
         super().__init__(model_path, device)
         check_range("engine.openvino_threads", threads, 0, 256)
         check_choice("engine.openvino_hint", hint, HINTS)
@@ -73,6 +72,9 @@ class OpenVinoEngine(Engine):
                                             "INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             self._properties["INFERENCE_NUM_THREADS"] = int(threads)
+        if cache_dir is not None:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            self._properties["CACHE_DIR"] = str(cache_dir)
         self.requests = int(requests)
         try:
             self._model = self._core.read_model(str(self.model_path))
@@ -81,40 +83,15 @@ class OpenVinoEngine(Engine):
             raise ModelError(f"cannot load model {self.model_path} with OpenVINO: {first}") from None
         self._inputs = [_spec(p) for p in self._model.inputs]
         self._outputs = [_spec(p) for p in self._model.outputs]
-        self._dynamic = self._model.is_dynamic()
-        self._compiled: OrderedDict[tuple, tuple[Any, Any]] = OrderedDict()  # shape key -> (compiled, request)
+        try:
+            self._compiled = self._core.compile_model(self._model, "CPU", self._properties)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO's errors are untyped RuntimeErrors
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelError(f"OpenVINO cannot compile {self.model_path.name}: {first}") from None
+        self._request = self._compiled.create_infer_request()
         self._queue: Any = None
-        self._queue_key: tuple | None = None
         self._done: dict[int, dict[str, np.ndarray]] = {}
         self._closed = False
-        if not self._dynamic:
-            self._compile(None)
-
-    # -- compiling ---------------------------------------------------------------------------------
-    def _key(self, feeds: Mapping[str, np.ndarray]) -> tuple | None:
-        return tuple(tuple(feeds[s.name].shape) for s in self._inputs) if self._dynamic else None
-
-    def _compile(self, key: tuple | None) -> tuple[Any, Any]:
-        entry = self._compiled.get(key)
-        if entry is not None:
-            self._compiled.move_to_end(key)
-            return entry
-        model = self._model
-        if key is not None:
-            model = self._model.clone()
-            model.reshape({spec.name: self._ov.PartialShape(list(shape))
-                           for spec, shape in zip(self._inputs, key)})
-        try:
-            compiled = self._core.compile_model(model, "CPU", self._properties)
-        except Exception as exc:  # noqa: BLE001 - a shape the model cannot take, mostly
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ModelError(f"OpenVINO cannot compile {self.model_path.name} for input {key}: {first}") from None
-        log.debug("openvino: compiled %s for %s", self.model_path.name, key)
-        entry = (compiled, compiled.create_infer_request())
-        self._compiled[key] = entry
-        if len(self._compiled) > MAX_COMPILED_SHAPES:
-            self._compiled.popitem(last=False)
-        return entry
 
     def _check_open(self) -> None:
         if self._closed:
@@ -123,7 +100,7 @@ class OpenVinoEngine(Engine):
     # -- running -----------------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._check_open()
-        _, request = self._compile(self._key(feeds))
+        request = self._request
         request.infer({name: np.ascontiguousarray(x) for name, x in feeds.items()}, share_inputs=True)
         # the request reuses its output buffers on the next call: hand out copies
         return {spec.name: request.get_output_tensor(i).data.copy() for i, spec in enumerate(self._outputs)}
@@ -132,15 +109,11 @@ class OpenVinoEngine(Engine):
         """Start one inference without waiting; its outputs come back from `collect` under `tag`.
         Up to `requests` run at once; a further `submit` waits for a free request."""
         self._check_open()
-        key = self._key(feeds)
-        if self._queue is None or key != self._queue_key:
-            self._drain_queue()
-            compiled, _ = self._compile(key)
-            self._queue = self._ov.AsyncInferQueue(compiled, self.requests)
+        if self._queue is None:
+            self._queue = self._ov.AsyncInferQueue(self._compiled, self.requests)
             self._queue.set_callback(self._finished)
-            self._queue_key = key
         arrays = {name: np.ascontiguousarray(x) for name, x in feeds.items()}
-        self._queue.start_async(arrays, userdata=(tag, arrays))
+        self._queue.start_async(arrays, userdata=(tag, arrays), share_inputs=True)
 
     def _finished(self, request: Any, userdata: tuple[int, Any]) -> None:
         tag, _ = userdata  # the inputs were kept alive in userdata until here
@@ -167,5 +140,5 @@ class OpenVinoEngine(Engine):
             return
         self._drain_queue()
         self._closed = True
-        self._compiled.clear()
+        self._request = self._compiled = None
         self._done.clear()

@@ -270,8 +270,8 @@ def test_auto_picks_what_this_machine_has():
         assert (backend, device) == ("tensorrt", "cuda")
     elif _ort_has_cuda():
         assert (backend, device) == ("onnxruntime", "cuda")
-    else:
-        assert (backend, device) == ("onnxruntime", "cpu")
+    else:  # openvino is a dependency: the fastest CPU backend
+        assert (backend, device) == ("openvino", "cpu")
 
 
 SELECTION_TABLE = [  # (requested, device, trt reason, ort providers, expected or exception)
@@ -279,11 +279,12 @@ SELECTION_TABLE = [  # (requested, device, trt reason, ort providers, expected o
     ("auto", "cuda:1", None, ["CPUExecutionProvider"], ("tensorrt", "cuda:1")),
     ("auto", "cpu", "no CUDA device", ["CUDAExecutionProvider", "CPUExecutionProvider"],
      ("onnxruntime", "cuda")),
-    ("auto", "cpu", "tensorrt not importable", ["CPUExecutionProvider"], ("onnxruntime", "cpu")),
+    ("auto", "cpu", "tensorrt not importable", ["CPUExecutionProvider"], ("openvino", "cpu")),
     ("onnxruntime", "cpu", None, ["CUDAExecutionProvider"], ("onnxruntime", "cpu")),
     ("tensorrt", "cpu", None, ["CPUExecutionProvider"], ("tensorrt", "cuda")),
     ("tensorrt", "cuda:0", "no CUDA device", ["CPUExecutionProvider"], BackendUnavailableError),
-    ("openvino", "cpu", None, ["CPUExecutionProvider"], ConfigError),
+    ("openvino", "cpu", None, ["CPUExecutionProvider"], ("openvino", "cpu")),
+    ("nosuch", "cpu", None, ["CPUExecutionProvider"], ConfigError),
 ]
 
 
@@ -321,7 +322,7 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_auto_backend_runs_a_real_model_here(tiny_onnx: Path):
     with create_engine(tiny_onnx, backend="auto", threads=1) as engine:
-        expected_backend = "tensorrt" if tensorrt_available() is None else "onnxruntime"
+        expected_backend = "tensorrt" if tensorrt_available() is None else "openvino"
         assert engine.backend == expected_backend
         out = engine.run1(np.random.default_rng(0).random((3, 3, 16, 16), dtype=np.float32))
         assert out.shape == (3, 2, 16, 16)
