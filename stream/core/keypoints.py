@@ -116,7 +116,7 @@ HALPE136 = KeypointFormat("halpe136", _HALPE136_NAMES, _HALPE136_SKELETON, _HALP
 # the wrists, heels and foot tips as Halpe's feet.
 _BLAZEPOSE_NAMES = (
     "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
-    "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right",
+    "right_eye_outer", "left_ear", "right_ear", "left_mouth", "right_mouth",
     "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
     "left_pinky", "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb",
     "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
