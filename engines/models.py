@@ -49,14 +49,12 @@ def prepare_default_model(config: Config, source: Path | None = None, force: boo
 
 
 def _prepare_fp32(config: Config, source: Path | None, force: bool) -> ModelCard:
-    from posestream.engines.quantize import INT8_VARIANT
-
     name = config["model"]["name"]
     directory = model_dir(config, name)
     if not force and (directory / "model.json").is_file():
         try:
             card = ModelCard.load(directory)
-            bad = [v for v in card.verify(directory) if v != INT8_VARIANT]  # INT8: checked apart
+            bad = card.verify(directory)
         except ModelError as exc:
             bad = [str(exc)]
         if not bad:
@@ -96,21 +94,21 @@ def load_card(config: Config, name: str) -> tuple[ModelCard, Path]:
     return ModelCard.load(directory), directory
 
 
-def runtime_variant(config: Config, card: ModelCard, directory: Path, variant: str, backend: str) -> str:
-    """The variant that actually runs: the INT8 model in place of the FP32 dynamic one when
-    `engine.precision = "int8"` and the backend is OpenVINO (the only one that runs the IR)."""
-    from posestream.engines.quantize import FP32_VARIANT, INT8_VARIANT, int8_problems
+def runtime_model_file(config: Config, card: ModelCard, directory: Path, variant: str, backend: str) -> Path:
+    """The file that actually runs for `variant`: the INT8 model in place of the FP32 dynamic one
+    when `engine.precision = "int8"` and the backend is OpenVINO (the only one that runs the IR)."""
+    from posestream.engines.quantize import FP32_VARIANT, INT8_KEY, int8_problems
 
     precision = config["engine"]["precision"]
     check_choice("engine.precision", precision, PRECISIONS)
     if precision != "int8" or backend != "openvino" or variant != FP32_VARIANT:
-        return variant
+        return card.file(directory, variant)
     problems = int8_problems(card, directory, config)
     if problems:
         log.warning("engine.precision = int8 but the INT8 model of %s is not usable (%s): running FP32; "
                     "run `posestream models prepare`", card.name, ", ".join(problems))
-        return variant
-    return INT8_VARIANT
+        return card.file(directory, variant)
+    return Path(directory) / card.extra[INT8_KEY]["file"]
 
 
 def open_engine(config: Config, card: ModelCard, directory: Path, variant: str, threads: int) -> "Engine":
@@ -121,8 +119,8 @@ def open_engine(config: Config, card: ModelCard, directory: Path, variant: str, 
 
     engine_cfg = config["engine"]
     backend, _ = resolve_backend(engine_cfg["backend"], engine_cfg["device"])
-    variant = runtime_variant(config, card, directory, variant, backend)
-    return create_engine(card.file(directory, variant), device=engine_cfg["device"],
+    path = runtime_model_file(config, card, directory, variant, backend)
+    return create_engine(path, device=engine_cfg["device"],
                          backend=engine_cfg["backend"], threads=threads,
                          tensorrt=TensorRTSettings.from_config(config), normalization=card.input,
                          openvino_hint=engine_cfg["openvino_hint"],

@@ -1,8 +1,8 @@
 """INT8 models: NNCF post-training quantization of the default model for OpenVINO, and its data.
 
 The FP32 dynamic-shape ONNX model is read by OpenVINO, quantized by NNCF on letterboxed calibration
-frames, and saved as an OpenVINO IR (`.xml` + `.bin`) beside the ONNX files; the model card gets a
-`dynamic-int8` variant that records where it came from (the FP32 file's sha256, the calibration
+frames, and saved as an OpenVINO IR (`.xml` + `.bin`) beside the ONNX files; the model card's `extra["int8"]`
+(apart from `files`, which lists ONNX variants only) records the IR's files and where it came from (the FP32 file's sha256, the calibration
 source and count, the recipe and its settings, the NNCF and OpenVINO versions). `ensure_int8`
 rebuilds it when it is missing, damaged, made from another FP32 file or with other settings; it
 keeps a model calibrated on the user's own data (`--calibration`) while that model is current.
@@ -32,7 +32,7 @@ from posestream.stream.core.errors import InputError, InputNotFoundError, ModelE
 
 log = logging.getLogger(__name__)
 
-INT8_VARIANT = "dynamic-int8"
+INT8_KEY = "int8"  # card.extra[INT8_KEY]: the INT8 model of the FP32 variant below
 FP32_VARIANT = "dynamic"
 # Bumped whenever the quantization recipe changes, so cached INT8 models are rebuilt.
 RECIPE = "nncf-ptq-v1"  # preset, float layers and bias correction are recorded beside it
@@ -173,9 +173,9 @@ def recipe_settings(config: Config) -> dict[str, Any]:
 
 
 def int8_problems(card: ModelCard, directory: Path, config: Config | None = None) -> list[str]:
-    """Why the card's INT8 variant cannot be used as it is (empty = usable); with `config`, also
+    """Why the card's INT8 model cannot be used as it is (empty = usable); with `config`, also
     when it was built with other `[quantize]` settings."""
-    entry = card.files.get(INT8_VARIANT)
+    entry = card.extra.get(INT8_KEY)
     if entry is None:
         return ["no INT8 model"]
     problems = []
@@ -216,7 +216,7 @@ def build_int8(config: Config, card: ModelCard, directory: Path, calibration: Pa
                     cfg["fast_bias_correction"])
         for suffix in (".xml", ".bin"):
             shutil.move(str(out.with_suffix(suffix)), directory / f"{stem}{suffix}")
-    card.files[INT8_VARIANT] = {
+    card.extra[INT8_KEY] = {
         "file": f"{stem}.xml", "sha256": sha256_file(directory / f"{stem}.xml"),
         "weights": f"{stem}.bin", "weights_sha256": sha256_file(directory / f"{stem}.bin"),
         "input_shape": card.files[FP32_VARIANT]["input_shape"], "format": "openvino-ir",

@@ -58,12 +58,14 @@ def run_prepare(args: argparse.Namespace) -> int:
     directory = model_dir(config, card.name)
     for variant, entry in card.files.items():
         print(f"{card.name} {variant:18s} {directory / entry['file']}")
+    if "int8" in card.extra:
+        print(f"{card.name} {'int8 (openvino)':18s} {directory / card.extra['int8']['file']}")
     return 0
 
 
 def run_quantize(args: argparse.Namespace) -> int:
     from posestream.engines.models import load_card
-    from posestream.engines.quantize import INT8_VARIANT, build_int8
+    from posestream.engines.quantize import INT8_KEY, build_int8
     from posestream.stream.core.errors import ModelError
 
     config = config_from_args(args)
@@ -72,9 +74,9 @@ def run_quantize(args: argparse.Namespace) -> int:
         raise ModelError(f"model '{card.name}' is a {card.task} model; INT8 quantization covers the "
                          "YOLO-pose detector models")
     card = build_int8(config, card, directory, calibration=args.calibration, count=args.images)
-    entry = card.files[INT8_VARIANT]
+    entry = card.extra[INT8_KEY]
     calibration = entry["quantization"]["calibration"]
-    print(f"{card.name} {INT8_VARIANT:18s} {directory / entry['file']}")
+    print(f"{card.name} {'int8 (openvino)':18s} {directory / entry['file']}")
     print(f"calibrated on {calibration['count']} images: {calibration['source']}")
     return 0
 

@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from posestream.engines.models import load_card, prepare_default_model, runtime_variant
-from posestream.engines.quantize import (INT8_VARIANT, build_int8, default_calibration, ensure_int8,
+from posestream.engines.models import load_card, prepare_default_model, runtime_model_file
+from posestream.engines.quantize import (INT8_KEY, build_int8, default_calibration, ensure_int8,
                                          int8_problems, nncf_available, user_calibration)
 from posestream.stream.core.config import Config, load_config
 from posestream.stream.core.errors import InputError, InputNotFoundError
@@ -31,8 +31,7 @@ def _fresh_home(prepared_home: Path, target: Path) -> Path:
     for path in source.glob("*.onnx"):
         os.symlink(path, model / path.name)
     card = json.loads((source / "model.json").read_text())
-    for variant in [v for v in card["files"] if v.endswith("int8")]:
-        del card["files"][variant]
+    card["extra"].pop("int8", None)
     (model / "model.json").write_text(json.dumps(card))
     return target
 
@@ -51,7 +50,7 @@ def int8_home(prepared_home: Path, shared: Path, tmp_path_factory: pytest.TempPa
 def test_int8_model_is_built_with_its_card(int8_home: tuple[Config, Path]) -> None:
     config, directory = int8_home
     card, _ = load_card(config, "yolo11n-pose")
-    entry = card.files[INT8_VARIANT]
+    entry = card.extra[INT8_KEY]
     assert entry["format"] == "openvino-ir"
     assert (directory / entry["file"]).is_file() and (directory / entry["weights"]).is_file()
     quant = entry["quantization"]
@@ -59,12 +58,13 @@ def test_int8_model_is_built_with_its_card(int8_home: tuple[Config, Path]) -> No
     assert "two_person_interaction_72f.mp4" in quant["calibration"]["source"]
     assert quant["from_sha256"] == card.files["dynamic"]["sha256"]
     assert int8_problems(card, directory) == []
-    assert runtime_variant(config, card, directory, "dynamic", "openvino") == INT8_VARIANT
-    assert runtime_variant(config, card, directory, "dynamic", "onnxruntime") == "dynamic"
-    assert runtime_variant(config, card, directory, "640", "openvino") == "640"
+    assert card.verify(directory) == [] and set(card.files) == {"640", "320", "320-dynamic-batch", "dynamic"}
+    assert runtime_model_file(config, card, directory, "dynamic", "openvino") == directory / entry["file"]
+    assert runtime_model_file(config, card, directory, "dynamic", "onnxruntime") == card.file(directory, "dynamic")
+    assert runtime_model_file(config, card, directory, "640", "openvino") == card.file(directory, "640")
     fp32 = load_config(overrides={"paths.home": config["paths"]["home"], "engine.precision": "fp32",
                                   "quantize.fast_bias_correction": True})
-    assert runtime_variant(fp32, card, directory, "dynamic", "openvino") == "dynamic"
+    assert runtime_model_file(fp32, card, directory, "dynamic", "openvino") == card.file(directory, "dynamic")
 
 
 def test_int8_detector_finds_the_same_people_as_fp32(int8_home: tuple[Config, Path], shared: Path) -> None:
@@ -98,26 +98,26 @@ def test_int8_detector_finds_the_same_people_as_fp32(int8_home: tuple[Config, Pa
 def test_intact_int8_model_is_reused_and_a_stale_one_rebuilt(int8_home: tuple[Config, Path]) -> None:
     config, directory = int8_home
     card, _ = load_card(config, "yolo11n-pose")
-    xml = directory / card.files[INT8_VARIANT]["file"]
+    xml = directory / card.extra[INT8_KEY]["file"]
     before = xml.stat().st_mtime_ns
     ensure_int8(config, card, directory)
     assert xml.stat().st_mtime_ns == before  # cached: not rebuilt
     for key, value, problem in (("from_sha256", "0" * 64, "another FP32 model"), ("recipe", "old", "recipe"),
                                 ("settings", {"preset": "performance"}, "other [quantize] settings")):
-        changed = json.loads(json.dumps(card.files[INT8_VARIANT]))
+        changed = json.loads(json.dumps(card.extra[INT8_KEY]))
         changed["quantization"][key] = value
         stale = load_card(config, "yolo11n-pose")[0]
-        stale.files[INT8_VARIANT] = changed
+        stale.extra[INT8_KEY] = changed
         assert any(problem in p for p in int8_problems(stale, directory, config))
-    weights = directory / card.files[INT8_VARIANT]["weights"]
+    weights = directory / card.extra[INT8_KEY]["weights"]
     weights.write_bytes(weights.read_bytes()[:-16])  # damaged
     assert any("damaged" in p for p in int8_problems(card, directory))
     small = load_config(overrides={"paths.home": config["paths"]["home"], "quantize.demo_frames": 2,
                                    "quantize.images": 4, "quantize.fast_bias_correction": True})
     rebuilt = ensure_int8(small, card, directory)
     assert int8_problems(rebuilt, directory) == []
-    assert "ultralytics" in rebuilt.files[INT8_VARIANT]["quantization"]["calibration"]["source"]
-    assert load_card(config, "yolo11n-pose")[0].files[INT8_VARIANT] == rebuilt.files[INT8_VARIANT]
+    assert "ultralytics" in rebuilt.extra[INT8_KEY]["quantization"]["calibration"]["source"]
+    assert load_card(config, "yolo11n-pose")[0].extra[INT8_KEY] == rebuilt.extra[INT8_KEY]
 
 
 def test_default_calibration_needs_no_model_hub(prepared_home: Path) -> None:
@@ -155,6 +155,6 @@ def test_prepare_without_nncf_keeps_fp32_and_says_so(prepared_home: Path, tmp_pa
     monkeypatch.setattr(quantize, "nncf_available", lambda: "nncf not installed (pip install 'posestream[quantize]')")
     with caplog.at_level(logging.WARNING):
         card = prepare_default_model(load_config(overrides={"paths.home": str(home)}))
-    assert INT8_VARIANT not in card.files
+    assert INT8_KEY not in card.extra
     assert "posestream[quantize]" in caplog.text
     shutil.rmtree(home / "models")
