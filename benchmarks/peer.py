@@ -170,8 +170,9 @@ def run_posestream(clip: Path, frames: int, scratch: Path, overrides: list[str],
     wall, _ = _timed(cmd)
     row: dict[str, Any] = {"frames": frames, "wall_s": round(wall, 3), "fps": round(frames / wall, 2)}
     if metrics.is_file():
-        report = json.loads(metrics.read_text(encoding="utf-8"))
-        row["loop_fps"] = report.get("stages", {}).get("sinks", {}).get("fps")
+        stages = json.loads(metrics.read_text(encoding="utf-8")).get("stages", {})
+        row["loop_fps"] = stages.get("sinks", {}).get("fps")
+        row["busy_pct"] = {name: s.get("busy_pct") for name, s in stages.items()}  # where the time goes
     if out.is_file():
         persons = json.loads(out.read_text(encoding="utf-8"))
         row["persons_per_frame"] = round(len(persons) / frames, 2)
