@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from dataclasses import asdict
+from typing import Any, Sequence
 
 import msgpack
 import numpy as np
@@ -23,7 +24,9 @@ import zmq
 
 from posestream.stream import curve_keys
 from posestream.stream.client import check_endpoint, is_loopback
-from posestream.stream.core.config import Config, check_range
+from posestream.stream.core.config import Config
+from posestream.stream.core.contracts import Sink
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import ConfigError, StageError
 from posestream.stream.core.results import FrameResult
 
@@ -37,19 +40,15 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__} in a stream message")
 
 
-class ZmqSink:
-    """`ZmqSink(config, target)`: binds `target` (or `zmq.endpoint` when target is "")."""
+class ZmqSink(Sink):
+    """`ZmqSink(settings, target, streams)`: binds `target` (or `zmq.endpoint` when target is "")."""
 
     needs_pixels = False
 
-    def __init__(self, config: Config, target: str = "") -> None:
-        settings = config["zmq"]
+    def __init__(self, settings: Settings | Config, target: str = "", streams: Sequence[str] = ()) -> None:
+        settings = asdict(Settings.of(settings).zmq)  # bounds checked by ZmqSettings
         self.endpoint = check_endpoint(target or settings["endpoint"],
                                        "zmq sink target" if target else "zmq.endpoint")
-        check_range("zmq.hwm", settings["hwm"], 1, 1_000_000)
-        check_range("zmq.sndbuf", settings["sndbuf"], 0, 1 << 30)
-        check_range("zmq.linger_ms", settings["linger_ms"], 0, 60_000)
-        check_range("zmq.wait_for_subscriber_s", settings["wait_for_subscriber_s"], 0, 60)
         self._linger_ms = settings["linger_ms"]
         server_keys, allowed = self._load_curve(settings)
         if server_keys is None and not is_loopback(self.endpoint):
@@ -124,6 +123,9 @@ class ZmqSink:
         except zmq.ZMQError as exc:
             raise StageError(f"zmq sink {self.endpoint}: send failed: {exc}") from None
         self.sent += 1
+
+    def end_stream(self, stream: str, last_frame: int | None) -> None:
+        """The contract's hook; the end-of-stream wire message is r-wire's (issue #11 item 6)."""
 
     def close(self) -> None:
         """Stop publishing; queued messages get up to `zmq.linger_ms` to leave. Safe to call twice."""
