@@ -86,6 +86,9 @@ class WindowSink(Sink):
         cv2.imshow(name, self._render(result, frame))
         cv2.waitKey(1)  # lets HighGUI paint; without it the window stays blank
 
+    def end_stream(self, stream: str, last_frame: int | None) -> None:
+        """Nothing to do: the stream's window keeps showing its last frame until `close`."""
+
     def close(self) -> None:
         """Close this sink's windows; safe to call twice."""
         if self._closed:

@@ -211,8 +211,8 @@ class TensorRTTable(Table):
 
     def check(self) -> None:
         if not self.min_batch <= self.opt_batch <= self.max_batch:
-            raise ConfigError(f"config keys tensorrt.min_batch <= opt_batch <= max_batch do not hold: "
-                              f"{self.min_batch}, {self.opt_batch}, {self.max_batch}")
+            raise ConfigError(f"config keys tensorrt.min_batch, opt_batch, max_batch = {self.min_batch}, "
+                              f"{self.opt_batch}, {self.max_batch}: the batch profile needs min <= opt <= max")
 
 
 @dataclass(frozen=True)
