@@ -122,6 +122,14 @@ class Table:
         """This table of a whole config dict."""
         return cls.parse(config.get(cls.section, {}))
 
+    @classmethod
+    def check_key(cls, key: str, value: Any) -> None:
+        """Check one value against `key`'s declared bound, for code that takes it from elsewhere (a
+        flag, an API argument), so the bound still lives only on the field."""
+        rule = next(f for f in fields(cls) if f.name == key).metadata.get("rule")
+        if rule is not None:
+            rule.check(f"{cls.section}.{key}", value)
+
     def check(self) -> None:
         """Rules between keys of the table (a single key's bound sits on its field)."""
 
