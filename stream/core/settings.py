@@ -23,6 +23,8 @@ T = TypeVar("T", bound="Table")
 
 POSE_MODES = ("onestage", "topdown")
 REFINEMENTS = ("none", "dark")
+LANDMARK_FORMATS = ("coco17", "halpe26", "blazepose33")
+LANDMARK_MERGES = ("none", "confident", "average")
 PREPROCESS_MODES = ("auto", "numpy", "torch")
 PRECISIONS = ("fp16", "fp32", "int8")
 RTSP_TRANSPORTS = ("tcp", "udp", "udp_multicast", "http", "https")
@@ -287,6 +289,9 @@ class PoseSettings(Table):
     flip_test: bool
     refine: str = choice(*REFINEMENTS)
     min_box_score: float = bound(0.0, 1.0)
+    landmark_format: str = choice(*LANDMARK_FORMATS)
+    landmark_merge: str = choice(*LANDMARK_MERGES)
+    landmark_min_presence: float = bound(0.0, 1.0)
 
 
 @dataclass(frozen=True)
