@@ -27,10 +27,8 @@ from posestream.stream.core.config import Config
 from posestream.stream.core.errors import InputError, ModelError
 from posestream.stream.core.keypoints import get_format
 from posestream.stream.core.results import Poses
-from posestream.stream.core.settings import LANDMARK_FORMATS, LANDMARK_MERGES, Settings
+from posestream.stream.core.settings import Settings
 
-OUTPUT_FORMATS = LANDMARK_FORMATS
-MERGES = LANDMARK_MERGES
 BODY_LANDMARKS = 33
 VALUES_PER_LANDMARK = 5  # x, y, z, visibility logit, presence logit
 # BlazePose index of each COCO-17 point.
