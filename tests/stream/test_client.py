@@ -15,10 +15,12 @@ import pytest
 import zmq
 
 from posestream.plugins.sinks.zmq_sink import ZmqSink
-from posestream.stream.client import Gap, Subscriber, decode_message, to_poses, validate_message
+from posestream.stream.client import Gap, Subscriber, to_poses
 from posestream.stream.core.config import load_config
 from posestream.stream.core.errors import ConfigError, InputError
 from posestream.stream.core.results import FrameResult, Poses
+from posestream.stream.core.wire import decode as decode_message, frame_message
+from posestream.stream.core.wire import validate as validate_message
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def sink(**overrides: object) -> ZmqSink:
 # --- validation ---------------------------------------------------------------------------------
 
 def _valid(persons: Poses) -> dict:
-    return frame(persons, 3).to_message(publish_ts=time.time())
+    return frame_message(frame(persons, 3), publish_ts=time.time())
 
 
 def _set(path: tuple, value: object):
@@ -65,13 +67,15 @@ def _set(path: tuple, value: object):
     (_set(("persons",), []), None),
     (_set(("persons", 0, "id"), None), None),
     (lambda m: [m], "expected a map"),
-    (_set(("v",), 2), "schema version 2 is not supported"),
+    (_set(("v",), 3), "schema version 3 is not supported"),
+    (_set(("type",), KeyError), None),  # a frame message may omit its type (all of v1 does)
+    (_set(("type",), "frames"), "unknown message type 'frames'"),
     (_set(("v",), KeyError), "schema version None"),
     (_set(("stream",), ""), "'stream' must be a non-empty string"),
     (_set(("frame",), -1), "'frame' must be a non-negative integer"),
     (_set(("frame",), 1.0), "'frame' must be a non-negative integer"),
     (_set(("frame",), True), "'frame' must be a non-negative integer"),
-    (_set(("capture_ts",), KeyError), "missing field 'capture_ts'"),
+    (_set(("capture_ts",), KeyError), "field 'capture_ts' is missing"),
     (_set(("publish_ts",), float("nan")), "'publish_ts' must be a number"),
     (_set(("width",), 0), "'width' must be a positive integer"),
     (_set(("format",), "coco18"), "'format' must be one of"),
@@ -100,6 +104,7 @@ def test_validate_message(persons: Poses, change, match: str | None) -> None:
     (b"cam0", msgpack.packb({1: 2}), "not msgpack"),
     (b"cam0", msgpack.packb(7), "expected a map"),
     (b"cam9", None, "topic b'cam9' differs"),
+    (b"\x00heartbeat", None, "differs from the message's own b'cam0'"),
 ])
 def test_decode_message_rejects(persons: Poses, topic: bytes, payload: bytes | None, match: str) -> None:
     payload = msgpack.packb(_valid(persons)) if payload is None else payload

@@ -21,6 +21,7 @@ from posestream.cli import main
 from posestream.stream.core.config import load_config
 from posestream.stream.curve_keys import load_key_pair, load_public_key
 from posestream.stream.core.results import FrameResult, Poses
+from posestream.stream.core.wire import frame_message
 
 SUMMARY = re.compile(r"^(\w+) #(\d+) (\d+) persons? ids ([\d,-]+) age \d+\.\d ms$")
 
@@ -73,7 +74,7 @@ def test_json_lines_carry_every_frame(frames: list[FrameResult]) -> None:
     messages = [json.loads(line) for line in lines]
     assert len(messages) == len(frames)
     for result, message in zip(frames, messages):
-        expected = result.to_message(publish_ts=message["publish_ts"])
+        expected = frame_message(result, publish_ts=message["publish_ts"])
         assert message == json.loads(json.dumps(expected))
     assert f"{len(frames)} frames received, 0 missing in 0 gaps" in err
 
@@ -129,7 +130,7 @@ def test_garbage_is_skipped_with_a_warning(frames: list[FrameResult]) -> None:
         assert pub.poll(30_000), "the subscriber never subscribed"
         assert pub.recv() == b"\x01"
         pub.send_multipart([b"cam0", b"\x92\xff\x00 garbage"])
-        pub.send_multipart([b"cam0", msgpack.packb(frames[1].to_message(publish_ts=time.time()))])
+        pub.send_multipart([b"cam0", msgpack.packb(frame_message(frames[1], publish_ts=time.time()))])
         code, lines, err = finish(process)
     finally:
         pub.close(linger=0)

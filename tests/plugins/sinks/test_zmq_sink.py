@@ -19,6 +19,7 @@ from posestream.stream.core.config import load_config
 from posestream.stream.curve_keys import generate_key_pair
 from posestream.stream.core.errors import ConfigError, InputError, InputNotFoundError, StageError
 from posestream.stream.core.results import FrameResult, Poses
+from posestream.stream.core.wire import frame_message
 
 
 def coco_frames(shared: Path, stream: str = "cam0", repeat: int = 1) -> list[FrameResult]:
@@ -60,10 +61,10 @@ def test_subscriber_connected_before_first_frame_gets_every_frame(shared: Path, 
             for result in frames:
                 sink.write(result, None)
             got = receive_all(sub, len(frames))
-        assert sink.sent == len(frames) and sink.dropped == 0
+    assert sink.sent == len(frames) and sink.dropped == 0
     assert [m["frame"] for m in got] == list(range(len(frames)))
     for result, message in zip(frames, got):
-        assert without_publish_ts(message) == without_publish_ts(result.to_message(0.0))
+        assert without_publish_ts(message) == without_publish_ts(frame_message(result, 0.0))
         np.testing.assert_allclose(np.array([p["keypoints"] for p in message["persons"]]),
                                    result.poses.keypoints, atol=0.005)
         assert message["publish_ts"] >= result.capture_ts
@@ -82,19 +83,33 @@ def test_topic_is_the_stream_name(shared: Path) -> None:
     assert [(m["stream"], m["frame"]) for m in got] == [("cam1", 0), ("cam1", 1), ("cam1", 2)]
 
 
-def test_without_subscriber_first_write_waits_at_most_the_configured_time(shared: Path) -> None:
+def test_without_subscriber_frames_are_held_at_most_the_configured_time(shared: Path) -> None:
     frames = coco_frames(shared)
     config = load_config(overrides={"zmq.wait_for_subscriber_s": 0.3})
     with ZmqSink(config, "tcp://127.0.0.1:*") as sink:
         start = time.monotonic()
-        sink.write(frames[0], None)
-        first = time.monotonic() - start
-        for result in frames[1:]:
+        for result in frames:
             sink.write(result, None)
-        rest = time.monotonic() - start - first
-    assert 0.2 <= first < 5.0
-    assert rest < first  # the wait happens once, not per frame
+        writes = time.monotonic() - start
+        deadline = time.monotonic() + 5.0
+        while sink.sent < len(frames) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        released = time.monotonic() - start
+    assert writes < 0.2  # writing never waits for subscribers
+    assert 0.2 <= released < 5.0  # held until the slow-joiner deadline, then sent
     assert sink.sent == len(frames)
+
+
+def test_late_subscriber_within_the_wait_gets_frame_0(shared: Path, tmp_path: Path) -> None:
+    frames = coco_frames(shared)
+    config = load_config(overrides={"zmq.wait_for_subscriber_s": 10.0})
+    with ZmqSink(config, f"ipc://{tmp_path}/pose.sock") as sink:
+        for result in frames:
+            sink.write(result, None)
+        time.sleep(0.3)  # frames are written before anyone subscribes
+        with Subscriber(sink.bound_endpoint) as sub:
+            got = receive_all(sub, len(frames), timeout=5.0)
+    assert [m["frame"] for m in got] == list(range(len(frames)))
 
 
 def test_subscriber_that_never_reads_does_not_block_publishing(shared: Path) -> None:
@@ -104,8 +119,8 @@ def test_subscriber_that_never_reads_does_not_block_publishing(shared: Path) -> 
             Subscriber(sink.bound_endpoint, rcvhwm=1, rcvbuf=4096) as sub:
         for result in frames:
             sink.write(result, None)
-        assert sink.sent == len(frames) and sink.dropped == 0
         got = receive_all(sub, len(frames), timeout=1.0)
+    assert sink.sent == len(frames) and sink.dropped == 0
     assert 0 < len(got) < len(frames)  # the subscriber lost frames, the publisher lost none
     assert sub.stats.missing > 0 and len(got) + sub.stats.missing == got[-1]["frame"] + 1
 
