@@ -75,7 +75,7 @@ class ZmqSink:
         self._beat_seq = 0
         self._refused = 0  # by ZMQ (publishing thread)
         self._pipe_refused = 0  # by the hand-over pipe (caller's thread)
-        self._streams: dict[str, None] = dict.fromkeys(streams)  # ordered set
+        self._streams: dict[str, None] = dict.fromkeys(map(wire.check_stream_name, streams))
         self._ended: dict[str, int | None] = {}
         self._error: BaseException | None = None
         self._closed = False
@@ -149,7 +149,8 @@ class ZmqSink:
     def end_stream(self, stream: str, last_frame: int | None) -> None:
         """Announce that `stream` ended with frame `last_frame` (None: it had no frame). Also
         repeated in every later heartbeat, so a subscriber that lost this message still learns it."""
-        message = wire.end_message(stream, last_frame, time.time(), self.publisher_id)
+        message = wire.end_message(wire.check_stream_name(stream), last_frame, time.time(),
+                                   self.publisher_id)
         self._hand_over(_END, wire.encode(message))
 
     # -- publishing thread ----------------------------------------------------------------------

@@ -95,6 +95,22 @@ def test_summary_lines_and_topic_filter(frames: list[FrameResult]) -> None:
     assert parsed[0][4] == ",".join(str(i) for i in frames[0].poses.ids)
 
 
+def test_until_end_stops_at_end_of_stream_and_reports_tail_loss(frames: list[FrameResult]) -> None:
+    """Frames 0..5 are published, then the stream ends at frame 8: the command stops by itself and
+    its tally names the three frames lost at the tail."""
+    with sink() as pub:
+        process = start_subscribe(pub.bound_endpoint, "--until-end", "--json")
+        for result in frames[:6]:
+            pub.write(result, None)
+        pub.end_stream("cam0", 8)
+        code, lines, err = finish(process)
+    assert code == 0, err
+    assert [json.loads(line)["frame"] for line in lines] == list(range(6))
+    assert "6 frames received, 3 missing in 1 gaps (3 at the tail)" in err
+    assert "tail loss: stream 'cam0' lost its last 3 frame(s) (6..8)" in err
+    assert "every stream has ended" in err
+
+
 def _readline(process: subprocess.Popen, timeout: float) -> str:
     ready, _, _ = select.select([process.stdout], [], [], timeout)
     return process.stdout.readline() if ready else ""
