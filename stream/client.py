@@ -213,7 +213,8 @@ class Subscriber:
         stream, frame = message["stream"], message["frame"]
         last = self._last_frame.get(stream)
         self._last_frame[stream] = frame
-        if self.stats.ended.pop(stream, False) is not False:
+        if stream in self.stats.ended:  # a restarted publisher serves the stream again
+            del self.stats.ended[stream]
             log.info("stream %r runs again (frame %d) after its end", stream, frame)
         if last is None:
             return
