@@ -195,6 +195,7 @@ class ZmqSettings(Table):
     sndbuf: int = bound(0, 1 << 30)
     linger_ms: int = bound(0, 60_000)
     wait_for_subscriber_s: float = bound(0.0, 60.0)
+    heartbeat_s: float = bound(0.01, 3600)
     curve: bool
     server_secret_key: str
     allowed_clients: str

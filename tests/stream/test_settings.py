@@ -63,6 +63,7 @@ def test_every_key_of_config_toml_has_a_typed_field_and_back():
     ({"sinks.video_crf": 60}, r"sinks.video_crf.*\[0, 51\]"),
     ({"sinks.images_quality": 0}, r"sinks.images_quality.*\[1, 100\]"),
     ({"zmq.hwm": 0}, r"zmq.hwm.*\[1, 1000000\]"),
+    ({"zmq.heartbeat_s": 0.0}, r"zmq.heartbeat_s.*\[0.01, 3600\]"),
     ({"bench.sink": "window"}, r"bench.sink.*json, zmq, video, none"),
     ({"bench.repeat": 0}, r"bench.repeat"),
     ({"pipeline.live_newest_only": 1}, r"'pipeline.live_newest_only' must be true/false"),
