@@ -86,7 +86,8 @@ def detector_rows(config: Config, frame: np.ndarray, backend: str, device: str,
     for count in threads:
         cfg = with_copy(config)
         cfg["engine"].update(backend=backend, device=device, precision=precision)
-        detector = build_detector(cfg, threads=count)
+        cfg["detector"]["threads"] = count
+        detector = build_detector(cfg)
         try:
             engine = detector.engine
             ran = "int8" if engine.model_path.suffix == ".xml" else "fp32"  # INT8 = OpenVINO IR

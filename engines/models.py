@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 from posestream.engines.model_card import ModelCard
 from posestream.stream.core.config import Config, check_choice, home_dir
 from posestream.stream.core.errors import ModelError
-
-if TYPE_CHECKING:
-    from posestream.engines.base import Engine
+from posestream.stream.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -84,21 +80,27 @@ def list_models(config: Config) -> list[tuple[str, str, str]]:
     return rows
 
 
-def load_card(config: Config, name: str) -> tuple[ModelCard, Path]:
-    """The card and directory of a prepared model, with a hint when it is missing."""
-    directory = model_dir(config, name)
+def load_card(config: Config | Settings, name: str) -> tuple[ModelCard, Path]:
+    """The card and directory of a prepared model, with a hint when it is missing. Opening it for
+    inference (sha256 check, engine) is `engines.runner.ModelRunner`'s job."""
+    settings = Settings.of(config)
+    directory = home_dir(settings) / "models" / name
     if not (directory / "model.json").is_file():
-        hint = ("run `posestream models prepare`" if name == config["model"]["name"]
+        hint = ("run `posestream models prepare`" if name == settings.model.name
                 else "import it with `posestream models import`")
         raise ModelError(f"model '{name}' is not prepared in {directory.parent} ({hint})")
     return ModelCard.load(directory), directory
 
 
-def runtime_model_file(config: Config, card: ModelCard, directory: Path, variant: str, backend: str) -> Path:
+def runtime_model_file(config: Config | Settings, card: ModelCard, directory: Path, variant: str) -> Path:
     """The file that actually runs for `variant`: the INT8 model in place of the FP32 dynamic one
-    when `engine.precision = "int8"` and the backend is OpenVINO (the only one that runs the IR)."""
+    when `engine.precision = "int8"` and the configured backend resolves to OpenVINO (the only one
+    that runs the IR; its files are checked against the card's sha256 here)."""
+    from posestream.engines.factory import resolve_backend
     from posestream.engines.quantize import FP32_VARIANT, INT8_KEY, int8_problems
 
+    config = config.to_config() if isinstance(config, Settings) else config
+    backend, _ = resolve_backend(config["engine"]["backend"], config["engine"]["device"])
     precision = config["engine"]["precision"]
     check_choice("engine.precision", precision, PRECISIONS)
     if precision != "int8" or backend != "openvino" or variant != FP32_VARIANT:
@@ -111,18 +113,8 @@ def runtime_model_file(config: Config, card: ModelCard, directory: Path, variant
     return Path(directory) / card.extra[INT8_KEY]["file"]
 
 
-def open_engine(config: Config, card: ModelCard, directory: Path, variant: str, threads: int) -> "Engine":
-    """Open one variant of a prepared model with the configured backend, device and TensorRT
-    settings (with OpenVINO and `engine.precision = "int8"`, the INT8 model of that variant)."""
-    from posestream.engines.base import create_engine, resolve_backend
-    from posestream.engines.engine_cache import TensorRTSettings
 
-    engine_cfg = config["engine"]
-    backend, _ = resolve_backend(engine_cfg["backend"], engine_cfg["device"])
-    path = runtime_model_file(config, card, directory, variant, backend)
-    return create_engine(path, device=engine_cfg["device"],
-                         backend=engine_cfg["backend"], threads=threads,
-                         tensorrt=TensorRTSettings.from_config(config), normalization=card.input,
-                         openvino_hint=engine_cfg["openvino_hint"],
-                         openvino_requests=engine_cfg["openvino_requests"],
-                         openvino_cache=home_dir(config) / "engines" / "openvino")
+def openvino_options(settings: Settings) -> dict[str, object]:
+    """The OpenVINO engine options of a configuration (compiled models cached under the home)."""
+    return {"hint": settings.engine.openvino_hint, "requests": settings.engine.openvino_requests,
+            "cache_dir": home_dir(settings) / "engines" / "openvino"}

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from posestream.engines.base import Engine, TensorSpec
+from posestream.engines.base import Engine, EngineOptions, TensorSpec
 from posestream.stream.core.config import check_choice, check_range
 from posestream.stream.core.errors import BackendUnavailableError, InputNotFoundError, ModelError
 
@@ -92,6 +92,24 @@ class OpenVinoEngine(Engine):
         self._queue: Any = None
         self._done: dict[int, dict[str, np.ndarray]] = {}
         self._closed = False
+
+    @classmethod
+    def placement(cls, device: str, auto: bool) -> str:
+        """The CPU only. With `auto`, an ONNX Runtime CUDA provider (a GPU) is preferred to the CPU."""
+        if device != "cpu":
+            raise BackendUnavailableError(f"backend 'openvino' runs on the CPU here, not on '{device}'")
+        if auto:
+            import onnxruntime
+
+            if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+                raise BackendUnavailableError("a CUDA device is present (ONNX Runtime runs there)")
+        return "cpu"
+
+    @classmethod
+    def open(cls, model_path: Path, device: str, options: EngineOptions) -> "OpenVinoEngine":
+        extra = dict(options.openvino or {})
+        return cls(model_path, device=device, threads=options.threads, hint=str(extra.get("hint", "latency")),
+                   requests=int(extra.get("requests", 2)), cache_dir=extra.get("cache_dir"))
 
     def _check_open(self) -> None:
         if self._closed:

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from posestream.engines import base
-from posestream.engines.base import create_engine, resolve_backend
+from posestream.engines import base, factory
+from posestream.engines.factory import create_engine, resolve_backend
 from posestream.engines.models import load_card
 from posestream.engines.openvino_engine import OpenVinoEngine, openvino_available
 from posestream.engines.preprocess import to_input
@@ -87,13 +87,17 @@ def test_bad_inputs_are_one_clear_error(tmp_path: Path, config: Config) -> None:
 def test_auto_picks_openvino_on_the_cpu_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     import onnxruntime
 
-    from posestream.engines import openvino_engine
-
     monkeypatch.setattr(base, "tensorrt_available", lambda: "no CUDA device")
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
     assert resolve_backend("auto") == ("openvino", "cpu")
     assert resolve_backend("openvino") == ("openvino", "cpu")
-    monkeypatch.setattr(openvino_engine, "openvino_available", lambda: "openvino not installed")
+    with pytest.raises(BackendUnavailableError, match="CPU"):
+        resolve_backend("openvino", "cuda")
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider"])
+    assert resolve_backend("auto") == ("onnxruntime", "cuda")  # a GPU beats the CPU
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    real = factory.importable
+    monkeypatch.setattr(factory, "importable", lambda package: package != "openvino" and real(package))
     assert resolve_backend("auto") == ("onnxruntime", "cpu")
-    with pytest.raises(BackendUnavailableError, match="openvino not installed"):
+    with pytest.raises(BackendUnavailableError, match="openvino not importable"):
         resolve_backend("openvino")
