@@ -110,7 +110,9 @@ def runtime_model_file(config: Config | Settings, card: ModelCard, directory: Pa
         log.warning("engine.precision = int8 but the INT8 model of %s is not usable (%s): running FP32; "
                     "run `posestream models prepare`", card.name, ", ".join(problems))
         return card.file(directory, variant)
-    return Path(directory) / card.extra[INT8_KEY]["file"]
+    path = Path(directory) / card.extra[INT8_KEY]["file"]
+    log.info("%s: running its INT8 model %s (engine.precision = int8)", card.name, path.name)
+    return path
 
 
 
