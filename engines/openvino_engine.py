@@ -4,7 +4,8 @@ The model is compiled once, when the engine is made (dynamic shapes stay dynamic
 take seconds on a loaded machine and must not happen mid-stream, where it would stall a stage past
 its heartbeat); with `cache_dir` the compiled blob is cached, so later starts only load it.
 `submit`/`collect` keep several infer requests in flight (`AsyncInferQueue`): with the throughput
-hint they run in parallel, one CPU stream each, and a caller prepares the next input meanwhile.
+hint they run in parallel, one CPU stream each, and a caller prepares the next input meanwhile;
+`run` (one batch, waited for) always uses a latency-compiled model, so a lone frame gets every core.
 """
 from __future__ import annotations
 
@@ -83,15 +84,22 @@ class OpenVinoEngine(Engine):
             raise ModelError(f"cannot load model {self.model_path} with OpenVINO: {first}") from None
         self._inputs = [_spec(p) for p in self._model.inputs]
         self._outputs = [_spec(p) for p in self._model.outputs]
-        try:
-            self._compiled = self._core.compile_model(self._model, "CPU", self._properties)
-        except Exception as exc:  # noqa: BLE001 - OpenVINO's errors are untyped RuntimeErrors
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ModelError(f"OpenVINO cannot compile {self.model_path.name}: {first}") from None
-        self._request = self._compiled.create_infer_request()
+        self._compiled = self._compile(self._properties)
+        # `run` serves one frame at a time (live sources, the sequential loop): with the throughput
+        # hint a lone request would get one core, so it runs on a latency-compiled twin instead.
+        self._sync = (self._compiled if hint == "latency"
+                      else self._compile({**self._properties, "PERFORMANCE_HINT": "LATENCY"}))
+        self._request = self._sync.create_infer_request()
         self._queue: Any = None
         self._done: dict[int, dict[str, np.ndarray]] = {}
         self._closed = False
+
+    def _compile(self, properties: dict[str, Any]) -> Any:
+        try:
+            return self._core.compile_model(self._model, "CPU", properties)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO's errors are untyped RuntimeErrors
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelError(f"OpenVINO cannot compile {self.model_path.name}: {first}") from None
 
     @classmethod
     def placement(cls, device: str, auto: bool) -> str:
@@ -158,5 +166,5 @@ class OpenVinoEngine(Engine):
             return
         self._drain_queue()
         self._closed = True
-        self._request = self._compiled = None
+        self._request = self._compiled = self._sync = None
         self._done.clear()

@@ -59,12 +59,14 @@ def test_int8_model_is_built_with_its_card(int8_home: tuple[Config, Path]) -> No
     assert quant["from_sha256"] == card.files["dynamic"]["sha256"]
     assert int8_problems(card, directory) == []
     assert card.verify(directory) == [] and set(card.files) == {"640", "320", "320-dynamic-batch", "dynamic"}
-    assert runtime_model_file(config, card, directory, "dynamic", "openvino") == directory / entry["file"]
-    assert runtime_model_file(config, card, directory, "dynamic", "onnxruntime") == card.file(directory, "dynamic")
-    assert runtime_model_file(config, card, directory, "640", "openvino") == card.file(directory, "640")
+    openvino = {**config, "engine": {**config["engine"], "backend": "openvino"}}
+    ort = {**config, "engine": {**config["engine"], "backend": "onnxruntime"}}
+    assert runtime_model_file(openvino, card, directory, "dynamic") == directory / entry["file"]
+    assert runtime_model_file(ort, card, directory, "dynamic") == card.file(directory, "dynamic")
+    assert runtime_model_file(openvino, card, directory, "640") == card.file(directory, "640")
     fp32 = load_config(overrides={"paths.home": config["paths"]["home"], "engine.precision": "fp32",
-                                  "quantize.fast_bias_correction": True})
-    assert runtime_model_file(fp32, card, directory, "dynamic", "openvino") == card.file(directory, "dynamic")
+                                  "engine.backend": "openvino", "quantize.fast_bias_correction": True})
+    assert runtime_model_file(fp32, card, directory, "dynamic") == card.file(directory, "dynamic")
 
 
 def test_int8_detector_finds_the_same_people_as_fp32(int8_home: tuple[Config, Path], shared: Path) -> None:
