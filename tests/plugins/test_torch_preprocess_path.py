@@ -37,7 +37,7 @@ cv2.setNumThreads(1)
 def with_mode(config: Config, mode: str, **overrides: object) -> Config:
     """The defaults (bound to the prepared model cache, like `config`) with one pre-processing mode."""
     return load_config(overrides={"engine.preprocess": mode, "detector.threads": 1, "pose.threads": 1,
-                                  **overrides})
+                                  "engine.precision": "fp32", **overrides})  # bounds measured on FP32
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ from posestream.stream.core.results import Poses
 
 
 def track(frames, chain_overrides: dict) -> list[Poses]:
-    config = load_config(overrides={"detector.threads": 2, **chain_overrides})
+    # the scores in the docstrings were read off the FP32 model's detections
+    config = load_config(overrides={"detector.threads": 2, "engine.precision": "fp32", **chain_overrides})
     tracker = OksByteTracker(config, IdAllocator())
     with PoseChain(config) as chain:
         return [tracker.update(chain.process([frame])[0]) for frame in frames]
