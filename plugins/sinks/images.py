@@ -50,6 +50,10 @@ class ImagesSink:
             raise StageError(f"images sink: could not write {path}")
         self.written += 1
 
+    def end_stream(self, stream: str, last_frame: int | None) -> None:
+        """Nothing to do when a stream ends (the Sink contract asks every sink)."""
+        del stream, last_frame
+
     def close(self) -> None:
         """Nothing is buffered (each image is complete when `write` returns); safe to call twice."""
         self._closed = True

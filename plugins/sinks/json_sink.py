@@ -106,6 +106,10 @@ class JsonSink:
             raise StageError(f"json sink cannot write {self.path}: {exc.strerror or exc}") from None
         self._tail += len(data)
 
+    def end_stream(self, stream: str, last_frame: int | None) -> None:
+        """Nothing to do when a stream ends (the Sink contract asks every sink)."""
+        del stream, last_frame
+
     def close(self) -> None:
         """Write what is buffered and close the file; safe to call twice."""
         if self._closed:

@@ -78,6 +78,10 @@ class VideoSink:
             log.info("video sink: writing '%s' to %s (%s)", result.stream, writer.path, writer.codec)
         writer.write(self._render(result, frame), None if self._fixed_fps else result.pts)
 
+    def end_stream(self, stream: str, last_frame: int | None) -> None:
+        """Nothing to do when a stream ends (the Sink contract asks every sink)."""
+        del stream, last_frame
+
     def close(self) -> None:
         """Finish every file (MP4 needs its index written at the end); safe to call twice."""
         if self._closed:

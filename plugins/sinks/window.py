@@ -83,6 +83,10 @@ class WindowSink:
         cv2.imshow(name, self._render(result, frame))
         cv2.waitKey(1)  # lets HighGUI paint; without it the window stays blank
 
+    def end_stream(self, stream: str, last_frame: int | None) -> None:
+        """Nothing to do when a stream ends (the Sink contract asks every sink)."""
+        del stream, last_frame
+
     def close(self) -> None:
         """Close this sink's windows; safe to call twice."""
         if self._closed:

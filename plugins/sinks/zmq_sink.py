@@ -125,6 +125,10 @@ class ZmqSink:
             raise StageError(f"zmq sink {self.endpoint}: send failed: {exc}") from None
         self.sent += 1
 
+    def end_stream(self, stream: str, last_frame: int | None) -> None:
+        """Nothing to do when a stream ends (the Sink contract asks every sink)."""
+        del stream, last_frame
+
     def close(self) -> None:
         """Stop publishing; queued messages get up to `zmq.linger_ms` to leave. Safe to call twice."""
         if self._closed:
