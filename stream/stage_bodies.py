@@ -8,14 +8,14 @@ Which bodies run, in what order, is declared once in `stage_graph.GRAPH`.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
 from posestream.stream.core.results import FrameResult
+from posestream.stream.core.settings import Settings
 from posestream.stream.metrics import LatencyRecorder
 from posestream.stream.ring import FrameRef, FrameRing
 from posestream.stream.stage_runtime import Aborted, EndOfStream, RingCache, StageIO, StageRuntime, Work
@@ -139,7 +139,7 @@ def run_detect(rt: StageRuntime, io: StageIO) -> None:
         taken = [w for w in works if rings.get(w.ref).take(w.ref)]
         return _on_pixels(rings, taken, io.bit, detector.detect) if taken else []
 
-    with _closing(detector), contextlib.closing(rings):
+    with contextlib.closing(detector), contextlib.closing(rings):
         _serve(rt, io, process)
 
 
@@ -155,7 +155,7 @@ def run_pose(rt: StageRuntime, io: StageIO) -> None:
         return _on_pixels(rings, works, io.bit,
                           lambda frames: estimator.estimate(frames, [w.poses for w in works]))
 
-    with _closing(estimator), contextlib.closing(rings):
+    with contextlib.closing(estimator), contextlib.closing(rings):
         _serve(rt, io, process)
 
 
@@ -176,9 +176,10 @@ def run_nms(rt: StageRuntime, io: StageIO) -> None:
 def run_track(rt: StageRuntime, io: StageIO) -> None:
     """One tracker per stream; ids from one allocator, so they are unique across streams."""
     from posestream.stream.core.contracts import IdAllocator
-    from posestream.stream.core.registry import load
+    from posestream.stream.core.registry import load_plugin
 
-    tracker_cls = load("posestream.trackers", rt.config["tracker"]["plugin"])
+    settings = Settings.from_config(rt.config)
+    tracker_cls = load_plugin("posestream.trackers", settings.tracker.plugin)
     ids = IdAllocator()
     trackers: dict[int, Any] = {}
 
@@ -186,7 +187,7 @@ def run_track(rt: StageRuntime, io: StageIO) -> None:
         for w in works:
             tracker = trackers.get(w.ref.stream_id)
             if tracker is None:
-                tracker = trackers[w.ref.stream_id] = tracker_cls(rt.config, ids)
+                tracker = trackers[w.ref.stream_id] = tracker_cls(settings, ids)
             w.poses = tracker.update(w.poses)
         return works
 
@@ -197,8 +198,9 @@ def run_sinks(rt: StageRuntime, io: StageIO, sink_specs: list[tuple[str, str]],
               latency_window: int) -> None:
     """Write every finished frame to every sink, in order per stream, and tell every sink when a
     stream has ended (with the last frame written); measure end-to-end latency."""
-    from posestream.stream.core.registry import load
+    from posestream.stream.core.registry import load_plugin
 
+    settings = Settings.from_config(rt.config)
     recorder = LatencyRecorder(latency_window)
     frames_out: dict[str, int] = {}
     last_frame: dict[str, int] = {}
@@ -211,8 +213,7 @@ def run_sinks(rt: StageRuntime, io: StageIO, sink_specs: list[tuple[str, str]],
         names = rt.control_message("streams")
         sinks = []
         for kind, target in sink_specs:
-            cls = load("posestream.sinks", kind)
-            sink = _make_sink(cls, rt, target, names)
+            sink = load_plugin("posestream.sinks", kind)(settings, target, names)
             stack.enter_context(contextlib.closing(sink))
             sinks.append(sink)
         rt.ready()
@@ -244,24 +245,6 @@ def run_sinks(rt: StageRuntime, io: StageIO, sink_specs: list[tuple[str, str]],
                 rt.counters.set("last_latency_s", latency)
 
 
-def _make_sink(cls: Any, rt: StageRuntime, target: str, names: list[str]) -> Any:
-    """Construct one sink (sinks serving several streams take the stream names)."""
-    if "streams" in inspect.signature(cls).parameters:
-        return cls(rt.config, target, streams=names)
-    return cls(rt.config, target)
-
-
 def _final_report(rt: StageRuntime, recorder: LatencyRecorder, frames_out: dict[str, int]) -> None:
     with contextlib.suppress(OSError):
         rt.report("report", {"latency": recorder.summary(), "frames_out": frames_out})
-
-
-@contextlib.contextmanager
-def _closing(obj: Any) -> Iterator[Any]:
-    """Close plugins that have a `close()` (detectors and estimators may not need one)."""
-    try:
-        yield obj
-    finally:
-        close = getattr(obj, "close", None)
-        if close is not None:
-            close()

@@ -60,10 +60,12 @@ def _install_recording_sink(folder: Path, monkeypatch: pytest.MonkeyPatch) -> No
     (folder / "recording_sink.py").write_text(textwrap.dedent('''
         import json
 
-        class RecordingSink:
+        from posestream.stream.core.contracts import Sink
+
+        class RecordingSink(Sink):
             needs_pixels = False
 
-            def __init__(self, config, target, *, streams=()):
+            def __init__(self, settings, target, streams):
                 self.path = target
 
             def _log(self, record):
