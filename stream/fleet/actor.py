@@ -1,0 +1,174 @@
+"""The camera actor: one per camera, on the node Ray placed it, supervising that camera's pipeline.
+
+Why one actor per camera (not one per node group): Ray then places, accounts and re-places each
+camera on its own (its `num_cpus`/`num_gpus` are the actor's resources), a camera whose node leaves
+is rescheduled wherever one camera's worth of resources is free, and one camera's trouble never
+touches another's actor. The cost, one idle Python process per camera, is measured in docs/fleet.md.
+
+The actor runs the pipeline as a child process (`posestream.stream.fleet.worker`) in its own process
+group, restarts it with capped exponential backoff when it exits unasked, and stops it with SIGTERM
+(the pipeline drains, flushes its sinks and unlinks its rings) escalating to SIGKILL of the group.
+Ray itself never sees a frame: the pipeline publishes on its own zmq endpoint on this node.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from posestream.stream.fleet.worker import EXIT_UNREACHABLE
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.2
+
+
+def free_port(host: str, first: int, last: int, start: int) -> int | None:
+    """A port in [first, last] that `host` can bind now, trying from `start` (a camera's own offset,
+    so cameras on one node rarely race for the same port)."""
+    size = last - first + 1
+    for step in range(size):
+        port = first + (start - first + step) % size
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        return port
+    return None
+
+
+class CameraActor:
+    """Created by the controller as a Ray actor with the camera's resources.
+
+    `job`: camera name, source, index, full config, and the fleet settings the actor needs
+    (camera_host, camera_ports, restart_initial_s, restart_max_s, stable_s).
+    """
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        import ray
+
+        self.job = job
+        self.node_id = ray.get_runtime_context().get_node_id()
+        self.node_ip = ray.util.get_node_ip_address()
+        self.host = job["camera_host"] or self.node_ip
+        self.state = "starting"
+        self.restarts = 0
+        self.error = ""
+        self.endpoint = ""
+        self.pid: int | None = None
+        self.exit_code: int | None = None   # of the last pipeline that ended
+        self.started_at = 0.0          # time.time() of the current pipeline's start
+        self._process: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        # The pipeline's parent-death signal follows the thread that forked it, so one long-lived
+        # thread starts every incarnation and lives exactly as long as the actor's work.
+        self._thread = threading.Thread(target=self._supervise, name=f"camera-{job['name']}",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- answers to the controller ---------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {"name": self.job["name"], "node_id": self.node_id, "node_ip": self.node_ip,
+                    "state": self.state, "restarts": self.restarts, "error": self.error,
+                    "endpoint": self.endpoint, "pid": self.pid, "exit_code": self.exit_code,
+                    "uptime_s": time.time() - self.started_at if self.state == "running" else 0.0}
+
+    def stop(self, timeout_s: float) -> dict[str, Any]:
+        """Stop the pipeline cleanly (SIGTERM: drain, flush sinks, unlink rings); kill it after
+        `timeout_s`. Returns the final status, with the pipeline's exit code in `error` if not 0."""
+        self._stop.set()
+        with self._lock:
+            process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("camera %s: pipeline did not stop within %.0f s; killing it",
+                            self.job["name"], timeout_s)
+                self._kill_group(process.pid, signal.SIGKILL)
+                process.wait()
+        self._thread.join(timeout_s)
+        with self._lock:
+            self.state = "stopped"
+            self.pid = None
+        return self.status()
+
+    # -- supervision ------------------------------------------------------------------------------
+    def _supervise(self) -> None:
+        delay = self.job["restart_initial_s"]
+        while not self._stop.is_set():
+            started = time.monotonic()
+            code = self._run_once()
+            if self._stop.is_set():
+                return
+            if time.monotonic() - started >= self.job["stable_s"]:
+                delay = self.job["restart_initial_s"]
+            with self._lock:
+                self.restarts += 1
+                self.pid = None
+                if code == EXIT_UNREACHABLE:
+                    self.state = "unreachable"
+                    self.error = "the camera could not be opened or stopped delivering"
+                elif code is None:
+                    self.state = "restarting"
+                    self.error = f"no free port in fleet.camera_ports on {self.host}"
+                else:
+                    self.state = "restarting"
+                    self.error = f"pipeline exited with code {code}"
+            log.warning("camera %s: %s; retrying in %.1f s", self.job["name"], self.error, delay)
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 2, self.job["restart_max_s"])
+
+    def _run_once(self) -> int | None:
+        """Start one pipeline incarnation and wait for it to exit; its exit code (None: not started)."""
+        first, last = self.job["camera_ports"]
+        port = free_port(self.host, first, last, first + self.job["index"])
+        if port is None:
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        endpoint = f"tcp://{host}:{port}"
+        work = {"camera": self.job["name"], "source": self.job["source"], "config": self.job["config"],
+                "endpoint": endpoint, "parent_pid": os.getpid()}
+        # The camera's name on the command line only labels the process for `ps`; the job is on stdin.
+        process = subprocess.Popen([sys.executable, "-m", "posestream.stream.fleet.worker",
+                                    "--camera", self.job["name"]],
+                                   stdin=subprocess.PIPE, start_new_session=True)
+        with self._lock:
+            self._process = process
+            self.pid = process.pid
+            self.endpoint = endpoint
+            self.started_at = time.time()
+            self.state = "running"
+        with contextlib.suppress(BrokenPipeError):  # a worker that died at once: its exit says why
+            with process.stdin:  # type: ignore[union-attr]  (stdin=PIPE)
+                process.stdin.write(json.dumps(work).encode("utf-8"))  # type: ignore[union-attr]
+        while True:
+            try:
+                code = process.wait(POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Stages left behind by a killed pipeline leave with SIGTERM; the multiprocessing resource
+        # tracker ignores it and unlinks their shared memory once they are gone.
+        self._kill_group(process.pid, signal.SIGTERM)
+        with self._lock:
+            self.exit_code = code
+        return code
+
+    @staticmethod
+    def _kill_group(pgid: int, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signum)

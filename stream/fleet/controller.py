@@ -1,0 +1,188 @@
+"""The fleet controller: a named Ray actor on the node where `posestream fleet run` was started.
+
+It creates one camera actor per camera (Ray places each by its `num_cpus`/`num_gpus`, spread over
+the nodes), runs the aggregator, and watches every camera actor with one outstanding `status()`
+call each. A camera actor that dies (its node left the cluster) or stays silent longer than
+`fleet.actor_timeout_s` is killed and created again; Ray places the new one on the nodes that
+remain, or it waits, reported as "waiting for resources", until some node can hold it. The
+controller is named, so `posestream fleet status` and `fleet stop` reach it from any process
+connected to the cluster. Ray carries only these small control calls; frames stay on their node.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from posestream.stream.fleet.actor import CameraActor
+from posestream.stream.fleet.aggregator import Aggregator
+from posestream.stream.fleet.spec import CameraSpec, FleetSpec
+from posestream.stream.fleet.status import CameraStatus
+
+log = logging.getLogger(__name__)
+
+CONTROLLER_NAME = "posestream-fleet"
+TICK_S = 0.5
+WAITING_AFTER_S = 5.0  # an actor not created by then, with too few free resources, is "waiting"
+
+
+@dataclass
+class Slot:
+    """What the controller knows about one camera."""
+
+    camera: CameraSpec
+    index: int
+    actor: Any = None
+    pending: Any = None              # the outstanding status() call
+    asked_at: float = 0.0
+    created_at: float = 0.0
+    answered: bool = False           # this actor answered at least once
+    last: dict[str, Any] = field(default_factory=dict)
+    restarts_before: int = 0         # pipeline restarts and actor replacements of earlier actors
+    state: str = "starting"
+    note: str = ""
+
+
+class FleetController:
+    def __init__(self, spec: FleetSpec) -> None:
+        self.spec = spec
+        zmq_table = spec.config["zmq"]
+        self.aggregator = Aggregator(spec.settings.publish, spec.settings.stats_window_s,
+                                     zmq_table["hwm"], zmq_table["linger_ms"])
+        self.slots = [Slot(camera, i) for i, camera in enumerate(spec.cameras)]
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="fleet-watch", daemon=True)
+
+    def start(self) -> str:
+        """Bind the aggregated stream and start every camera; the address it publishes on."""
+        self.aggregator.start()
+        self._thread.start()
+        return self.spec.settings.publish
+
+    # -- camera actors ----------------------------------------------------------------------------
+    def _job(self, slot: Slot) -> dict[str, Any]:
+        s = self.spec.settings
+        return {"name": slot.camera.name, "source": slot.camera.source, "index": slot.index,
+                "config": self.spec.camera_config(slot.camera), "camera_host": s.camera_host,
+                "camera_ports": list(s.camera_ports), "restart_initial_s": s.restart_initial_s,
+                "restart_max_s": s.restart_max_s, "stable_s": s.stable_s}
+
+    def _create(self, slot: Slot, now: float) -> None:
+        import ray
+
+        remote = ray.remote(CameraActor).options(
+            num_cpus=slot.camera.num_cpus, num_gpus=slot.camera.num_gpus, max_restarts=0,
+            max_concurrency=2, scheduling_strategy="SPREAD")
+        slot.actor = remote.remote(self._job(slot))
+        slot.pending = slot.actor.status.remote()
+        slot.asked_at = slot.created_at = now
+        slot.answered = False
+        slot.last = {}
+
+    def _replace(self, slot: Slot, why: str) -> None:
+        import ray
+
+        log.warning("fleet: camera %s: %s; starting it again where resources allow",
+                    slot.camera.name, why)
+        slot.restarts_before += int(slot.last.get("restarts", 0)) + 1
+        if slot.actor is not None:
+            ray.kill(slot.actor, no_restart=True)
+        slot.actor = slot.pending = None
+        slot.state, slot.note = "restarting", why
+        self.aggregator.set_endpoint(slot.camera.name, "")
+
+    def _check(self, slot: Slot, now: float) -> None:
+        import ray
+
+        if slot.actor is None:
+            self._create(slot, now)
+            return
+        done, _ = ray.wait([slot.pending], timeout=0)
+        if done:
+            try:
+                answer = ray.get(done[0])
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                self._replace(slot, f"its actor was lost ({type(exc).__name__})")
+                return
+            slot.answered, slot.last = True, answer
+            slot.state, slot.note = answer["state"], answer["error"] if answer["state"] != "running" else ""
+            self.aggregator.set_endpoint(slot.camera.name, answer["endpoint"])
+            slot.pending, slot.asked_at = slot.actor.status.remote(), now
+            return
+        silent = now - slot.asked_at
+        if slot.answered and silent > self.spec.settings.actor_timeout_s:
+            self._replace(slot, f"its actor did not answer for {silent:.0f} s (node lost?)")
+        elif not slot.answered and now - slot.created_at > WAITING_AFTER_S:
+            free = ray.available_resources()
+            if (free.get("CPU", 0.0) < slot.camera.num_cpus
+                    or free.get("GPU", 0.0) < slot.camera.num_gpus):
+                slot.state = "waiting for resources"
+                slot.note = (f"needs {slot.camera.num_cpus:g} CPU / {slot.camera.num_gpus:g} GPU; "
+                             f"cluster has {free.get('CPU', 0.0):g} / {free.get('GPU', 0.0):g} free")
+
+    def _watch(self) -> None:
+        last_status = 0.0
+        while not self._stopping.is_set():
+            now = time.time()
+            with self._lock:
+                for slot in self.slots:
+                    try:
+                        self._check(slot, now)
+                    except Exception:  # noqa: BLE001 - one camera's surprise must not stop the rest
+                        log.exception("fleet: camera %s: check failed", slot.camera.name)
+            if now - last_status >= self.spec.settings.status_interval_s:
+                self.aggregator.publish_status(self.status())
+                last_status = now
+            self._stopping.wait(TICK_S)
+
+    # -- answers to `fleet status` / `fleet stop` -------------------------------------------------
+    def status(self) -> list[CameraStatus]:
+        now = time.time()
+        rows = []
+        for slot in self.slots:
+            fps, p99, age = self.aggregator.figures(slot.camera.name, now)
+            state = slot.state
+            if state == "running" and (age is None or age > slot.last.get("uptime_s", 0.0)):
+                state = "starting"  # the pipeline is up but its first frame has not arrived yet
+            rows.append(CameraStatus(slot.camera.name, slot.last.get("node_ip", ""), state, fps, p99,
+                                     age, slot.restarts_before + int(slot.last.get("restarts", 0)),
+                                     slot.note, slot.last.get("node_id", "")))
+        return rows
+
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def stop(self) -> list[CameraStatus]:
+        """Stop every camera cleanly (drain, flush, unlink), then the aggregated stream. Safe twice."""
+        import ray
+
+        if self._stopping.is_set():
+            self._stopped.wait()
+            return self.status()
+        self._stopping.set()
+        self._thread.join()
+        timeout = self.spec.settings.stop_timeout_s
+        calls = {slot.camera.name: slot.actor.stop.remote(timeout) for slot in self.slots
+                 if slot.actor is not None}
+        for slot in self.slots:
+            call = calls.get(slot.camera.name)
+            if call is None:
+                slot.state = "stopped"
+                continue
+            try:
+                slot.last = ray.get(call, timeout=timeout + 10)
+                code = slot.last.get("exit_code")
+                slot.state = "stopped"
+                slot.note = "" if code in (0, None) else f"pipeline exit code {code}"
+            except (ray.exceptions.RayError, TimeoutError) as exc:
+                slot.state, slot.note = "stopped", f"stop failed: {type(exc).__name__}"
+            ray.kill(slot.actor, no_restart=True)
+        self.aggregator.close()
+        self._stopped.set()
+        log.info("fleet: stopped %d cameras; %d messages forwarded", len(self.slots),
+                 self.aggregator.forwarded)
+        return self.status()
