@@ -5,9 +5,10 @@ camera on its own (its `num_cpus`/`num_gpus` are the actor's resources), a camer
 is rescheduled wherever one camera's worth of resources is free, and one camera's trouble never
 touches another's actor. The cost, one idle Python process per camera, is measured in docs/fleet.md.
 
-The actor runs the pipeline as a child process (`posestream.stream.fleet.worker`) in its own process
-group, restarts it with capped exponential backoff when it exits unasked, and stops it with SIGTERM
-(the pipeline drains, flushes its sinks and unlinks its rings) escalating to SIGKILL of the group.
+The actor runs the pipeline through a launcher process (`posestream.stream.fleet.worker`, which
+says why), restarts it with capped exponential backoff when it exits unasked, and stops it with
+SIGTERM (the pipeline drains, flushes its sinks and unlinks its rings; the launcher kills it after
+`fleet.stop_timeout_s`).
 Ray itself never sees a frame: the pipeline publishes on its own zmq endpoint on this node.
 """
 from __future__ import annotations
@@ -15,9 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,21 +28,6 @@ from posestream.stream.fleet.worker import EXIT_UNREACHABLE
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
-
-
-def free_port(host: str, first: int, last: int, start: int) -> int | None:
-    """A port in [first, last] that `host` can bind now, trying from `start` (a camera's own offset,
-    so cameras on one node rarely race for the same port)."""
-    size = last - first + 1
-    for step in range(size):
-        port = first + (start - first + step) % size
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            try:
-                probe.bind((host, port))
-            except OSError:
-                continue
-        return port
-    return None
 
 
 class CameraActor:
@@ -66,6 +50,7 @@ class CameraActor:
         self.endpoint = ""
         self.pid: int | None = None
         self.exit_code: int | None = None   # of the last pipeline that ended
+        self.failure = ""                   # "unreachable" / "restarting": why the last one ended
         self.started_at = 0.0          # time.time() of the current pipeline's start
         self._process: subprocess.Popen | None = None
         self._lock = threading.Lock()
@@ -82,6 +67,7 @@ class CameraActor:
             return {"name": self.job["name"], "node_id": self.node_id, "node_ip": self.node_ip,
                     "state": self.state, "restarts": self.restarts, "error": self.error,
                     "endpoint": self.endpoint, "pid": self.pid, "exit_code": self.exit_code,
+                    "failure": self.failure,
                     "uptime_s": time.time() - self.started_at if self.state == "running" else 0.0}
 
     def stop(self, timeout_s: float) -> dict[str, Any]:
@@ -91,13 +77,13 @@ class CameraActor:
         with self._lock:
             process = self._process
         if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)  # the launcher escalates after timeout_s itself
             try:
-                process.wait(timeout_s)
+                process.wait(timeout_s + 5)
             except subprocess.TimeoutExpired:
-                log.warning("camera %s: pipeline did not stop within %.0f s; killing it",
-                            self.job["name"], timeout_s)
-                self._kill_group(process.pid, signal.SIGKILL)
+                log.warning("camera %s: launcher did not stop within %.0f s; killing it",
+                            self.job["name"], timeout_s + 5)
+                process.kill()  # its pipeline still gets SIGTERM (parent-death signal)
                 process.wait()
         self._thread.join(timeout_s)
         with self._lock:
@@ -121,31 +107,27 @@ class CameraActor:
                 if code == EXIT_UNREACHABLE:
                     self.state = "unreachable"
                     self.error = "the camera could not be opened or stopped delivering"
-                elif code is None:
-                    self.state = "restarting"
-                    self.error = f"no free port in fleet.camera_ports on {self.host}"
                 else:
                     self.state = "restarting"
                     self.error = f"pipeline exited with code {code}"
+                self.failure = self.state
             log.warning("camera %s: %s; retrying in %.1f s", self.job["name"], self.error, delay)
             if self._stop.wait(delay):
                 return
             delay = min(delay * 2, self.job["restart_max_s"])
 
-    def _run_once(self) -> int | None:
-        """Start one pipeline incarnation and wait for it to exit; its exit code (None: not started)."""
-        first, last = self.job["camera_ports"]
-        port = free_port(self.host, first, last, first + self.job["index"])
-        if port is None:
-            return None
+    def _run_once(self) -> int:
+        """Start one pipeline incarnation and wait for it to exit; its exit code."""
+        # A fixed port per camera (first + its index): two cameras never share an endpoint, so
+        # the aggregator cannot mistake one camera's frames for another's, wherever they run.
+        port = self.job["camera_ports"][0] + self.job["index"]
         host = f"[{self.host}]" if ":" in self.host else self.host
         endpoint = f"tcp://{host}:{port}"
         work = {"camera": self.job["name"], "source": self.job["source"], "config": self.job["config"],
-                "endpoint": endpoint, "parent_pid": os.getpid()}
-        # The camera's name on the command line only labels the process for `ps`; the job is on stdin.
+                "endpoint": endpoint, "stop_timeout_s": self.job["stop_timeout_s"]}
+        # The launcher (see worker.py); the camera's name only labels it for `ps`.
         process = subprocess.Popen([sys.executable, "-m", "posestream.stream.fleet.worker",
-                                    "--camera", self.job["name"]],
-                                   stdin=subprocess.PIPE, start_new_session=True)
+                                    "--camera", self.job["name"]], stdin=subprocess.PIPE)
         with self._lock:
             self._process = process
             self.pid = process.pid
@@ -161,14 +143,6 @@ class CameraActor:
                 break
             except subprocess.TimeoutExpired:
                 continue
-        # Stages left behind by a killed pipeline leave with SIGTERM; the multiprocessing resource
-        # tracker ignores it and unlinks their shared memory once they are gone.
-        self._kill_group(process.pid, signal.SIGTERM)
         with self._lock:
             self.exit_code = code
         return code
-
-    @staticmethod
-    def _kill_group(pgid: int, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signum)

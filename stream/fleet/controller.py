@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 CONTROLLER_NAME = "posestream-fleet"
 TICK_S = 0.5
 WAITING_AFTER_S = 5.0  # an actor not created by then, with too few free resources, is "waiting"
+SUSPECT_S = 120.0      # a node whose actors were lost takes no new camera for this long
+NODE_LABEL = "ray.io/node-id"
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Slot:
     asked_at: float = 0.0
     created_at: float = 0.0
     answered: bool = False           # this actor answered at least once
+    unavailable_since: float | None = None  # Ray has reported the actor unreachable since then
     last: dict[str, Any] = field(default_factory=dict)
     restarts_before: int = 0         # pipeline restarts and actor replacements of earlier actors
     state: str = "starting"
@@ -52,6 +55,9 @@ class FleetController:
         self.aggregator = Aggregator(spec.settings.publish, spec.settings.stats_window_s,
                                      zmq_table["hwm"], zmq_table["linger_ms"])
         self.slots = [Slot(camera, i) for i, camera in enumerate(spec.cameras)]
+        # Nodes that lost a camera: Ray declares a vanished node dead only after its health checks
+        # fail (~15-30 s); until then it could place the replacement right back on it.
+        self._suspects: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -69,18 +75,22 @@ class FleetController:
         return {"name": slot.camera.name, "source": slot.camera.source, "index": slot.index,
                 "config": self.spec.camera_config(slot.camera), "camera_host": s.camera_host,
                 "camera_ports": list(s.camera_ports), "restart_initial_s": s.restart_initial_s,
-                "restart_max_s": s.restart_max_s, "stable_s": s.stable_s}
+                "restart_max_s": s.restart_max_s, "stable_s": s.stable_s,
+                "stop_timeout_s": s.stop_timeout_s}
 
     def _create(self, slot: Slot, now: float) -> None:
         import ray
 
+        self._suspects = {node: t for node, t in self._suspects.items() if now - t < SUSPECT_S}
+        avoid = {NODE_LABEL: f"!in({','.join(sorted(self._suspects))})"} if self._suspects else None
         remote = ray.remote(CameraActor).options(
             num_cpus=slot.camera.num_cpus, num_gpus=slot.camera.num_gpus, max_restarts=0,
-            max_concurrency=2, scheduling_strategy="SPREAD")
+            max_concurrency=2, scheduling_strategy="SPREAD", label_selector=avoid)
         slot.actor = remote.remote(self._job(slot))
         slot.pending = slot.actor.status.remote()
         slot.asked_at = slot.created_at = now
         slot.answered = False
+        slot.unavailable_since = None
         slot.last = {}
 
     def _replace(self, slot: Slot, why: str) -> None:
@@ -89,6 +99,8 @@ class FleetController:
         log.warning("fleet: camera %s: %s; starting it again where resources allow",
                     slot.camera.name, why)
         slot.restarts_before += int(slot.last.get("restarts", 0)) + 1
+        if slot.last.get("node_id"):
+            self._suspects[slot.last["node_id"]] = time.time()
         if slot.actor is not None:
             ray.kill(slot.actor, no_restart=True)
         slot.actor = slot.pending = None
@@ -105,11 +117,20 @@ class FleetController:
         if done:
             try:
                 answer = ray.get(done[0])
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            except ray.exceptions.ActorUnavailableError:
+                # Its node may be gone: ask again, and replace it if this lasts fleet.unavailable_s.
+                if slot.unavailable_since is None:
+                    slot.unavailable_since = now
+                if now - slot.unavailable_since > self.spec.settings.unavailable_s:
+                    self._replace(slot, f"its actor was unreachable for {self.spec.settings.unavailable_s:g} s")
+                else:
+                    slot.pending = slot.actor.status.remote()
+                return
+            except ray.exceptions.RayActorError as exc:
                 self._replace(slot, f"its actor was lost ({type(exc).__name__})")
                 return
-            slot.answered, slot.last = True, answer
-            slot.state, slot.note = answer["state"], answer["error"] if answer["state"] != "running" else ""
+            slot.answered, slot.last, slot.unavailable_since = True, answer, None
+            slot.state, slot.note = answer["state"], answer["error"]
             self.aggregator.set_endpoint(slot.camera.name, answer["endpoint"])
             slot.pending, slot.asked_at = slot.actor.status.remote(), now
             return
@@ -147,10 +168,12 @@ class FleetController:
             fps, p99, age = self.aggregator.figures(slot.camera.name, now)
             state = slot.state
             if state == "running" and (age is None or age > slot.last.get("uptime_s", 0.0)):
-                state = "starting"  # the pipeline is up but its first frame has not arrived yet
+                # Up, but no frame from this incarnation yet: a retry keeps its failure's name.
+                state = slot.last.get("failure") or "starting"
             rows.append(CameraStatus(slot.camera.name, slot.last.get("node_ip", ""), state, fps, p99,
                                      age, slot.restarts_before + int(slot.last.get("restarts", 0)),
-                                     slot.note, slot.last.get("node_id", "")))
+                                     "" if state == "running" else slot.note,
+                                     slot.last.get("node_id", "")))
         return rows
 
     def stopped(self) -> bool:

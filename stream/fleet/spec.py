@@ -46,6 +46,7 @@ class FleetSettings:
     restart_max_s: float
     stable_s: float
     actor_timeout_s: float
+    unavailable_s: float
     stop_timeout_s: float
     namespace: str
 
@@ -71,6 +72,7 @@ class FleetSettings:
         check_range("fleet.restart_max_s", settings.restart_max_s, settings.restart_initial_s, 3600)
         check_range("fleet.stable_s", settings.stable_s, 1, 86400)
         check_range("fleet.actor_timeout_s", settings.actor_timeout_s, 2, 3600)
+        check_range("fleet.unavailable_s", settings.unavailable_s, 0.5, 3600)
         check_range("fleet.stop_timeout_s", settings.stop_timeout_s, 1, 3600)
         if not settings.namespace:
             raise ConfigError("fleet.namespace must not be empty")
