@@ -32,6 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from posestream.stream.fleet.cluster import connect, start_controller
+    from posestream.stream.core.errors import StageError
     from posestream.stream.fleet.spec import load_fleet
     from posestream.stream.fleet.status import format_table
 
@@ -51,10 +52,13 @@ def run(args: argparse.Namespace) -> int:
                     break
                 if not args.quiet:
                     sys.stderr.write(format_table(ray.get(controller.status.remote())))
+            rows = ray.get(controller.stop.remote())
+        except ray.exceptions.RayActorError as exc:
+            raise StageError(f"the fleet controller was lost ({type(exc).__name__}); its cameras "
+                             "stop with it") from None
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        rows = ray.get(controller.stop.remote())
         sys.stderr.write(format_table(rows))
         ray.kill(controller)
     finally:

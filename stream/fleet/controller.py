@@ -138,12 +138,26 @@ class FleetController:
         if slot.answered and silent > self.spec.settings.actor_timeout_s:
             self._replace(slot, f"its actor did not answer for {silent:.0f} s (node lost?)")
         elif not slot.answered and now - slot.created_at > WAITING_AFTER_S:
-            free = ray.available_resources()
-            if (free.get("CPU", 0.0) < slot.camera.num_cpus
-                    or free.get("GPU", 0.0) < slot.camera.num_gpus):
+            free = self._free_per_node(ray)
+            camera = slot.camera
+            if not any(r.get("CPU", 0.0) >= camera.num_cpus and r.get("GPU", 0.0) >= camera.num_gpus
+                       for r in free.values()):
+                most = max(free.values(), key=lambda r: r.get("CPU", 0.0), default={})
                 slot.state = "waiting for resources"
-                slot.note = (f"needs {slot.camera.num_cpus:g} CPU / {slot.camera.num_gpus:g} GPU; "
-                             f"cluster has {free.get('CPU', 0.0):g} / {free.get('GPU', 0.0):g} free")
+                slot.note = (f"needs {camera.num_cpus:g} CPU / {camera.num_gpus:g} GPU on one node; "
+                             f"most free on a node: {most.get('CPU', 0.0):g} CPU / "
+                             f"{most.get('GPU', 0.0):g} GPU")
+
+    def _free_per_node(self, ray: Any) -> dict[str, dict[str, float]]:
+        """Free resources of each node that may take a camera (suspect nodes left out). Ray has no
+        public per-node call without its dashboard; the cluster-wide sum is the fallback."""
+        try:
+            from ray._private.state import available_resources_per_node
+
+            free = available_resources_per_node()
+        except (ImportError, AttributeError):
+            return {"cluster": ray.available_resources()}
+        return {node: r for node, r in free.items() if node not in self._suspects}
 
     def _watch(self) -> None:
         last_status = 0.0
@@ -189,11 +203,15 @@ class FleetController:
         self._stopping.set()
         self._thread.join()
         timeout = self.spec.settings.stop_timeout_s
+        # Actors that never answered (waiting for resources, or still starting) have no pipeline
+        # to drain yet: they are only killed.
         calls = {slot.camera.name: slot.actor.stop.remote(timeout) for slot in self.slots
-                 if slot.actor is not None}
+                 if slot.actor is not None and slot.answered}
         for slot in self.slots:
             call = calls.get(slot.camera.name)
             if call is None:
+                if slot.actor is not None:
+                    ray.kill(slot.actor, no_restart=True)
                 slot.state = "stopped"
                 continue
             try:

@@ -223,3 +223,46 @@ def test_fleet_survives_a_killed_camera_a_lost_node_and_a_bad_camera(
         for camera in (*GOOD, BAD):
             for pid in worker_pids(camera):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_camera_without_room_waits_for_resources(cluster: Any, tmp_path: Path, shared: Path) -> None:
+    """Three cameras of 0.75 CPU on 1-CPU nodes: at most one per node runs, the rest are reported
+    "waiting for resources" (not an error: a node may join), and `fleet stop` ends them all."""
+    ray_cluster, _, env = cluster
+    publish = f"tcp://127.0.0.1:{free_port()}"
+    names = ("w1", "w2", "w3")
+    path = fleet_file(tmp_path, shared, publish, 20000 + free_port() % 40000,
+                      **{n: {"source": "lavfi:testsrc=size=320x240:rate=2", "num_cpus": 0.75}
+                         for n in names})
+    log = tmp_path / "fleet.log"
+    watch = StreamWatch(publish)
+    watch.start()
+    with log.open("w") as out:
+        run = subprocess.Popen([sys.executable, "-m", "posestream", "fleet", "run", str(path),
+                                "--address", ray_cluster.address, "--quiet",
+                                "--set", "detector.input_size=320"],
+                               env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def states() -> dict[str, str]:
+            return {n: watch.status.get(n, {}).get("state", "") for n in names}
+
+        wait_for("a waiting camera next to a running one", lambda: "waiting for resources" in
+                 states().values() and "running" in states().values(), START_TIMEOUT_S, log)
+        nodes = len({watch.status[n]["node_id"] for n in names if states()[n] == "running"})
+        assert list(states().values()).count("running") == nodes  # one 0.75-CPU camera per node
+        stop = cli("fleet", "stop", "--address", ray_cluster.address, env=env)
+        assert stop.returncode == 0, stop.stderr[-2000:]
+        rows = stop.stdout.splitlines()[1:]
+        assert len(rows) == 3 and all(" stopped " in row for row in rows), rows
+        assert run.wait(60) == 0, log.read_text()[-4000:]
+    finally:
+        watch.close()
+        if run.poll() is None:
+            run.send_signal(signal.SIGINT)
+            try:
+                run.wait(60)
+            except subprocess.TimeoutExpired:
+                run.kill()
+        for camera in names:
+            for pid in worker_pids(camera):
+                os.kill(pid, signal.SIGKILL)
