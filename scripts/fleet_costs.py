@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from posestream.stream.fleet.aggregator import Aggregator  # noqa: E402
 from posestream.stream.fleet.spec import load_fleet  # noqa: E402
 
-BENCH_CAMERAS, BENCH_SECONDS, BENCH_OUT, BENCH_FIRST_PORT = 20, 10.0, "tcp://127.0.0.1:47900", 47901
+# Below Linux's ephemeral port range (32768-60999), so no outgoing connection holds them.
+BENCH_CAMERAS, BENCH_SECONDS, BENCH_OUT, BENCH_FIRST_PORT = 20, 10.0, "tcp://127.0.0.1:29900", 29901
 
 TICK = os.sysconf("SC_CLK_TCK")
 
