@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -53,6 +55,8 @@ class CameraActor:
         self.failure = ""                   # "unreachable" / "restarting": why the last one ended
         self.started_at = 0.0          # time.time() of the current pipeline's start
         self._process: subprocess.Popen | None = None
+        self._error_file = os.path.join(tempfile.gettempdir(),
+                                        f"posestream-fleet-{os.getpid()}-{job['index']}.err")
         self._lock = threading.Lock()
         self._stop = threading.Event()
         # The pipeline's parent-death signal follows the thread that forked it, so one long-lived
@@ -76,7 +80,8 @@ class CameraActor:
         self._stop.set()
         with self._lock:
             process = self._process
-        if process is not None and process.poll() is None:
+        running = process is not None and process.poll() is None
+        if running:
             process.send_signal(signal.SIGTERM)  # the launcher escalates after timeout_s itself
             try:
                 process.wait(timeout_s + 5)
@@ -86,9 +91,13 @@ class CameraActor:
                 process.kill()  # its pipeline still gets SIGTERM (parent-death signal)
                 process.wait()
         self._thread.join(timeout_s)
+        with contextlib.suppress(OSError):
+            os.unlink(self._error_file)
         with self._lock:
             self.state = "stopped"
             self.pid = None
+            if not running:  # stopped during a backoff: no pipeline was asked to stop
+                self.exit_code = None
         return self.status()
 
     # -- supervision ------------------------------------------------------------------------------
@@ -110,6 +119,9 @@ class CameraActor:
                 else:
                     self.state = "restarting"
                     self.error = f"pipeline exited with code {code}"
+                with contextlib.suppress(OSError):
+                    with open(self._error_file, encoding="utf-8") as fh:
+                        self.error = fh.read().strip() or self.error
                 self.failure = self.state
             log.warning("camera %s: %s; retrying in %.1f s", self.job["name"], self.error, delay)
             if self._stop.wait(delay):
@@ -124,7 +136,10 @@ class CameraActor:
         host = f"[{self.host}]" if ":" in self.host else self.host
         endpoint = f"tcp://{host}:{port}"
         work = {"camera": self.job["name"], "source": self.job["source"], "config": self.job["config"],
-                "endpoint": endpoint, "stop_timeout_s": self.job["stop_timeout_s"]}
+                "endpoint": endpoint, "stop_timeout_s": self.job["stop_timeout_s"],
+                "error_file": self._error_file}
+        with contextlib.suppress(OSError):
+            os.unlink(self._error_file)
         # The launcher (see worker.py); the camera's name only labels it for `ps`.
         process = subprocess.Popen([sys.executable, "-m", "posestream.stream.fleet.worker",
                                     "--camera", self.job["name"]], stdin=subprocess.PIPE)

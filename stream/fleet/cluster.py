@@ -40,7 +40,10 @@ def connect(address: str | None, namespace: str) -> Any:
         else:
             ray.init(address=address, namespace=namespace, configure_logging=False)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
+        hint = ("" if os.environ.get("RAY_AUTH_MODE") else "; a cluster from `ray start` uses token "
+                "authentication: set RAY_AUTH_MODE=token, with its token in ~/.ray/auth_token or "
+                "RAY_AUTH_TOKEN")
+        raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {exc}{hint}") from None
     return ray
 
 

@@ -14,7 +14,8 @@ kills the launcher, the pipeline still stops in order. The launcher forwards a s
 
 The job arrives as JSON on stdin (`--camera NAME` only labels the processes for `ps`). The exit
 code says what happened: 0 stopped on request (or the stream ended), `EXIT_UNREACHABLE` the source
-could not be opened or read (retried as "unreachable"), anything else a crash ("restarting").
+could not be opened or read (retried as "unreachable"), anything else a crash ("restarting"); the
+pipeline's error, if any, is written to the job's `error_file` for the status table.
 """
 from __future__ import annotations
 
@@ -98,6 +99,9 @@ def run_pipeline(job: dict) -> int:
             report = pipeline.run()
     except PosestreamError as exc:
         logging.getLogger(__name__).error("camera %s: %s", job["camera"], exc)
+        with contextlib.suppress(OSError):  # the actor shows it as the camera's note
+            with open(job["error_file"], "w", encoding="utf-8") as fh:
+                fh.write(str(exc)[:300])
         return EXIT_UNREACHABLE if is_source_failure(exc) else EXIT_CRASHED
     logging.getLogger(__name__).info("camera %s: pipeline %s", job["camera"],
                                      f"stopped by {report.signal}" if report.signal else "ended")
