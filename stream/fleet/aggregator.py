@@ -1,11 +1,16 @@
 """The aggregated stream: one SUB socket per camera endpoint in, one PUB socket (`fleet.publish`) out.
 
 Each camera's pipeline publishes on its own endpoint on its node; the aggregator subscribes to all
-of them and republishes every message under the camera's name (topic and `stream` field), so a
-consumer sees one stream with one topic per camera, in the usual schema. One socket per camera
-means a message's camera is known from the socket it came in on, whatever the pipeline called its
-stream. The aggregator never waits on a camera: a silent or vanished endpoint is just a socket with
-nothing to read (ZMQ reconnects by itself), so one camera's trouble never stops the stream.
+of them and republishes every frame under the camera's name (topic and `stream` field), so a
+consumer sees one stream with one topic per camera, in the shared wire format (`core.wire`). One
+socket per camera means a message's camera is known from the socket it came in on, whatever the
+pipeline called its stream. The aggregator never waits on a camera: a silent or vanished endpoint
+is just a socket with nothing to read (ZMQ reconnects by itself), so one camera's trouble never
+stops the stream.
+
+The aggregated stream is one publisher: it sends its own heartbeat (naming every camera) and the
+fleet's status; the cameras' own heartbeats stay inside. A camera pipeline's `end` is forwarded
+only while the fleet stops (`forward_ends`): before that it is a restart, not the stream's end.
 
 All sockets live in one thread (ZMQ sockets are not thread-safe); other threads hand it endpoint
 changes and status rows through `set_endpoint` and `publish_status`.
@@ -13,15 +18,18 @@ changes and status rows through `set_endpoint` and `publish_status`.
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import threading
 import time
+import uuid
 from typing import Any
 
-import msgpack
 import zmq
 
-from posestream.stream.core.errors import ConfigError
+from posestream.stream.core import wire
+from posestream.stream.core.errors import ConfigError, InputError
 from posestream.stream.fleet.status import CameraStatus, FrameStats, status_message
 
 log = logging.getLogger(__name__)
@@ -32,13 +40,20 @@ POLL_MS = 100
 class Aggregator:
     """`Aggregator(publish, window_s, hwm)`; `start()` binds `publish` (a `ConfigError` if it cannot)."""
 
-    def __init__(self, publish: str, window_s: float, hwm: int, linger_ms: int) -> None:
+    def __init__(self, publish: str, window_s: float, hwm: int, linger_ms: int,
+                 heartbeat_s: float = 1.0) -> None:
         self.publish = publish
         self.window_s = window_s
         self.hwm = hwm
         self.linger_ms = linger_ms
+        self.heartbeat_s = heartbeat_s
+        self.publisher_id = f"fleet:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.started = time.time()
+        self.forward_ends = False
         self.forwarded = 0
         self.malformed = 0
+        self._beat_seq = 0
+        self._ended: dict[str, int | None] = {}
         self._stats: dict[str, FrameStats] = {}
         self._wanted: dict[str, str] = {}           # camera -> endpoint it should be read from
         self._outbox: queue.SimpleQueue[list[bytes]] = queue.SimpleQueue()
@@ -65,10 +80,7 @@ class Aggregator:
             return stats.figures(now) if stats is not None else (0.0, None, None)
 
     def publish_status(self, rows: list[CameraStatus]) -> None:
-        now = time.time()
-        for row in rows:
-            payload = msgpack.packb(status_message(row, now))
-            self._outbox.put([row.name.encode("utf-8"), payload])
+        self._outbox.put(wire.encode(status_message(rows)))
 
     def close(self, drain_s: float = 0.5) -> None:
         """Forward what is still arriving for `drain_s`, then close every socket. Safe twice."""
@@ -95,9 +107,13 @@ class Aggregator:
         self._ready.set()
         sockets: dict[str, tuple[str, zmq.Socket]] = {}
         poller = zmq.Poller()
+        next_beat = time.monotonic()
         try:
             while not self._stop.is_set():
                 self._reconcile(context, poller, sockets)
+                if time.monotonic() >= next_beat:
+                    self._heartbeat(out)
+                    next_beat = time.monotonic() + self.heartbeat_s
                 while True:
                     try:
                         out.send_multipart(self._outbox.get_nowait(), zmq.NOBLOCK)
@@ -146,24 +162,40 @@ class Aggregator:
             sockets[camera] = (endpoint, sock)
             log.info("fleet: camera %s read from %s", camera, endpoint)
 
+    def _heartbeat(self, out: zmq.Socket) -> None:
+        with self._lock:
+            cameras = list(self._wanted)
+            ended = dict(self._ended)
+        message = wire.heartbeat_message(self.publisher_id, self.started, self._beat_seq, time.time(),
+                                         self.heartbeat_s, cameras, ended)
+        self._beat_seq += 1
+        try:
+            out.send_multipart(wire.encode(message), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
     def _forward(self, out: zmq.Socket, camera: str, parts: list[bytes]) -> None:
         arrival = time.time()
         try:
             if len(parts) != 2:
-                raise ValueError(f"{len(parts)} parts")
-            message: Any = msgpack.unpackb(parts[1], raw=False)
-            if not isinstance(message, dict):
-                raise ValueError("not a map")
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                raise InputError(f"stream message: {len(parts)} parts, expected [topic, payload]")
+            message: Any = wire.decode(parts[0], parts[1])
+        except InputError as exc:
             self.malformed += 1
-            log.warning("fleet: camera %s sent a malformed message (%s); skipped", camera, exc)
+            log.warning("fleet: camera %s: %s; skipped", camera, exc)
             return
-        message["stream"] = camera
-        if "capture_ts" in message and "publish_ts" in message:
+        kind = wire.message_type(message)
+        if kind == "frame":
             with self._lock:
                 self._stats[camera].add(arrival, float(message["publish_ts"]) - float(message["capture_ts"]))
+        elif kind == "end" and self.forward_ends:
+            with self._lock:
+                self._ended[camera] = message["last_frame"]
+        else:  # the camera's own heartbeat, or an end that is only a restart
+            return
+        message["stream"] = camera
         try:
-            out.send_multipart([camera.encode("utf-8"), msgpack.packb(message)], zmq.NOBLOCK)
+            out.send_multipart(wire.encode(message), zmq.NOBLOCK)
             self.forwarded += 1
         except zmq.Again:
             pass

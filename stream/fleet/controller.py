@@ -53,7 +53,7 @@ class FleetController:
         self.spec = spec
         zmq_table = spec.config["zmq"]
         self.aggregator = Aggregator(spec.settings.publish, spec.settings.stats_window_s,
-                                     zmq_table["hwm"], zmq_table["linger_ms"])
+                                     zmq_table["hwm"], zmq_table["linger_ms"], zmq_table["heartbeat_s"])
         self.slots = [Slot(camera, i) for i, camera in enumerate(spec.cameras)]
         # Nodes that lost a camera: Ray declares a vanished node dead only after its health checks
         # fail (~15-30 s); until then it could place the replacement right back on it.
@@ -202,6 +202,7 @@ class FleetController:
             return self.status()
         self._stopping.set()
         self._thread.join()
+        self.aggregator.forward_ends = True  # the cameras' last frames now end their streams
         timeout = self.spec.settings.stop_timeout_s
         # Actors that never answered (waiting for resources, or still starting) have no pipeline
         # to drain yet: they are only killed.

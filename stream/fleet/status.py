@@ -1,8 +1,9 @@
 """The fleet's per-camera status: the figures, the stream message that carries them, the table.
 
-Defined once here (until the shared wire module carries a `status` message type): `status_message`
-is what the aggregated stream publishes under the camera's topic every `fleet.status_interval_s`,
-and `format_table` is what `posestream fleet status` prints.
+`status_message` builds the shared wire format's `status` message (`core.wire`, docs/zmq.md) that
+the aggregated stream carries every `fleet.status_interval_s`; `format_table` is what `posestream
+fleet status` prints. The wire knows four states; the fleet's finer ones map onto them and travel
+as `detail` (with `node_id` and `note`, extra keys the schema allows).
 """
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from typing import Any
 
 import numpy as np
 
-STATUS_SCHEMA_VERSION = 2
+from posestream.stream.core import wire
+
 STATES = ("starting", "running", "restarting", "unreachable", "waiting for resources", "stopped")
+# The wire's states: a camera that is starting or waiting for a node is "waiting" for frames.
+WIRE_STATE = {"starting": "waiting", "running": "running", "restarting": "restarting",
+              "unreachable": "unreachable", "waiting for resources": "waiting",
+              "stopped": "waiting"}
 
 
 @dataclass
@@ -34,14 +40,21 @@ class CameraStatus:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_wire(self) -> dict[str, Any]:
+        """This camera as an entry of the wire's status message."""
+        return {"name": self.name, "node": self.node, "state": WIRE_STATE[self.state],
+                "fps": round(self.fps, 2),
+                "p99_ms": None if self.latency_p99_ms is None else round(self.latency_p99_ms, 1),
+                "last_frame_age_s": (None if self.last_frame_age_s is None
+                                     else round(self.last_frame_age_s, 2)),
+                "restarts": self.restarts, "detail": self.state, "node_id": self.node_id,
+                "note": self.note}
 
-def status_message(row: CameraStatus, now: float | None = None) -> dict[str, Any]:
-    """The status message of schema v2 (topic = camera name; `stream` = camera name)."""
-    return {"v": STATUS_SCHEMA_VERSION, "type": "status", "stream": row.name, "node": row.node, "node_id": row.node_id,
-            "state": row.state, "fps": round(row.fps, 2),
-            "latency_p99_ms": None if row.latency_p99_ms is None else round(row.latency_p99_ms, 1),
-            "last_frame_age_s": None if row.last_frame_age_s is None else round(row.last_frame_age_s, 2),
-            "restarts": row.restarts, "ts": time.time() if now is None else now}
+
+def status_message(rows: list[CameraStatus], now: float | None = None) -> dict[str, Any]:
+    """The fleet's status message (schema v2, topic `wire.STATUS_TOPIC`), validated by the wire."""
+    return wire.status_message([row.to_wire() for row in rows],
+                               publish_ts=time.time() if now is None else now)
 
 
 class FrameStats:

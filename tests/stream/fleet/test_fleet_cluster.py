@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import msgpack
 import pytest
 import zmq
 
-from posestream.stream.client import validate_message
+from posestream.stream.core import wire
+from posestream.stream.core.errors import InputError
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +71,7 @@ class StreamWatch(threading.Thread):
         self.frames: dict[str, list[float]] = {}
         self.status: dict[str, dict[str, Any]] = {}
         self.bad: list[str] = []
+        self.heartbeats: list[dict[str, Any]] = []
         self._halt = threading.Event()
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.SUB)
@@ -82,13 +83,18 @@ class StreamWatch(threading.Thread):
             if not self._socket.poll(200):
                 continue
             topic, payload = self._socket.recv_multipart()
-            message = msgpack.unpackb(payload, raw=False)
-            if topic.decode() != message.get("stream"):
-                self.bad.append(f"topic {topic!r} vs stream {message.get('stream')!r}")
-            if message.get("type") == "status":
-                self.status[message["stream"]] = message
-            else:
-                validate_message(message)  # the pipelines' own schema, unchanged
+            try:
+                message = wire.decode(topic, payload)  # the shared schema; topic = its own
+            except InputError as exc:
+                self.bad.append(str(exc))
+                continue
+            kind = wire.message_type(message)
+            if kind == "status":
+                for camera in message["cameras"]:
+                    self.status[camera["name"]] = camera
+            elif kind == "heartbeat":
+                self.heartbeats.append(message)
+            elif kind == "frame":
                 self.frames.setdefault(message["stream"], []).append(time.time())
 
     def frames_after(self, camera: str, since: float) -> int:
@@ -175,6 +181,7 @@ def test_fleet_survives_a_killed_camera_a_lost_node_and_a_bad_camera(
         wait_for("the bad camera reported unreachable", lambda: watch.status.get(BAD, {}).get("state")
                  == "unreachable" and watch.status[BAD]["restarts"] >= 1, 30, log)
         assert BAD not in watch.frames and not watch.bad
+        assert set(watch.heartbeats[-1]["streams"]) == {*GOOD, BAD}  # one publisher, every camera
         status = cli("fleet", "status", "--address", ray_cluster.address, env=env)
         assert status.returncode == 0, status.stderr[-2000:]
         rows = {line.split()[0]: line for line in status.stdout.splitlines()[1:]}
@@ -244,7 +251,7 @@ def test_camera_without_room_waits_for_resources(cluster: Any, tmp_path: Path, s
                                env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         def states() -> dict[str, str]:
-            return {n: watch.status.get(n, {}).get("state", "") for n in names}
+            return {n: watch.status.get(n, {}).get("detail", "") for n in names}
 
         wait_for("a waiting camera next to a running one", lambda: "waiting for resources" in
                  states().values() and "running" in states().values(), START_TIMEOUT_S, log)

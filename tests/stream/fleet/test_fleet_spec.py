@@ -9,7 +9,8 @@ import pytest
 from posestream.stream.core.config import load_config
 from posestream.stream.core.errors import ConfigError, InputNotFoundError
 from posestream.stream.fleet.spec import check_resources, load_fleet, parse_fleet
-from posestream.stream.fleet.status import CameraStatus, FrameStats, format_table, status_message
+from posestream.stream.core import wire
+from posestream.stream.fleet.status import STATES, CameraStatus, FrameStats, format_table, status_message
 
 CLIP = "data/video/two_person_interaction_72f.mp4"
 
@@ -117,14 +118,24 @@ def test_frame_stats_fps_p99_and_age_over_the_window() -> None:
     assert (fps, p99) == (0.0, None) and age == pytest.approx(90.2)
 
 
-def test_status_message_and_table() -> None:
+def test_status_message_follows_the_wire_schema_and_table() -> None:
     rows = [CameraStatus("door", "10.0.0.5", "running", 14.96, 83.25, 0.04, 1, "", "ab12cd34"),
             CameraStatus("yard", "", "waiting for resources", 0.0, None, None, 0, "needs 2 CPU")]
-    message = status_message(rows[0], now=5.0)
-    assert message == {"v": 2, "type": "status", "stream": "door", "node": "10.0.0.5",
-                       "node_id": "ab12cd34", "state": "running", "fps": 14.96,
-                       "latency_p99_ms": 83.2, "last_frame_age_s": 0.04, "restarts": 1, "ts": 5.0}
+    message = status_message(rows, now=5.0)
+    assert wire.validate(message) is message and wire.topic_of(message) == wire.STATUS_TOPIC
+    assert message["publish_ts"] == 5.0
+    assert message["cameras"][0] == {
+        "name": "door", "node": "10.0.0.5", "state": "running", "fps": 14.96, "p99_ms": 83.2,
+        "last_frame_age_s": 0.04, "restarts": 1, "detail": "running", "node_id": "ab12cd34", "note": ""}
+    assert (message["cameras"][1]["state"], message["cameras"][1]["detail"]) == (
+        "waiting", "waiting for resources")
     table = format_table(rows).splitlines()
     assert table[0].split() == ["camera", "node", "state", "fps", "p99", "ms", "age", "s", "restarts", "note"]
     assert table[1].split() == ["door", "10.0.0.5", "(ab12cd)", "running", "15.0", "83", "0.0", "1"]
     assert table[2].split()[:8] == ["yard", "-", "waiting", "for", "resources", "0.0", "-", "-"]
+
+
+def test_every_fleet_state_maps_to_a_wire_state() -> None:
+    for state in STATES:
+        row = CameraStatus("cam", "n", state, 0.0, None, None, 0)
+        wire.validate(status_message([row], now=1.0))
