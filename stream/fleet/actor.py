@@ -36,7 +36,7 @@ class CameraActor:
     """Created by the controller as a Ray actor with the camera's resources.
 
     `job`: camera name, source, index, full config, and the fleet settings the actor needs
-    (camera_host, camera_ports, restart_initial_s, restart_max_s, stable_s).
+    (camera_host, camera_port_first, restart_initial_s, restart_max_s, stable_s, stop_timeout_s).
     """
 
     def __init__(self, job: dict[str, Any]) -> None:
@@ -132,7 +132,7 @@ class CameraActor:
         """Start one pipeline incarnation and wait for it to exit; its exit code."""
         # A fixed port per camera (first + its index): two cameras never share an endpoint, so
         # the aggregator cannot mistake one camera's frames for another's, wherever they run.
-        port = self.job["camera_ports"][0] + self.job["index"]
+        port = self.job["camera_port_first"] + self.job["index"]
         host = f"[{self.host}]" if ":" in self.host else self.host
         endpoint = f"tcp://{host}:{port}"
         work = {"camera": self.job["name"], "source": self.job["source"], "config": self.job["config"],

@@ -74,7 +74,7 @@ class FleetController:
         s = self.spec.settings
         return {"name": slot.camera.name, "source": slot.camera.source, "index": slot.index,
                 "config": self.spec.camera_config(slot.camera), "camera_host": s.camera_host,
-                "camera_ports": list(s.camera_ports), "restart_initial_s": s.restart_initial_s,
+                "camera_port_first": s.camera_port_first, "restart_initial_s": s.restart_initial_s,
                 "restart_max_s": s.restart_max_s, "stable_s": s.stable_s,
                 "stop_timeout_s": s.stop_timeout_s}
 

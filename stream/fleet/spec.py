@@ -18,6 +18,7 @@ from typing import Any, Mapping
 from posestream.stream.client import check_endpoint
 from posestream.stream.core.config import Config, check_range, load_config
 from posestream.stream.core.errors import ConfigError, InputNotFoundError
+from posestream.stream.core.settings import FleetSettings, Settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,54 +30,6 @@ NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
 # A topic and a file-name-safe label: letters, digits, '-', '_', '.'; no prefix of another name
 # matters because subscribers compare topics exactly.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
-@dataclass(frozen=True)
-class FleetSettings:
-    """The `[fleet]` table (config.toml defaults, then FLEET.toml's own `[fleet]`)."""
-
-    publish: str
-    camera_host: str
-    camera_ports: tuple[int, int]
-    num_cpus: float
-    num_gpus: float
-    status_interval_s: float
-    stats_window_s: float
-    restart_initial_s: float
-    restart_max_s: float
-    stable_s: float
-    actor_timeout_s: float
-    unavailable_s: float
-    stop_timeout_s: float
-    namespace: str
-
-    @classmethod
-    def from_table(cls, table: Mapping[str, Any]) -> "FleetSettings":
-        values = dict(table)
-        ports = values.get("camera_ports")
-        if not (isinstance(ports, list) and len(ports) == 2 and all(isinstance(p, int) for p in ports)):
-            raise ConfigError(f"fleet.camera_ports must be [first, last] port numbers, got {ports!r}")
-        values["camera_ports"] = (ports[0], ports[1])
-        try:
-            settings = cls(**values)
-        except TypeError as exc:
-            raise ConfigError(f"config table [fleet] does not match this version: {exc}") from None
-        check_endpoint(settings.publish, "fleet.publish")
-        check_range("fleet.camera_ports[0]", ports[0], 1024, 65535)
-        check_range("fleet.camera_ports[1]", ports[1], ports[0], 65535)
-        check_range("fleet.num_cpus", settings.num_cpus, 0.01, 1024)
-        check_range("fleet.num_gpus", settings.num_gpus, 0, 64)
-        check_range("fleet.status_interval_s", settings.status_interval_s, 0.1, 3600)
-        check_range("fleet.stats_window_s", settings.stats_window_s, 1, 3600)
-        check_range("fleet.restart_initial_s", settings.restart_initial_s, 0.1, 600)
-        check_range("fleet.restart_max_s", settings.restart_max_s, settings.restart_initial_s, 3600)
-        check_range("fleet.stable_s", settings.stable_s, 1, 86400)
-        check_range("fleet.actor_timeout_s", settings.actor_timeout_s, 2, 3600)
-        check_range("fleet.unavailable_s", settings.unavailable_s, 0.5, 3600)
-        check_range("fleet.stop_timeout_s", settings.stop_timeout_s, 1, 3600)
-        if not settings.namespace:
-            raise ConfigError("fleet.namespace must not be empty")
-        return settings
 
 
 @dataclass(frozen=True)
@@ -195,7 +148,10 @@ def _camera(index: int, table: Any, settings: FleetSettings, base: Config) -> Ca
     except ConfigError as exc:
         raise ConfigError(f"{where}.set: {exc}") from None
     spec = CameraSpec(name, source, num_cpus, num_gpus, dict(overrides))
-    camera_config(base, spec)
+    try:  # the camera's whole configuration, threads from its CPUs included, within every bound
+        Settings.from_config(camera_config(base, spec))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     return spec
 
 
@@ -216,7 +172,11 @@ def parse_fleet(document: Mapping[str, Any], base: Config) -> FleetSpec:
         load_config(None, {f"fleet.{k}": v for k, v in own.items()})  # type checks per key
     except ConfigError as exc:
         raise ConfigError(f"FLEET.toml: {exc}") from None
-    settings = FleetSettings.from_table(table)
+    try:
+        settings = FleetSettings.parse(table)
+    except ConfigError as exc:
+        raise ConfigError(f"FLEET.toml: {exc}") from None
+    check_endpoint(settings.publish, "fleet.publish")
     cameras_raw = document.get("camera", [])
     if not isinstance(cameras_raw, list) or not cameras_raw:
         raise ConfigError("FLEET.toml: no cameras; add at least one [[camera]] with name and source")
@@ -229,10 +189,10 @@ def parse_fleet(document: Mapping[str, Any], base: Config) -> FleetSpec:
                               f"and camera[{index}]); names are the stream topics and must be unique")
         seen[camera.name] = index
         cameras.append(camera)
-    first, last = settings.camera_ports
+    first, last = settings.camera_port_first, settings.camera_port_last
     if last - first + 1 < len(cameras):
-        raise ConfigError(f"fleet.camera_ports [{first}, {last}] holds {last - first + 1} ports for "
-                          f"{len(cameras)} cameras; widen the range")
+        raise ConfigError(f"fleet.camera_port_first..camera_port_last ({first}..{last}) holds "
+                          f"{last - first + 1} ports for {len(cameras)} cameras; widen the range")
     return FleetSpec(settings, tuple(cameras), base)
 
 

@@ -127,7 +127,7 @@ def cluster(prepared_home: Path) -> Iterator[tuple[Any, Any, dict[str, str]]]:
 
 
 def fleet_file(tmp: Path, shared: Path, publish: str, ports: int, **cameras: dict[str, Any]) -> Path:
-    lines = ["[fleet]", f'publish = "{publish}"', f"camera_ports = [{ports}, {ports + 19}]",
+    lines = ["[fleet]", f'publish = "{publish}"', f"camera_port_first = {ports}", f"camera_port_last = {ports + 19}",
              "status_interval_s = 1.0", "restart_initial_s = 0.5", "restart_max_s = 4.0",
              "actor_timeout_s = 15.0", ""]
     for name, camera in cameras.items():

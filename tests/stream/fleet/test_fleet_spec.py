@@ -63,7 +63,7 @@ def test_camera_config_applies_overrides_threads_and_live_policy() -> None:
     (doc({**GOOD, "set": {"detector.input_size": "big"}}), "must be an integer"),
     (doc({**GOOD, "set": {"fleet.publish": "tcp://127.0.0.1:1"}}), "is a fleet setting"),
     (doc(GOOD, fleet={"publish": "udp://x"}), "fleet.publish"),
-    (doc(GOOD, {**GOOD, "name": "b"}, fleet={"camera_ports": [6000, 6000]}), "widen the range"),
+    (doc(GOOD, {**GOOD, "name": "b"}, fleet={"camera_port_first": 6000, "camera_port_last": 6000}), "widen the range"),
     (doc(GOOD, fleet={"restart_max_s": 0.5}), "fleet.restart_max_s"),
 ])
 def test_bad_fleet_files_are_one_clear_error(document: dict[str, Any], message: str) -> None:
