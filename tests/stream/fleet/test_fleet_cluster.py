@@ -144,8 +144,11 @@ def cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.Com
                           text=True, timeout=timeout)
 
 
-def test_impossible_resource_request_is_one_clear_error(cluster: Any, tmp_path: Path, shared: Path) -> None:
+def test_no_fleet_and_an_impossible_resource_request_are_one_clear_error_each(cluster: Any, tmp_path: Path, shared: Path) -> None:
     ray_cluster, _, env = cluster
+    nothing = cli("fleet", "status", "--address", ray_cluster.address, env=env)
+    assert nothing.returncode == 2
+    assert "posestream: error: no fleet is running in Ray namespace 'posestream'" in nothing.stderr
     path = fleet_file(tmp_path, shared, f"tcp://127.0.0.1:{free_port()}", free_port(),
                       big={"source": "lavfi:testsrc=size=320x240:rate=5", "num_cpus": 4})
     done = cli("fleet", "run", str(path), "--address", ray_cluster.address, env=env)
