@@ -5,15 +5,12 @@ Ray is asked for as little as possible: no dashboard, no usage statistics, and a
 """
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 from posestream.stream.core.errors import ConfigError, PosestreamError, StageError
 from posestream.stream.fleet.controller import CONTROLLER_NAME, FleetController
 from posestream.stream.fleet.spec import FleetSpec, check_resources
-
-log = logging.getLogger(__name__)
 
 
 def _ray(loopback: bool = False) -> Any:

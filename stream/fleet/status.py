@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,9 +37,6 @@ class CameraStatus:
     note: str = ""
     node_id: str = ""  # Ray's node id: tells nodes apart that share an address (one machine)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     def to_wire(self) -> dict[str, Any]:
         """This camera as an entry of the wire's status message."""
         return {"name": self.name, "node": self.node, "state": WIRE_STATE[self.state],
@@ -64,12 +61,10 @@ class FrameStats:
         self.window_s = window_s
         self._arrivals: deque[tuple[float, float]] = deque()
         self.last_arrival: float | None = None
-        self.frames = 0
 
     def add(self, arrival: float, latency_s: float) -> None:
         self._arrivals.append((arrival, latency_s))
         self.last_arrival = arrival
-        self.frames += 1
         self._trim(arrival)
 
     def _trim(self, now: float) -> None:
