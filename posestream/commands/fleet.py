@@ -41,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         controller, publish = start_controller(ray, spec)
         address = ray.get_runtime_context().gcs_address
+        # The local cluster is loopback-only and, like any Ray 2.60 cluster, token-authenticated.
+        env = "" if args.address else "RAY_AUTH_MODE=token RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
         sys.stderr.write(f"fleet: {len(spec.cameras)} cameras on Ray cluster {address}; aggregated "
-                         f"stream {publish}; stop with Ctrl-C or `posestream fleet stop "
+                         f"stream {publish}; stop with Ctrl-C or `{env}posestream fleet stop "
                          f"--address {address}`\n")
         wake = threading.Event()
         previous = {s: signal.signal(s, lambda *_: wake.set()) for s in (signal.SIGINT, signal.SIGTERM)}
