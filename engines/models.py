@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
+
 from posestream.engines.model_card import ModelCard
 from posestream.stream.core.config import Config, check_choice, home_dir
 from posestream.stream.core.errors import ModelError
 from posestream.stream.core.settings import Settings
+
+if TYPE_CHECKING:
+    from posestream.engines.quantize import DemoFrames
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +32,11 @@ def model_dir(config: Config, name: str) -> Path:
     return models_dir(config) / name
 
 
-def prepare_default_model(config: Config, source: Path | None = None, force: bool = False) -> ModelCard:
+def prepare_default_model(config: Config, source: Path | None = None, force: bool = False,
+                          demo: "DemoFrames | None" = None) -> ModelCard:
     """Make sure the default model (and, for `engine.precision = "int8"`, its INT8 model) is in the
-    cache and intact; build what is not."""
+    cache and intact; build what is not. `demo` gives the demo-clip frames of the default INT8
+    calibration data (the CLI passes them; the clip belongs to the runtime layer)."""
     card = _prepare_fp32(config, source, force)
     check_choice("engine.precision", config["engine"]["precision"], PRECISIONS)
     if config["engine"]["precision"] != "int8":
@@ -41,7 +48,9 @@ def prepare_default_model(config: Config, source: Path | None = None, force: boo
         log.warning("INT8 model not built: %s; OpenVINO runs the FP32 model until then", reason)
         return card
     directory = model_dir(config, card.name)
-    return build_int8(config, card, directory) if force else ensure_int8(config, card, directory)
+    if force:
+        return build_int8(config, card, directory, demo=demo)
+    return ensure_int8(config, card, directory, demo)
 
 
 def _prepare_fp32(config: Config, source: Path | None, force: bool) -> ModelCard:

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -70,17 +70,21 @@ def _read_zip_image(archive: zipfile.ZipFile, member: str) -> np.ndarray:
     return image
 
 
-def default_calibration(config: Config) -> tuple[list[np.ndarray], str]:
+# frames of the built-in demo clip, given by the caller (the clip is the runtime's, a layer above):
+# `frames(count)` -> BGR images
+DemoFrames = Callable[[int], list[np.ndarray]]
+
+
+def default_calibration(config: Config, demo: DemoFrames | None = None) -> tuple[list[np.ndarray], str]:
     """Ultralytics' sample photos from its PyPI wheel plus demo-clip frames, each also mirrored.
     (Random crops of the photos were tried as extra samples and measured worse: COCO AP 0.635.)"""
     from posestream.engines.yolo_prepare import fetch_wheel
-    from posestream.stream.demo_clip import demo_frames
 
     cfg = config["quantize"]
     wheel = fetch_wheel(cfg["assets_wheel"], home_dir(config) / "downloads")
     with zipfile.ZipFile(wheel) as archive:
         photos = [_read_zip_image(archive, member) for member in cfg["assets"]]
-    clip = demo_frames(seconds=cfg["demo_frames"] / 10.0, fps=10, size=(1280, 720)) if cfg["demo_frames"] else []
+    clip = demo(cfg["demo_frames"]) if demo is not None and cfg["demo_frames"] else []
     images = photos + clip
     images += [cv2.flip(image, 1) for image in images]
     names = ", ".join(Path(m).name for m in cfg["assets"])
@@ -195,13 +199,14 @@ def int8_problems(card: ModelCard, directory: Path, config: Config | None = None
 
 
 def build_int8(config: Config, card: ModelCard, directory: Path, calibration: Path | None = None,
-               count: int | None = None) -> ModelCard:
-    """Quantize the card's FP32 dynamic model into `directory` and record it in the card."""
+               count: int | None = None, demo: DemoFrames | None = None) -> ModelCard:
+    """Quantize the card's FP32 dynamic model into `directory` and record it in the card
+    (`calibration` None: the default data, with the demo-clip frames `demo` gives)."""
     cfg = config["quantize"]
     count = int(cfg["images"] if count is None else count)
     check_range("quantize.images", count, 1, 10000)
     if calibration is None:
-        images, source = default_calibration(config)
+        images, source = default_calibration(config, demo)
     else:
         images, source = user_calibration(calibration, count)
     images = images[:count]
@@ -228,12 +233,12 @@ def build_int8(config: Config, card: ModelCard, directory: Path, calibration: Pa
     return card
 
 
-def ensure_int8(config: Config, card: ModelCard, directory: Path) -> ModelCard:
+def ensure_int8(config: Config, card: ModelCard, directory: Path, demo: DemoFrames | None = None) -> ModelCard:
     """Keep a usable INT8 model (whatever its calibration); rebuild it on the default data when stale."""
     problems = int8_problems(card, directory, config)
     if not problems:
         log.info("INT8 model of %s is prepared and intact", card.name)
         return card
     log.info("INT8 model of %s: %s; building it", card.name, ", ".join(problems))
-    return build_int8(config, card, directory)
+    return build_int8(config, card, directory, demo=demo)
 

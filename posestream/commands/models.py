@@ -52,7 +52,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         card = prepare_landmark_model(args.name, home_dir(config), args.source, opset=config["model"]["opset"],
                                       threads=config["engine"]["intra_op_threads"], force=args.force)
     elif args.name in (None, config["model"]["name"]):
-        card = prepare_default_model(config, source=args.source, force=args.force)
+        card = prepare_default_model(config, source=args.source, force=args.force, demo=demo_frames)
     else:
         raise ConfigError(f"unknown model '{args.name}' (valid: {config['model']['name']}, {', '.join(MODELS)})")
     directory = model_dir(config, card.name)
@@ -73,12 +73,20 @@ def run_quantize(args: argparse.Namespace) -> int:
     if card.task != "detector+pose":
         raise ModelError(f"model '{card.name}' is a {card.task} model; INT8 quantization covers the "
                          "YOLO-pose detector models")
-    card = build_int8(config, card, directory, calibration=args.calibration, count=args.images)
+    card = build_int8(config, card, directory, calibration=args.calibration, count=args.images, demo=demo_frames)
     entry = card.extra[INT8_KEY]
     calibration = entry["quantization"]["calibration"]
     print(f"{card.name} {'int8 (openvino)':18s} {directory / entry['file']}")
     print(f"calibrated on {calibration['count']} images: {calibration['source']}")
     return 0
+
+
+def demo_frames(count: int) -> list:
+    """`count` frames of the built-in demo clip (1280x720, 10 fps): part of the default INT8
+    calibration data."""
+    from posestream.stream.demo_clip import demo_frames as frames
+
+    return frames(seconds=count / 10.0, fps=10, size=(1280, 720))
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -123,11 +123,15 @@ def test_intact_int8_model_is_reused_and_a_stale_one_rebuilt(int8_home: tuple[Co
 
 
 def test_default_calibration_needs_no_model_hub(prepared_home: Path) -> None:
+    from posestream.commands.models import demo_frames
+
     config = load_config(overrides={"quantize.demo_frames": 3})
-    images, source = default_calibration(config)
+    images, source = default_calibration(config, demo_frames)
     assert len(images) == 2 * (2 + 3)  # photos and clip frames, all mirrored
     assert {images[0].shape, images[1].shape} == {(1080, 810, 3), (720, 1280, 3)}  # bus.jpg, zidane.jpg
-    assert "bus.jpg" in source and "zidane.jpg" in source
+    assert "bus.jpg" in source and "zidane.jpg" in source and "3 demo-clip frames" in source
+    photos_only, source = default_calibration(config)
+    assert len(photos_only) == 2 * 2 and "0 demo-clip frames" in source
 
 
 def test_user_calibration_data_and_its_errors(shared: Path, tmp_path: Path) -> None:
