@@ -49,6 +49,7 @@ setup(
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
     include_package_data=False,
+    package_data={"posestream.plugins.sinks.web": ["static/*.html"]},
     cmdclass={"build_py": BuildWithDefaults},
     install_requires=[
         "numpy>=1.24",
@@ -64,9 +65,12 @@ setup(
         "pycocotools>=2.0.7",
         "scikit-image>=0.21",  # only for its bundled public-domain photo used by `posestream demo`
         "tomli>=2.0; python_version<'3.11'",
+        "aiohttp>=3.9",  # the web viewer's HTTP/WebSocket server
+        "prometheus_client>=0.17",  # the web viewer's /metrics
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "matplotlib>=3.7"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "matplotlib>=3.7",
+                 "playwright>=1.40"],  # drives Debian's chromium; never `playwright install`
         "gpu": ["tensorrt>=10,<11"],
         "plot": ["matplotlib>=3.7"],
     },
@@ -88,6 +92,7 @@ setup(
             "images = posestream.plugins.sinks.images:ImagesSink",
             "window = posestream.plugins.sinks.window:WindowSink",
             "zmq = posestream.plugins.sinks.zmq_sink:ZmqSink",
+            "web = posestream.plugins.sinks.web:WebSink",
         ],
     },
 )

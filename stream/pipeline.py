@@ -174,7 +174,9 @@ class Pipeline:
         sup.add("nms", "nms", {"inputs": [to_nms[0]], "output": to_track[1], "streams": n}, self.config)
         sup.add("track", "track", {"inputs": [to_track[0]], "output": to_sinks[1], "streams": n},
                 self.config)
-        sup.add("sinks", "sinks", {"inputs": [to_sinks[0]], "conds": conds, "sink_specs": self.sinks,
+        self._hosts: list[Any] = []  # supervisor-side halves of sinks (the web viewer's server)
+        sink_specs = [self._host_side(kind, target) for kind, target in self.sinks]
+        sup.add("sinks", "sinks", {"inputs": [to_sinks[0]], "conds": conds, "sink_specs": sink_specs,
                                    "streams": n, "latency_window": s.latency_window}, self.config)
         sup.start_all()
 
@@ -183,6 +185,16 @@ class Pipeline:
             sup.close()
             return RunReport("interrupted", 0.0, {}, {}, trap.first)
         return self._supervise(sup, trap, streams)
+
+    def _host_side(self, kind: str, target: str) -> tuple[str, str]:
+        """Start the supervisor-side half of a sink that has one (`in_supervisor(config, target)`,
+        e.g. the web viewer's server); its sinks-process half gets `sink_target` instead."""
+        start = getattr(sink_class(kind), "in_supervisor", None)
+        if start is None:
+            return kind, target
+        host = self._stack.enter_context(start(self.config, target))
+        self._hosts.append(host)
+        return kind, host.sink_target
 
     def _handshake(self, sup: Supervisor, trap: SignalTrap) -> list[dict[str, Any]] | None:
         """Wait for every source's announcement, create the rings, tell sources and sinks the stream names."""
@@ -247,6 +259,8 @@ class Pipeline:
             for stage, feeders in upstream.items():
                 sent = sum(sup.stages[f].counters.get("sent") for f in feeders)
                 depths.add(stage, int(sent - sup.stages[stage].counters.get("received")))
+            for host in self._hosts:
+                host.update(sup, streams, source_stats, depths)
             if display is not None and now - last_tick >= (
                     self.settings.status_interval_s if display.live else TICK_S):
                 fps = {}
