@@ -220,7 +220,7 @@ def build_app(hub: Hub, settings: WebSettings, registry: CollectorRegistry,
 
     async def index(request: web.Request) -> web.Response:
         return web.Response(body=page, content_type="text/html", headers={
-            "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; "
+            "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
                                        "style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
                                        "connect-src 'self'",
             "Cache-Control": "no-store"})
