@@ -186,11 +186,12 @@ class WebHost:
             self._history.popleft()
         self.snapshot = snapshot
 
-    def rates(self) -> tuple[Snapshot | None, dict[str, tuple[float, float]]]:
-        """The newest snapshot and per-stage (FPS, busy %) over the window behind it."""
+    def rates(self) -> tuple[Snapshot | None, dict[str, tuple[float, float]], dict[str, float]]:
+        """The newest snapshot, per-stage (FPS, busy %) and per-stream input FPS over the window
+        behind it."""
         history = list(self._history)
         if not history:
-            return None, {}
+            return None, {}, {}
         first, last = history[0], history[-1]
         span = last.time - first.time
         rates = {}
@@ -202,7 +203,12 @@ class WebHost:
             fps = max(stage["processed"] - before["processed"], 0.0) / span
             busy = min(100.0, 100.0 * max(stage["busy_s"] - before["busy_s"], 0.0) / span)
             rates[name] = (fps, busy)
-        return last, rates
+        stream_fps = {}
+        for name, stream in last.streams.items():
+            before = first.streams.get(name)
+            published = stream["published"] - before["published"] if before else 0
+            stream_fps[name] = max(published, 0) / span if span > 0 else 0.0
+        return last, rates, stream_fps
 
     def health(self) -> tuple[bool, str]:
         """(healthy, reason): every stage alive and every live source delivering frames."""
@@ -248,7 +254,7 @@ class _PipelineCollector:
         self._host = host
 
     def collect(self) -> Any:
-        snapshot, rates = self._host.rates()
+        snapshot, rates, stream_fps = self._host.rates()
         if snapshot is None:
             return
         stage_metrics = {
@@ -293,6 +299,9 @@ class _PipelineCollector:
                                               labels=["stream"]),
             "disconnects": CounterMetricFamily("posestream_source_disconnects",
                                                "Times a camera connection was lost", labels=["stream"]),
+            "fps": GaugeMetricFamily("posestream_stream_fps",
+                                     f"Frames per second the source delivered over {RATE_WINDOW_S:.0f} s",
+                                     labels=["stream"]),
             "age": GaugeMetricFamily("posestream_stream_frame_age_seconds",
                                      "Time since the source delivered its newest frame",
                                      labels=["stream"]),
@@ -303,6 +312,7 @@ class _PipelineCollector:
             stream_metrics["lost"].add_metric([name], stream["lost"])
             stream_metrics["reconnects"].add_metric([name], stream["source"].get("restored", 0))
             stream_metrics["disconnects"].add_metric([name], stream["source"].get("lost", 0))
+            stream_metrics["fps"].add_metric([name], stream_fps.get(name, 0.0))
             stream_metrics["age"].add_metric([name], stream["frame_age_s"])
         yield from stage_metrics.values()
         yield from stream_metrics.values()

@@ -233,3 +233,53 @@ def test_stalled_viewer_loses_frames_and_blocks_nobody() -> None:
         assert slowest < 0.5, f"a sink write took {slowest:.3f} s"
         # nothing queued up for the stalled viewer: it got a few buffered frames, not the run's
         assert stalled_bytes < healthy_bytes / 2, (stalled_bytes, healthy_bytes)
+
+
+def test_viewer_of_a_zmq_stream_draws_keypoints_without_pictures(tmp_path) -> None:
+    """The reusable part: the same page fed by a ZMQ subscription (as a fleet would serve it)."""
+    import threading
+
+    from posestream.plugins.sinks.web.server import serve
+    from posestream.plugins.sinks.web.subscription import zmq_items
+    from posestream.plugins.sinks.zmq_sink import ZmqSink
+
+    config = web_config()
+    endpoint = f"ipc://{tmp_path}/poses.sock"
+    urls: list[str] = []
+    loop = asyncio.new_event_loop()
+    server = loop.create_task(serve(zmq_items(endpoint), WebSettings.from_config(config, "127.0.0.1:0"),
+                                    started=urls.append))
+
+    def run_server() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(server)
+        loop.close()
+
+    thread = threading.Thread(target=run_server, daemon=True)
+    thread.start()
+    try:
+        with ZmqSink(config, endpoint) as publisher:
+            deadline = time.monotonic() + 30
+            while not urls and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+            async def watch() -> dict[str, Any]:
+                async with _watch(urls[0], "cam7") as ws:
+                    for i in range(3000):
+                        result, _ = video_results(1, stream="cam7")[0]
+                        result.frame = i
+                        publisher.write(result)
+                        try:
+                            msg = await asyncio.wait_for(ws.receive(), 0.02)
+                        except asyncio.TimeoutError:
+                            continue
+                        if msg.type == aiohttp.WSMsgType.BINARY:
+                            return _frame_from(msg.data)[0]
+                raise AssertionError("no frame reached the viewer")
+
+            header = asyncio.run(watch())
+        assert header["stream"] == "cam7" and header["message"]["persons"]
+        assert header["stats"]["frames"] >= 1
+    finally:
+        loop.call_soon_threadsafe(server.cancel)
+        thread.join(30)
