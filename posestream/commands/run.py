@@ -13,7 +13,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="video file, image folder, image list, webcam index or /dev/videoN, "
                              "rtsp://... or http(s):// camera URL, lavfi:FILTER (repeatable)")
     parser.add_argument("--sink", action="append", default=[], metavar="KIND:TARGET",
-                        help="json:PATH, video:PATH, images:DIR, window, zmq[:ENDPOINT] (repeatable)")
+                        help="json:PATH, video:PATH, images:DIR, window, zmq[:ENDPOINT], web[:HOST:PORT] (repeatable)")
     policy = parser.add_mutually_exclusive_group()
     policy.add_argument("--live", dest="policy", action="store_const", const="live",
                         help="never block the source: drop the oldest unprocessed frame when behind")

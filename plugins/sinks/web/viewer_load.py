@@ -103,9 +103,13 @@ async def main(url: str, viewers: int, seconds: float, rounds: int, pid: int | N
     print(f"mean: no viewers {a:.2f} fps, {viewers} viewers {b:.2f} fps, ratio {b / a:.3f} "
           f"(change {100 * (b - a) / a:+.1f} %)")
     if pid:
+        # CPU per frame: the work each frame costs, which other load on the machine hardly changes
+        per_a = sum(c[1] for c in cpu_a) / max(sum(without), 1e-9)
+        per_b = sum(c[1] for c in cpu_b) / max(sum(with_), 1e-9)
         print(f"mean CPU cores, supervisor (server): {statistics.mean(c[0] for c in cpu_a):.3f} -> "
               f"{statistics.mean(c[0] for c in cpu_b):.3f}; all pipeline processes: "
-              f"{statistics.mean(c[1] for c in cpu_a):.2f} -> {statistics.mean(c[1] for c in cpu_b):.2f}")
+              f"{statistics.mean(c[1] for c in cpu_a):.2f} -> {statistics.mean(c[1] for c in cpu_b):.2f}; "
+              f"CPU s per frame {per_a:.3f} -> {per_b:.3f} ({100 * (per_b - per_a) / per_a:+.1f} %)")
 
 
 if __name__ == "__main__":
