@@ -64,13 +64,14 @@ setup(
         "Pillow>=9",  # image sizes from headers, without decoding, for image-folder sources
         "pycocotools>=2.0.7",
         "scikit-image>=0.21",  # only for its bundled public-domain photo used by `posestream demo`
+        "tflite>=2.18",  # the TFLite flatbuffer schema, for importing MediaPipe landmark models
         "tomli>=2.0; python_version<'3.11'",
         "aiohttp>=3.9",  # the web viewer's HTTP/WebSocket server
         "prometheus_client>=0.17",  # the web viewer's /metrics
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "matplotlib>=3.7",
-                 "playwright>=1.40"],  # drives Debian's chromium; never `playwright install`
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "matplotlib>=3.7", "ai-edge-litert>=2.3",
+                 "playwright>=1.40"],  # playwright drives Debian's chromium; never `playwright install`
         "gpu": ["tensorrt>=10,<11"],
         "plot": ["matplotlib>=3.7"],
     },
@@ -81,6 +82,7 @@ setup(
             "yolo-crop = posestream.plugins.pose.yolo_crop:YoloCropPose",
             "heatmap = posestream.plugins.pose.heatmap:HeatmapPose",
             "simcc = posestream.plugins.pose.simcc:SimccPose",
+            "blazepose = posestream.plugins.pose.blazepose:BlazePose",
         ],
         "posestream.trackers": [
             "none = posestream.plugins.trackers.none:NoTracker",
