@@ -13,12 +13,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from coco_frames import video_results
 from prometheus_client.parser import text_string_to_metric_families
+
+from posestream.plugins.sinks.web.host import WebHost
+from posestream.plugins.sinks.web.sink import WebSink
+from posestream.stream.core.config import load_config
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -117,6 +123,15 @@ def test_browser_sees_poses_on_two_streams_and_the_pipeline_outlives_it(live_run
             assert shot.stat().st_size > 10_000
             labels = page.locator(".stats").all_inner_texts()
             assert len(labels) == 2 and all("fps" in text and "dropped" in text for text in labels)
+            # the picker: one stream only; the other's card hides and its frames stop coming
+            page.select_option("#picker", "lavfi-2")
+            drawn = page.evaluate("() => posestreamStats.framesDrawn")
+            page.wait_for_function(f"() => posestreamStats.framesDrawn >= {drawn + 5}", timeout=120_000)
+            page.wait_for_timeout(1000)  # frames already on their way when the choice changed
+            drawn = page.evaluate("() => posestreamStats.framesDrawn")
+            page.wait_for_function(f"() => posestreamStats.framesDrawn >= {drawn + 5}", timeout=120_000)
+            assert page.evaluate("() => posestreamStats.lastFrame.stream") == "lavfi-2"
+            assert page.locator(".card:visible").count() == 1
             before_close = sink_frames(url)
             page.close()  # mid-stream
         finally:
@@ -137,3 +152,43 @@ def test_browser_sees_poses_on_two_streams_and_the_pipeline_outlives_it(live_run
     process.send_signal(signal.SIGINT)  # Ctrl-C
     assert process.wait(120) == 130
 
+
+
+def test_page_with_token_in_its_address_reaches_its_socket(tmp_path: Path) -> None:
+    """With `[web] token` the page is opened as /?token=T and hands the token on to /ws; without it
+    the page is refused. The server and sink run here, fed with real COCO images and keypoints."""
+    from playwright.sync_api import sync_playwright
+
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} missing (scripts/setup.sh installs Debian's chromium)")
+    config = load_config()
+    config["web"].update(port=0, token="tok-123")
+    frames = video_results(24, stream="cam0")
+    stop = threading.Event()
+    with WebHost(config) as host:
+        def feed() -> None:
+            with WebSink(config, host.sink_target, streams=["cam0"]) as sink:
+                index = 0
+                while not stop.wait(1 / 15):
+                    result, pixels = frames[index % len(frames)]
+                    result.frame = index
+                    sink.write(result, pixels)
+                    index += 1
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        try:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                try:
+                    page = browser.new_page(bypass_csp=True)
+                    assert page.goto(host.url).status == 403
+                    assert page.goto(host.url + "?token=tok-123").status == 200
+                    page.wait_for_function("() => posestreamStats.framesDrawn >= 5 && posestreamStats.persons > 0",
+                                           timeout=120_000)
+                    assert page.evaluate("() => posestreamStats.streams") == ["cam0"]
+                finally:
+                    browser.close()
+        finally:
+            stop.set()
+            feeder.join(30)
