@@ -22,6 +22,7 @@ from posestream.plugins.sinks.web.settings import WebSettings
 from posestream.stream.core.config import Config
 from posestream.stream.core.errors import ConfigError, StageError
 from posestream.stream.core.results import FrameResult
+from posestream.stream.core.wire import frame_message
 
 if TYPE_CHECKING:
     from posestream.plugins.sinks.web.host import WebHost
@@ -96,7 +97,7 @@ class WebSink:
         if self._closed:
             raise StageError("web sink: write after close")
         self._read_subscriptions()
-        body = pack(result.to_message(publish_ts=time.time()), result.timings)
+        body = pack(frame_message(result, publish_ts=time.time()), result.timings)
         if frame is not None and self._watched(result.stream):
             parts = [topic(TOPIC_FRAME, result.stream), body,
                      encode_jpeg(frame, self.settings.max_width, self.settings.jpeg_quality)]

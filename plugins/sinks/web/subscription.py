@@ -16,15 +16,17 @@ import zmq.asyncio
 
 from posestream.plugins.sinks.web.server import Item, serve
 from posestream.plugins.sinks.web.settings import WebSettings
-from posestream.stream.client import check_endpoint, decode_message
+from posestream.stream.client import check_endpoint
 from posestream.stream.core.config import Config
 from posestream.stream.core.errors import InputError
+from posestream.stream.core.wire import decode, message_type
 
 log = logging.getLogger(__name__)
 
 
 async def zmq_items(endpoint: str, topics: Iterable[str] = ()) -> AsyncIterator[Item]:
-    """Validated frame messages of the publisher at `endpoint`, as (stream, None, message)."""
+    """Validated frame messages (wire schema v1/v2) of the publisher at `endpoint`, as
+    (stream, None, message); end, heartbeat and status messages are skipped."""
     context = zmq.asyncio.Context()
     socket = context.socket(zmq.SUB)
     socket.linger = 0
@@ -35,11 +37,12 @@ async def zmq_items(endpoint: str, topics: Iterable[str] = ()) -> AsyncIterator[
         while True:
             parts = await socket.recv_multipart()
             try:
-                message = decode_message(parts[0], parts[1])
+                message = decode(parts[0], parts[1])
             except (InputError, IndexError) as exc:
                 log.warning("web viewer: skipped a message from %s: %s", endpoint, exc)
                 continue
-            yield message["stream"], None, message
+            if message_type(message) == "frame":  # end, heartbeat and status: nothing to draw
+                yield message["stream"], None, message
     finally:
         socket.close(linger=0)
         context.term()
