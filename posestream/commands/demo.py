@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_web(config: Config, clip: Path, target: str, quiet: bool) -> int:
     """The clip as an endless live stream (FFmpeg loops it at 30 fps in real time) into the viewer."""
-    from posestream.plugins.sinks.web.settings import WebSettings
+    from posestream.plugins.sinks.web.settings import url_of, web_settings
     from posestream.stream.pipeline import Pipeline
     from posestream.stream.progress import make_display
 
@@ -59,7 +59,7 @@ def _run_web(config: Config, clip: Path, target: str, quiet: bool) -> int:
         raise ConfigError(f"demo --web: the clip path {path} has characters an FFmpeg filter graph "
                           "cannot take; choose another --out")
     source = f"lavfi:movie=filename={path}:loop=0,setpts=N/(30*TB),realtime"
-    print(f"demo: open {WebSettings.from_config(config, target).url} in a browser; Ctrl-C stops",
+    print(f"demo: open {url_of(web_settings(config, target))} in a browser; Ctrl-C stops",
           flush=True)
     with Pipeline(config, [source], [f"web:{target}" if target else "web"], "live",
                   progress=None if quiet else make_display) as pipeline:

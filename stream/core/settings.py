@@ -204,6 +204,24 @@ class ZmqSettings(Table):
 
 
 @dataclass(frozen=True)
+class WebSettings(Table):
+    """The web viewer sink; a `web:HOST:PORT` target overrides host and port."""
+
+    section: ClassVar[str] = "web"
+    host: str
+    port: int = bound(0, 65535)
+    token: str
+    max_fps: float = bound(0.1, 60.0)
+    jpeg_quality: int = bound(1, 100)
+    max_width: int = bound(64, 7680)
+    health_stale_s: float = bound(0.5, 3600.0)
+
+    def check(self) -> None:
+        if not self.host:
+            raise ConfigError("config key 'web.host' is empty (127.0.0.1 serves this machine only)")
+
+
+@dataclass(frozen=True)
 class TensorRTTable(Table):
     """The `[tensorrt]` table as written; `engines.engine_cache.TensorRTSettings` derives the
     batch profile and cache paths from it."""
@@ -374,6 +392,7 @@ class Settings:
     engine: EngineSettings
     detector: DetectorSettings
     zmq: ZmqSettings
+    web: WebSettings
     tensorrt: TensorRTTable
     tracker: TrackerSettings
     source: SourceSettings

@@ -28,8 +28,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from posestream.plugins.sinks.web.feed import TOPIC_FRAME, TOPIC_KEYPOINTS, topic, unpack
 from posestream.plugins.sinks.web.server import Item, serve
-from posestream.plugins.sinks.web.settings import WebSettings
+from posestream.plugins.sinks.web.settings import warn_if_exposed, web_settings
 from posestream.stream.core.config import Config
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,11 @@ class Snapshot:
 class WebHost:
     """A context manager; `sink_target` is what the web sink in the sinks process connects to."""
 
-    def __init__(self, config: Config, target: str = "") -> None:
-        self.settings = WebSettings.from_config(config, target)
-        self.settings.warn_if_exposed()
-        self.heartbeat_timeout_s = float(config["pipeline"]["heartbeat_timeout_s"])
+    def __init__(self, settings: Settings | Config, target: str = "") -> None:
+        settings = Settings.of(settings)
+        self.settings = web_settings(settings, target)
+        warn_if_exposed(self.settings)
+        self.heartbeat_timeout_s = settings.pipeline.heartbeat_timeout_s
         self._dir = tempfile.mkdtemp(prefix="posestream-web-")  # mode 0700: only this user connects
         self.sink_target = f"ipc://{self._dir}/feed"
         self.registry = CollectorRegistry()

@@ -31,8 +31,9 @@ from urllib.parse import urlsplit
 from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
-from posestream.plugins.sinks.web.settings import WebSettings, is_loopback_host
+from posestream.plugins.sinks.web.settings import is_loopback_host, url_of
 from posestream.stream.core.keypoints import get_format
+from posestream.stream.core.settings import WebSettings
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ def _refusal(request: web.Request, settings: WebSettings) -> str | None:
     origin = request.headers.get("Origin")
     if origin is not None and urlsplit(origin).netloc != request.host:
         return f"origin {origin} is not this server"
-    if settings.loopback and not is_loopback_host(urlsplit(f"//{request.host}").hostname or ""):
+    if is_loopback_host(settings.host) and not is_loopback_host(urlsplit(f"//{request.host}").hostname or ""):
         return f"host {request.host} is not a loopback name"
     if not _token_ok(request, settings.token):
         return "missing or wrong token"
@@ -289,10 +290,8 @@ async def serve(source: AsyncIterator[Item], settings: WebSettings, *,
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
-        port = runner.addresses[0][1]
-        host = f"[{settings.host}]" if ":" in settings.host else settings.host
         if started is not None:
-            started(f"http://{host}:{port}/")
+            started(url_of(settings, runner.addresses[0][1]))
         async for stream, jpeg, message in source:
             hub.publish(stream, jpeg, message)
         await asyncio.Event().wait()  # the source ended (a finished run): keep serving until cancelled

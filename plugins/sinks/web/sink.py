@@ -18,10 +18,12 @@ import numpy as np
 import zmq
 
 from posestream.plugins.sinks.web.feed import TOPIC_FRAME, TOPIC_KEYPOINTS, pack, topic
-from posestream.plugins.sinks.web.settings import WebSettings
+from posestream.plugins.sinks.web.settings import web_settings
 from posestream.stream.core.config import Config
+from posestream.stream.core.contracts import Sink
 from posestream.stream.core.errors import ConfigError, StageError
 from posestream.stream.core.results import FrameResult
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.wire import frame_message
 
 if TYPE_CHECKING:
@@ -45,24 +47,24 @@ def encode_jpeg(frame: np.ndarray, max_width: int, quality: int) -> bytes:
     return data.tobytes()
 
 
-class WebSink:
-    """`WebSink(config, target, streams=...)`. `posestream run --sink web[:HOST:PORT]` starts the
+class WebSink(Sink):
+    """`WebSink(settings, target, streams)`. `posestream run --sink web[:HOST:PORT]` starts the
     server in the supervisor (`in_supervisor`), which hands this class the feed endpoint as target."""
 
     needs_pixels = True
 
     @classmethod
-    def in_supervisor(cls, config: Config, target: str) -> "WebHost":
+    def in_supervisor(cls, config: Settings | Config, target: str) -> "WebHost":
         """The server half, started by the pipeline in the supervisor process before the stages."""
         from posestream.plugins.sinks.web.host import WebHost
 
         return WebHost(config, target)
 
-    def __init__(self, config: Config, target: str = "", *, streams: Sequence[str] = ()) -> None:
+    def __init__(self, settings: Settings | Config, target: str = "", streams: Sequence[str] = ()) -> None:
         if not target.startswith("ipc://"):
             raise ConfigError(f"web sink: '{target}' is not a viewer feed; the web sink runs inside "
                               "`posestream run --sink web[:HOST:PORT]`, which starts its server")
-        self.settings = WebSettings.from_config(config)
+        self.settings = web_settings(settings)
         self._interval = 1.0 / self.settings.max_fps
         self._next_due: dict[str, float] = {}
         self._subscribed: set[bytes] = set()
@@ -111,7 +113,7 @@ class WebSink:
             return
         self.sent += 1
 
-    def end_stream(self, stream: str, last_frame: int) -> None:
+    def end_stream(self, stream: str, last_frame: int | None) -> None:
         """Nothing to flush: the server notices the end from its own stream counters."""
         del stream, last_frame
 

@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from posestream.plugins.sinks.web.host import WebHost
-from posestream.plugins.sinks.web.settings import WebSettings, parse_target
+from posestream.plugins.sinks.web.settings import parse_target, warn_if_exposed, web_settings
 from posestream.plugins.sinks.web.sink import WebSink
 from posestream.stream.core.config import Config, load_config
 from posestream.stream.core.errors import ConfigError
@@ -64,14 +64,14 @@ def test_parse_target(target: str, expected: Any) -> None:
                                         ("max_width", 10)])
 def test_settings_out_of_range_name_the_key(key: str, value: Any) -> None:
     with pytest.raises(ConfigError, match=f"web.{key}"):
-        WebSettings.from_config(web_config(**{key: value}))
+        web_settings(web_config(**{key: value}))
 
 
 def test_exposed_without_token_warns(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        WebSettings.from_config(web_config(), "0.0.0.0:0").warn_if_exposed()
-        WebSettings.from_config(web_config(token="s3cret"), "0.0.0.0:0").warn_if_exposed()
-        WebSettings.from_config(web_config(), "127.0.0.1:0").warn_if_exposed()
+        warn_if_exposed(web_settings(web_config(), "0.0.0.0:0"))
+        warn_if_exposed(web_settings(web_config(token="s3cret"), "0.0.0.0:0"))
+        warn_if_exposed(web_settings(web_config(), "127.0.0.1:0"))
     warnings = [r.message for r in caplog.records if "without a token" in r.message]
     assert len(warnings) == 1 and "0.0.0.0" in warnings[0]
 
@@ -249,7 +249,7 @@ def test_viewer_of_a_zmq_stream_draws_keypoints_without_pictures(tmp_path) -> No
     endpoint = f"ipc://{tmp_path}/poses.sock"
     urls: list[str] = []
     loop = asyncio.new_event_loop()
-    server = loop.create_task(serve(zmq_items(endpoint), WebSettings.from_config(config, "127.0.0.1:0"),
+    server = loop.create_task(serve(zmq_items(endpoint), web_settings(config, "127.0.0.1:0"),
                                     started=urls.append))
 
     def run_server() -> None:
