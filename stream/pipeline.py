@@ -214,7 +214,8 @@ class Pipeline:
                 sent = sum(sup.stages[f].counters.get("sent") for f in feeders)
                 depths.add(stage, int(sent - sup.stages[stage].counters.get("received")))
             for host in self._hosts:
-                host.update(sup, streams, source_stats, depths)
+                host.update(sup, streams, [f"source{i}" for i in range(len(streams))],
+                            source_stats, depths)
             if display is not None and now - last_tick >= (
                     self.settings.status_interval_s if display.live else TICK_S):
                 fps = {}

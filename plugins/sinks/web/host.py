@@ -152,9 +152,10 @@ class WebHost:
             yield stream, (parts[2] if len(parts) > 2 else None), message
 
     # -- supervisor thread --------------------------------------------------------------------------
-    def update(self, sup: Any, streams: list[dict[str, Any]], source_stats: dict[str, dict[str, int]],
-               depths: Any) -> None:
-        """Called by the supervisor's loop every tick; takes a snapshot every UPDATE_INTERVAL_S."""
+    def update(self, sup: Any, streams: list[dict[str, Any]], source_stages: list[str],
+               source_stats: dict[str, dict[str, int]], depths: Any) -> None:
+        """Called by the supervisor's loop every tick with what it knows (`source_stages[i]` is the
+        stage that reads `streams[i]`); takes a snapshot every UPDATE_INTERVAL_S."""
         now = time.time()
         if now - self._last_update < UPDATE_INTERVAL_S:
             return
@@ -171,16 +172,16 @@ class WebHost:
                 "heartbeat_age_s": now - counters["heartbeat"], "ready": counters["ready"] > 0,
                 "queue": queue[-1] if queue else 0}
         out = {}
-        for i, st in enumerate(streams):
+        for st, source in zip(streams, source_stages):
             ring = st["ring"].counters()
             published = ring["published"]
             previous = self._last_new_frame.get(st["name"])
             if previous is None or published != previous[0]:
                 self._last_new_frame[st["name"]] = (published, now)
-            finished = sup.stages[f"source{i}"].finished
+            finished = sup.stages[source].finished
             out[st["name"]] = {
                 "live": st["live"], "published": published, "dropped": ring["dropped"],
-                "lost": ring["lost"], "source": dict(source_stats.get(f"source{i}", {})),
+                "lost": ring["lost"], "source": dict(source_stats.get(source, {})),
                 "finished": finished, "frame_age_s": now - self._last_new_frame[st["name"]][1]}
         snapshot = Snapshot(now, stages, out)
         self._history.append(snapshot)
