@@ -76,6 +76,7 @@ class WebHost:
         self._history: deque[Snapshot] = deque()
         self._last_new_frame: dict[str, tuple[int, float]] = {}
         self._last_update = 0.0
+        self._watched: set[str] = set()  # streams whose pictures the feed is subscribed to
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -120,7 +121,6 @@ class WebHost:
                     feed.subscribe(topic(TOPIC_FRAME, name))
                 self._watched = set(streams)
 
-            self._watched: set[str] = set()
             server = asyncio.create_task(serve(self._items(feed), self.settings, registry=self.registry,
                                                health=self.health, on_watch=on_watch,
                                                started=self._on_started))
