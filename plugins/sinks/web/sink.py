@@ -90,9 +90,12 @@ class WebSink(Sink):
         if topic(TOPIC_FRAME, stream) not in self._subscribed:
             return False
         now = time.monotonic()
-        if now < self._next_due.get(stream, 0.0):
+        due = self._next_due.get(stream, 0.0)
+        if now < due:
             return False
-        self._next_due[stream] = now + self._interval
+        # one interval after the previous slot, not after now: frames arriving with jitter at about
+        # max_fps all get pictures; a slot is never older than one interval, so bursts stay short
+        self._next_due[stream] = max(due, now - self._interval) + self._interval
         return True
 
     def write(self, result: FrameResult, frame: np.ndarray | None) -> None:

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import time
 import urllib.request
@@ -29,6 +30,11 @@ def sink_frames(url: str) -> float:
         if family.name == "posestream_stage_frames":
             return sum(s.value for s in family.samples if s.labels.get("stage") == "sinks")
     raise RuntimeError(f"{url}metrics has no posestream_stage_frames series")
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
@@ -67,22 +73,26 @@ async def viewer(session: aiohttp.ClientSession, url: str, stop: asyncio.Event, 
                 return
 
 
-async def window(url: str, viewers: int, seconds: float, pid: int | None) -> tuple[float, int, tuple[float, float]]:
+async def window(url: str, viewers: int, seconds: float,
+                 pid: int | None) -> tuple[float, int, tuple[float, float, float]]:
     """Pipeline FPS over `seconds` with `viewers` open, the frames they received, and the CPU cores
-    the supervisor and all pipeline processes used meanwhile."""
+    the supervisor, all pipeline processes and these viewers used meanwhile."""
     stop = asyncio.Event()
     counts = [0]
     async with aiohttp.ClientSession() as session:
         tasks = [asyncio.create_task(viewer(session, url, stop, counts)) for _ in range(viewers)]
         await asyncio.sleep(2.0 if viewers else 0.0)  # let them connect and subscribe
         cpu_before = cpu_seconds(pid) if pid else (0.0, 0.0)
+        own_before = _own_cpu_s()
         start, before = time.monotonic(), await asyncio.to_thread(sink_frames, url)
         await asyncio.sleep(seconds)
         after, end = await asyncio.to_thread(sink_frames, url), time.monotonic()
         cpu_after = cpu_seconds(pid) if pid else (0.0, 0.0)
+        own = (_own_cpu_s() - own_before) / (time.monotonic() - start)
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
-    cores = ((cpu_after[0] - cpu_before[0]) / (end - start), (cpu_after[1] - cpu_before[1]) / (end - start))
+    cores = ((cpu_after[0] - cpu_before[0]) / (end - start), (cpu_after[1] - cpu_before[1]) / (end - start),
+             own)
     return (after - before) / (end - start), counts[0], cores
 
 
@@ -96,7 +106,7 @@ async def main(url: str, viewers: int, seconds: float, rounds: int, pid: int | N
         with_.append(fps_b)
         cpu_b.append(cores_b)
         cpu = (f" | CPU cores (supervisor / all): {cores[0]:.3f} / {cores[1]:.2f} vs "
-               f"{cores_b[0]:.3f} / {cores_b[1]:.2f}") if pid else ""
+               f"{cores_b[0]:.3f} / {cores_b[1]:.2f}; the viewers themselves {cores_b[2]:.2f}") if pid else ""
         print(f"round {i + 1}: no viewers {fps:.2f} fps | {viewers} viewers {fps_b:.2f} fps "
               f"({received} frames delivered to them){cpu}", flush=True)
     a, b = statistics.mean(without), statistics.mean(with_)
