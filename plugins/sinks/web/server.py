@@ -54,6 +54,7 @@ class StreamState:
     version: int = 0
     frames: int = 0
     dropped: int = 0
+    first_frame: int | None = None
     last_frame: int | None = None
     latency_ms: float | None = None
     last_picture: float = 0.0
@@ -118,9 +119,10 @@ class Hub:
         state.arrivals.append(now)
         state.frames += 1
         frame = int(message.get("frame", 0))
-        if state.last_frame is not None and frame > state.last_frame + 1:
-            state.dropped += frame - state.last_frame - 1
-        state.last_frame = frame
+        # frames missing from the numbering so far (a picture may arrive after the next frame)
+        state.first_frame = frame if state.first_frame is None else min(state.first_frame, frame)
+        state.last_frame = frame if state.last_frame is None else max(state.last_frame, frame)
+        state.dropped = max(0, state.last_frame - state.first_frame + 1 - state.frames)
         if message.get("publish_ts") and message.get("capture_ts"):
             state.latency_ms = round((message["publish_ts"] - message["capture_ts"]) * 1000.0, 1)
         if jpeg is None and now - state.last_picture < PICTURE_HOLD_S:

@@ -4,12 +4,15 @@ The server (`host.WebHost`) lives in the supervisor process; this half connects 
 the server's private feed (an ipc:// socket in a directory only this user can open) and sends, per
 frame, one small message: the wire message plus the per-stage timings (for the latency histograms).
 A JPEG goes along only when the server subscribed to that stream's pictures (someone watches it) and
-at most `web.max_fps` times a second per stream; otherwise nothing is encoded. Sending never waits:
-when the feed is full the frame is dropped for the viewer and counted.
+at most `web.max_fps` times a second per stream; otherwise nothing is encoded. The encoding happens in
+a thread of its own (OpenCV releases the GIL), so the sinks stage only copies the frame and moves on;
+if the encoder is still busy when the next picture is due, the newer frame replaces the waiting one.
+Sending never waits: when the feed is full the frame is dropped for the viewer and counted.
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Sequence
 
@@ -72,18 +75,52 @@ class WebSink(Sink):
         self.encoded = 0
         self.dropped = 0
         self._closed = False
+        self._lock = threading.Lock()  # the socket is shared by the stage's thread and the encoder
+        self._pending: dict[str, tuple[bytes, np.ndarray]] = {}  # stream -> newest (body, frame)
+        self._wake = threading.Condition()
+        self._stopping = False
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.XPUB)
         self._socket.sndhwm = FEED_HWM
         self._socket.linger = 0
         self._socket.connect(target)
+        self._encoder = threading.Thread(target=self._encode_loop, name="web-jpeg", daemon=True)
+        self._encoder.start()
         log.debug("web sink feeding %s (streams %s)", target, ", ".join(streams))
 
     def _read_subscriptions(self) -> None:
         """XPUB reports the server's (un)subscriptions: b"\\x01" + topic, b"\\x00" + topic."""
-        while self._socket.poll(0, zmq.POLLIN):
-            notice = self._socket.recv(zmq.NOBLOCK)
-            (self._subscribed.add if notice[:1] == b"\x01" else self._subscribed.discard)(notice[1:])
+        with self._lock:
+            while self._socket.poll(0, zmq.POLLIN):
+                notice = self._socket.recv(zmq.NOBLOCK)
+                (self._subscribed.add if notice[:1] == b"\x01" else self._subscribed.discard)(notice[1:])
+
+    def _send(self, parts: list[bytes]) -> None:
+        with self._lock:
+            try:
+                self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                self.dropped += 1
+                return
+            self.sent += 1
+
+    def _encode_loop(self) -> None:
+        """Encode and send the newest waiting picture of each stream until closed."""
+        while True:
+            with self._wake:
+                while not self._pending and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                stream, (body, frame) = self._pending.popitem()
+            try:
+                jpeg = encode_jpeg(frame, self.settings.max_width, self.settings.jpeg_quality)
+            except StageError as exc:  # a picture the viewer does without; the keypoints still go
+                log.warning("%s", exc)
+                self._send([topic(TOPIC_KEYPOINTS, stream), body])
+                continue
+            self._send([topic(TOPIC_FRAME, stream), body, jpeg])
+            self.encoded += 1
 
     def _watched(self, stream: str) -> bool:
         """True when a viewer watches `stream` and its next picture is due (the rate cap)."""
@@ -104,17 +141,14 @@ class WebSink(Sink):
         self._read_subscriptions()
         body = pack(frame_message(result, publish_ts=time.time()), result.timings)
         if frame is not None and self._watched(result.stream):
-            parts = [topic(TOPIC_FRAME, result.stream), body,
-                     encode_jpeg(frame, self.settings.max_width, self.settings.jpeg_quality)]
-            self.encoded += 1
-        else:
-            parts = [topic(TOPIC_KEYPOINTS, result.stream), body]
-        try:
-            self._socket.send_multipart(parts, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            self.dropped += 1
-            return
-        self.sent += 1
+            with self._wake:  # the copy: other sinks may draw on `frame` after this one
+                replaced = self._pending.get(result.stream)
+                self._pending[result.stream] = (body, frame.copy())
+                self._wake.notify()
+            if replaced is None:
+                return
+            body = replaced[0]  # the encoder was still busy: that frame goes without its picture
+        self._send([topic(TOPIC_KEYPOINTS, result.stream), body])
 
     def end_stream(self, stream: str, last_frame: int | None) -> None:
         """Nothing to flush: the server notices the end from its own stream counters."""
@@ -125,6 +159,10 @@ class WebSink(Sink):
         if self._closed:
             return
         self._closed = True
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._encoder.join(10.0)
         self._socket.close(linger=0)
         self._context.term()
         log.info("web sink closed: %d frames sent (%d with a picture), %d dropped", self.sent,

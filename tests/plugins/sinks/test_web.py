@@ -327,3 +327,17 @@ def test_healthz_names_a_live_source_that_stopped_delivering(prepared_home, tmp_
             process.kill()
             process.wait(30)
         log.close()
+
+
+def test_dropped_counts_missing_frame_numbers_even_out_of_order() -> None:
+    """A picture is encoded off the stage's thread, so it may arrive after the next frame's
+    keypoints: only numbers that never arrive count as dropped."""
+    from prometheus_client import CollectorRegistry
+
+    from posestream.plugins.sinks.web.server import Hub
+
+    hub = Hub(10.0, CollectorRegistry())
+    for frame in (0, 1, 3, 2, 5, 7, 6):
+        hub.publish("cam0", None, {"frame": frame, "persons": [], "capture_ts": 1.0, "publish_ts": 1.1})
+    stats = hub.status()["streams"]["cam0"]
+    assert stats["dropped"] == 1 and stats["frames"] == 7 and stats["latency_ms"] == 100.0
