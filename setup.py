@@ -38,6 +38,7 @@ def namespace_packages() -> tuple[list[str], dict[str, str]]:
 
 
 PACKAGES, PACKAGE_DIR = namespace_packages()
+FLEET = ["ray==2.60.0"]  # `posestream fleet`: Ray is the control plane of a camera fleet (tests use it)
 
 setup(
     name="posestream",
@@ -71,7 +72,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2.1", "matplotlib>=3.7", "ai-edge-litert>=2.3",
-                 "playwright>=1.40"],  # playwright drives Debian's chromium; never `playwright install`
+                 "playwright>=1.40", *FLEET],  # playwright drives Debian's chromium; never `playwright install`
+        "fleet": FLEET,
         "gpu": ["tensorrt>=10,<11"],
         "plot": ["matplotlib>=3.7"],
     },
