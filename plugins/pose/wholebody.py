@@ -10,7 +10,8 @@ Crops (square, rotated with `rotated_crop_matrices`, batched across persons and 
   the ear-to-ear distance and twice the eyes-to-mouth distance; turned so that the line from the
   right eye (BlazePose 5) to the left eye (2) is horizontal.
 Only persons whose box's longer side is at least `pose.wholebody_min_size` pixels get crops; the
-others, and hands/faces whose model flag is below `pose.wholebody_min_flag`, get score 0 there.
+others get score 0 there, their face points placed on the nose and hand points on the wrists;
+hands/faces whose model flag is below `pose.wholebody_min_flag` keep the model's points with score 0.
 
 Point scores: a hand's 21 points get its hand flag (probability that a hand is in the crop); the
 68 face points get sigmoid(face flag logit).
@@ -36,7 +37,7 @@ HAND_POINTS, FACE_MESH_POINTS, FACE_POINTS = 21, 468, 68
 FACE_START, LEFT_HAND_START, RIGHT_HAND_START = 26, 94, 115
 # BlazePose indices: (wrist, pinky, index) per hand, person's left first.
 _HANDS = ((15, 17, 19), (16, 18, 20))
-_LEFT_EYE, _RIGHT_EYE, _LEFT_EAR, _RIGHT_EAR, _MOUTH = 2, 5, 7, 8, (9, 10)
+_NOSE, _LEFT_EYE, _RIGHT_EYE, _LEFT_EAR, _RIGHT_EAR, _MOUTH = 0, 2, 5, 7, 8, (9, 10)
 HAND_CENTRE = 0.9  # along wrist -> knuckles, in units of that distance
 HAND_SIDE = 4.0    # crop side, in units of the wrist -> knuckles distance
 HAND_MIN_SIDE = 0.15  # ... but at least this fraction of the person's box's longer side
@@ -149,6 +150,10 @@ class WholeBody:
         for f, (frame, body, box, body26) in enumerate(zip(frames, bodies, boxes, halpe26)):
             kp = np.zeros((len(body), 136, 3))
             kp[:, :26] = body26
+            # score-0 placeholders where no crop runs: the nose for the face, the wrists for hands
+            kp[:, FACE_START:FACE_START + FACE_POINTS, :2] = body[:, None, _NOSE, :2]
+            for (wrist, _, _), start in zip(_HANDS, (LEFT_HAND_START, RIGHT_HAND_START)):
+                kp[:, start:start + HAND_POINTS, :2] = body[:, None, wrist, :2]
             out.append(kp)
             big = np.flatnonzero(box[:, 2:].max(1, initial=0) >= self.min_size) if len(box) else []
             if not len(big):
