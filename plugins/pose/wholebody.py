@@ -49,8 +49,7 @@ FACE_SIDE = 1.7
 # `mediapipe-face` model puts on the frontal face of scikit-image's public-domain astronaut photo
 # (`skimage.data.astronaut()`, upright crop of side 170 px centred at (222, 122));
 # `tests/plugins/pose/test_wholebody.py` derives it again and compares. The face is slightly
-# turned, so a few picks are not mirror images of each other (jaw 2/14 = 93/361, upper lids 38/43
-# = 157/385), where MediaPipe's mirror of 361 is 132 and of 157 is 384.
+# turned, so the table's left and right halves need not be vertex-for-vertex mirror images.
 FACE68_FROM_MESH = (
     127, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 361, 454, 356,  # jaw
     70, 63, 105, 66, 107, 336, 296, 334, 293, 300,  # brows
@@ -71,14 +70,14 @@ class _LandmarkModel(ModelRunner):
 
     tasks = ("pose-landmarks",)
 
-    def __init__(self, settings: Settings, model: str, points: int) -> None:
+    def __init__(self, settings: Settings, model: str, points: int, flag: str) -> None:
         super().__init__(settings, model, settings.pose.threads)
         self.torch_inputs = None  # rotated crops are cut with OpenCV
         size = self.card.input.get("size") or [0, 0]
         if len(size) != 2 or size[0] != size[1] or size[0] <= 0:
             self.close()
             raise ModelError(f"model '{model}': square landmark input expected, card says size {size}")
-        self.size, self.points = int(size[0]), points
+        self.size, self.points, self.flag = int(size[0]), points, flag
         self._scale = float(self.card.input.get("scale", 1.0))
         self._rgb = self.card.input.get("color", "RGB") == "RGB"
         self._name = self.engine.inputs[0].name
@@ -92,8 +91,7 @@ class _LandmarkModel(ModelRunner):
             out = self.run({self._name: np.ascontiguousarray(x)})
             values = np.asarray(out["landmarks"], dtype=np.float64).reshape(len(x), self.points, -1)
             coords.append(values[..., :2] - 0.5)
-            flag = out.get("hand_flag", out.get("face_flag"))
-            flags.append(np.asarray(flag, dtype=np.float64).reshape(-1))
+            flags.append(np.asarray(out[self.flag], dtype=np.float64).reshape(-1))
         return np.concatenate(coords), np.concatenate(flags)
 
 
@@ -129,9 +127,9 @@ class WholeBody:
         self.min_size = settings.pose.wholebody_min_size
         self.min_flag = settings.pose.wholebody_min_flag
         self.batch = settings.pose.batch
-        self.hand = _LandmarkModel(settings, HAND_MODEL, HAND_POINTS)
+        self.hand = _LandmarkModel(settings, HAND_MODEL, HAND_POINTS, "hand_flag")
         try:
-            self.face = _LandmarkModel(settings, FACE_MODEL, FACE_MESH_POINTS)
+            self.face = _LandmarkModel(settings, FACE_MODEL, FACE_MESH_POINTS, "face_flag")
         except BaseException:
             self.hand.close()
             raise
@@ -143,7 +141,7 @@ class WholeBody:
 
     def extend(self, frames: Sequence[np.ndarray], bodies: Sequence[np.ndarray],
                boxes: Sequence[np.ndarray], halpe26: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Halpe-136 keypoints [N,136,3] per frame from the BlazePose landmarks [N,33,3] (frame
+        """Halpe-136 keypoints [N,136,3] per frame from the BlazePose landmarks xy [N,33,2] (frame
         pixels), boxes [N,4] (x, y, w, h) and Halpe-26 body points [N,26,3] of each frame."""
         out = []
         hand_crops, hand_m, face_crops, face_m, where = [], [], [], [], []

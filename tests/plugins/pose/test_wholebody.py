@@ -141,7 +141,8 @@ def _connections(home: Path) -> dict[str, set[tuple[int, int]]]:
 
 def test_face68_table_is_derived_as_documented(wholebody_home: Path, config: Config):
     """Re-derive the 468 -> 68 table on the astronaut's face, as `FACE68_FROM_MESH`'s comment says."""
-    face = wholebody._LandmarkModel(Settings.of(config), wholebody.FACE_MODEL, wholebody.FACE_MESH_POINTS)
+    face = wholebody._LandmarkModel(Settings.of(config), wholebody.FACE_MODEL, wholebody.FACE_MESH_POINTS,
+                                     "face_flag")
     try:
         image = np.ascontiguousarray(skimage.data.astronaut()[..., ::-1])
         m = rotated_crop_matrices(np.array([[222.0, 122.0]]), np.array([170.0]), np.zeros(1), face.size)
