@@ -60,7 +60,7 @@ def _draw_skeleton(canvas: np.ndarray, keypoints: np.ndarray, fmt: KeypointForma
     for a, b in fmt.skeleton:
         if visible[a] and visible[b]:
             cv2.line(canvas, tuple(map(int, points[a])), tuple(map(int, points[b])), colour,
-                     scale if fine[a] and fine[b] else 2 * scale + 1, cv2.LINE_AA)
+                     scale + 2 if fine[a] and fine[b] else 2 * scale + 1, cv2.LINE_AA)
     for k in np.flatnonzero(visible):
         centre = tuple(map(int, points[k]))
         cv2.circle(canvas, centre, scale if fine[k] else 2 * scale + 1, colour, -1, cv2.LINE_AA)
