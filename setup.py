@@ -67,7 +67,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2.1", "matplotlib>=3.7"],
-        "gpu": ["tensorrt>=10,<11"],
+        "gpu": ["tensorrt>=10,<12"],  # 10.x and 11.x (see docs/gpu.md: 11 has no calibrated INT8)
         "plot": ["matplotlib>=3.7"],
     },
     entry_points={

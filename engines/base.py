@@ -16,8 +16,9 @@ from posestream.stream.core.errors import BackendUnavailableError, ConfigError
 
 if TYPE_CHECKING:
     from posestream.engines.engine_cache import TensorRTSettings
+    from posestream.engines.torch_engine import TorchSettings
 
-BACKENDS = ("onnxruntime", "tensorrt", "auto")
+BACKENDS = ("onnxruntime", "torch", "tensorrt", "auto")
 
 
 @dataclass(frozen=True)
@@ -81,18 +82,28 @@ def tensorrt_available() -> str | None:
     return None
 
 
+def cuda_visible() -> bool:
+    """Whether torch sees a CUDA device (torch is a dependency; the import is paid only here)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def resolve_backend(backend: str, device: str = "cpu") -> tuple[str, str]:
     """Turn a requested (backend, device) into what will actually run here; reject unknown names.
 
-    `auto` = TensorRT when it is importable and a GPU is present, else ONNX Runtime with its CUDA
-    provider when present, else ONNX Runtime on the CPU; with `auto` the device `cpu` (the default)
-    means "not chosen". TensorRT only runs on CUDA, so `tensorrt` with device `cpu` uses `cuda`.
+    `auto` = TensorRT when it is importable and a GPU is present, else our torch network on a
+    visible CUDA GPU, else ONNX Runtime (its CUDA provider when present, else the CPU); with `auto`
+    the device `cpu` (the default) means "not chosen". TensorRT only runs on CUDA, so `tensorrt`
+    with device `cpu` uses `cuda`.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend '{backend}' (valid: {', '.join(BACKENDS)})")
     if backend == "auto":
         if tensorrt_available() is None:
             return "tensorrt", "cuda" if device == "cpu" else device
+        if cuda_visible():
+            return "torch", "cuda" if device == "cpu" else device
         import onnxruntime
 
         if device == "cpu" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
@@ -108,11 +119,13 @@ def resolve_backend(backend: str, device: str = "cpu") -> tuple[str, str]:
 
 def create_engine(model_path: str | Path, device: str = "cpu", backend: str = "onnxruntime",
                   threads: int = 0, tensorrt: "TensorRTSettings | None" = None,
-                  normalization: Mapping[str, object] | None = None) -> Engine:
+                  normalization: Mapping[str, object] | None = None,
+                  torch_settings: "TorchSettings | None" = None) -> Engine:
     """Open `model_path` with the chosen backend. `threads` = intra-op threads (0: runtime default).
 
     `tensorrt` carries the `[tensorrt]` settings (precision, batch profile, cache; default: the
-    default config's); `normalization` (the model card's `input`) pre-processes INT8 calibration.
+    default config's); `normalization` (the model card's `input`) pre-processes INT8 calibration;
+    `torch_settings` the `[torch]` settings (precision, CUDA graphs, checkpoint).
     """
     import logging
 
@@ -125,6 +138,10 @@ def create_engine(model_path: str | Path, device: str = "cpu", backend: str = "o
 
         return TensorRTEngine.from_onnx(Path(model_path), device=device, settings=tensorrt,
                                         normalization=normalization)
+    if backend == "torch":
+        from posestream.engines.torch_engine import TorchEngine
+
+        return TorchEngine(Path(model_path), device=device, threads=threads, settings=torch_settings)
     from posestream.engines.onnxruntime_engine import OnnxRuntimeEngine
 
     return OnnxRuntimeEngine(Path(model_path), device=device, threads=threads)

@@ -15,7 +15,7 @@ import numpy as np
 from posestream.engines.model_check import check_model_kind
 from posestream.engines.models import load_card, open_engine
 from posestream.engines.preprocess import Letterbox, canvas_size, letterbox, to_input
-from posestream.engines.torch_inputs import to_numpy, torch_inputs_for
+from posestream.engines.torch_inputs import rows_above, torch_inputs_for
 from posestream.engines.yolo_decode import decode_yolo_pose, to_frame_pixels
 from posestream.stream.core.config import Config, check_range
 from posestream.stream.core.errors import ModelError
@@ -81,8 +81,8 @@ class YoloDetector:
             return list(self.engine.run1(to_input([c for c, _ in boxed]))), [b for _, b in boxed]
         x, box = self._torch.letterboxed(frames, hw, self.pad)
         output = self._torch.run({self.engine.inputs[0].name: x})[self.engine.outputs[0].name]
-        # decoding starts by dropping the anchors below the threshold: drop them before the copy
-        return [to_numpy(row[:, row[4] >= self.score_threshold]) for row in output], [box] * len(frames)
+        # decoding starts by dropping the anchors below the threshold: drop them before the one copy
+        return rows_above(output, 4, self.score_threshold), [box] * len(frames)
 
     def _to_poses(self, output: np.ndarray, box, height: int, width: int) -> Poses:
         boxes, scores, keypoints = decode_yolo_pose(output, self.score_threshold, self.iou_threshold,

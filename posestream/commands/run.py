@@ -19,9 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="never block the source: drop the oldest unprocessed frame when behind")
     policy.add_argument("--offline", dest="policy", action="store_const", const="offline",
                         help="process every frame exactly once, in order (blocks the source)")
-    parser.add_argument("--backend", choices=["onnxruntime", "tensorrt", "auto"],
+    parser.add_argument("--backend", choices=["onnxruntime", "torch", "tensorrt", "auto"],
                         help="inference backend (default: engine.backend); auto = TensorRT on a GPU "
-                             "when importable, else ONNX Runtime (CUDA provider if present, else CPU)")
+                             "when importable, else torch on a visible GPU, else ONNX Runtime")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: engine.device)")
     parser.add_argument("--metrics", metavar="PATH", help="write the run's metrics as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or status line")
