@@ -16,6 +16,7 @@ the one the ONNX files were exported from.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import zipfile
 from collections import OrderedDict
@@ -24,7 +25,15 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import torch
+
+# torch's OpenMP threads spin at every barrier by default; on a busy machine a descheduled spinner
+# stalls each of the network's hundreds of ops (measured here at load 40 on 2 cores, 2 threads,
+# 384x640: 27 s per frame spinning, 0.3-0.5 s passive, ONNX Runtime 1.4 s). The policy is read when
+# the OpenMP runtime loads, so it only takes effect where torch is not imported yet, and stage
+# processes spawned later inherit it. A user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402  (after the OpenMP policy above)
 
 from posestream.engines.base import Engine, TensorSpec
 from posestream.engines.model_card import ModelCard, sha256_file
