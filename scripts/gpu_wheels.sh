@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 DIR=${1:-.gpu-wheels}
 LIMIT_MIB=60
 PIP=${PIP:-.venv/bin/pip}
+PY_VERSION=${PY_VERSION:-3.12}  # the GPU machine's python (another only for a rehearsal elsewhere)
 [ -x "$PIP" ] || PIP="python3 -m pip"
 
 # name==version: pinned to what the test suite runs with here
@@ -32,7 +33,7 @@ PURE=(
 )
 
 mkdir -p "$DIR"
-$PIP download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+$PIP download -q --no-deps --only-binary=:all: --python-version "$PY_VERSION" --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d "$DIR" "${BINARY[@]}" "${PURE[@]}"
 
