@@ -115,7 +115,8 @@ def model_rows(config: Config, size: tuple[int, int]) -> list[dict[str, Any]]:
 
     from posestream.engines.models import load_card
     from posestream.engines.preprocess import canvas_size
-    from posestream.engines.torch_engine import TorchEngine, TorchSettings
+    from posestream.engines.torch_engine import TorchEngine
+    from posestream.engines.torch_settings import TorchSettings
 
     card, directory = load_card(config, config["model"]["name"])
     height, width = canvas_size(size[1], size[0], int(config["detector"]["input_size"]),

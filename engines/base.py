@@ -16,7 +16,7 @@ from posestream.stream.core.errors import BackendUnavailableError, ConfigError
 
 if TYPE_CHECKING:
     from posestream.engines.engine_cache import TensorRTSettings
-    from posestream.engines.torch_engine import TorchSettings
+    from posestream.engines.torch_settings import TorchSettings
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt", "auto")
 

@@ -78,7 +78,7 @@ def open_engine(config: Config, card: ModelCard, directory: Path, variant: str, 
     """Open one variant of a prepared model with the configured backend, device and TensorRT settings."""
     from posestream.engines.base import create_engine
     from posestream.engines.engine_cache import TensorRTSettings
-    from posestream.engines.torch_engine import TorchSettings
+    from posestream.engines.torch_settings import TorchSettings
 
     return create_engine(card.file(directory, variant), device=config["engine"]["device"],
                          backend=config["engine"]["backend"], threads=threads,

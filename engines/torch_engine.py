@@ -20,7 +20,6 @@ import os
 import tempfile
 import zipfile
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -37,37 +36,12 @@ import torch  # noqa: E402  (after the OpenMP policy above)
 
 from posestream.engines.base import Engine, TensorSpec
 from posestream.engines.model_card import ModelCard, sha256_file
-from posestream.stream.core.config import Config, check_choice, check_range, home_dir
+from posestream.engines.torch_settings import TorchSettings
 from posestream.stream.core.errors import BackendUnavailableError, InputError, ModelError
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "fp16")
 INPUT_NAME, OUTPUT_NAME = "images", "output0"  # the names our ONNX exports use
-
-
-@dataclass(frozen=True)
-class TorchSettings:
-    """The `[torch]` table, checked where it enters."""
-
-    precision: str = "auto"
-    cuda_graphs: bool = True
-    compile: bool = False
-    max_graphs: int = 8
-    checkpoint: str = ""
-
-    def __post_init__(self) -> None:
-        check_choice("torch.precision", self.precision, PRECISIONS)
-        check_range("torch.max_graphs", self.max_graphs, 0, 256)
-
-    @classmethod
-    def from_config(cls, config: Config) -> "TorchSettings":
-        table = config.get("torch", {})
-        return cls(precision=str(table.get("precision", "auto")),
-                   cuda_graphs=bool(table.get("cuda_graphs", True)),
-                   compile=bool(table.get("compile", False)),
-                   max_graphs=int(table.get("max_graphs", 8)),
-                   checkpoint=str(table.get("checkpoint", "")))
 
 
 def torch_device(device: str) -> torch.device:
@@ -164,6 +138,9 @@ class _CudaGraphs:
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], limit: int) -> None:
         self.model = model
         self.limit = limit
+        # One memory pool for all graphs: they replay one at a time on one stream and each output
+        # is cloned right after its replay, so a later replay may reuse the same memory.
+        self.pool = torch.cuda.graph_pool_handle()
         self.graphs: OrderedDict[tuple, tuple[Any, torch.Tensor, torch.Tensor]] = OrderedDict()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,7 +164,7 @@ class _CudaGraphs:
                 self.model(static_in)
         torch.cuda.current_stream(x.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self.pool):
             static_out = self.model(static_in)
         logger.info("captured a CUDA graph for input %s", list(x.shape))
         return graph, static_in, static_out

@@ -48,16 +48,20 @@ class TorchInputs:
         import torch
 
         self.engine = engine
+        from posestream.engines.gpu_preprocess import PinnedStaging
+
         cuda = gpu_device(engine)
         self.on_gpu = cuda is not None
         self.device = cuda if cuda is not None else torch.device("cpu")
+        self.staging = PinnedStaging(cuda) if cuda is not None else None  # reused pinned host buffers
 
     def letterboxed(self, frames: Sequence[np.ndarray], out_hw: tuple[int, int], pad: int
                     ) -> tuple["torch.Tensor", Letterbox]:
         """Same-sized BGR frames -> the detector's float32 NCHW RGB 0..1 input, and its letterbox."""
         from posestream.engines.gpu_preprocess import letterbox, normalize, upload_frames
 
-        canvas, scale, (pad_x, pad_y) = letterbox(upload_frames(list(frames), self.device), out_hw, pad)
+        canvas, scale, (pad_x, pad_y) = letterbox(upload_frames(list(frames), self.device, self.staging),
+                                                  out_hw, pad)
         return normalize(canvas), Letterbox(scale, float(pad_x), float(pad_y))
 
     def crops(self, frames: Sequence[np.ndarray], matrices: Sequence[np.ndarray],
@@ -68,7 +72,7 @@ class TorchInputs:
 
         from posestream.engines.gpu_preprocess import upload_frames, warp_crops
 
-        parts = [warp_crops(upload_frames(frame, self.device), m, np.zeros(len(m), np.int64), out_hw)
+        parts = [warp_crops(upload_frames(frame, self.device, self.staging), m, np.zeros(len(m), np.int64), out_hw)
                  for frame, m in zip(frames, matrices)]
         return torch.cat(parts)
 

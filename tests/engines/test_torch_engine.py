@@ -28,7 +28,8 @@ import torch
 from posestream.engines.base import create_engine, resolve_backend
 from posestream.engines.models import load_card
 from posestream.engines.preprocess import letterbox, to_input
-from posestream.engines.torch_engine import TorchEngine, TorchSettings, torch_device
+from posestream.engines.torch_engine import TorchEngine, torch_device
+from posestream.engines.torch_settings import TorchSettings
 from posestream.engines.torch_inputs import rows_above
 from posestream.stream.core.config import Config
 from posestream.stream.core.errors import BackendUnavailableError, ConfigError, InputError, ModelError
@@ -238,3 +239,17 @@ def test_auto_picks_torch_on_a_gpu_without_tensorrt() -> None:
     if tensorrt_available() is None:
         pytest.skip("TensorRT is importable here, so auto picks it")
     assert resolve_backend("auto", "cpu") == ("torch", "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(NO_CUDA is not None, reason=NO_CUDA or "")
+def test_pinned_staging_reuses_its_buffer_without_mixing_uploads() -> None:
+    from posestream.engines.gpu_preprocess import PinnedStaging, upload_frames
+
+    staging = PinnedStaging(torch.device("cuda"))
+    rng = np.random.default_rng(0)
+    batches = [[rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8) for _ in range(4)] for _ in range(3)]
+    uploaded = [upload_frames(b, "cuda", staging) for b in batches]  # same shape: one buffer, reused
+    assert len(staging._buffers) == 1
+    for batch, device_frames in zip(batches, uploaded):
+        assert np.array_equal(device_frames.cpu().numpy(), np.stack(batch))
