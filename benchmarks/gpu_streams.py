@@ -195,6 +195,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace, config: Config) -> int:
+    import posestream.engines.torch_engine  # noqa: F401  (its OpenMP policy must precede torch's loading)
+
     counts = parse_counts(args.streams)
     size = parse_size(args.stream_size)
     check_range("--stream-frames", args.stream_frames, 30, 100_000)

