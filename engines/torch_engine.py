@@ -123,12 +123,16 @@ def _to_float32(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) ->
 
 def half_with_fp32_decode(network: torch.nn.Module) -> torch.nn.Module:
     """FP16 everywhere except the pose head's decoding: the last conv of each branch hands FP32 on,
-    and DFL runs in FP32, so boxes and keypoints keep sub-pixel precision at 640 px inputs."""
+    DFL runs in FP32 and the anchor grid is made in FP32, so boxes and keypoints keep sub-pixel
+    precision at 640 px inputs and no operation mixes FP16 and FP32 operands (an exported ONNX graph
+    does not promote types as torch does: TensorRT 11's strong typing and ONNX Runtime reject it)."""
     network.half()
     head = network.model[-1]
     for branch in (*head.cv2, *head.cv3, *head.cv4):
         branch.register_forward_hook(_to_float32)
     head.dfl.float()
+    anchors = head._anchors  # bound method; it reads only the feature maps' shapes, dtype and device
+    head._anchors = lambda feats: anchors([f.float() for f in feats])
     return network
 
 

@@ -95,6 +95,21 @@ def test_checkpoint_must_be_the_cards(config: Config, tmp_path: Path) -> None:
         TorchEngine(card_dir / "yolo11n-pose-dynamic.onnx", settings=TorchSettings(checkpoint=str(other)))
 
 
+def test_fp16_numerics_on_the_cpu(config: Config, shared: Path) -> None:
+    """The FP16 network the CUDA path runs (FP32 decoding), evaluated by torch's CPU FP16 kernels,
+    against ONNX Runtime FP32: the CUDA tolerance (2 px, 0.02) on the golden inputs."""
+    from posestream.engines.model_card import ModelCard
+    from posestream.engines.torch_engine import build_from_card, half_with_fp32_decode
+
+    model = _model(config, "dynamic")
+    network = half_with_fp32_decode(build_from_card(ModelCard.load(model.parent), model.parent))
+    with create_engine(model, backend="onnxruntime", threads=2) as ort, torch.inference_mode():
+        for x, _ in _golden(shared)[:2]:
+            got = network(torch.from_numpy(x).half())
+            assert got.dtype == torch.float32
+            _close_fp16(got.numpy(), ort.run1(x))
+
+
 @pytest.mark.parametrize("device, error, message", [
     ("tpu", BackendUnavailableError, "unknown device 'tpu'"),
     ("cuda:99", BackendUnavailableError, "CUDA device"),
