@@ -8,8 +8,9 @@ the one the ONNX files were exported from.
 
 - CPU: FP32, same numbers as the ONNX export (the parity tests compare them).
 - CUDA: FP16 backbone and head convolutions; the head's decoding (DFL, anchors, strides) stays FP32,
-  since FP16 has only 0.5 px resolution above 512 px. Optionally one CUDA graph per input shape
-  (`torch.cuda_graphs`) or `torch.compile` (`torch.compile`); both only on CUDA.
+  since FP16 has only 0.5 px resolution above 512 px. Optionally CUDA graphs, one per input shape
+  with the batch padded to a power of two (`torch.cuda_graphs`), and `torch.compile`
+  (`torch.compile`); both only on CUDA.
 - `run_device` takes and returns device tensors (what `engines.torch_inputs` feeds it), so frames are
   uploaded once and pre-processed on the GPU; `run` is the numpy interface.
 """
@@ -136,8 +137,14 @@ def half_with_fp32_decode(network: torch.nn.Module) -> torch.nn.Module:
     return network
 
 
+def _bucket(batch: int) -> int:
+    """The batch a graph is captured for: the next power of two, so batch sizes 1..16 need 5 graphs."""
+    return 1 << (batch - 1).bit_length()
+
+
 class _CudaGraphs:
-    """One captured CUDA graph per input shape (at most `limit`; other shapes run eagerly)."""
+    """Captured CUDA graphs, one per input shape with the batch padded to a power of two (at most
+    `limit` graphs; other shapes run eagerly). Padding rows hold stale data; their outputs are cut."""
 
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], limit: int) -> None:
         self.model = model
@@ -148,29 +155,29 @@ class _CudaGraphs:
         self.graphs: OrderedDict[tuple, tuple[Any, torch.Tensor, torch.Tensor]] = OrderedDict()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        key = (tuple(x.shape), x.dtype, x.device)
+        batch = x.shape[0]
+        key = (_bucket(batch), *x.shape[1:], x.dtype, x.device)
         entry = self.graphs.get(key)
         if entry is None:
             if len(self.graphs) >= self.limit:
                 return self.model(x)
-            entry = self.graphs[key] = self._capture(x)
+            entry = self.graphs[key] = self._capture(x.new_zeros((key[0], *x.shape[1:])))
         graph, static_in, static_out = entry
-        static_in.copy_(x)
+        static_in[:batch].copy_(x)
         graph.replay()
-        return static_out.clone()  # the next replay overwrites static_out
+        return static_out[:batch].clone()  # the next replay overwrites static_out
 
-    def _capture(self, x: torch.Tensor) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        static_in = x.clone()
-        side = torch.cuda.Stream(device=x.device)
-        side.wait_stream(torch.cuda.current_stream(x.device))
+    def _capture(self, static_in: torch.Tensor) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        side = torch.cuda.Stream(device=static_in.device)
+        side.wait_stream(torch.cuda.current_stream(static_in.device))
         with torch.cuda.stream(side):  # warm-up outside the graph (cuDNN picks its algorithms)
             for _ in range(2):
                 self.model(static_in)
-        torch.cuda.current_stream(x.device).wait_stream(side)
+        torch.cuda.current_stream(static_in.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
             static_out = self.model(static_in)
-        logger.info("captured a CUDA graph for input %s", list(x.shape))
+        logger.info("captured a CUDA graph for input %s", list(static_in.shape))
         return graph, static_in, static_out
 
 

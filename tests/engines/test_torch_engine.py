@@ -219,6 +219,9 @@ def test_cuda_fp16_matches_onnxruntime(config: Config, graphs: bool) -> None:
         assert engine.precision == "fp16" and engine.mode == ("eager+cuda_graphs" if graphs else "eager")
         for _ in range(3):  # graph capture on the first call, replays after
             _close_fp16(engine.run1(x), want)
+        three = np.concatenate([x, x[:1]])  # batch 3: the graph for batch 4, padding rows cut off
+        _close_fp16(engine.run1(three), np.concatenate([want, want[:1]]))
+        _close_fp16(engine.run1(x[1:]), want[1:])
         device_out = engine.run_device({"images": torch.from_numpy(x).cuda()})["output0"]
         assert device_out.is_cuda and device_out.dtype == torch.float32  # FP32 decode
 
@@ -239,8 +242,10 @@ def test_detector_on_cuda_matches_cpu(config: Config) -> None:
     try:
         assert gpu_detector._torch is not None and gpu_detector._torch.on_gpu
         for a, b in zip(cpu.detect(frames), gpu_detector.detect(frames)):
-            assert len(a.boxes) == len(b.boxes) >= 1
-            assert np.abs(a.boxes - b.boxes).max() <= 4.0  # 1080p: 3x the 2 px input tolerance
+            sure_a, sure_b = a.boxes[a.box_scores >= 0.3], b.boxes[b.box_scores >= 0.3]
+            assert len(sure_a) == len(sure_b) >= 1  # borderline detections near 0.1 may differ
+            for box in sure_a:  # 1080p: 3x the 2 px input tolerance
+                assert np.abs(sure_b - box).max(axis=1).min() <= 4.0
     finally:
         cpu.close()
         gpu_detector.close()
