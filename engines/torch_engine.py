@@ -137,6 +137,9 @@ def half_with_fp32_decode(network: torch.nn.Module) -> torch.nn.Module:
     return network
 
 
+WARM_BUCKETS = (1, 2, 4, 8, 16)  # batches captured together when a canvas size is first seen
+
+
 def _bucket(batch: int) -> int:
     """The batch a graph is captured for: the next power of two, so batch sizes 1..16 need 5 graphs."""
     return 1 << (batch - 1).bit_length()
@@ -161,7 +164,15 @@ class _CudaGraphs:
         if entry is None:
             if len(self.graphs) >= self.limit:
                 return self.model(x)
-            entry = self.graphs[key] = self._capture(x.new_zeros((key[0], *x.shape[1:])))
+            # first sight of this canvas: capture the usual batch sizes now, in one pause, rather
+            # than one pause each time a live batch first reaches a new size
+            for bucket in sorted({*WARM_BUCKETS, key[0]}):
+                other = (bucket, *key[1:])
+                if other not in self.graphs and len(self.graphs) < self.limit:
+                    self.graphs[other] = self._capture(x.new_zeros((bucket, *x.shape[1:])))
+            entry = self.graphs.get(key)
+            if entry is None:
+                return self.model(x)
         graph, static_in, static_out = entry
         static_in[:batch].copy_(x)
         graph.replay()
