@@ -13,12 +13,12 @@ import logging
 import multiprocessing
 import os
 import time
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
-from posestream.stream.core.config import Config, check_choice, check_range
+from posestream.stream.core.config import Config, check_choice
 from posestream.stream.core.errors import ConfigError, StageError
+from posestream.stream.core.settings import POLICIES, PipelineSettings
 from posestream.stream.metrics import QueueDepths, RunReport, percentiles_ms, stage_summary
 from posestream.stream.progress import Display, Snapshot
 from posestream.stream.ring import FrameRing
@@ -27,54 +27,8 @@ from posestream.stream.supervisor import SignalTrap, Supervisor, SupervisorSetti
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("auto", "live", "offline")
-RESTART_POLICIES = ("never", "live", "always")
 STATELESS = ("detect", "pose", "nms")
 TICK_S = 0.1
-
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    """The `[pipeline]` table, range-checked where it enters."""
-
-    policy: str
-    ring_slots: int
-    pipe_bytes: int
-    heartbeat_interval_s: float
-    heartbeat_timeout_s: float
-    startup_timeout_s: float
-    restart: str
-    max_restarts: int
-    drain_timeout_s: float
-    abort_timeout_s: float
-    kill_timeout_s: float
-    status_interval_s: float
-    latency_window: int
-    light_stage_nice: int
-    live_newest_only: bool
-
-    @classmethod
-    def from_config(cls, config: Config) -> "PipelineSettings":
-        try:
-            settings = cls(**config["pipeline"])
-        except (KeyError, TypeError) as exc:
-            raise ConfigError(f"config table [pipeline] does not match this version: {exc}") from None
-        check_choice("pipeline.policy", settings.policy, POLICIES)
-        check_choice("pipeline.restart", settings.restart, RESTART_POLICIES)
-        check_range("pipeline.ring_slots", settings.ring_slots, 2, 256)
-        check_range("pipeline.pipe_bytes", settings.pipe_bytes, 0, 1 << 20)
-        check_range("pipeline.heartbeat_interval_s", settings.heartbeat_interval_s, 0.01, 10)
-        check_range("pipeline.heartbeat_timeout_s", settings.heartbeat_timeout_s,
-                    2 * settings.heartbeat_interval_s, 3600)
-        check_range("pipeline.startup_timeout_s", settings.startup_timeout_s, 1, 3600)
-        check_range("pipeline.max_restarts", settings.max_restarts, 0, 100)
-        check_range("pipeline.drain_timeout_s", settings.drain_timeout_s, 0, 3600)
-        check_range("pipeline.abort_timeout_s", settings.abort_timeout_s, 0, 600)
-        check_range("pipeline.kill_timeout_s", settings.kill_timeout_s, 0.1, 600)
-        check_range("pipeline.status_interval_s", settings.status_interval_s, 0.1, 3600)
-        check_range("pipeline.latency_window", settings.latency_window, 10, 10_000_000)
-        check_range("pipeline.light_stage_nice", settings.light_stage_nice, 0, 19)
-        return settings
 
 
 def parse_sink(spec: str) -> tuple[str, str]:
@@ -87,9 +41,9 @@ def parse_sink(spec: str) -> tuple[str, str]:
 
 
 def sink_class(kind: str) -> Any:
-    from posestream.stream.core.registry import load
+    from posestream.stream.core.registry import load_plugin
 
-    return load("posestream.sinks", kind)
+    return load_plugin("posestream.sinks", kind)
 
 
 def _grow_pipe(conn: Connection, size: int) -> None:
@@ -193,7 +147,7 @@ class Pipeline:
             for stage, kind, payload in sup.poll(TICK_S):
                 if kind == "info":
                     infos[int(stage.name.removeprefix("source"))] = payload
-        sink_pixels = any(getattr(sink_class(kind), "needs_pixels", True) for kind, _ in self.sinks)
+        sink_pixels = any(sink_class(kind).needs_pixels for kind, _ in self.sinks)
         holders = DETECT_BIT | (SINKS_BIT if sink_pixels else 0)
         if self.config["pose"]["mode"] != "onestage":
             holders |= POSE_BIT

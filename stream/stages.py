@@ -13,7 +13,6 @@ beating is hung; waits are bounded, so an abort request is honoured within one h
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import pickle
 import select
@@ -25,11 +24,12 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
 from posestream.stream.core.config import Config
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import PosestreamError, StageError
 from posestream.stream.metrics import LatencyRecorder, StageCounters
 from posestream.stream.core.results import FrameResult, Poses
@@ -336,7 +336,7 @@ def run_detect(rt: StageRuntime, inputs: list[Connection], output: Connection, c
         taken = [w for w in works if rings.get(w.ref).take(w.ref)]
         return _on_pixels(rings, taken, DETECT_BIT, lambda frames: detector.detect(frames)) if taken else []
 
-    with _closing(detector), contextlib.closing(rings):
+    with contextlib.closing(detector), contextlib.closing(rings):
         _serve(rt, inputs, output, len(inputs), int(rt.config["detector"]["batch"]), process)
 
 
@@ -356,7 +356,7 @@ def run_pose(rt: StageRuntime, inputs: list[Connection], output: Connection, con
         return _on_pixels(rings, works, POSE_BIT,
                           lambda frames: estimator.estimate(frames, [w.poses for w in works]))
 
-    with _closing(estimator), contextlib.closing(rings):
+    with contextlib.closing(estimator), contextlib.closing(rings):
         _serve(rt, inputs, output, streams, batch, process)
 
 
@@ -377,9 +377,10 @@ def run_nms(rt: StageRuntime, inputs: list[Connection], output: Connection, stre
 def run_track(rt: StageRuntime, inputs: list[Connection], output: Connection, streams: int) -> None:
     """One tracker per stream; ids from one allocator, so they are unique across streams."""
     from posestream.stream.core.contracts import IdAllocator
-    from posestream.stream.core.registry import load
+    from posestream.stream.core.registry import load_plugin
 
-    tracker_cls = load("posestream.trackers", rt.config["tracker"]["plugin"])
+    settings = Settings.from_config(rt.config)
+    tracker_cls = load_plugin("posestream.trackers", settings.tracker.plugin)
     ids = IdAllocator()
     trackers: dict[int, Any] = {}
 
@@ -387,7 +388,7 @@ def run_track(rt: StageRuntime, inputs: list[Connection], output: Connection, st
         for w in works:
             tracker = trackers.get(w.ref.stream_id)
             if tracker is None:
-                tracker = trackers[w.ref.stream_id] = tracker_cls(rt.config, ids)
+                tracker = trackers[w.ref.stream_id] = tracker_cls(settings, ids)
             w.poses = tracker.update(w.poses)
         return works
 
@@ -397,10 +398,12 @@ def run_track(rt: StageRuntime, inputs: list[Connection], output: Connection, st
 def run_sinks(rt: StageRuntime, inputs: list[Connection], conds: list[Any], sink_specs: list[tuple[str, str]],
               streams: int, latency_window: int) -> None:
     """Write every finished frame to every sink, in order per stream; measure end-to-end latency."""
-    from posestream.stream.core.registry import load
+    from posestream.stream.core.registry import load_plugin
 
+    settings = Settings.from_config(rt.config)
     recorder = LatencyRecorder(latency_window)
     frames_out: dict[str, int] = {}
+    last_frames: dict[str, int] = {}  # per stream, the last frame number written (for end_stream)
     rings = RingCache(conds)
     with contextlib.ExitStack() as stack:
         stack.callback(_final_report, rt, recorder, frames_out)
@@ -410,10 +413,8 @@ def run_sinks(rt: StageRuntime, inputs: list[Connection], conds: list[Any], sink
         names, pixels = rt.control_message("streams")
         sinks = []
         for kind, target in sink_specs:
-            cls = load("posestream.sinks", kind)
-            takes_streams = "streams" in inspect.signature(cls).parameters
-            sink = cls(rt.config, target, streams=names) if takes_streams else cls(rt.config, target)
-            stack.enter_context(_closing(sink))
+            sink = load_plugin("posestream.sinks", kind)(settings, target, names)
+            stack.enter_context(contextlib.closing(sink))
             sinks.append(sink)
         rt.ready()
         open_streams = streams
@@ -421,6 +422,8 @@ def run_sinks(rt: StageRuntime, inputs: list[Connection], conds: list[Any], sink
             for item in rt.receive(inputs, 16):
                 if isinstance(item, EndOfStream):
                     open_streams -= 1
+                    for sink in sinks:
+                        sink.end_stream(item.stream, last_frames.get(item.stream))
                     continue
                 enter = time.time()
                 ref = item.ref
@@ -432,7 +435,8 @@ def run_sinks(rt: StageRuntime, inputs: list[Connection], conds: list[Any], sink
                 result = FrameResult(ref.stream, ref.frame_id, ref.shape[1], ref.shape[0], item.poses,
                                      ref.pts, ref.capture_ts, ref.image_id, item.timings)
                 for sink in sinks:
-                    sink.write(result, frame if getattr(sink, "needs_pixels", True) else None)
+                    sink.write(result, frame if sink.needs_pixels else None)
+                last_frames[ref.stream] = ref.frame_id
                 exit_ = time.time()
                 item.timings[rt.name] = (enter, exit_)
                 latency = recorder.add(ref.stream, item.timings, ref.capture_ts, exit_)
@@ -444,17 +448,6 @@ def run_sinks(rt: StageRuntime, inputs: list[Connection], conds: list[Any], sink
 def _final_report(rt: StageRuntime, recorder: LatencyRecorder, frames_out: dict[str, int]) -> None:
     with contextlib.suppress(OSError):
         rt.report("report", {"latency": recorder.summary(), "frames_out": frames_out})
-
-
-@contextlib.contextmanager
-def _closing(obj: Any) -> Iterator[Any]:
-    """Close plugins that have a `close()` (detectors and estimators may not need one)."""
-    try:
-        yield obj
-    finally:
-        close = getattr(obj, "close", None)
-        if close is not None:
-            close()
 
 
 MODEL_BODIES = ("detect", "pose")

@@ -30,7 +30,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from posestream.plugins.sinks.output_paths import StreamNames, image_name, writable_dir
-from posestream.stream.core.config import Config, check_range
+from posestream.stream.core.config import Config
+from posestream.stream.core.contracts import Sink
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import InputError, InputNotFoundError, StageError
 from posestream.stream.core.results import FrameResult
 
@@ -51,14 +53,13 @@ def resolve_target(target: str) -> Path:
     return path
 
 
-class JsonSink:
-    """`JsonSink(config, target, streams=...)`: appends each frame's AlphaPose entries to one file."""
+class JsonSink(Sink):
+    """`JsonSink(settings, target, streams)`: appends each frame's AlphaPose entries to one file."""
 
     needs_pixels = False
 
-    def __init__(self, config: Config, target: str = "", *, streams: Sequence[str] = ()) -> None:
-        self._flush_every = config["sinks"]["json_flush_every"]
-        check_range("sinks.json_flush_every", self._flush_every, 1, 1000)
+    def __init__(self, settings: Settings | Config, target: str = "", streams: Sequence[str] = ()) -> None:
+        self._flush_every = Settings.of(settings).sinks.json_flush_every
         self.path = resolve_target(target)
         writable_dir(self.path.parent, "json sink directory")
         self._streams = StreamNames(streams, f"json sink {self.path}")
@@ -109,6 +110,9 @@ class JsonSink:
         except OSError as exc:
             raise StageError(f"json sink cannot write {self.path}: {exc.strerror or exc}") from None
         self._tail += len(data)
+
+    def end_stream(self, stream: str, last_frame: int | None) -> None:
+        """Nothing to do per stream: all streams share one file, finished by `close`."""
 
     def close(self) -> None:
         """Write what is buffered and close the file; safe to call twice."""

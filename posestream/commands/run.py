@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from posestream.commands.common import add_config_args, config_from_args
+from posestream.engines.factory import backend_names
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,9 +20,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="never block the source: drop the oldest unprocessed frame when behind")
     policy.add_argument("--offline", dest="policy", action="store_const", const="offline",
                         help="process every frame exactly once, in order (blocks the source)")
-    parser.add_argument("--backend", choices=["onnxruntime", "torch", "tensorrt", "auto"],
-                        help="inference backend (default: engine.backend); auto = TensorRT on a GPU "
-                             "when importable, else torch on a visible GPU, else ONNX Runtime")
+    parser.add_argument("--backend", choices=backend_names(),
+                        help="inference backend (default: engine.backend); auto = the first of "
+                             "engines/factory.py's table that runs here (TensorRT on a GPU, else torch on a "
+                             "visible GPU, else ONNX Runtime)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: engine.device)")
     parser.add_argument("--metrics", metavar="PATH", help="write the run's metrics as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or status line")

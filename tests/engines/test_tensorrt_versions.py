@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 
-from posestream.engines.base import create_engine
+from posestream.engines.factory import create_engine
 from posestream.engines.models import load_card
 from posestream.engines.preprocess import to_input
 from posestream.engines.tensorrt_build import export_fp16_onnx, int8_unsupported_message, strongly_typed_only

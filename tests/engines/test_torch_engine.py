@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from posestream.engines.base import create_engine, resolve_backend
+from posestream.engines.factory import create_engine, resolve_backend
 from posestream.engines.models import load_card
 from posestream.engines.preprocess import letterbox, to_input
 from posestream.engines.torch_engine import TorchEngine, torch_device
