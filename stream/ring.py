@@ -25,7 +25,6 @@ from typing import Any, Callable
 import numpy as np
 
 from posestream.stream.core.errors import InputError, StageError
-from posestream.stream.core.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +100,8 @@ class FrameRing:
         uint8 frame. `cond` is a `multiprocessing.Condition` shared with every attached process.
         `newest_only` (live streams): `take` refuses a frame when a newer one is already waiting,
         so the detector always works on the latest picture instead of a queue of old ones."""
-        PipelineSettings.check_key("ring_slots", slots)
+        if slots < 1:  # the layout needs a slot; the useful range is the config's (pipeline.ring_slots)
+            raise StageError(f"a frame ring needs at least one slot, got {slots}")
         if height <= 0 or width <= 0:
             raise InputError(f"cannot size a frame ring for a {width}x{height} source")
         capacity = _round_up(height * width * channels, _ALIGN)

@@ -36,6 +36,13 @@ def run(args: argparse.Namespace) -> int:
     from posestream.stream.progress import make_display
 
     config = config_from_args(args, **{"engine.backend": args.backend, "engine.device": args.device})
+    engine = config["engine"]
+    if engine["backend"] != "auto":
+        # An explicitly chosen backend that cannot run here fails before any stage starts: one line,
+        # no processes to tear down. (`auto` always finds one; the stages report their choice.)
+        from posestream.engines.factory import resolve_backend
+
+        resolve_backend(engine["backend"], engine["device"])
     progress = None if args.quiet else make_display
     with Pipeline(config, args.source, args.sink, args.policy, progress=progress) as pipeline:
         report = pipeline.run()

@@ -377,6 +377,34 @@ class BenchSettings(Table):
 
 
 @dataclass(frozen=True)
+class FleetSettings(Table):
+    """The `[fleet]` table (`posestream fleet`, docs/fleet.md); FLEET.toml's `[fleet]` overrides it."""
+
+    section: ClassVar[str] = "fleet"
+    publish: str
+    camera_host: str
+    camera_port_first: int = bound(1024, 65535)
+    camera_port_last: int = bound(1024, 65535)
+    num_cpus: float = bound(0.01, 1024)
+    num_gpus: float = bound(0, 64)
+    status_interval_s: float = bound(0.1, 3600)
+    stats_window_s: float = bound(1, 3600)
+    restart_initial_s: float = bound(0.1, 600)
+    restart_max_s: float = bound(0.1, 3600)
+    stable_s: float = bound(1, 86_400)
+    actor_timeout_s: float = bound(2, 3600)
+    unavailable_s: float = bound(0.5, 3600)
+    stop_timeout_s: float = bound(1, 3600)
+    namespace: str
+
+    def check(self) -> None:
+        check_range("fleet.camera_port_last", self.camera_port_last, self.camera_port_first, 65535)
+        check_range("fleet.restart_max_s", self.restart_max_s, self.restart_initial_s, 3600)
+        if not self.namespace:
+            raise ConfigError("config key 'fleet.namespace' must not be empty")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every table of a config, parsed and checked once. Frozen and picklable (it crosses to the
     stage processes); `to_config()` gives the plain dict back for code that still takes one."""
@@ -395,6 +423,7 @@ class Settings:
     sinks: SinkSettings
     pipeline: PipelineSettings
     bench: BenchSettings
+    fleet: FleetSettings
 
     @classmethod
     def from_config(cls, config: Mapping[str, Mapping[str, Any]]) -> "Settings":

@@ -7,7 +7,7 @@ from multiprocessing import Pipe
 
 from posestream.stream.core.config import load_config
 from posestream.stream.metrics import counters_size
-from posestream.stream.stages import EndOfStream, StageContext, StageRuntime
+from posestream.stream.stage_runtime import EndOfStream, StageContext, StageRuntime
 
 
 def _runtime() -> StageRuntime:
