@@ -74,7 +74,7 @@ setup(
         "test": ["pytest>=7", "pytest-timeout>=2.1", "matplotlib>=3.7", "ai-edge-litert>=2.3",
                  "playwright>=1.40", *FLEET],  # playwright drives Debian's chromium; never `playwright install`
         "fleet": FLEET,
-        "gpu": ["tensorrt>=10,<11"],
+        "gpu": ["tensorrt>=10,<12"],  # 10.x and 11.x (see docs/gpu.md: 11 has no calibrated INT8)
         "plot": ["matplotlib>=3.7"],
     },
     entry_points={

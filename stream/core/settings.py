@@ -245,6 +245,18 @@ class TensorRTTable(Table):
 
 
 @dataclass(frozen=True)
+class TorchTable(Table):
+    """The `[torch]` table of the torch backend, as written (`engines.torch_settings` reads it)."""
+
+    section: ClassVar[str] = "torch"
+    precision: str = choice("auto", "fp32", "fp16")
+    cuda_graphs: bool
+    compile: bool
+    max_graphs: int = bound(0, 256)
+    checkpoint: str
+
+
+@dataclass(frozen=True)
 class TrackerSettings(Table):
     section: ClassVar[str] = "tracker"
     plugin: str
@@ -424,6 +436,7 @@ class Settings:
     zmq: ZmqSettings
     web: WebSettings
     tensorrt: TensorRTTable
+    torch: TorchTable
     tracker: TrackerSettings
     source: SourceSettings
     pose: PoseSettings
