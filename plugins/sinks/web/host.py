@@ -164,13 +164,12 @@ class WebHost:
         for name, stage in sup.stages.items():
             counters = stage.counters.snapshot()
             code = stage.process.exitcode if stage.process is not None else None
-            queue = depths.samples.get(name)
             stages[name] = {
                 "processed": counters["processed"], "busy_s": counters["busy_s"],
                 "received": counters["received"], "sent": counters["sent"],
                 "restarts": stage.restarts, "finished": stage.finished, "exitcode": code,
                 "heartbeat_age_s": now - counters["heartbeat"], "ready": counters["ready"] > 0,
-                "queue": queue[-1] if queue else 0}
+                "queue": depths.last(name)}
         out = {}
         for st, source in zip(streams, source_stages):
             ring = st["ring"].counters()
