@@ -379,6 +379,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", type=Path, metavar="PATH",
                         help="write a PNG: live latency over time, per-stage busy %% and FPS (needs matplotlib)")
+    from posestream.benchmarks.gpu_streams import add_arguments as add_stream_arguments
+
+    add_stream_arguments(parser)  # --streams N,N,...: the many-streams bench (benchmarks.gpu_streams)
     parser.add_argument("--quick", action="store_true",
                         help=f"a smoke test: {QUICK['frames']} frames, {QUICK['live_seconds']:g} s live, "
                              "few timing runs (numbers are not measurements)")
@@ -386,6 +389,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace, config: Config) -> int:
     from posestream.benchmarks.plot import check_plotting, write_plot
+
+    if getattr(args, "streams", None):
+        from posestream.benchmarks import gpu_streams
+
+        return gpu_streams.run_from_args(args, config)
 
     if args.plot:
         check_plotting()  # fail before minutes of measuring, not after

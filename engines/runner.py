@@ -19,6 +19,7 @@ from posestream.engines.model_card import ModelCard, sha256_file
 from posestream.engines.model_check import check_model_kind
 from posestream.engines.models import load_card, openvino_options, runtime_model_file
 from posestream.engines.torch_inputs import TorchInputs, torch_inputs_for
+from posestream.engines.torch_settings import TorchSettings
 from posestream.stream.core.errors import ModelError
 from posestream.stream.core.settings import Settings
 
@@ -42,7 +43,9 @@ class ModelRunner:
         path = runtime_model_file(settings, self.card, directory, self.variant)  # OpenVINO: INT8 model
         self.engine = create_engine(path, device=settings.engine.device, backend=settings.engine.backend,
                                     threads=threads, tensorrt=TensorRTSettings.from_config(settings.to_config()),
-                                    normalization=self.card.input, openvino=openvino_options(settings))
+                                    normalization=self.card.input,
+                                    torch_settings=TorchSettings.from_config(settings.to_config()),
+                                    openvino=openvino_options(settings))
         try:
             check_model_kind(self.engine, self.card)
             # None: numpy/OpenCV pre-processing; else torch on the engine's device
