@@ -31,6 +31,17 @@ BACKENDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Backends `auto` considers only on a machine with an NVIDIA GPU.
+GPU_ONLY_FOR_AUTO = ("tensorrt", "torch")
+
+
+def nvidia_device_present() -> bool:
+    """Whether the NVIDIA driver exposes a device here (/dev/nvidia0, ...). Checked before `auto`
+    asks a GPU backend: importing torch only to learn there is no GPU costs every stage seconds
+    and hundreds of MB."""
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
 def backend_names() -> tuple[str, ...]:
     """Every valid `engine.backend` value."""
     return (*BACKENDS, "auto")
@@ -64,6 +75,9 @@ def resolve_backend(backend: str, device: str = "cpu") -> tuple[str, str]:
     for name, (package, _) in BACKENDS.items():
         if not importable(package):
             reasons.append(f"{name}: {package} not importable")
+            continue
+        if name in GPU_ONLY_FOR_AUTO and not nvidia_device_present():
+            reasons.append(f"{name}: no NVIDIA device")  # decided without importing torch/TensorRT
             continue
         try:
             return name, backend_class(name).placement(device, auto=True)

@@ -266,6 +266,21 @@ def _ort_has_cuda() -> bool:
     return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
+def test_auto_on_a_machine_without_nvidia_devices_never_imports_torch():
+    """Asking torch whether it sees a GPU costs each stage seconds and hundreds of MB: without
+    /dev/nvidia* devices `auto` must decide without importing it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from posestream.engines import factory; "
+            "factory.nvidia_device_present = lambda: False; "
+            "print(factory.resolve_backend('auto')[0], 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    backend, torch_loaded = out.stdout.split()
+    assert backend in ("openvino", "onnxruntime") and torch_loaded == "False"
+
+
 def test_auto_picks_what_this_machine_has():
     backend, device = resolve_backend("auto")
     if tensorrt_available() is None:
@@ -297,6 +312,7 @@ def test_backend_selection_table(monkeypatch, requested, device, reason, provide
 
     monkeypatch.setattr(base, "tensorrt_available", lambda: reason)
     monkeypatch.setattr(factory, "importable", lambda package: True)  # as if tensorrt were installed
+    monkeypatch.setattr(factory, "nvidia_device_present", lambda: True)  # the GPU backends are asked
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: providers)
     if isinstance(expected, type):
         with pytest.raises(expected) as info:
