@@ -33,6 +33,7 @@ from posestream.stream.core.config import Config
 from posestream.stream.core.errors import PosestreamError, StageError
 from posestream.stream.metrics import LatencyRecorder, StageCounters
 from posestream.stream.core.results import FrameResult, Poses
+from posestream.stream.orphans import exit_with_parent
 from posestream.stream.ring import FrameRef, FrameRing
 
 log = logging.getLogger(__name__)
@@ -464,6 +465,7 @@ def stage_main(ctx: StageContext, body: str, params: dict[str, Any]) -> None:
     # The supervisor owns Ctrl-C: it starts stages with SIGINT blocked; ignore it too in case a
     # stage was started another way. SIGTERM keeps its default so terminate() works.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(ctx.abort, graceful=body == "sinks")  # a SIGKILLed supervisor leaves no stage behind
     if body not in MODEL_BODIES:
         # The model stages are the bottleneck and run multi-threaded inference; a preempted
         # inference thread stalls its siblings at every operator. The light stages yield to them.
