@@ -52,6 +52,7 @@ class PipelineSettings:
     latency_window: int
     light_stage_nice: int
     live_newest_only: bool
+    strict: bool  # read by `posestream run`: damaged input fails the run (exit 3)
 
     @classmethod
     def from_config(cls, config: Config) -> "PipelineSettings":

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from posestream.commands.common import add_config_args, config_from_args
+
+STRICT_EXIT = 3  # the run completed, but an input lost frames and --strict was asked for
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: engine.device)")
     parser.add_argument("--metrics", metavar="PATH", help="write the run's metrics as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or status line")
+    parser.add_argument("--strict", action="store_true", default=None,
+                        help="exit 3 when an input lost frames (undecodable packets, a file cut "
+                             "short, unreadable images); default pipeline.strict")
     add_config_args(parser)
     parser.set_defaults(func=run)
 
@@ -38,6 +44,21 @@ def run(args: argparse.Namespace) -> int:
     with Pipeline(config, args.source, args.sink, args.policy, progress=progress) as pipeline:
         report = pipeline.run()
     sys.stderr.write(report.format_table() + "\n")
+    damage = input_damage(report.streams)
+    for line in damage:
+        sys.stderr.write(f"input damaged: {line}\n")
     if args.metrics:
         report.write_json(args.metrics)
+    strict = config["pipeline"]["strict"] if args.strict is None else args.strict
+    if damage and strict and not report.exit_code:
+        sys.stderr.write("posestream: error: input lost frames and --strict is on (exit 3)\n")
+        return STRICT_EXIT
     return report.exit_code
+
+
+def input_damage(streams: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per stream whose source lost frames or met errors (see `stream.sources.damage`)."""
+    from posestream.stream.sources.damage import summary
+
+    lines = (summary(f"stream {name}", s.get("source", {})) for name, s in streams.items())
+    return [line for line in lines if line is not None]
