@@ -35,6 +35,7 @@ from posestream.stream.metrics import LatencyRecorder, StageCounters
 from posestream.stream.core.results import FrameResult, Poses
 from posestream.stream.orphans import exit_with_parent
 from posestream.stream.ring import FrameRef, FrameRing
+from posestream.stream.sink_guard import guard_sink
 
 log = logging.getLogger(__name__)
 
@@ -409,6 +410,7 @@ def run_sinks(rt: StageRuntime, inputs: list[Connection], conds: list[Any], sink
             cls = load("posestream.sinks", kind)
             takes_streams = "streams" in inspect.signature(cls).parameters
             sink = cls(rt.config, target, streams=names) if takes_streams else cls(rt.config, target)
+            sink = guard_sink(sink, f"{kind}:{target}", rt.config)  # sinks.on_error: stop | continue
             stack.enter_context(_closing(sink))
             sinks.append(sink)
         rt.ready()

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Sequence
 
+import av
 import numpy as np
 
 from posestream.plugins.sinks.output_paths import StreamNames, check_render_write, safe_stream_name, writable_dir
@@ -56,6 +57,7 @@ class VideoSink:
         self._preset = settings["video_preset"]
         self._fixed_fps = settings["video_fps"]
         self._threads = settings["video_threads"]
+        self._fragmented = bool(settings["video_fragmented"])
         self._streams = StreamNames(streams, f"video sink {self.path}")
         self._writers: dict[str, VideoWriter] = {}
         self._closed = False
@@ -73,10 +75,25 @@ class VideoSink:
         if writer is None:
             writer = VideoWriter(self.path_for(result.stream), frame.shape[1], frame.shape[0],
                                  fps=self._fixed_fps or DEFAULT_FPS, codec=self._codec, crf=self._crf,
-                                 preset=self._preset, threads=self._threads)
+                                 preset=self._preset, threads=self._threads,
+                                 fragmented=self._fragmented)
             self._writers[result.stream] = writer
             log.info("video sink: writing '%s' to %s (%s)", result.stream, writer.path, writer.codec)
-        writer.write(self._render(result, frame), None if self._fixed_fps else result.pts)
+        try:
+            writer.write(self._render(result, frame), None if self._fixed_fps else result.pts)
+        except (av.FFmpegError, OSError) as exc:
+            raise self._failed(result.stream, writer, exc) from None
+
+    def _failed(self, stream: str, writer: VideoWriter, exc: BaseException) -> StageError:
+        """The one error for a file that cannot be written (disk full, file too large): the writer is
+        dropped without finishing it (finishing would write more); a fragmented file keeps every
+        fragment completed before."""
+        del self._writers[stream]
+        kept = ("the frames already in it stay playable (fragmented MP4)"
+                if self._fragmented else "the file is not finished (set sinks.video_fragmented = true "
+                                         "to keep what was written playable)")
+        return StageError(f"video sink cannot write {writer.path}: "
+                          f"{getattr(exc, 'strerror', None) or exc}; {kept}")
 
     def close(self) -> None:
         """Finish every file (MP4 needs its index written at the end); safe to call twice."""
