@@ -22,7 +22,7 @@ FALLBACK_CODEC = "mpeg4"
 # 1/60000 s is exact for 15/24/25/30/50/60 fps and for NTSC's 30000/1001, and stays under MPEG-4's
 # limit of 65535 for the time-base denominator, so both codecs share it.
 TIME_BASE = Fraction(1, 60000)
-FRAGMENTED = {"movflags": "frag_every_frame+empty_moov+default_base_moof"}
+FRAGMENTED = {"movflags": "frag_every_frame+empty_moov+default_base_moof+negative_cts_offsets"}
 _MPEG4_BIT_RATE = 4_000_000  # MPEG-4 has no CRF; FFmpeg's 200 kb/s default smears the skeletons
 
 
