@@ -116,6 +116,9 @@ def create_engine(model_path: str | Path, device: str = "cpu", backend: str = "o
     """
     import logging
 
+    from posestream.engines.model_check import check_onnx_file
+
+    check_onnx_file(Path(model_path))  # hostile external-data paths, truncated tensors: refused here
     requested = (backend, device)
     backend, device = resolve_backend(backend, device)
     logging.getLogger(__name__).info("inference backend: %s on %s (asked for %s on %s)",
