@@ -63,10 +63,11 @@ setup(
         "Pillow>=9",  # image sizes from headers, without decoding, for image-folder sources
         "pycocotools>=2.0.7",
         "scikit-image>=0.21",  # only for its bundled public-domain photo used by `posestream demo`
+        "tflite>=2.18",  # the TFLite flatbuffer schema, for importing MediaPipe landmark models
         "tomli>=2.0; python_version<'3.11'",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "matplotlib>=3.7"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "matplotlib>=3.7", "ai-edge-litert>=2.3"],
         "gpu": ["tensorrt>=10,<11"],
         "plot": ["matplotlib>=3.7"],
     },
@@ -77,6 +78,7 @@ setup(
             "yolo-crop = posestream.plugins.pose.yolo_crop:YoloCropPose",
             "heatmap = posestream.plugins.pose.heatmap:HeatmapPose",
             "simcc = posestream.plugins.pose.simcc:SimccPose",
+            "blazepose = posestream.plugins.pose.blazepose:BlazePose",
         ],
         "posestream.trackers": [
             "none = posestream.plugins.trackers.none:NoTracker",

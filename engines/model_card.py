@@ -13,7 +13,7 @@ from typing import Any
 
 from posestream.stream.core.errors import ModelError
 
-TASKS = ("detector+pose", "pose-heatmap", "pose-simcc")
+TASKS = ("detector+pose", "pose-heatmap", "pose-simcc", "pose-landmarks")
 
 
 def sha256_file(path: Path) -> str:

@@ -143,7 +143,23 @@ def _check_simcc(outputs: list[TensorSpec], keypoints: int, size: tuple[int | No
     return None
 
 
+def _check_landmarks(outputs: list[TensorSpec], keypoints: int, size: tuple[int | None, int | None],
+                     card: ModelCard) -> str | None:
+    names = card.output.get("names") or []
+    by_name = {spec.name: spec for spec in outputs}
+    missing = [name for name in names if name not in by_name]
+    if not names or missing:
+        return (f"card output.names {names} do not match the model's outputs "
+                f"{', '.join(by_name)}")
+    spec = by_name[names[0]]
+    length = spec.shape[-1]
+    if len(spec.shape) != 2 or (length is not None and length < 3 * keypoints):
+        return f"output '{spec.name}' is {_shape(spec)}, expected [B, L] with at least {keypoints} x 3 values"
+    return None
+
+
 _CHECKS: dict[str, Callable[..., str | None]] = {
+    "pose-landmarks": _check_landmarks,
     "pose-heatmap": _check_heatmap,
     "detector+pose": _check_detector_pose,
     "pose-simcc": _check_simcc,

@@ -72,3 +72,29 @@ def frame_to_crop(points: np.ndarray, matrices: np.ndarray) -> np.ndarray:
     """Map frame-pixel points [N,K,2] into each crop (for tests and target building)."""
     points = np.asarray(points, dtype=np.float64)
     return points @ matrices[:, :, :2].transpose(0, 2, 1) + matrices[:, None, :, 2]
+
+
+def rotated_crop_matrices(centres: np.ndarray, sides: np.ndarray, angles: np.ndarray,
+                          out_size: int) -> np.ndarray:
+    """Affine matrices [N,2,3] mapping frame pixels into square crops of `out_size` that show a
+    `side`-wide square around each centre, turned by `-angle` (radians) so that a direction at
+    `angle` from "up" in the frame points up in the crop (MediaPipe's ROI alignment)."""
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    scale = out_size / np.maximum(np.asarray(sides, dtype=np.float64).reshape(-1), 1.0)
+    cos, sin = np.cos(angles), np.sin(angles)
+    matrices = np.empty((len(centres), 2, 3), dtype=np.float64)
+    matrices[:, 0, 0], matrices[:, 0, 1] = scale * cos, scale * sin
+    matrices[:, 1, 0], matrices[:, 1, 1] = -scale * sin, scale * cos
+    half = (out_size - 1) / 2.0
+    matrices[:, :, 2] = half - np.einsum("nij,nj->ni", matrices[:, :, :2], centres)
+    return matrices
+
+
+def warp_with(frame: np.ndarray, matrices: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """Crops uint8 [N,H,W,3] of `frame` under the given frame->crop matrices (black outside)."""
+    out_h, out_w = out_hw
+    crops = np.empty((len(matrices), out_h, out_w, 3), dtype=np.uint8)
+    for i, matrix in enumerate(matrices):
+        cv2.warpAffine(frame, matrix, (out_w, out_h), dst=crops[i], flags=cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    return crops

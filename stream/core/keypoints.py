@@ -111,7 +111,33 @@ _HALPE136_SIGMAS = _COCO_SIGMAS + (0.08, 0.08, 0.08) + (0.089,) * 6 + (0.015,) *
 HALPE136 = KeypointFormat("halpe136", _HALPE136_NAMES, _HALPE136_SKELETON, _HALPE136_FLIP,
                           _HALPE136_SIGMAS)
 
-FORMATS: dict[str, KeypointFormat] = {f.name: f for f in (COCO17, HALPE26, HALPE136)}
+# BlazePose GHUM's 33 landmarks (MediaPipe `pose_landmark`), in the model's own order. OKS sigmas
+# follow COCO's for the points COCO has; eye corners as the eyes, mouth as the nose, hand points as
+# the wrists, heels and foot tips as Halpe's feet.
+_BLAZEPOSE_NAMES = (
+    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
+    "right_eye_outer", "left_ear", "right_ear", "left_mouth", "right_mouth",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_pinky", "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb",
+    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "left_heel", "right_heel", "left_foot_index", "right_foot_index",
+)
+_BLAZEPOSE_SKELETON = (
+    (0, 1), (1, 2), (2, 3), (3, 7), (0, 4), (4, 5), (5, 6), (6, 8), (9, 10),
+    (11, 12), (11, 13), (13, 15), (15, 17), (15, 19), (15, 21), (17, 19),
+    (12, 14), (14, 16), (16, 18), (16, 20), (16, 22), (18, 20),
+    (11, 23), (12, 24), (23, 24), (23, 25), (25, 27), (27, 29), (29, 31), (27, 31),
+    (24, 26), (26, 28), (28, 30), (30, 32), (28, 32),
+)
+_BLAZEPOSE_FLIP = ((1, 4), (2, 5), (3, 6), (7, 8), (9, 10)) + tuple((i, i + 1) for i in range(11, 33, 2))
+_BLAZEPOSE_SIGMAS = (
+    (0.026,) + (0.025,) * 6 + (0.035, 0.035, 0.026, 0.026) + (0.079, 0.079, 0.072, 0.072, 0.062, 0.062)
+    + (0.062,) * 6 + (0.107, 0.107, 0.087, 0.087, 0.089, 0.089) + (0.079,) * 4
+)
+BLAZEPOSE33 = KeypointFormat("blazepose33", _BLAZEPOSE_NAMES, _BLAZEPOSE_SKELETON, _BLAZEPOSE_FLIP,
+                             _BLAZEPOSE_SIGMAS)
+
+FORMATS: dict[str, KeypointFormat] = {f.name: f for f in (COCO17, HALPE26, HALPE136, BLAZEPOSE33)}
 
 
 def format_for_keypoints(num_keypoints: int) -> KeypointFormat:

