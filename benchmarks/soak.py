@@ -237,7 +237,7 @@ def run_soak(video: Path, minutes: float, scratch: Path, *, fps: float = 10.0, i
     if not video.is_file():
         raise ConfigError(f"soak video not found: {video}")
     seconds = minutes * 60.0
-    warmup_s = min(60.0, seconds / 4) if warmup_s is None else warmup_s
+    warmup_s = min(180.0, seconds / 4) if warmup_s is None else warmup_s
     cmd = [sys.executable, "-m", "posestream", "run", "--quiet", "--live",
            "--source", replay_source(video, fps, scratch), "--sink", f"json:{scratch / 'soak.json'}",
            "--metrics", str(scratch / "metrics.json"), "--set", "source.lavfi_realtime=true"]
