@@ -7,6 +7,7 @@ speed; sources without timestamps are written at 30 fps. With several streams ea
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from types import TracebackType
@@ -89,6 +90,8 @@ class VideoSink:
         dropped without finishing it (finishing would write more); a fragmented file keeps every
         fragment completed before."""
         del self._writers[stream]
+        with contextlib.suppress(InputError, av.FFmpegError, OSError):  # its trailer cannot be written either
+            writer.close()
         kept = ("the frames already in it stay playable (fragmented MP4)"
                 if self._fragmented else "the file is not finished (set sinks.video_fragmented = true "
                                          "to keep what was written playable)")

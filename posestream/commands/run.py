@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     with Pipeline(config, args.source, args.sink, args.policy, progress=progress) as pipeline:
         report = pipeline.run()
     sys.stderr.write(report.format_table() + "\n")
-    damage = input_damage(report.streams)
+    damage = input_damage(report.streams, interrupted=report.signal is not None)
     for line in damage:
         sys.stderr.write(f"input damaged: {line}\n")
     if args.metrics:
@@ -56,9 +56,15 @@ def run(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-def input_damage(streams: dict[str, dict[str, Any]]) -> list[str]:
-    """One line per stream whose source lost frames or met errors (see `stream.sources.damage`)."""
+def input_damage(streams: dict[str, dict[str, Any]], interrupted: bool) -> list[str]:
+    """One line per stream whose source lost frames or met errors (see `stream.sources.damage`).
+    A run stopped by a signal did not read its files to the end: only errors count then."""
     from posestream.stream.sources.damage import summary
 
-    lines = (summary(f"stream {name}", s.get("source", {})) for name, s in streams.items())
+    lines = []
+    for name, stream in streams.items():
+        stats = dict(stream.get("source", {}))
+        if interrupted:
+            stats["frames_expected"] = None
+        lines.append(summary(f"stream {name}", stats))
     return [line for line in lines if line is not None]

@@ -145,3 +145,16 @@ def test_run_reports_the_loss_and_strict_fails_on_it(prepared_home: Path, corrup
     assert run.returncode == 0, run.stderr[-3000:]  # not strict: reported, not failed
     assert "input damaged: stream images: read 1 of 2 frames (1 lost); errors: unreadable image b.jpg" \
         in run.stderr
+
+
+def test_a_run_stopped_by_a_signal_reports_errors_but_not_the_unread_rest() -> None:
+    from posestream.commands.run import input_damage
+
+    stopped = {"source": {"frames_read": 30, "frames_expected": FRAMES, "decode_errors": 0, "errors": {}}}
+    damaged_too = {"source": {"frames_read": 30, "frames_expected": FRAMES, "decode_errors": 2,
+                              "errors": {"undecodable packet: Invalid data": 2}}}
+    assert input_damage({"a": stopped}, interrupted=True) == []
+    assert input_damage({"a": stopped}, interrupted=False) == [
+        f"stream a: read 30 of {FRAMES} frames ({FRAMES - 30} lost)"]
+    assert input_damage({"b": damaged_too}, interrupted=True) == [
+        "stream b: read 30 frames, 2 lost; errors: undecodable packet: Invalid data (2x)"]
