@@ -1,10 +1,35 @@
 """Decoding of YOLO-pose raw output `[5 + 3K, N]` into persons, as plain numpy/cv2 functions."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from posestream.engines.preprocess import Letterbox
+from posestream.stream.core.similarity import iou_matrix
+
+
+def box_nms(xywh: np.ndarray, scores: np.ndarray, score_threshold: float, iou_threshold: float,
+            top_k: int) -> np.ndarray:
+    """Greedy box NMS over x, y, w, h boxes -> indices of the kept boxes, best first. The rules of
+    OpenCV's `cv2.dnn.NMSBoxes`, which this replaced so that IoU has one implementation
+    (`core.similarity.iou_matrix`): only scores above `score_threshold` (compared in float32) take
+    part, the best `top_k` (0 = all) of them by score (ties in input order), and a box is kept when
+    its IoU with every kept box is at most `iou_threshold`."""
+    scores32 = np.asarray(scores, dtype=np.float32)
+    candidates = np.flatnonzero(scores32 > np.float32(score_threshold))
+    order = candidates[np.argsort(-scores32[candidates], kind="stable")]
+    if top_k > 0:
+        order = order[:top_k]
+    if order.size == 0:
+        return order
+    overlaps = iou_matrix(xywh[order], xywh[order])
+    suppressed = np.zeros(order.size, dtype=bool)
+    keep = []
+    for i in range(order.size):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= overlaps[i] > np.float32(iou_threshold)
+    return order[keep]
 
 
 def decode_yolo_pose(output: np.ndarray, score_threshold: float, iou_threshold: float, max_persons: int,
@@ -20,9 +45,7 @@ def decode_yolo_pose(output: np.ndarray, score_threshold: float, iou_threshold: 
     cand = output[:, keep].T  # [M, 56]
     cx, cy, w, h = cand[:, 0], cand[:, 1], cand[:, 2], cand[:, 3]
     xywh = np.stack([cx - w / 2, cy - h / 2, w, h], axis=1)
-    chosen = cv2.dnn.NMSBoxes(xywh.tolist(), cand[:, 4].tolist(), score_threshold, iou_threshold,
-                              top_k=max_persons)
-    chosen = np.asarray(chosen, dtype=np.int64).reshape(-1)[:max_persons]
+    chosen = box_nms(xywh, cand[:, 4], score_threshold, iou_threshold, max_persons)
     boxes = np.stack([xywh[chosen, 0], xywh[chosen, 1], xywh[chosen, 0] + xywh[chosen, 2],
                       xywh[chosen, 1] + xywh[chosen, 3]], axis=1).astype(np.float32)
     keypoints = cand[chosen, 5:].reshape(-1, num_keypoints, 3).astype(np.float32)

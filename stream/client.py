@@ -1,9 +1,16 @@
 """Subscriber side of the ZMQ keypoint stream.
 
-`Subscriber` yields decoded, schema-checked messages (DESIGN.md section 6) as plain dicts. ZMQ
-reconnects by itself when the publisher restarts, so the client only has to notice the restart
-(the frame numbers start again) and not mistake it for a gap. A message that does not decode or
-does not match the schema is skipped with a warning: one bad publisher must not kill a consumer.
+`Subscriber` yields decoded, schema-checked frame messages (`core.wire`, docs/zmq.md) as plain
+dicts. ZMQ reconnects by itself when the publisher restarts, so the client only has to notice the
+restart (the frame numbers start again) and not mistake it for a gap. A message that does not
+decode or does not match the schema is skipped with a warning: one bad publisher must not kill a
+consumer.
+
+The control messages of schema v2 let it tell loss from quiet: an `end` message gives a stream's
+last frame number, so frames lost at the tail are counted like any other gap; heartbeats arrive
+every `interval_s` even when no frame flows, so when `dead_after` intervals pass without one the
+publisher is reported dead (a warning, `stats.publisher_dead`). v1 publishers send neither; their
+frames are still read.
 
 `latest=True` keeps only the newest frame per stream. ZMQ_CONFLATE cannot do this: it does not
 support multipart messages (ours are [topic, payload]), so we drain the socket's queue ourselves
@@ -19,17 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-import msgpack
 import zmq
 
 from posestream.stream.curve_keys import ClientCurve, configure_client
 from posestream.stream.core.errors import ConfigError, InputError
-from posestream.stream.core.keypoints import FORMATS
-from posestream.stream.core.results import SCHEMA_VERSION, Poses
+from posestream.stream.core.wire import CONTROL_PREFIX, decode, message_type, to_poses
+
+__all__ = ["Gap", "Subscriber", "SubscriberStats", "check_endpoint", "is_loopback", "to_poses"]
 
 log = logging.getLogger(__name__)
 
-_NUMBER = (int, float)
 SCHEMES = ("tcp", "ipc")
 
 
@@ -61,93 +67,15 @@ def is_loopback(endpoint: str) -> bool:
         return False
 
 
-def _fail(problem: str) -> None:
-    raise InputError(f"stream message: {problem}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, _NUMBER) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_field(message: dict, key: str, check: Callable[[Any], bool], want: str) -> None:
-    if key not in message:
-        _fail(f"missing field '{key}'")
-    if not check(message[key]):
-        _fail(f"field '{key}' must be {want}, got {message[key]!r:.60}")
-
-
-def _check_person(person: Any, index: int, num_keypoints: int) -> None:
-    where = f"persons[{index}]"
-    if not isinstance(person, dict):
-        _fail(f"{where} must be a map, got {type(person).__name__}")
-    for key in ("id", "box", "box_score", "score", "keypoints"):
-        if key not in person:
-            _fail(f"{where} has no '{key}'")
-    pid = person["id"]
-    if pid is not None and (not isinstance(pid, int) or isinstance(pid, bool) or pid < 0):
-        _fail(f"{where}.id must be null or a non-negative integer, got {pid!r}")
-    box = person["box"]
-    if not (isinstance(box, list) and len(box) == 4 and all(map(_is_number, box))):
-        _fail(f"{where}.box must be [x, y, w, h], got {box!r:.60}")
-    for key in ("box_score", "score"):
-        if not _is_number(person[key]):
-            _fail(f"{where}.{key} must be a number, got {person[key]!r}")
-    keypoints = person["keypoints"]
-    if not isinstance(keypoints, list) or len(keypoints) != num_keypoints:
-        _fail(f"{where}.keypoints must hold {num_keypoints} [x, y, score] triplets")
-    for kp in keypoints:
-        if not (isinstance(kp, list) and len(kp) == 3 and all(map(_is_number, kp))):
-            _fail(f"{where}.keypoints has an entry that is not [x, y, score]: {kp!r:.60}")
-
-
-def validate_message(message: Any) -> dict[str, Any]:
-    """`message` itself if it is a schema-v1 frame message; else `InputError` naming the problem."""
-    if not isinstance(message, dict):
-        _fail(f"expected a map, got {type(message).__name__}")
-    if message.get("v") != SCHEMA_VERSION:
-        _fail(f"schema version {message.get('v')!r} is not supported (this client reads "
-              f"v{SCHEMA_VERSION})")
-    _check_field(message, "stream", lambda v: isinstance(v, str) and v != "", "a non-empty string")
-    _check_field(message, "frame", lambda v: isinstance(v, int) and not isinstance(v, bool)
-                 and v >= 0, "a non-negative integer")
-    _check_field(message, "pts", lambda v: v is None or _is_number(v), "a number or null")
-    for key in ("capture_ts", "publish_ts"):
-        _check_field(message, key, _is_number, "a number")
-    for key in ("width", "height"):
-        _check_field(message, key, lambda v: isinstance(v, int) and not isinstance(v, bool)
-                     and v > 0, "a positive integer")
-    _check_field(message, "format", lambda v: v in FORMATS, f"one of {', '.join(FORMATS)}")
-    _check_field(message, "persons", lambda v: isinstance(v, list), "a list")
-    num_keypoints = FORMATS[message["format"]].num_keypoints
-    for index, person in enumerate(message["persons"]):
-        _check_person(person, index, num_keypoints)
-    return message
-
-
-def decode_message(topic: bytes, payload: bytes) -> dict[str, Any]:
-    """Unpack and validate one [topic, payload] pair; the topic must name the message's stream."""
-    try:
-        message = msgpack.unpackb(payload, raw=False, strict_map_key=True)
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:  # ExtraData etc. are ValueErrors
-        raise InputError(f"stream message: not msgpack ({type(exc).__name__}: {exc})") from None
-    validate_message(message)
-    if topic != message["stream"].encode("utf-8"):
-        _fail(f"topic {topic!r} differs from the message's stream {message['stream']!r}")
-    return message
-
-
-def to_poses(message: dict[str, Any]) -> Poses:
-    """The message's persons as `Poses` (numpy arrays), for consumers that compute on them."""
-    return Poses.from_persons(message["persons"], message["format"])
-
-
 @dataclass(frozen=True)
 class Gap:
-    """Frames of `stream` numbered `first`..`last` (inclusive) never arrived."""
+    """Frames of `stream` numbered `first`..`last` (inclusive) never arrived. `tail`: they were the
+    stream's last frames (known from its end-of-stream message)."""
 
     stream: str
     first: int
     last: int
+    tail: bool = False
 
     @property
     def missing(self) -> int:
@@ -156,12 +84,19 @@ class Gap:
 
 @dataclass
 class SubscriberStats:
-    received: int = 0       # valid messages handed to the caller
+    received: int = 0       # valid frame messages handed to the caller
     malformed: int = 0      # messages skipped because they did not decode or validate
-    missing: int = 0        # frames lost in gaps (publisher queue full, network, pipeline drops)
+    missing: int = 0        # frames lost in gaps, tail included (publisher queue full, network, drops)
+    tail_missing: int = 0   # of those, frames lost after the last one that arrived (end-of-stream)
     skipped: int = 0        # older frames passed over on purpose in `latest` mode
     restarts: int = 0       # times a stream's frame numbers started again (publisher restart)
     gaps: list[Gap] = field(default_factory=list)
+    ended: dict[str, int | None] = field(default_factory=dict)  # stream -> its last frame number
+    heartbeats: int = 0     # publisher heartbeats received
+    statuses: int = 0       # fleet status messages received
+    publisher: str | None = None  # id of the publisher whose heartbeats arrive (None: v1 or none yet)
+    publisher_dead: bool = False  # heartbeats stopped for `dead_after` intervals (and not resumed)
+    dead_events: int = 0    # times the publisher was found dead
 
 
 class Subscriber:
@@ -170,20 +105,31 @@ class Subscriber:
     topics: stream names to receive (exact names; empty = every stream). conflate (alias latest):
     hand out only the newest frame per stream. curve: a `ClientCurve` or a pair of paths
     (client .key_secret, server .key). rcvhwm (messages) and rcvbuf (kernel bytes, 0 = OS default)
-    bound what queues up locally while the caller is busy. `on_gap(gap)` is called for every gap.
+    bound what queues up locally while the caller is busy. `on_gap(gap)` is called for every gap,
+    tail gaps included. control: also hand out the `end`, `heartbeat` and `status` messages (tell
+    them apart by `message["type"]`); by default only frames come out. dead_after: heartbeat
+    intervals without a heartbeat after which the publisher counts as dead.
     Iterate to get messages forever, or call `receive(timeout)`. Close it (or use `with`).
     """
 
     def __init__(self, url: str, topics: Iterable[str] = (), conflate: bool = False,
                  curve: ClientCurve | tuple[str | Path, str | Path] | None = None, *,
                  rcvhwm: int = 1000, rcvbuf: int = 0,
-                 on_gap: Callable[[Gap], None] | None = None) -> None:
+                 on_gap: Callable[[Gap], None] | None = None, control: bool = False,
+                 dead_after: float = 3.0) -> None:
         self.url = check_endpoint(url, "subscriber URL")
+        if not (isinstance(dead_after, (int, float)) and dead_after >= 1):
+            raise ConfigError(f"dead_after = {dead_after!r} must be a number >= 1 (heartbeat "
+                              "intervals)")
         self.topics = frozenset([topics] if isinstance(topics, str) else topics)
         self.latest = conflate
+        self.control = control
+        self.dead_after = float(dead_after)
         self.stats = SubscriberStats()
         self._on_gap = on_gap
         self._last_frame: dict[str, int] = {}
+        self._announced: set[str] = set()  # streams named in heartbeats
+        self._alive_until: float | None = None  # monotonic; None until a first heartbeat
         self._pending: dict[bytes, list[bytes]] = {}  # latest mode: newest raw message per topic
         if curve is not None and not isinstance(curve, ClientCurve):
             curve = ClientCurve.from_files(*curve)
@@ -208,8 +154,12 @@ class Subscriber:
             self._socket.tcp_keepalive_intvl = 5
             if curve is not None:
                 configure_client(self._socket, curve)
-            for topic in sorted(self.topics) or [""]:
-                self._socket.subscribe(topic.encode("utf-8"))
+            if self.topics:
+                for topic in sorted(self.topics):
+                    self._socket.subscribe(topic.encode("utf-8"))
+                self._socket.subscribe(CONTROL_PREFIX)  # heartbeats and fleet status
+            else:
+                self._socket.subscribe(b"")
             self._socket.connect(self.url)
         except zmq.ZMQError as exc:
             self.close()
@@ -220,7 +170,11 @@ class Subscriber:
 
     def _wanted(self, topic: bytes) -> bool:
         # ZMQ subscriptions match prefixes ("cam1" also matches "cam10"); names must match exactly.
-        return not self.topics or topic.decode("utf-8", "replace") in self.topics
+        return (not self.topics or topic.startswith(CONTROL_PREFIX)
+                or topic.decode("utf-8", "replace") in self.topics)
+
+    def _wanted_stream(self, stream: str) -> bool:
+        return not self.topics or stream in self.topics
 
     def _recv_raw(self, timeout_ms: int | None) -> list[bytes] | None:
         if not self._socket.poll(timeout_ms if timeout_ms is not None else -1, zmq.POLLIN):
@@ -241,15 +195,27 @@ class Subscriber:
                 break
             topic = parts[0] if parts else b""
             if topic in self._pending:
-                self.stats.skipped += 1
+                if not topic.startswith(CONTROL_PREFIX):
+                    self.stats.skipped += 1
                 del self._pending[topic]  # re-insert last: streams are served oldest-updated first
             self._pending[topic] = parts
         return self._pending.pop(next(iter(self._pending)))
+
+    def _add_gap(self, gap: Gap) -> None:
+        self.stats.missing += gap.missing
+        if gap.tail:
+            self.stats.tail_missing += gap.missing
+        self.stats.gaps.append(gap)
+        if self._on_gap is not None:
+            self._on_gap(gap)
 
     def _track(self, message: dict[str, Any]) -> None:
         stream, frame = message["stream"], message["frame"]
         last = self._last_frame.get(stream)
         self._last_frame[stream] = frame
+        if stream in self.stats.ended:  # a restarted publisher serves the stream again
+            del self.stats.ended[stream]
+            log.info("stream %r runs again (frame %d) after its end", stream, frame)
         if last is None:
             return
         if frame <= last:
@@ -257,25 +223,77 @@ class Subscriber:
             log.info("stream %r restarted at frame %d (last seen %d)", stream, frame, last)
         elif frame > last + 1 and not self.latest:
             gap = Gap(stream, last + 1, frame - 1)
-            self.stats.missing += gap.missing
-            self.stats.gaps.append(gap)
             log.warning("stream %r: %d frame(s) missing (%d..%d)", stream, gap.missing, gap.first,
                         gap.last)
-            if self._on_gap is not None:
-                self._on_gap(gap)
+            self._add_gap(gap)
+
+    def _end(self, stream: str, last_frame: int | None) -> None:
+        """`stream` ended with `last_frame`: count what never arrived after the last frame seen."""
+        if stream in self.stats.ended or not self._wanted_stream(stream):
+            return
+        self.stats.ended[stream] = last_frame
+        seen = self._last_frame.get(stream)
+        if last_frame is None or seen is None:
+            log.info("stream %r ended (last frame %s; %s)", stream, last_frame,
+                     "none of its frames arrived here" if seen is None else f"last seen {seen}")
+        elif seen < last_frame and not self.latest:
+            gap = Gap(stream, seen + 1, last_frame, tail=True)
+            log.warning("stream %r ended at frame %d: its last %d frame(s) never arrived (%d..%d)",
+                        stream, last_frame, gap.missing, gap.first, gap.last)
+            self._add_gap(gap)
+        else:
+            log.info("stream %r ended at frame %d", stream, last_frame)
+
+    def _heartbeat(self, message: dict[str, Any]) -> None:
+        stats = self.stats
+        stats.heartbeats += 1
+        if stats.publisher is not None and message["publisher"] != stats.publisher:
+            log.info("publisher %s replaced by %s (restart)", stats.publisher, message["publisher"])
+        stats.publisher = message["publisher"]
+        if stats.publisher_dead:
+            stats.publisher_dead = False
+            log.warning("publisher %s on %s is alive again", stats.publisher, self.url)
+        self._alive_until = time.monotonic() + self.dead_after * message["interval_s"]
+        self._announced.update(s for s in message["streams"] if self._wanted_stream(s))
+        for stream, last_frame in message["ended"].items():  # repeats an end message we lost
+            self._end(stream, last_frame)
+
+    def _check_alive(self) -> None:
+        if self._alive_until is None or self.stats.publisher_dead:
+            return
+        if time.monotonic() > self._alive_until:
+            self.stats.publisher_dead = True
+            self.stats.dead_events += 1
+            log.warning("publisher %s on %s is dead: no heartbeat for %g intervals",
+                        self.stats.publisher, self.url, self.dead_after)
+
+    @property
+    def all_ended(self) -> bool:
+        """True once at least one stream was seen and every stream seen (through frames, end
+        messages or heartbeats) has ended."""
+        seen = set(self._last_frame) | set(self.stats.ended) | self._announced
+        return bool(seen) and seen <= set(self.stats.ended)
 
     def receive(self, timeout: float | None = None) -> dict[str, Any] | None:
-        """The next valid message, or None when nothing valid arrived within `timeout` seconds
-        (None = wait forever). Malformed messages are logged and skipped."""
+        """The next valid frame (with `control=True`: or control message), or None when nothing
+        arrived within `timeout` seconds (None = wait forever). Malformed messages are logged and
+        skipped. Waiting also watches the publisher's heartbeats."""
         if self._closed:
             raise InputError(f"subscriber {self.url} is closed")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            timeout_ms = (None if deadline is None
-                          else max(0, math.ceil((deadline - time.monotonic()) * 1000)))
+            self._check_alive()
+            now = time.monotonic()
+            wake = deadline
+            if self._alive_until is not None and not self.stats.publisher_dead:
+                wake = self._alive_until if wake is None else min(wake, self._alive_until)
+            timeout_ms = None if wake is None else max(0, math.ceil((wake - now) * 1000))
             parts = self._next_raw(timeout_ms)
             if parts is None:
-                return None
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._check_alive()
+                    return None
+                continue
             if len(parts) != 2 or not self._wanted(parts[0]):
                 if len(parts) != 2:
                     self.stats.malformed += 1
@@ -283,14 +301,24 @@ class Subscriber:
                                 "payload])", len(parts), self.url)
                 continue
             try:
-                message = decode_message(parts[0], parts[1])
+                message = decode(parts[0], parts[1])
             except InputError as exc:
                 self.stats.malformed += 1
                 log.warning("skipped a malformed message on topic %r: %s", parts[0][:40], exc)
                 continue
-            self._track(message)
-            self.stats.received += 1
-            return message
+            kind = message_type(message)
+            if kind == "frame":
+                self._track(message)
+                self.stats.received += 1
+                return message
+            if kind == "end":
+                self._end(message["stream"], message["last_frame"])
+            elif kind == "heartbeat":
+                self._heartbeat(message)
+            else:
+                self.stats.statuses += 1
+            if self.control:
+                return message
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         while not self._closed:

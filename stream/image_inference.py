@@ -12,11 +12,9 @@ from posestream.stream.chain import PoseChain
 from posestream.stream.core.config import Config
 from posestream.stream.core.errors import InputError, InputNotFoundError
 from posestream.stream.core.results import FrameResult
+from posestream.stream.sources.images import list_images
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Files as given, directories as their images (sorted); a missing path is an error."""
@@ -24,10 +22,7 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
-            out.extend(found)
+            out.extend(list_images(path))
         elif path.is_file():
             out.append(path)
         else:

@@ -17,6 +17,7 @@ import numpy as np
 from posestream.stream.core.config import Config, check_choice, check_range
 from posestream.stream.core.keypoints import KeypointFormat, get_format
 from posestream.stream.core.results import Poses
+from posestream.stream.core.similarity import oks_matrix
 
 NMS_KINDS = ("parametric", "oks", "none")
 _MATCH_RADIUS_CAP = 7.0  # px; AlphaPose caps the keypoint-matching radius (PCK_match)
@@ -117,32 +118,19 @@ def parametric_pose_nms(poses: Poses, params: ParametricNmsParams = ParametricNm
     return out
 
 
-def oks_matrix(poses: Poses, fmt: KeypointFormat, keypoint_score: float = 0.2) -> np.ndarray:
-    """[N,N] object keypoint similarity, with the mean box area of the pair as the object scale and
-    only keypoints that both poses see above `keypoint_score` (0 when they share none)."""
-    if poses.keypoints.shape[1] != fmt.num_keypoints:
-        raise ValueError(f"poses have {poses.keypoints.shape[1]} keypoints, format '{fmt.name}' has "
-                         f"{fmt.num_keypoints}")
-    points = poses.keypoints[..., :2].astype(np.float64)
-    visible = poses.keypoints[..., 2] > keypoint_score
-    areas = (poses.boxes[:, 2] * poses.boxes[:, 3]).astype(np.float64)
-    variances = (2 * fmt.sigma_array) ** 2
-    scale = (areas[:, None] + areas[None, :]) / 2 + np.spacing(1)
-    squared = ((points[:, None] - points[None, :]) ** 2).sum(-1)  # [N,N,K]
-    similarity = np.exp(-squared / variances / scale[..., None] / 2)
-    both = visible[:, None] & visible[None, :]
-    counts = both.sum(-1)
-    return np.where(counts > 0, (similarity * both).sum(-1) / np.maximum(counts, 1), 0.0)
-
-
 def oks_nms(poses: Poses, threshold: float = 0.9, fmt: KeypointFormat | None = None,
             keypoint_score: float = 0.2) -> Poses:
     """Greedy NMS by pose score: a pose whose OKS with a kept, higher-scored pose exceeds `threshold`
-    is dropped. Survivors come out in descending score order."""
+    is dropped. OKS is `core.similarity.oks_matrix` (keypoints scoring at least `keypoint_score` in
+    both poses). Survivors come out in descending score order."""
     if len(poses) == 0:
         return poses
     fmt = fmt or get_format(poses.format)
-    oks = oks_matrix(poses, fmt, keypoint_score)
+    if poses.keypoints.shape[1] != fmt.num_keypoints:
+        raise ValueError(f"poses have {poses.keypoints.shape[1]} keypoints, format '{fmt.name}' has "
+                         f"{fmt.num_keypoints}")
+    oks = oks_matrix(poses.keypoints, poses.keypoints, poses.boxes, poses.boxes, fmt.sigma_array,
+                     keypoint_score)
     order = np.argsort(-poses.scores, kind="stable")
     suppressed = np.zeros(len(poses), dtype=bool)
     keep = []

@@ -12,17 +12,16 @@ import numpy as np
 from posestream.engines.model_card import ModelCard
 from posestream.plugins.pose.topdown import Outputs, TopDownEstimator
 from posestream.stream.core.errors import ModelError
+from posestream.stream.core.similarity import iou_matrix
 
 VARIANT = "320-dynamic-batch"
 
 
 def _iou_with(boxes: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """IoU of cx, cy, w, h boxes [..., 4] with one cx, cy, w, h box."""
-    lo = np.maximum(boxes[..., :2] - boxes[..., 2:] / 2, target[:2] - target[2:] / 2)
-    hi = np.minimum(boxes[..., :2] + boxes[..., 2:] / 2, target[:2] + target[2:] / 2)
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
-    union = np.prod(boxes[..., 2:], axis=-1) + np.prod(target[2:]) - inter
-    return inter / np.maximum(union, 1e-9)
+    """IoU of cx, cy, w, h boxes [..., 4] with one cx, cy, w, h box (`core.similarity.iou_matrix`)."""
+    corner = np.concatenate([boxes[..., :2] - boxes[..., 2:] / 2, boxes[..., 2:]], axis=-1)
+    one = np.concatenate([target[:2] - target[2:] / 2, target[2:]])
+    return iou_matrix(corner.reshape(-1, 4), one[None]).reshape(boxes.shape[:-1])
 
 
 class YoloCropPose(TopDownEstimator):

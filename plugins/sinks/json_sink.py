@@ -92,6 +92,10 @@ class JsonSink:
         if self._pending_frames >= self._flush_every:
             self._flush()
 
+    def end_stream(self, stream: str, last_frame: int | None) -> None:
+        """Nothing to do: the file is a complete JSON array after every write, and AlphaPose's
+        format has no per-stream end marker. (Buffered lines are written by `close`.)"""
+
     def _flush(self) -> None:
         flushed, self._pending_frames = self._pending_frames, 0
         if not self._pending:

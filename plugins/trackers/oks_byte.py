@@ -27,7 +27,8 @@ import logging
 import numpy as np
 
 from posestream.stream.core.contracts import IdAllocator
-from posestream.plugins.trackers.association import assign, iou_matrix, oks_matrix
+from posestream.plugins.trackers.association import assign
+from posestream.stream.core.similarity import iou_matrix, oks_matrix
 from posestream.plugins.trackers.kalman import BoxKalman, xywh_to_cxcywh
 from posestream.stream.core.config import Config, check_range
 from posestream.stream.core.errors import ConfigError, InputError

@@ -1,7 +1,8 @@
 """`posestream subscribe URL`: print the live keypoint stream, one line per frame.
 
 stdout gets only frames (JSON lines with `--json`, else a compact summary), so it can be piped into
-other tools; gaps, skipped messages and the final tally go to stderr through logging.
+other tools; gaps, skipped messages, a dead publisher and the final tally (with the frames lost at
+the tail, known from end-of-stream messages) go to stderr through logging.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from posestream.stream.client import Subscriber
+from posestream.stream.client import Subscriber, SubscriberStats
 from posestream.commands.common import add_config_args, config_from_args
 from posestream.stream.curve_keys import ClientCurve
 from posestream.stream.core.errors import ConfigError, SourceTimeoutError
@@ -33,6 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--count", type=int, default=0, metavar="N", help="stop after N frames")
     parser.add_argument("--timeout", type=float, default=0.0, metavar="S",
                         help="stop when no frame arrives for S seconds (an error if none came)")
+    parser.add_argument("--until-end", action="store_true",
+                        help="stop when every stream seen has sent its end-of-stream message")
     parser.add_argument("--client-key", metavar="FILE",
                         help="CURVE: this client's .key_secret file (default: zmq.client_secret_key)")
     parser.add_argument("--server-key", metavar="FILE",
@@ -66,21 +69,47 @@ def run(args: argparse.Namespace) -> int:
     settings = config_from_args(args)["zmq"]
     url = args.url or settings["endpoint"]
     received = 0
-    with Subscriber(url, topics=args.topic, conflate=args.latest, curve=_curve(args, settings)) as sub:
+    # control=True: end messages must come back to us (for --until-end) even when no frame follows;
+    # only frames are printed.
+    with Subscriber(url, topics=args.topic, conflate=args.latest, curve=_curve(args, settings),
+                    control=True) as sub:
         try:
+            frame_deadline = time.monotonic() + args.timeout if args.timeout else None
             while not args.count or received < args.count:
-                message = sub.receive(args.timeout or None)
+                if args.until_end and sub.all_ended:
+                    log.info("every stream has ended; stopping")
+                    break
+                wait = None if frame_deadline is None else max(0.0, frame_deadline - time.monotonic())
+                message = sub.receive(wait)
                 if message is None:
                     if not received:
                         raise SourceTimeoutError(f"no frame from {url} within {args.timeout:g} s")
                     log.info("no frame for %g s; stopping", args.timeout)
                     break
+                if message.get("type", "frame") != "frame":
+                    continue
                 received += 1
+                if args.timeout:
+                    frame_deadline = time.monotonic() + args.timeout
                 line = (json.dumps(message, separators=(",", ":")) if args.json
                         else summary_line(message, time.time()))
                 print(line, flush=True)
         finally:
-            stats = sub.stats
-            log.info("%d frames received, %d missing in %d gaps, %d skipped as stale, %d malformed",
-                     stats.received, stats.missing, len(stats.gaps), stats.skipped, stats.malformed)
+            _tally(sub.stats)
     return 0
+
+
+def _tally(stats: SubscriberStats) -> None:
+    """The final summary on stderr: what arrived, what was lost (and how much of it at the tail)."""
+    log.info("%d frames received, %d missing in %d gaps (%d at the tail), %d skipped as stale, "
+             "%d malformed", stats.received, stats.missing, len(stats.gaps), stats.tail_missing,
+             stats.skipped, stats.malformed)
+    for gap in stats.gaps:
+        if gap.tail:
+            log.info("tail loss: stream %r lost its last %d frame(s) (%d..%d)", gap.stream,
+                     gap.missing, gap.first, gap.last)
+    if stats.ended:
+        log.info("ended: %s", ", ".join(f"{name} (last frame {last})"
+                                        for name, last in stats.ended.items()))
+    if stats.publisher_dead:
+        log.warning("publisher %s sent no heartbeat at the end (dead)", stats.publisher)

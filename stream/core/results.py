@@ -1,7 +1,7 @@
-"""Per-frame results as validated parallel numpy arrays, and their wire/JSON form.
+"""Per-frame results as validated parallel numpy arrays, and their AlphaPose JSON form.
 
 `Poses` is what detectors, pose estimators, NMS and trackers pass along; `FrameResult` adds the
-frame's identity and timing and turns into the schema-v1 message of DESIGN.md section 6.
+frame's identity and timing. Its ZMQ message (DESIGN.md section 7) is built in `core.wire`.
 """
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-SCHEMA_VERSION = 1
-
 
 def _check(name: str, array: np.ndarray, shape: tuple[int | None, ...]) -> None:
     if array.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, array.shape)):
@@ -63,7 +60,7 @@ class Poses:
                      self.scores[index], self.ids[index], self.format)
 
     def to_persons(self) -> list[dict[str, Any]]:
-        """Schema-v1 `persons` list (plain Python types, ready for msgpack or JSON)."""
+        """The wire `persons` list (plain Python types, ready for msgpack or JSON)."""
         return [
             {"id": int(self.ids[i]) if self.ids[i] >= 0 else None,
              "box": [round(float(v), 2) for v in self.boxes[i]],
@@ -97,13 +94,6 @@ class FrameResult:
     capture_ts: float = 0.0
     image_id: str | None = None  # file name for image sources; None for video frames
     timings: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage -> (enter, exit)
-
-    def to_message(self, publish_ts: float) -> dict[str, Any]:
-        """The schema-v1 message (DESIGN.md section 6)."""
-        return {"v": SCHEMA_VERSION, "stream": self.stream, "frame": self.frame, "pts": self.pts,
-                "capture_ts": self.capture_ts, "publish_ts": publish_ts, "width": self.width,
-                "height": self.height, "format": self.poses.format,
-                "persons": self.poses.to_persons()}
 
     def to_alphapose(self, image_id: str | int) -> list[dict[str, Any]]:
         """AlphaPose result entries: `{image_id, category_id, keypoints (flat), score, box, idx}`."""

@@ -39,8 +39,9 @@ def header_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def list_folder(folder: Path) -> list[Path]:
-    """The folder's image files (not recursive), sorted by name so runs are reproducible."""
+def list_images(folder: Path) -> list[Path]:
+    """The folder's image files (not recursive), sorted by name so runs are reproducible; none is an
+    `InputError`. The one image listing: image sources and `posestream image` both use it."""
     paths = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
     if not paths:
         raise InputError(f"image folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -89,7 +90,7 @@ class ImageSource(Source):
 
 
 def open_image_folder(folder: Path, name: str | None) -> ImageSource:
-    return ImageSource(list_folder(folder), name or folder.name or "images", "image_folder")
+    return ImageSource(list_images(folder), name or folder.name or "images", "image_folder")
 
 
 def open_image_list(paths: Sequence[Path], name: str | None) -> ImageSource:

@@ -15,10 +15,12 @@ import pytest
 import zmq
 
 from posestream.plugins.sinks.zmq_sink import ZmqSink
-from posestream.stream.client import Gap, Subscriber, decode_message, to_poses, validate_message
+from posestream.stream.client import Gap, Subscriber, to_poses
 from posestream.stream.core.config import load_config
 from posestream.stream.core.errors import ConfigError, InputError
 from posestream.stream.core.results import FrameResult, Poses
+from posestream.stream.core.wire import decode as decode_message, frame_message
+from posestream.stream.core.wire import validate as validate_message
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def sink(**overrides: object) -> ZmqSink:
 # --- validation ---------------------------------------------------------------------------------
 
 def _valid(persons: Poses) -> dict:
-    return frame(persons, 3).to_message(publish_ts=time.time())
+    return frame_message(frame(persons, 3), publish_ts=time.time())
 
 
 def _set(path: tuple, value: object):
@@ -65,13 +67,15 @@ def _set(path: tuple, value: object):
     (_set(("persons",), []), None),
     (_set(("persons", 0, "id"), None), None),
     (lambda m: [m], "expected a map"),
-    (_set(("v",), 2), "schema version 2 is not supported"),
+    (_set(("v",), 3), "schema version 3 is not supported"),
+    (_set(("type",), KeyError), None),  # a frame message may omit its type (all of v1 does)
+    (_set(("type",), "frames"), "unknown message type 'frames'"),
     (_set(("v",), KeyError), "schema version None"),
     (_set(("stream",), ""), "'stream' must be a non-empty string"),
     (_set(("frame",), -1), "'frame' must be a non-negative integer"),
     (_set(("frame",), 1.0), "'frame' must be a non-negative integer"),
     (_set(("frame",), True), "'frame' must be a non-negative integer"),
-    (_set(("capture_ts",), KeyError), "missing field 'capture_ts'"),
+    (_set(("capture_ts",), KeyError), "field 'capture_ts' is missing"),
     (_set(("publish_ts",), float("nan")), "'publish_ts' must be a number"),
     (_set(("width",), 0), "'width' must be a positive integer"),
     (_set(("format",), "coco18"), "'format' must be one of"),
@@ -100,6 +104,7 @@ def test_validate_message(persons: Poses, change, match: str | None) -> None:
     (b"cam0", msgpack.packb({1: 2}), "not msgpack"),
     (b"cam0", msgpack.packb(7), "expected a map"),
     (b"cam9", None, "topic b'cam9' differs"),
+    (b"\x00heartbeat", None, "differs from the message's own b'cam0'"),
 ])
 def test_decode_message_rejects(persons: Poses, topic: bytes, payload: bytes | None, match: str) -> None:
     payload = msgpack.packb(_valid(persons)) if payload is None else payload
@@ -262,3 +267,122 @@ def test_latest_mode_keeps_the_newest_frame_of_each_stream(persons: Poses) -> No
         got = [(m["stream"], m["frame"]) for m in iter(lambda: sub.receive(0.5), None)]
     assert sorted(got) == [("a", 99), ("b", 198)]
     assert sub.stats.skipped == 98 * 2 and sub.stats.gaps == []
+
+
+# --- end of stream, heartbeats, dead publishers (schema v2) -------------------------------------
+
+def _endpoint(scheme: str, tmp_path: Path) -> str:
+    return "tcp://127.0.0.1:*" if scheme == "tcp" else f"ipc://{tmp_path}/pose.sock"
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "ipc"])
+def test_end_of_stream_reveals_frames_lost_at_the_tail(persons: Poses, tmp_path: Path, scheme: str,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """The publisher skips frames 10..14 and then says the stream ended at 14: without the end
+    message the subscriber could not tell that loss from a quiet stream."""
+    gaps: list[Gap] = []
+    config = load_config(overrides={"zmq.heartbeat_s": 0.1})
+    with ZmqSink(config, _endpoint(scheme, tmp_path)) as pub, \
+            Subscriber(pub.bound_endpoint, on_gap=gaps.append, control=True) as sub, \
+            caplog.at_level(logging.WARNING, logger="posestream.stream.client"):
+        for number in range(10):
+            pub.write(frame(persons, number), None)
+        pub.end_stream("cam0", 14)
+        got = []
+        while not sub.all_ended:
+            message = sub.receive(5.0)
+            assert message is not None
+            got.append((message["type"], message.get("frame", message.get("last_frame"))))
+    frames = [n for kind, n in got if kind == "frame"]
+    assert frames == list(range(10)) and ("end", 14) in got
+    assert gaps == [Gap("cam0", 10, 14, tail=True)]
+    assert sub.stats.tail_missing == sub.stats.missing == 5 and sub.stats.ended == {"cam0": 14}
+    assert any("its last 5 frame(s) never arrived (10..14)" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "ipc"])
+def test_tail_lost_to_a_full_queue_is_counted_from_the_heartbeat(persons: Poses, tmp_path: Path,
+                                                                 scheme: str) -> None:
+    """A subscriber that does not read while 300 frames go out loses the newest ones, and with them
+    the end message; the heartbeat repeats which streams ended, so the tail loss is still found."""
+    config = load_config(overrides={"zmq.heartbeat_s": 0.1, "zmq.hwm": 1, "zmq.sndbuf": 4096})
+    total = 300
+    with ZmqSink(config, _endpoint(scheme, tmp_path)) as pub, \
+            Subscriber(pub.bound_endpoint, rcvhwm=1, rcvbuf=4096) as sub:
+        pub.write(frame(persons, 0), None)
+        assert sub.receive(10.0)["frame"] == 0
+        for number in range(1, total):
+            pub.write(frame(persons, number), None)
+        pub.end_stream("cam0", total - 1)
+        time.sleep(0.5)  # everything is out; the queues hold only a few old frames
+        frames = [0]
+        deadline = time.monotonic() + 10.0
+        while not sub.all_ended and time.monotonic() < deadline:
+            message = sub.receive(0.5)
+            if message is not None:
+                frames.append(message["frame"])
+    stats = sub.stats
+    assert stats.ended == {"cam0": total - 1}
+    assert frames[-1] < total - 1 and stats.tail_missing == total - 1 - frames[-1]
+    assert len(frames) + stats.missing == total  # every frame is either received or counted lost
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "ipc"])
+def test_quiet_stream_is_alive_and_a_silent_publisher_is_dead(persons: Poses, tmp_path: Path,
+                                                             scheme: str,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    config = load_config(overrides={"zmq.heartbeat_s": 0.05})
+    pub = ZmqSink(config, _endpoint(scheme, tmp_path), streams=["cam0"])
+    try:
+        with Subscriber(pub.bound_endpoint, dead_after=3) as sub, \
+                caplog.at_level(logging.WARNING, logger="posestream.stream.client"):
+            pub.write(frame(persons, 0), None)
+            assert sub.receive(10.0)["frame"] == 0
+            assert sub.receive(0.6) is None  # no frame flows, but heartbeats do
+            assert sub.stats.heartbeats >= 5 and not sub.stats.publisher_dead
+            assert sub.stats.publisher == pub.publisher_id and not sub.all_ended
+            pub.close()  # the publisher goes away without ending its stream
+            assert sub.receive(1.0) is None
+            assert sub.stats.publisher_dead and sub.stats.dead_events == 1
+            assert sub.stats.ended == {}  # dead, not ended: the two are told apart
+        assert any(f"publisher {pub.publisher_id}" in r.getMessage() and "is dead" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        pub.close()
+
+
+def test_control_messages_are_surfaced_on_request(persons: Poses, tmp_path: Path) -> None:
+    config = load_config(overrides={"zmq.heartbeat_s": 0.05})
+    with ZmqSink(config, _endpoint("ipc", tmp_path), streams=["cam0", "cam1"]) as pub, \
+            Subscriber(pub.bound_endpoint, topics=["cam0"], control=True) as sub:
+        pub.write(frame(persons, 0), None)
+        beats = []
+        deadline = time.monotonic() + 5.0
+        while len(beats) < 3 and time.monotonic() < deadline:
+            message = sub.receive(1.0)
+            if message is not None and message["type"] == "heartbeat":
+                beats.append(message)
+    assert [b["seq"] for b in beats] == sorted(b["seq"] for b in beats)
+    assert beats[-1]["streams"] == ["cam0", "cam1"] and beats[-1]["ended"] == {}
+    assert beats[-1]["interval_s"] == 0.05 and beats[-1]["started"] <= beats[-1]["publish_ts"]
+
+
+def test_v1_frames_are_still_accepted_and_no_heartbeat_means_no_verdict(persons: Poses) -> None:
+    context = zmq.Context()
+    pub = context.socket(zmq.PUB)
+    try:
+        port = pub.bind_to_random_port("tcp://127.0.0.1")
+        with Subscriber(f"tcp://127.0.0.1:{port}", dead_after=1) as sub:
+            v1 = {k: v for k, v in frame_message(frame(persons, 0), time.time()).items()
+                  if k != "type"}
+            v1["v"] = 1
+            deadline = time.monotonic() + 10
+            message = None
+            while message is None and time.monotonic() < deadline:  # slow joiner: resend
+                pub.send_multipart([b"cam0", msgpack.packb(v1)])
+                message = sub.receive(0.1)
+            assert message == v1
+            assert sub.stats.heartbeats == 0 and not sub.stats.publisher_dead
+    finally:
+        pub.close(linger=0)
+        context.term()

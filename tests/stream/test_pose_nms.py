@@ -8,9 +8,10 @@ import pytest
 from posestream.stream.core.config import load_config
 from posestream.stream.core.errors import ConfigError
 from posestream.stream.core.keypoints import COCO17
-from posestream.stream.pose_nms import (ParametricNmsParams, make_pose_nms, oks_matrix, oks_nms,
+from posestream.stream.pose_nms import (ParametricNmsParams, make_pose_nms, oks_nms,
                              parametric_pose_nms)
 from posestream.stream.core.results import Poses
+from posestream.stream.core.similarity import oks_matrix
 
 SKIERS_IMAGE = 197388
 
@@ -112,7 +113,8 @@ def test_oks_nms_collapses_duplicates_and_keeps_skiers(skiers):
 
 
 def test_oks_matrix_is_one_on_the_diagonal_and_symmetric(skiers):
-    oks = oks_matrix(skiers, COCO17)
+    oks = oks_matrix(skiers.keypoints, skiers.keypoints, skiers.boxes, skiers.boxes,
+                     COCO17.sigma_array, 0.2)
     np.testing.assert_allclose(np.diag(oks), 1.0)
     np.testing.assert_allclose(oks, oks.T)
     assert oks[~np.eye(5, dtype=bool)].max() < 0.5

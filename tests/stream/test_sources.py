@@ -463,3 +463,20 @@ def test_http_camera_that_drops_the_connection_is_reconnected(mjpeg_server,
     assert any(m.startswith("source ipcam: lost (") for m in messages)  # FFmpeg: EOF or I/O error
     assert any(m.startswith("source ipcam: restored") for m in messages)
     assert [f.index for f in collector.frames] == list(range(len(collector.frames)))
+
+
+def test_image_cli_and_image_sources_list_a_folder_alike(tmp_path: Path) -> None:
+    """One image listing: `posestream image DIR` and an image-folder source see the same files."""
+    from posestream.stream.image_inference import expand_paths
+    from posestream.stream.sources.images import list_images, open_image_folder
+
+    src = next(p for p in sorted(COCO_IMAGES.iterdir()) if is_image_path(p))
+    for name in ("b.JPG", "a.png", "c.webp"):
+        (tmp_path / name).write_bytes(src.read_bytes())
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "d.jpg").mkdir()  # a folder with an image-like name is not an image
+    expected = [tmp_path / n for n in ("a.png", "b.JPG", "c.webp")]
+    assert list_images(tmp_path) == expected
+    assert expand_paths([tmp_path]) == expected
+    with open_image_folder(tmp_path, None) as source:
+        assert source.info.frame_count == len(expected)

@@ -21,6 +21,7 @@ from posestream.cli import main
 from posestream.stream.core.config import load_config
 from posestream.stream.curve_keys import load_key_pair, load_public_key
 from posestream.stream.core.results import FrameResult, Poses
+from posestream.stream.core.wire import frame_message
 
 SUMMARY = re.compile(r"^(\w+) #(\d+) (\d+) persons? ids ([\d,-]+) age \d+\.\d ms$")
 
@@ -73,7 +74,7 @@ def test_json_lines_carry_every_frame(frames: list[FrameResult]) -> None:
     messages = [json.loads(line) for line in lines]
     assert len(messages) == len(frames)
     for result, message in zip(frames, messages):
-        expected = result.to_message(publish_ts=message["publish_ts"])
+        expected = frame_message(result, publish_ts=message["publish_ts"])
         assert message == json.loads(json.dumps(expected))
     assert f"{len(frames)} frames received, 0 missing in 0 gaps" in err
 
@@ -92,6 +93,22 @@ def test_summary_lines_and_topic_filter(frames: list[FrameResult]) -> None:
     assert [(m[1], int(m[2]), int(m[3])) for m in parsed] == \
         [("cam1", r.frame, len(r.poses)) for r in frames[:3]]
     assert parsed[0][4] == ",".join(str(i) for i in frames[0].poses.ids)
+
+
+def test_until_end_stops_at_end_of_stream_and_reports_tail_loss(frames: list[FrameResult]) -> None:
+    """Frames 0..5 are published, then the stream ends at frame 8: the command stops by itself and
+    its tally names the three frames lost at the tail."""
+    with sink() as pub:
+        process = start_subscribe(pub.bound_endpoint, "--until-end", "--json")
+        for result in frames[:6]:
+            pub.write(result, None)
+        pub.end_stream("cam0", 8)
+        code, lines, err = finish(process)
+    assert code == 0, err
+    assert [json.loads(line)["frame"] for line in lines] == list(range(6))
+    assert "6 frames received, 3 missing in 1 gaps (3 at the tail)" in err
+    assert "tail loss: stream 'cam0' lost its last 3 frame(s) (6..8)" in err
+    assert "every stream has ended" in err
 
 
 def _readline(process: subprocess.Popen, timeout: float) -> str:
@@ -129,7 +146,7 @@ def test_garbage_is_skipped_with_a_warning(frames: list[FrameResult]) -> None:
         assert pub.poll(30_000), "the subscriber never subscribed"
         assert pub.recv() == b"\x01"
         pub.send_multipart([b"cam0", b"\x92\xff\x00 garbage"])
-        pub.send_multipart([b"cam0", msgpack.packb(frames[1].to_message(publish_ts=time.time()))])
+        pub.send_multipart([b"cam0", msgpack.packb(frame_message(frames[1], publish_ts=time.time()))])
         code, lines, err = finish(process)
     finally:
         pub.close(linger=0)

@@ -19,6 +19,7 @@ from posestream.stream.core.config import load_config
 from posestream.stream.curve_keys import generate_key_pair
 from posestream.stream.core.errors import ConfigError, InputError, InputNotFoundError, StageError
 from posestream.stream.core.results import FrameResult, Poses
+from posestream.stream.core.wire import frame_message
 
 
 def coco_frames(shared: Path, stream: str = "cam0", repeat: int = 1) -> list[FrameResult]:
@@ -60,10 +61,10 @@ def test_subscriber_connected_before_first_frame_gets_every_frame(shared: Path, 
             for result in frames:
                 sink.write(result, None)
             got = receive_all(sub, len(frames))
-        assert sink.sent == len(frames) and sink.dropped == 0
+    assert sink.sent == len(frames) and sink.dropped == 0
     assert [m["frame"] for m in got] == list(range(len(frames)))
     for result, message in zip(frames, got):
-        assert without_publish_ts(message) == without_publish_ts(result.to_message(0.0))
+        assert without_publish_ts(message) == without_publish_ts(frame_message(result, 0.0))
         np.testing.assert_allclose(np.array([p["keypoints"] for p in message["persons"]]),
                                    result.poses.keypoints, atol=0.005)
         assert message["publish_ts"] >= result.capture_ts
@@ -104,8 +105,8 @@ def test_subscriber_that_never_reads_does_not_block_publishing(shared: Path) -> 
             Subscriber(sink.bound_endpoint, rcvhwm=1, rcvbuf=4096) as sub:
         for result in frames:
             sink.write(result, None)
-        assert sink.sent == len(frames) and sink.dropped == 0
         got = receive_all(sub, len(frames), timeout=1.0)
+    assert sink.sent == len(frames) and sink.dropped == 0
     assert 0 < len(got) < len(frames)  # the subscriber lost frames, the publisher lost none
     assert sub.stats.missing > 0 and len(got) + sub.stats.missing == got[-1]["frame"] + 1
 
@@ -338,3 +339,29 @@ def test_pipeline_with_slow_subscribers_loses_their_frames_not_its_own(
     assert len(results["queued"]) + queued.missing == results["queued"][-1] + 1
     assert results["latest"] == sorted(results["latest"]) and results["latest"][-1] == total - 1
     assert latest.skipped > 0 and latest.gaps == []
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "ipc"])
+def test_heartbeats_interleave_with_a_flood_of_frames(shared: Path, tmp_path: Path,
+                                                      scheme: str) -> None:
+    """The heartbeat thread and the writer share one socket (under a lock): with a heartbeat every
+    10 ms during 1000 writes, every frame and every heartbeat arrives whole and in order."""
+    frames = coco_frames(shared, repeat=125)  # 1000 frames
+    target = "tcp://127.0.0.1:*" if scheme == "tcp" else f"ipc://{tmp_path}/pose.sock"
+    config = load_config(overrides={"zmq.heartbeat_s": 0.01, "zmq.hwm": 100_000})
+    with ZmqSink(config, target, streams=["cam0"]) as sink, \
+            Subscriber(sink.bound_endpoint, rcvhwm=100_000, control=True) as sub:
+        for result in frames:
+            sink.write(result, None)
+            if result.frame % 100 == 0:
+                time.sleep(0.02)  # let heartbeats fall between frames
+        sink.end_stream("cam0", len(frames) - 1)
+        got = []
+        while not sub.all_ended:
+            message = sub.receive(10.0)
+            assert message is not None
+            got.append(message)
+    beats = [m["seq"] for m in got if m["type"] == "heartbeat"]
+    assert [m["frame"] for m in got if m["type"] == "frame"] == list(range(len(frames)))
+    assert len(beats) >= 10 and beats == sorted(beats)
+    assert sub.stats.malformed == 0 and sub.stats.missing == 0 and sub.stats.ended == {"cam0": 999}
