@@ -4,6 +4,7 @@ not), and a 60-second run of the real pipeline on a looped clip with the same as
 RSS does not climb after the warm-up, and everything is gone after the stop."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -46,23 +47,26 @@ def test_warmup_is_left_out_of_the_slope() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_sixty_second_soak_is_flat(prepared_home: Path, tmp_path: Path) -> None:
+    """60 s measured after a 120 s warm-up: the detector's RSS climbs for its first ~100 s here
+    (allocator arenas filling; docs/reliability.md), which a shorter warm-up would mistake for a leak."""
     video = shared_dir(load_config()) / "data/video/two_person_interaction_72f.mp4"
-    result = run_soak(video, 1.0, tmp_path, fps=10.0, interval_s=2.0, warmup_s=30.0,
+    result = run_soak(video, 3.0, tmp_path, fps=10.0, interval_s=2.0, warmup_s=120.0,
                       overrides=["detector.threads=1", "detector.input_size=320"],
                       home=str(prepared_home))
+    (tmp_path / "result.json").write_text(json.dumps(result, indent=1))  # to look at after a failure
     analysis = result["analysis"]
     assert result["exit_code"] == 130, result["log_tail"]  # stopped by SIGINT, cleanly
     assert set(analysis["processes"]) >= {"supervisor", "source0", "detect", "pose", "nms", "track",
                                           "sinks"}
-    assert analysis["steady_samples"] >= 10
+    assert analysis["steady_samples"] >= 20
     for name, p in analysis["processes"].items():
         assert p["fds_late"] <= p["fds_early"], (name, p)
         assert p["threads_late"] <= p["threads_early"], (name, p)
-        # 30 s is too short for a per-10-minutes slope (allocator noise of 0.1 MB extrapolates to
-        # 2 MB); the same limit as an absolute rise over the steady part still catches a leak of a
-        # few kB per frame (10 fps x 30 s = 300 frames).
+        # 60 s is too short for a per-10-minutes slope (allocator noise of 0.1 MB extrapolates to
+        # 1 MB); the same limit as an absolute rise over the steady minute still catches a leak of
+        # a few kB per frame.
         assert p["rss_mb_last"] - p["rss_mb_first"] <= RSS_SLOPE_LIMIT_MB, (name, p)
     assert analysis["shm"]["entries_late"] == analysis["shm"]["entries_early"] >= 1
     assert result["shm_after_exit"]["shm_entries"] == 0

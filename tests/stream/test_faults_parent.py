@@ -96,6 +96,5 @@ def test_sigkilled_supervisor_takes_its_stages_and_rings_along(prepared_home: Pa
     assert not [pid for pid in stages + tracker if alive(pid)], log[-3000:]
     assert took <= NOTICE_S + 0.5, f"stages outlived the supervisor: {gone} s"
     assert not [p for p in rings if p.exists()], "frame rings left in /dev/shm"
-    assert "the supervisor (pid" in log
     entries = json.loads(out.read_text())  # valid JSON, not only recoverable
     assert entries and all(e["category_id"] == 1 for e in entries)
