@@ -257,7 +257,7 @@ def check_onnx_file(path: Path) -> None:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and friends: not an ONNX file
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelError(f"{where} cannot be read as ONNX: {first_line}") from None
+        raise ModelError(f"cannot load ONNX model {path}: not a readable ONNX file ({first_line})") from None
     folder = path.parent
     for tensor in _tensors(model.graph):
         wanted = _expected_bytes(tensor, where)
