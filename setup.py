@@ -38,6 +38,7 @@ def namespace_packages() -> tuple[list[str], dict[str, str]]:
 
 
 PACKAGES, PACKAGE_DIR = namespace_packages()
+FLEET = ["ray==2.60.0"]  # `posestream fleet`: Ray is the control plane of a camera fleet (tests use it)
 
 setup(
     name="posestream",
@@ -67,7 +68,8 @@ setup(
         "tomli>=2.0; python_version<'3.11'",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "matplotlib>=3.7", "ai-edge-litert>=2.3"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "matplotlib>=3.7", "ai-edge-litert>=2.3", *FLEET],
+        "fleet": FLEET,
         "gpu": ["tensorrt>=10,<11"],
         "plot": ["matplotlib>=3.7"],
     },

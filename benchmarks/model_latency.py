@@ -83,7 +83,8 @@ def detector_rows(config: Config, frame: np.ndarray, backend: str, device: str,
     for count in threads:
         cfg = with_copy(config)
         cfg["engine"].update(backend=backend, device=device)
-        detector = build_detector(cfg, threads=count)
+        cfg["detector"]["threads"] = count
+        detector = build_detector(cfg)
         try:
             canvas, _ = letterbox(frame, detector.canvas_for(*frame.shape[:2]), detector.pad)
             batches = [1] if detector.static_batch else _batches(cfg["detector"]["batch"])

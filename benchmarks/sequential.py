@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,8 @@ def run_sequential(config: Config, video: Path, sink_specs: list[tuple[str, str]
     """Process `video` frame by frame; returns FPS, per-stage time per frame and persons per frame
     (detections entering the pose stage, the count top-down pose cost grows with)."""
     from posestream.stream.core.contracts import IdAllocator
-    from posestream.stream.core.registry import load
+    from posestream.stream.core.registry import load_plugin
+    from posestream.stream.core.settings import Settings
     from posestream.stream.chain import build_detector, build_estimator, build_nms
     from posestream.stream.core.results import FrameResult
     from posestream.stream.sources import open_source
@@ -45,14 +45,12 @@ def run_sequential(config: Config, video: Path, sink_specs: list[tuple[str, str]
         if estimator is not None:
             stack.callback(estimator.close)
         nms = build_nms(config)
-        tracker = load("posestream.trackers", config["tracker"]["plugin"])(config, IdAllocator())
+        settings = Settings.from_config(config)
+        tracker = load_plugin("posestream.trackers", settings.tracker.plugin)(settings, IdAllocator())
         source = stack.enter_context(open_source(str(video), config))
         sinks = []
         for kind, target in sink_specs:
-            cls = load("posestream.sinks", kind)
-            takes_streams = "streams" in inspect.signature(cls).parameters
-            sink = (cls(config, target, streams=[source.info.name]) if takes_streams
-                    else cls(config, target))
+            sink = load_plugin("posestream.sinks", kind)(settings, target, [source.info.name])
             stack.callback(sink.close)
             sinks.append(sink)
         frames = source.frames()
@@ -78,7 +76,7 @@ def run_sequential(config: Config, video: Path, sink_specs: list[tuple[str, str]
                                  frame.image.shape[0], tracked, frame.pts, frame.capture_ts,
                                  frame.image_id)
             for sink in sinks:
-                sink.write(result, frame.image if getattr(sink, "needs_pixels", True) else None)
+                sink.write(result, frame.image if sink.needs_pixels else None)
             t6 = time.perf_counter()
             for name, a, b in zip(STAGES, (t0, t1, t2, t3, t4, t5), (t1, t2, t3, t4, t5, t6)):
                 spent[name].append(b - a)

@@ -1,7 +1,11 @@
 """The engine interface every backend implements.
 
 An engine is made from a model file and a device, states its input/output tensors, and runs a batch.
-Callers (detector and pose plugins) never import a runtime: they hold an `Engine`.
+Callers (detector and pose plugins) never import a runtime: they hold an `Engine`, made by
+`engines.factory.create_engine` (this module imports no backend: the factory's table names them).
+
+A backend is a subclass that implements `placement` (where it would run, or why it cannot),
+`open` (load a model file) and `run`; registering it is one line in `engines.factory.BACKENDS`.
 """
 from __future__ import annotations
 
@@ -12,12 +16,19 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-from posestream.stream.core.errors import BackendUnavailableError, ConfigError
-
 if TYPE_CHECKING:
     from posestream.engines.engine_cache import TensorRTSettings
 
-BACKENDS = ("onnxruntime", "tensorrt", "auto")
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What a backend may use when opening a model: intra-op `threads` (0 = runtime default), the
+    `[tensorrt]` settings (None = the default config's) and the card's input `normalization`
+    (pre-processes INT8 calibration images)."""
+
+    threads: int = 0
+    tensorrt: "TensorRTSettings | None" = None
+    normalization: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,18 @@ class Engine(ABC):
     @property
     def outputs(self) -> list[TensorSpec]:
         return self._outputs
+
+    @classmethod
+    @abstractmethod
+    def placement(cls, device: str, auto: bool) -> str:
+        """The device this backend would run on when asked for `device` (with `auto`: the backend
+        was not named, so it may pick a better device than the default `cpu`). Raises
+        `BackendUnavailableError` with the reason when it cannot run here."""
+
+    @classmethod
+    @abstractmethod
+    def open(cls, model_path: Path, device: str, options: EngineOptions) -> "Engine":
+        """Load `model_path` on `device` (already resolved by `placement`)."""
 
     @abstractmethod
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -79,55 +102,3 @@ def tensorrt_available() -> str | None:
     if not torch.cuda.is_available():
         return "no CUDA device"
     return None
-
-
-def resolve_backend(backend: str, device: str = "cpu") -> tuple[str, str]:
-    """Turn a requested (backend, device) into what will actually run here; reject unknown names.
-
-    `auto` = TensorRT when it is importable and a GPU is present, else ONNX Runtime with its CUDA
-    provider when present, else ONNX Runtime on the CPU; with `auto` the device `cpu` (the default)
-    means "not chosen". TensorRT only runs on CUDA, so `tensorrt` with device `cpu` uses `cuda`.
-    """
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend '{backend}' (valid: {', '.join(BACKENDS)})")
-    if backend == "auto":
-        if tensorrt_available() is None:
-            return "tensorrt", "cuda" if device == "cpu" else device
-        import onnxruntime
-
-        if device == "cpu" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-            return "onnxruntime", "cuda"
-        return "onnxruntime", device
-    if backend == "tensorrt":
-        reason = tensorrt_available()
-        if reason is not None:
-            raise BackendUnavailableError(f"backend 'tensorrt' is unavailable: {reason}")
-        return backend, "cuda" if device == "cpu" else device
-    return backend, device
-
-
-def create_engine(model_path: str | Path, device: str = "cpu", backend: str = "onnxruntime",
-                  threads: int = 0, tensorrt: "TensorRTSettings | None" = None,
-                  normalization: Mapping[str, object] | None = None) -> Engine:
-    """Open `model_path` with the chosen backend. `threads` = intra-op threads (0: runtime default).
-
-    `tensorrt` carries the `[tensorrt]` settings (precision, batch profile, cache; default: the
-    default config's); `normalization` (the model card's `input`) pre-processes INT8 calibration.
-    """
-    import logging
-
-    from posestream.engines.model_check import check_onnx_file
-
-    check_onnx_file(Path(model_path))  # hostile external-data paths, truncated tensors: refused here
-    requested = (backend, device)
-    backend, device = resolve_backend(backend, device)
-    logging.getLogger(__name__).info("inference backend: %s on %s (asked for %s on %s)",
-                                     backend, device, *requested)
-    if backend == "tensorrt":
-        from posestream.engines.tensorrt_engine import TensorRTEngine
-
-        return TensorRTEngine.from_onnx(Path(model_path), device=device, settings=tensorrt,
-                                        normalization=normalization)
-    from posestream.engines.onnxruntime_engine import OnnxRuntimeEngine
-
-    return OnnxRuntimeEngine(Path(model_path), device=device, threads=threads)

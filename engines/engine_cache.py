@@ -26,11 +26,10 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from posestream.stream.core.config import Config, check_choice, check_range, home_dir
 from posestream.stream.core.errors import ConfigError, ModelError
+from posestream.stream.core.settings import MAX_BATCH_LIMIT, PRECISIONS, TensorRTTable
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp16", "fp32", "int8")
-MAX_BATCH_LIMIT = 1024
 MIN_SIDE = 32  # smallest height/width a dynamic-size engine accepts (one stride of YOLO)
 # Shape = one entry per axis; None (ONNX symbolic dim) or -1 (TensorRT) marks a dynamic axis.
 Shape = Sequence[int | None]
@@ -46,8 +45,8 @@ class BatchProfile:
     max: int = 1
 
     def __post_init__(self) -> None:
-        check_range("tensorrt.min_batch", self.min, 1, MAX_BATCH_LIMIT)
-        check_range("tensorrt.max_batch", self.max, 1, MAX_BATCH_LIMIT)
+        TensorRTTable.check_key("min_batch", self.min)
+        TensorRTTable.check_key("max_batch", self.max)
         if not self.min <= self.opt <= self.max:
             raise ConfigError(f"batch profile needs min <= opt <= max, got min={self.min} "
                               f"opt={self.opt} max={self.max}")
@@ -73,11 +72,9 @@ class TensorRTSettings:
     cache_dir: str = ""
 
     def __post_init__(self) -> None:
-        check_choice("tensorrt.precision", self.precision, PRECISIONS)
-        check_range("tensorrt.workspace_mib", self.workspace_mib, 16, 1 << 20)
-        check_range("tensorrt.max_input_size", self.max_input_size, MIN_SIDE, 16384)
-        check_range("tensorrt.calibration_max_images", self.calibration_max_images, 1, 100_000)
-        check_range("tensorrt.calibration_batch", self.calibration_batch, 1, MAX_BATCH_LIMIT)
+        for key in ("precision", "workspace_mib", "max_input_size", "calibration_max_images",
+                    "calibration_batch"):
+            TensorRTTable.check_key(key, getattr(self, key))
 
     @classmethod
     def from_config(cls, config: Config) -> "TensorRTSettings":
@@ -141,7 +138,7 @@ def compute_profile(inputs: Mapping[str, Shape], batch: BatchProfile,
                     raise ConfigError(f"input '{name}' has a dynamic height/width; set "
                                       "tensorrt.max_input_size (the largest side it must accept)")
                 side = max_hw[axis - 2]
-                check_range("tensorrt.max_input_size", side, MIN_SIDE, 16384)
+                TensorRTTable.check_key("max_input_size", side)
                 low.append(MIN_SIDE), opt.append(side), high.append(side)
                 continue
             low.append(dim), opt.append(dim), high.append(dim)

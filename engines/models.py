@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 from posestream.engines.model_card import ModelCard
 from posestream.stream.core.config import Config, home_dir
 from posestream.stream.core.errors import ModelError
-
-if TYPE_CHECKING:
-    from posestream.engines.base import Engine
+from posestream.stream.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +60,13 @@ def list_models(config: Config) -> list[tuple[str, str, str]]:
     return rows
 
 
-def load_card(config: Config, name: str) -> tuple[ModelCard, Path]:
-    """The card and directory of a prepared model, with a hint when it is missing."""
-    directory = model_dir(config, name)
+def load_card(config: Config | Settings, name: str) -> tuple[ModelCard, Path]:
+    """The card and directory of a prepared model, with a hint when it is missing. Opening it for
+    inference (sha256 check, engine) is `engines.runner.ModelRunner`'s job."""
+    settings = Settings.of(config)
+    directory = home_dir(settings) / "models" / name
     if not (directory / "model.json").is_file():
-        hint = ("run `posestream models prepare`" if name == config["model"]["name"]
+        hint = ("run `posestream models prepare`" if name == settings.model.name
                 else "import it with `posestream models import`")
         raise ModelError(f"model '{name}' is not prepared in {directory.parent} ({hint})")
     return ModelCard.load(directory), directory
-
-
-def open_engine(config: Config, card: ModelCard, directory: Path, variant: str, threads: int) -> "Engine":
-    """Open one variant of a prepared model with the configured backend, device and TensorRT settings."""
-    from posestream.engines.base import create_engine
-    from posestream.engines.engine_cache import TensorRTSettings
-
-    return create_engine(card.file(directory, variant), device=config["engine"]["device"],
-                         backend=config["engine"]["backend"], threads=threads,
-                         tensorrt=TensorRTSettings.from_config(config), normalization=card.input)

@@ -7,7 +7,7 @@ from typing import Mapping
 import numpy as np
 import onnxruntime as ort
 
-from posestream.engines.base import Engine, TensorSpec
+from posestream.engines.base import Engine, EngineOptions, TensorSpec
 from posestream.stream.core.config import check_range
 from posestream.stream.core.errors import BackendUnavailableError, InputNotFoundError, ModelError
 
@@ -46,6 +46,17 @@ class OnnxRuntimeEngine(Engine):
             raise ModelError(f"cannot load ONNX model {self.model_path}: {first_line}") from None
         self._inputs = [_spec(a) for a in self._session.get_inputs()]
         self._outputs = [_spec(a) for a in self._session.get_outputs()]
+
+    @classmethod
+    def placement(cls, device: str, auto: bool) -> str:
+        """Any device this onnxruntime has a provider for; `auto` on `cpu` takes CUDA when present."""
+        if auto and device == "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+            return "cuda"
+        return device
+
+    @classmethod
+    def open(cls, model_path: Path, device: str, options: EngineOptions) -> "OnnxRuntimeEngine":
+        return cls(model_path, device=device, threads=options.threads)
 
     @staticmethod
     def _providers(device: str) -> list[str]:

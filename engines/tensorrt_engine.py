@@ -17,7 +17,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from posestream.engines.base import Engine, TensorSpec, tensorrt_available
+from posestream.engines import base
+from posestream.engines.base import Engine, EngineOptions, TensorSpec
 from posestream.engines.engine_cache import (BatchProfile, EngineCache, EngineKey, TensorRTSettings,
                                   cache_root, compute_profile, profile_tag)
 from posestream.engines.model_card import sha256_file
@@ -110,6 +111,19 @@ class TensorRTEngine(Engine):
                 self._outputs.append(spec)
 
     @classmethod
+    def placement(cls, device: str, auto: bool) -> str:
+        """TensorRT runs on CUDA only: `cpu` (the default device) means the default GPU."""
+        reason = base.tensorrt_available()
+        if reason is not None:
+            raise BackendUnavailableError(f"backend 'tensorrt' is unavailable: {reason}")
+        return "cuda" if device == "cpu" else device
+
+    @classmethod
+    def open(cls, model_path: Path, device: str, options: EngineOptions) -> "TensorRTEngine":
+        return cls.from_onnx(model_path, device=device, settings=options.tensorrt,
+                             normalization=options.normalization)
+
+    @classmethod
     def from_onnx(cls, path: Path | str, device: str = "cuda", precision: str | None = None,
                   profile: BatchProfile | None = None, home: Path | None = None,
                   settings: TensorRTSettings | None = None, normalization: Mapping[str, Any] | None = None,
@@ -120,9 +134,7 @@ class TensorRTEngine(Engine):
         `profile` override it. `normalization` (the model card's `input`) is only used to
         pre-process INT8 calibration images. `rebuild` ignores a cached engine.
         """
-        reason = tensorrt_available()
-        if reason is not None:
-            raise BackendUnavailableError(f"backend 'tensorrt' is unavailable: {reason}")
+        cls.placement(device, auto=False)
         path = Path(path)
         if not path.is_file():
             raise InputNotFoundError(f"model file not found: {path}")

@@ -17,7 +17,7 @@ import numpy as np
 
 from posestream.engines.base import Engine
 from posestream.engines.preprocess import Letterbox
-from posestream.stream.core.config import Config, check_choice
+from posestream.stream.core.config import check_choice
 
 if TYPE_CHECKING:
     import torch
@@ -25,9 +25,8 @@ if TYPE_CHECKING:
 PREPROCESS_MODES = ("auto", "numpy", "torch")
 
 
-def torch_inputs_for(config: Config, engine: Engine) -> "TorchInputs | None":
-    """The torch pre-processing for `engine` per `engine.preprocess`; None = the numpy path."""
-    mode = config["engine"]["preprocess"]
+def torch_inputs_for(mode: str, engine: Engine) -> "TorchInputs | None":
+    """The torch pre-processing for `engine` per `engine.preprocess` (`mode`); None = the numpy path."""
     check_choice("engine.preprocess", mode, PREPROCESS_MODES)
     if mode == "numpy" or (mode == "auto" and engine.backend != "tensorrt"):
         return None

@@ -10,7 +10,8 @@ import sys
 from posestream.stream.core.errors import PosestreamError
 
 # Order here is the order in `posestream --help`.
-COMMAND_MODULES = ("run", "image", "demo", "models", "engines", "subscribe", "keys", "bench", "eval")
+COMMAND_MODULES = ("run", "image", "demo", "models", "engines", "subscribe", "keys", "bench", "eval",
+                   "fleet")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,29 +6,30 @@ by name through entry points, so this module imports no inference runtime.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from posestream.stream.core import registry
-from posestream.stream.core.config import Config, check_choice
+from posestream.stream.core.config import Config
+from posestream.stream.core.contracts import Detector, PoseEstimator
 from posestream.stream.core.results import Poses
+from posestream.stream.core.settings import POSE_MODES, Settings
 
-POSE_MODES = ("onestage", "topdown")
-
-
-def build_detector(config: Config, threads: int | None = None) -> Any:
-    cls = registry.load("posestream.detectors", config["detector"]["plugin"])
-    return cls(config) if threads is None else cls(config, threads=threads)
+__all__ = ["POSE_MODES", "PoseChain", "build_detector", "build_estimator", "build_nms"]
 
 
-def build_estimator(config: Config) -> Any | None:
+def build_detector(config: Config | Settings) -> Detector:
+    settings = Settings.of(config)
+    return registry.load_plugin("posestream.detectors", settings.detector.plugin)(settings)
+
+
+def build_estimator(config: Config | Settings) -> PoseEstimator | None:
     """The SPPE for `pose.mode = "topdown"`; None in one-stage mode (the detector's keypoints are kept)."""
-    mode = config["pose"]["mode"]
-    check_choice("pose.mode", mode, POSE_MODES)
-    if mode == "onestage":
+    settings = Settings.of(config)
+    if settings.pose.mode == "onestage":
         return None
-    return registry.load("posestream.pose", config["pose"]["plugin"])(config)
+    return registry.load_plugin("posestream.pose", settings.pose.plugin)(settings)
 
 
 def build_nms(config: Config) -> Callable[[Poses], Poses]:
@@ -52,10 +53,9 @@ class PoseChain:
         return [self.nms(poses) for poses in detections]
 
     def close(self) -> None:
-        for part in (self.detector, self.estimator):
-            close = getattr(part, "close", None)
-            if close is not None:
-                close()
+        self.detector.close()
+        if self.estimator is not None:
+            self.estimator.close()
 
     def __enter__(self) -> "PoseChain":
         return self

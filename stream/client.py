@@ -82,6 +82,23 @@ class Gap:
         return self.last - self.first + 1
 
 
+_END_KEY = b"\x00end"
+_SMALL_PAYLOAD = 256  # end messages are ~100 bytes; frames with persons are larger
+
+
+def _pending_key(parts: list[bytes]) -> bytes:
+    """Latest mode keeps one message per key: the stream's topic for frames, and a key of its own
+    for the stream's end message, so the end never displaces that stream's last frame."""
+    topic = parts[0] if parts else b""
+    if topic.startswith(CONTROL_PREFIX) or len(parts) < 2 or len(parts[1]) > _SMALL_PAYLOAD:
+        return topic
+    try:
+        message = decode(topic, parts[1])
+    except InputError:
+        return topic
+    return topic + _END_KEY if message_type(message) == "end" else topic
+
+
 @dataclass
 class SubscriberStats:
     received: int = 0       # valid frame messages handed to the caller
@@ -188,12 +205,12 @@ class Subscriber:
             parts = self._recv_raw(timeout_ms)
             if parts is None:
                 return None
-            self._pending[parts[0] if parts else b""] = parts
+            self._pending[_pending_key(parts)] = parts
         while True:  # drain what has arrived; keep the newest message of each topic
             parts = self._recv_raw(0)
             if parts is None:
                 break
-            topic = parts[0] if parts else b""
+            topic = _pending_key(parts)
             if topic in self._pending:
                 if not topic.startswith(CONTROL_PREFIX):
                     self.stats.skipped += 1

@@ -1,4 +1,5 @@
-"""The streaming pipeline: sources -> detect -> pose -> nms -> track -> sinks, one process per stage.
+"""The streaming pipeline: sources -> detect -> [pose] -> nms -> track -> sinks, one process per
+stage, laid out by the table in `stage_graph` (the pose stage runs in top-down mode only).
 
 `Pipeline(config, sources, sinks, policy)` is a context manager; `run()` starts the stages, hands
 each source a frame ring sized from what the source announced, supervises until every stream has
@@ -13,69 +14,22 @@ import logging
 import multiprocessing
 import os
 import time
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
-from posestream.stream.core.config import Config, check_choice, check_range
+from posestream.stream.core.config import Config, check_choice
 from posestream.stream.core.errors import ConfigError, StageError
+from posestream.stream.core.settings import POLICIES, PipelineSettings
 from posestream.stream.metrics import QueueDepths, RunReport, percentiles_ms, stage_summary
 from posestream.stream.progress import Display, Snapshot
 from posestream.stream.ring import FrameRing
-from posestream.stream.stages import DETECT_BIT, POSE_BIT, SINKS_BIT
+from posestream.stream.stage_graph import PlannedStage, holders, plan
+from posestream.stream.stage_runtime import StageIO
 from posestream.stream.supervisor import SignalTrap, Supervisor, SupervisorSettings
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("auto", "live", "offline")
-RESTART_POLICIES = ("never", "live", "always")
-STATELESS = ("detect", "pose", "nms")
 TICK_S = 0.1
-
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    """The `[pipeline]` table, range-checked where it enters."""
-
-    policy: str
-    ring_slots: int
-    pipe_bytes: int
-    heartbeat_interval_s: float
-    heartbeat_timeout_s: float
-    startup_timeout_s: float
-    restart: str
-    max_restarts: int
-    drain_timeout_s: float
-    abort_timeout_s: float
-    kill_timeout_s: float
-    status_interval_s: float
-    latency_window: int
-    light_stage_nice: int
-    live_newest_only: bool
-    strict: bool  # read by `posestream run`: damaged input fails the run (exit 3)
-
-    @classmethod
-    def from_config(cls, config: Config) -> "PipelineSettings":
-        try:
-            settings = cls(**config["pipeline"])
-        except (KeyError, TypeError) as exc:
-            raise ConfigError(f"config table [pipeline] does not match this version: {exc}") from None
-        check_choice("pipeline.policy", settings.policy, POLICIES)
-        check_choice("pipeline.restart", settings.restart, RESTART_POLICIES)
-        check_range("pipeline.ring_slots", settings.ring_slots, 2, 256)
-        check_range("pipeline.pipe_bytes", settings.pipe_bytes, 0, 1 << 20)
-        check_range("pipeline.heartbeat_interval_s", settings.heartbeat_interval_s, 0.01, 10)
-        check_range("pipeline.heartbeat_timeout_s", settings.heartbeat_timeout_s,
-                    2 * settings.heartbeat_interval_s, 3600)
-        check_range("pipeline.startup_timeout_s", settings.startup_timeout_s, 1, 3600)
-        check_range("pipeline.max_restarts", settings.max_restarts, 0, 100)
-        check_range("pipeline.drain_timeout_s", settings.drain_timeout_s, 0, 3600)
-        check_range("pipeline.abort_timeout_s", settings.abort_timeout_s, 0, 600)
-        check_range("pipeline.kill_timeout_s", settings.kill_timeout_s, 0.1, 600)
-        check_range("pipeline.status_interval_s", settings.status_interval_s, 0.1, 3600)
-        check_range("pipeline.latency_window", settings.latency_window, 10, 10_000_000)
-        check_range("pipeline.light_stage_nice", settings.light_stage_nice, 0, 19)
-        return settings
 
 
 def parse_sink(spec: str) -> tuple[str, str]:
@@ -88,9 +42,9 @@ def parse_sink(spec: str) -> tuple[str, str]:
 
 
 def sink_class(kind: str) -> Any:
-    from posestream.stream.core.registry import load
+    from posestream.stream.core.registry import load_plugin
 
-    return load("posestream.sinks", kind)
+    return load_plugin("posestream.sinks", kind)
 
 
 def _grow_pipe(conn: Connection, size: int) -> None:
@@ -117,6 +71,10 @@ class Pipeline:
         self.sources = list(sources)
         self.sinks = [parse_sink(s) for s in sinks]
         self.progress = progress
+        sink_pixels = any(sink_class(kind).needs_pixels for kind, _ in self.sinks)
+        self._plan = plan(config, len(self.sources), sink_pixels)
+        self._source_stages = [stage.name for stage in self._plan if stage.spec.per_source]
+        self._last_stage = self._plan[-1].name
         self._stack = contextlib.ExitStack()
         self._ran = False
         self._warn_threads()
@@ -150,33 +108,25 @@ class Pipeline:
         n = len(self.sources)
         sup = Supervisor(SupervisorSettings(
             s.heartbeat_interval_s, s.heartbeat_timeout_s, s.startup_timeout_s, s.max_restarts,
-            s.abort_timeout_s, s.kill_timeout_s, logging.getLogger().getEffectiveLevel()), n + 5, ctx)
+            s.abort_timeout_s, s.kill_timeout_s, logging.getLogger().getEffectiveLevel()),
+            len(self._plan), ctx)
         # Rings are closed after the processes are stopped (ExitStack unwinds in reverse).
         self._rings: list[FrameRing] = []
         self._stack.callback(self._close_rings)
         self._stack.enter_context(sup)
         trap = self._stack.enter_context(SignalTrap())
-        conds = [ctx.Condition() for _ in range(n)]
-
-        def pipe() -> tuple[Connection, Connection]:
-            reader, writer = ctx.Pipe(duplex=False)
-            _grow_pipe(writer, s.pipe_bytes)
-            return reader, writer
-
-        links = [pipe() for _ in range(n)]
-        for i, spec in enumerate(self.sources):
-            sup.add(f"source{i}", "source", {"spec": spec, "stream_id": i, "policy": self.policy,
-                                            "conds": conds, "output": links[i][1]}, self.config)
-        to_pose, to_nms, to_track, to_sinks = pipe(), pipe(), pipe(), pipe()
-        sup.add("detect", "detect", {"inputs": [r for r, _ in links], "output": to_pose[1],
-                                     "conds": conds}, self.config)
-        sup.add("pose", "pose", {"inputs": [to_pose[0]], "output": to_nms[1], "conds": conds,
-                                 "streams": n}, self.config)
-        sup.add("nms", "nms", {"inputs": [to_nms[0]], "output": to_track[1], "streams": n}, self.config)
-        sup.add("track", "track", {"inputs": [to_track[0]], "output": to_sinks[1], "streams": n},
-                self.config)
-        sup.add("sinks", "sinks", {"inputs": [to_sinks[0]], "conds": conds, "sink_specs": self.sinks,
-                                   "streams": n, "latency_window": s.latency_window}, self.config)
+        self._conds = [ctx.Condition() for _ in range(n)]
+        # One pipe per stage that feeds another; its consumer reads the other end.
+        pipes: dict[str, tuple[Connection, Connection]] = {}
+        for feeder in (f for stage in self._plan for f in stage.inputs):
+            pipes[feeder] = ctx.Pipe(duplex=False)
+            _grow_pipe(pipes[feeder][1], s.pipe_bytes)
+        for stage in self._plan:
+            io = StageIO([pipes[f][0] for f in stage.inputs],
+                         pipes[stage.name][1] if stage.name in pipes else None,
+                         self._conds, n, stage.batch, stage.bit)
+            sup.add(stage.name, stage.spec.body, {"io": io, **self._extra(stage)}, self.config,
+                    nice=0 if stage.spec.model else s.light_stage_nice)
         sup.start_all()
 
         streams = self._handshake(sup, trap)
@@ -184,6 +134,15 @@ class Pipeline:
             sup.close()
             return RunReport("interrupted", 0.0, {}, {}, trap.first)
         return self._supervise(sup, trap, streams)
+
+    def _extra(self, stage: PlannedStage) -> dict[str, Any]:
+        """The parameters only one body takes."""
+        if stage.spec.per_source:
+            return {"spec": self.sources[stage.stream_id], "stream_id": stage.stream_id,
+                    "policy": self.policy}
+        if stage.spec.name == "sinks":
+            return {"sink_specs": self.sinks, "latency_window": self.settings.latency_window}
+        return {}
 
     def _handshake(self, sup: Supervisor, trap: SignalTrap) -> list[dict[str, Any]] | None:
         """Wait for every source's announcement, create the rings, tell sources and sinks the stream names."""
@@ -193,11 +152,8 @@ class Pipeline:
                 return None
             for stage, kind, payload in sup.poll(TICK_S):
                 if kind == "info":
-                    infos[int(stage.name.removeprefix("source"))] = payload
-        sink_pixels = any(getattr(sink_class(kind), "needs_pixels", True) for kind, _ in self.sinks)
-        holders = DETECT_BIT | (SINKS_BIT if sink_pixels else 0)
-        if self.config["pose"]["mode"] != "onestage":
-            holders |= POSE_BIT
+                    infos[self._source_stages.index(stage.name)] = payload
+        mask = holders(self._plan)
         streams: list[dict[str, Any]] = []
         used: set[str] = set()
         for i in range(len(self.sources)):
@@ -208,25 +164,24 @@ class Pipeline:
                 name, suffix = f"{info.name}-{suffix}", suffix + 1
             used.add(name)
             ring = FrameRing.create(self.settings.ring_slots, info.max_height, info.max_width,
-                                    sup.stages[f"source{i}"].params["conds"][i],
+                                    self._conds[i],
                                     newest_only=live and self.settings.live_newest_only)
             self._rings.append(ring)
-            sup.stages[f"source{i}"].control.send(("ring", (ring.name, holders, name)))
+            sup.stages[self._source_stages[i]].control.send(("ring", (ring.name, mask, name)))
             streams.append({"name": name, "info": info, "live": live, "ring": ring})
             log.info("stream %s: %s %dx%d, %s", name, info.kind, info.max_width, info.max_height,
                      "live (drops oldest when behind)" if live else "offline (every frame, in order)")
-        sup.stages["sinks"].control.send(("streams", ([st["name"] for st in streams], sink_pixels)))
+        sup.stages[self._last_stage].control.send(("streams", [st["name"] for st in streams]))
         all_live = all(st["live"] for st in streams)
         restart = self.settings.restart == "always" or (self.settings.restart == "live" and all_live)
-        for name in STATELESS:
-            sup.stages[name].restartable = restart
+        for stage in self._plan:
+            sup.stages[stage.name].restartable = restart and stage.spec.restartable
         return streams
 
     def _supervise(self, sup: Supervisor, trap: SignalTrap, streams: list[dict[str, Any]]) -> RunReport:
         start = time.time()
         depths = QueueDepths()
-        upstream = {"detect": [f"source{i}" for i in range(len(streams))], "pose": ["detect"],
-                    "nms": ["pose"], "track": ["nms"], "sinks": ["track"]}
+        upstream = {stage.name: stage.inputs for stage in self._plan if stage.inputs}
         display = None
         if self.progress is not None:
             live = any(st["live"] for st in streams)
@@ -257,9 +212,9 @@ class Pipeline:
                     last_processed[name] = processed
                 last_tick = now
                 display.update(Snapshot(
-                    now - start, int(sup.stages["sinks"].counters.get("processed")), fps,
+                    now - start, int(sup.stages[self._last_stage].counters.get("processed")), fps,
                     sum(st["ring"].counters()["dropped"] for st in streams),
-                    sup.stages["sinks"].counters.get("last_latency_s") * 1000.0))
+                    sup.stages[self._last_stage].counters.get("last_latency_s") * 1000.0))
             if trap.received:
                 if stop_deadline is None:
                     sup.request_stop()
@@ -298,7 +253,7 @@ class Pipeline:
                 "kind": st["info"].kind, "policy": "live" if st["live"] else "offline",
                 "frames_in": counters["published"], "frames_out": frames_out.get(st["name"], 0),
                 "dropped": counters["dropped"], "lost": counters["lost"],
-                "source": source_stats.get(f"source{i}", {}),
+                "source": source_stats.get(self._source_stages[i], {}),
                 "latency_ms": latency["end_to_end"].get(st["name"], percentiles_ms([]))}
         status = "interrupted" if signal_name else "completed"
         return RunReport(status, elapsed, report_streams, stages, signal_name)

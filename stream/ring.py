@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from posestream.stream.core.errors import ConfigError, InputError, StageError
+from posestream.stream.core.errors import InputError, StageError
 from posestream.stream.orphans import segment_name, sweep
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,8 @@ class FrameRing:
         uint8 frame. `cond` is a `multiprocessing.Condition` shared with every attached process.
         `newest_only` (live streams): `take` refuses a frame when a newer one is already waiting,
         so the detector always works on the latest picture instead of a queue of old ones."""
-        if slots < 2:
-            raise ConfigError(f"config key 'pipeline.ring_slots' = {slots} is outside the allowed range [2, inf]")
+        if slots < 1:  # the layout needs a slot; the useful range is the config's (pipeline.ring_slots)
+            raise StageError(f"a frame ring needs at least one slot, got {slots}")
         if height <= 0 or width <= 0:
             raise InputError(f"cannot size a frame ring for a {width}x{height} source")
         capacity = _round_up(height * width * channels, _ALIGN)

@@ -9,37 +9,34 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from typing import Callable
 
 import numpy as np
 
-from posestream.stream.core.config import Config, check_choice
+from posestream.stream.core.contracts import Sink
 from posestream.stream.core.errors import PosestreamError
 from posestream.stream.core.results import FrameResult
 
 log = logging.getLogger(__name__)
 
-ON_ERROR = ("stop", "continue")
 
-
-class GuardedSink:
+class GuardedSink(Sink):
     """Wraps one sink plugin; `failed` holds its error once it has been retired."""
 
-    def __init__(self, sink: Any, name: str, on_error: str) -> None:
+    needs_pixels = True  # replaced per instance by the wrapped sink's
+
+    def __init__(self, sink: Sink, name: str, on_error: str) -> None:
         self._sink = sink
         self.name = name
+        self.needs_pixels = sink.needs_pixels
         self._on_error = on_error
         self.failed: str | None = None
 
-    @property
-    def needs_pixels(self) -> bool:
-        return getattr(self._sink, "needs_pixels", True)
-
-    def write(self, result: FrameResult, frame: np.ndarray | None) -> None:
+    def _guarded(self, call: Callable[[], None]) -> None:
         if self.failed is not None:
             return
         try:
-            self._sink.write(result, frame)
+            call()
         except (PosestreamError, OSError) as exc:
             if self._on_error == "stop":
                 raise
@@ -49,13 +46,12 @@ class GuardedSink:
             with contextlib.suppress(PosestreamError, OSError):
                 self._sink.close()
 
+    def write(self, result: FrameResult, frame: np.ndarray | None) -> None:
+        self._guarded(lambda: self._sink.write(result, frame))
+
+    def end_stream(self, stream: str, last_frame: int | None) -> None:
+        self._guarded(lambda: self._sink.end_stream(stream, last_frame))
+
     def close(self) -> None:
-        close = getattr(self._sink, "close", None)
-        if close is not None and self.failed is None:
-            close()
-
-
-def guard_sink(sink: Any, name: str, config: Config) -> GuardedSink:
-    on_error = config["sinks"]["on_error"]
-    check_choice("sinks.on_error", on_error, ON_ERROR)
-    return GuardedSink(sink, name, on_error)
+        if self.failed is None:
+            self._sink.close()

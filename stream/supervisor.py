@@ -15,11 +15,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, Callable
 
 from posestream.stream.core.errors import StageError
 from posestream.stream.metrics import StageCounters, counters_size
-from posestream.stream.stages import StageContext, StageFailure, stage_main
+from posestream.stream.stage_runtime import StageContext, StageFailure, stage_main
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class StageProcess:
     """One stage: how to (re)start it and what the supervisor knows about it."""
 
     name: str
-    body: str
+    body: Callable[..., None]        # a module-level function (it travels to the child by reference)
     params: dict[str, Any]
     context: StageContext
     control: Connection              # parent end of the control pipe
@@ -82,12 +82,13 @@ class Supervisor:
         self._closed = False
 
     # -- building -----------------------------------------------------------------------------------
-    def add(self, name: str, body: str, params: dict[str, Any], config: Any,
-            restartable: bool = False) -> StageProcess:
+    def add(self, name: str, body: Callable[..., None], params: dict[str, Any], config: Any,
+            restartable: bool = False, nice: int = 0) -> StageProcess:
+        """Register a stage; `body(rt, **params)` runs in its process, `nice` lowers its priority."""
         row = len(self.stages)
         parent_end, child_end = self.ctx.Pipe(duplex=True)
         context = StageContext(name, row, self.counters, child_end, self.stop_event, self.abort_event,
-                               config, self.settings.heartbeat_s, self.settings.log_level)
+                               config, self.settings.heartbeat_s, self.settings.log_level, nice)
         stage = StageProcess(name, body, params, context, parent_end, StageCounters(self.counters, row),
                              restartable)
         self.stages[name] = stage

@@ -12,49 +12,44 @@ from typing import Sequence
 
 import numpy as np
 
-from posestream.engines.model_check import check_model_kind
-from posestream.engines.models import load_card, open_engine
+from posestream.engines.model_card import ModelCard
 from posestream.engines.preprocess import Letterbox, canvas_size, letterbox, to_input
-from posestream.engines.torch_inputs import to_numpy, torch_inputs_for
+from posestream.engines.runner import ModelRunner
+from posestream.engines.torch_inputs import to_numpy
 from posestream.engines.yolo_decode import decode_yolo_pose, to_frame_pixels
-from posestream.stream.core.config import Config, check_range
-from posestream.stream.core.errors import ModelError
+from posestream.stream.core.config import Config
+from posestream.stream.core.contracts import Detector
 from posestream.stream.core.results import Poses
+from posestream.stream.core.settings import Settings
 
 
-class YoloDetector:
-    def __init__(self, config: Config, threads: int | None = None) -> None:
-        cfg = config["detector"]
-        check_range("detector.input_size", cfg["input_size"], 64, 4096)
-        if cfg["input_size"] % 32:
-            raise ModelError(f"detector.input_size must be a multiple of 32, got {cfg['input_size']}")
-        check_range("detector.score_threshold", cfg["score_threshold"], 0.0, 1.0)
-        check_range("detector.iou_threshold", cfg["iou_threshold"], 0.0, 1.0)
-        check_range("detector.max_persons", cfg["max_persons"], 1, 10000)
-        check_range("detector.batch", cfg["batch"], 1, 256)
-        self.size = cfg["input_size"]
-        self.rectangular = cfg["rectangular"]
-        self.score_threshold = cfg["score_threshold"]
-        self.iou_threshold = cfg["iou_threshold"]
-        self.max_persons = cfg["max_persons"]
-        self.batch = cfg["batch"]
-        card, directory = load_card(config, config["model"]["name"])
-        if card.task != "detector+pose":
-            raise ModelError(f"model '{card.name}' is a {card.task} model, not a detector")
-        self.pad = int(card.input.get("letterbox_pad", 114))
-        self.num_keypoints = int(card.output.get("num_keypoints", 17))
-        self.format = card.keypoint_format
-        static = {640: "640", 320: "320"}.get(self.size) if not self.rectangular else None
-        self.variant = static or "dynamic"
-        self.engine = open_engine(config, card, directory, self.variant,
-                                  cfg["threads"] if threads is None else threads)
-        try:
-            check_model_kind(self.engine, card)
-            self._torch = torch_inputs_for(config, self.engine)  # None: numpy/OpenCV pre-processing
-        except BaseException:  # e.g. a bad engine.preprocess: do not leak the session
-            self.engine.close()
-            raise
+class YoloDetector(ModelRunner, Detector):
+    """`YoloDetector(settings)`: the `[detector]` table picks the input size, thresholds and batch;
+    the model (`model.name`) is opened and verified by `ModelRunner`."""
+
+    tasks = ("detector+pose",)
+
+    def __init__(self, settings: Settings | Config) -> None:
+        settings = Settings.of(settings)
+        cfg = settings.detector
+        self.size = cfg.input_size
+        self.rectangular = cfg.rectangular
+        self.score_threshold = cfg.score_threshold
+        self.iou_threshold = cfg.iou_threshold
+        self.max_persons = cfg.max_persons
+        self.batch = cfg.batch
+        super().__init__(settings, settings.model.name, cfg.threads)
+        self.pad = int(self.card.input.get("letterbox_pad", 114))
+        self.num_keypoints = int(self.card.output.get("num_keypoints", 17))
+        self.format = self.card.keypoint_format
         self.static_batch = self.engine.inputs[0].shape[0] == 1
+        self._input_name = self.engine.inputs[0].name
+        self._output_name = self.engine.outputs[0].name
+
+    def choose_variant(self, card: ModelCard) -> str:
+        """The static 640/320 export for square inputs of that size, else the dynamic one."""
+        static = {640: "640", 320: "320"}.get(self.size) if not self.rectangular else None
+        return static or "dynamic"
 
     def canvas_for(self, height: int, width: int) -> tuple[int, int]:
         return canvas_size(height, width, self.size, rectangular=self.rectangular)
@@ -76,11 +71,12 @@ class YoloDetector:
 
     def _infer(self, frames: list[np.ndarray], hw: tuple[int, int]) -> tuple[list[np.ndarray], list[Letterbox]]:
         """Raw outputs [5 + 3K, anchors] of same-sized frames, and where each frame sits on the canvas."""
-        if self._torch is None:
+        if self.torch_inputs is None:
             boxed = [letterbox(frame, hw, self.pad) for frame in frames]
-            return list(self.engine.run1(to_input([c for c, _ in boxed]))), [b for _, b in boxed]
-        x, box = self._torch.letterboxed(frames, hw, self.pad)
-        output = self._torch.run({self.engine.inputs[0].name: x})[self.engine.outputs[0].name]
+            output = self.run({self._input_name: to_input([c for c, _ in boxed])})[self._output_name]
+            return list(output), [b for _, b in boxed]
+        x, box = self.torch_inputs.letterboxed(frames, hw, self.pad)
+        output = self.run({self._input_name: x})[self._output_name]
         # decoding starts by dropping the anchors below the threshold: drop them before the copy
         return [to_numpy(row[:, row[4] >= self.score_threshold]) for row in output], [box] * len(frames)
 
@@ -89,6 +85,3 @@ class YoloDetector:
                                                     self.max_persons, self.num_keypoints)
         xywh, keypoints = to_frame_pixels(boxes, keypoints, box, height, width)
         return Poses(xywh, scores, keypoints, scores.copy(), format=self.format)
-
-    def close(self) -> None:
-        self.engine.close()

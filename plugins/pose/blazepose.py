@@ -23,13 +23,12 @@ import numpy as np
 from posestream.engines.model_card import ModelCard
 from posestream.plugins.pose.crops import crop_to_frame, rotated_crop_matrices, warp_with
 from posestream.plugins.pose.topdown import Outputs, TopDownEstimator
-from posestream.stream.core.config import Config, check_choice, check_range
+from posestream.stream.core.config import Config
 from posestream.stream.core.errors import InputError, ModelError
 from posestream.stream.core.keypoints import get_format
 from posestream.stream.core.results import Poses
+from posestream.stream.core.settings import Settings
 
-OUTPUT_FORMATS = ("coco17", "halpe26", "blazepose33")
-MERGES = ("none", "confident", "average")
 BODY_LANDMARKS = 33
 VALUES_PER_LANDMARK = 5  # x, y, z, visibility logit, presence logit
 # BlazePose index of each COCO-17 point.
@@ -78,19 +77,16 @@ def to_format(points: np.ndarray, scores: np.ndarray, fmt: str) -> np.ndarray:
 
 
 class BlazePose(TopDownEstimator):
-    """`BlazePose(config)`; a `PoseEstimator` on the `blazepose-full` landmark model."""
+    """`BlazePose(settings)`; a `PoseEstimator` on the `blazepose-full` landmark model."""
 
-    task = "pose-landmarks"
+    tasks = ("pose-landmarks",)
 
-    def __init__(self, config: Config, model: str | None = None) -> None:
-        table = config["pose"]
-        self.output_format = table["landmark_format"]
-        check_choice("pose.landmark_format", self.output_format, OUTPUT_FORMATS)
-        self.min_presence = float(table["landmark_min_presence"])
-        check_range("pose.landmark_min_presence", self.min_presence, 0.0, 1.0)
-        self.merge = table["landmark_merge"]
-        check_choice("pose.landmark_merge", self.merge, MERGES)
-        super().__init__(config, model)
+    def __init__(self, settings: Settings | Config) -> None:
+        settings = Settings.of(settings)
+        self.output_format = settings.pose.landmark_format
+        self.min_presence = settings.pose.landmark_min_presence
+        self.merge = settings.pose.landmark_merge
+        super().__init__(settings)
 
     def setup(self, card: ModelCard) -> None:
         if card.keypoint_format != "blazepose33":
@@ -98,7 +94,7 @@ class BlazePose(TopDownEstimator):
                              "blazepose plugin needs a BlazePose (blazepose33) model such as blazepose-full")
         if self.input_hw[0] != self.input_hw[1]:
             raise ModelError(f"model '{card.name}': BlazePose crops are square, input is {self.input_hw}")
-        self._torch = None  # rotated crops are cut with OpenCV; the torch crop path is axis-aligned
+        self.torch_inputs = None  # rotated crops are cut with OpenCV; the torch crop path is axis-aligned
         self.format = get_format(self.output_format)
         self.flip_test = False  # BlazePose is not trained for mirrored averaging
 

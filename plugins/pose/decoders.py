@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 
 from posestream.stream.core.errors import InputError
+from posestream.stream.core.settings import REFINEMENTS
 
-REFINEMENTS = ("none", "dark")
 _LOG_FLOOR = 1e-10
 
 

@@ -15,7 +15,7 @@ from posestream.stream.core.errors import ModelError
 
 
 class HeatmapPose(TopDownEstimator):
-    task = "pose-heatmap"
+    tasks = ("pose-heatmap",)
 
     def setup(self, card: ModelCard) -> None:
         self.output_name = card.output.get("name") or self.engine.outputs[0].name

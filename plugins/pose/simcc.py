@@ -15,7 +15,7 @@ from posestream.stream.core.errors import ModelError
 
 
 class SimccPose(TopDownEstimator):
-    task = "pose-simcc"
+    tasks = ("pose-simcc",)
 
     def setup(self, card: ModelCard) -> None:
         ratio = card.output.get("split_ratio")

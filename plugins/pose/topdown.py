@@ -1,4 +1,4 @@
-"""Base class of crop-based (top-down) SPPEs: owns the engine, the crops and the batching.
+"""Base class of crop-based (top-down) SPPEs: the crops and the batching around a `ModelRunner`.
 
 `estimate(frames, detections)` crops every person of every frame (box grown to the model's aspect,
 then by `pose.box_expand`), runs the crops through the model in batches of at most `pose.batch`
@@ -16,17 +16,16 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from posestream.engines.base import Engine
 from posestream.engines.model_card import ModelCard
-from posestream.engines.model_check import check_model_kind
-from posestream.engines.models import load_card, open_engine
-from posestream.engines.torch_inputs import to_numpy, torch_inputs_for
+from posestream.engines.runner import ModelRunner
+from posestream.engines.torch_inputs import to_numpy
 from posestream.plugins.pose.crops import box_to_centre_scale, crop_matrices, crop_to_frame, warp_crops
-from posestream.plugins.pose.decoders import REFINEMENTS
-from posestream.stream.core.config import Config, check_choice, check_range
+from posestream.stream.core.config import Config, check_choice
+from posestream.stream.core.contracts import PoseEstimator
 from posestream.stream.core.errors import InputError, ModelError
 from posestream.stream.core.keypoints import KeypointFormat, get_format
 from posestream.stream.core.results import Poses
+from posestream.stream.core.settings import Settings
 
 if TYPE_CHECKING:
     import torch
@@ -36,41 +35,26 @@ log = logging.getLogger(__name__)
 Outputs = Mapping[str, np.ndarray]
 
 
-class TopDownEstimator:
-    """`TopDownEstimator(config)`; implements `plugins.contracts.PoseEstimator`.
+class TopDownEstimator(ModelRunner, PoseEstimator):
+    """`TopDownEstimator(settings)`: the `[pose]` table picks the model (opened and verified by
+    `ModelRunner`), crop context, batch and decoding.
 
     Pose score of a person = box score x mean keypoint score, so a confident box with a vague pose
     ranks below one with a clear pose (mmpose's rescoring, without its visibility cut).
     """
 
-    task = ""  # the model card task a subclass decodes, e.g. "pose-heatmap"
-
-    def __init__(self, config: Config, model: str | None = None) -> None:
-        table = config["pose"]
-        self.expand = float(table["box_expand"])
-        self.batch = int(table["batch"])
-        self.flip_test = bool(table["flip_test"])
-        self.refine = table["refine"]
-        self.min_box_score = float(table["min_box_score"])
-        check_range("pose.box_expand", self.expand, 1.0, 3.0)
-        check_range("pose.batch", self.batch, 1, 256)
-        check_range("pose.threads", table["threads"], 0, 256)
-        check_range("pose.min_box_score", self.min_box_score, 0.0, 1.0)
-        check_choice("pose.refine", self.refine, REFINEMENTS)
-        name = model or table["model"]
-        self.card, directory = load_card(config, name)
-        if self.task and self.card.task != self.task:
-            raise ModelError(f"model '{name}' is a '{self.card.task}' model; the "
-                             f"{type(self).__name__} plugin needs a '{self.task}' model")
-        damaged = self.card.verify(directory)
-        if damaged:
-            raise ModelError(f"model '{name}' in {directory}: file(s) of variant(s) {', '.join(damaged)} "
-                             "are missing or do not match their sha256 (prepare or import it again)")
-        self.format: KeypointFormat = get_format(self.card.keypoint_format)
-        variant = self._pick_variant(self.card)
-        self.engine: Engine | None = open_engine(config, self.card, directory, variant, table["threads"])
+    def __init__(self, settings: Settings | Config) -> None:
+        settings = Settings.of(settings)
+        table = settings.pose
+        self.expand = table.box_expand
+        self.batch = table.batch
+        self.flip_test = table.flip_test
+        self.refine = table.refine
+        self.min_box_score = table.min_box_score
+        super().__init__(settings, table.model, table.threads)
+        name = table.model
         try:
-            check_model_kind(self.engine, self.card)
+            self.format: KeypointFormat = get_format(self.card.keypoint_format)
             self.input_hw = self._input_size()
             self.static_batch = self.engine.inputs[0].shape[0]  # None = any batch size
             if self.static_batch is not None and self.batch > self.static_batch:
@@ -80,13 +64,12 @@ class TopDownEstimator:
             self._input_name = self.engine.inputs[0].name
             self._input_dtype = self.engine.inputs[0].dtype
             self._setup_normalisation(self.card)
-            self._torch = torch_inputs_for(config, self.engine)  # None: numpy/OpenCV crops
             self.setup(self.card)
         except BaseException:
             self.close()
             raise
-        log.info("pose model %s (%s, variant %s): input %dx%d, batch %s", name, self.card.task, variant,
-                 self.input_hw[1], self.input_hw[0], self.static_batch or "dynamic")
+        log.info("pose model %s (%s, variant %s): input %dx%d, batch %s", name, self.card.task,
+                 self.variant, self.input_hw[1], self.input_hw[0], self.static_batch or "dynamic")
 
     # ----------------------------------------------------------------- subclass hooks
     def setup(self, card: ModelCard) -> None:
@@ -126,20 +109,8 @@ class TopDownEstimator:
             offset += n
         return results
 
-    def close(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
-            self.engine = None
-
-    def __enter__(self) -> "TopDownEstimator":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # ----------------------------------------------------------------- internals
-    @staticmethod
-    def _pick_variant(card: ModelCard) -> str:
+    def choose_variant(self, card: ModelCard) -> str:
         """A variant with a dynamic batch axis when there is one (batches of any size), else the first."""
         for variant, entry in card.files.items():
             shape = entry.get("input_shape") or [None]
@@ -180,21 +151,19 @@ class TopDownEstimator:
 
         On the torch path the crops may also be float [N,3,H,W] BGR 0..255 tensors on its device.
         """
-        if self.engine is None:
-            raise ModelError(f"{type(self).__name__} is closed")
         n = len(crops)
         if self.static_batch is not None and n > self.static_batch:
             raise ModelError(f"model '{self.card.name}' takes batches of exactly {self.static_batch}; "
                              f"set pose.batch <= {self.static_batch}")
-        if self._torch is not None:
-            x = self._torch.model_input(crops, self._scale, self._mean.ravel().tolist(),
-                                        self._std.ravel().tolist(), self._to_rgb, self.static_batch)
-            outputs = self._torch.run({self._input_name: x})
+        if self.torch_inputs is not None:
+            x = self.torch_inputs.model_input(crops, self._scale, self._mean.ravel().tolist(),
+                                              self._std.ravel().tolist(), self._to_rgb, self.static_batch)
+            outputs = self.run({self._input_name: x})
             return {name: to_numpy(value[:n]) for name, value in outputs.items()}
         x = self.preprocess(crops)
         if self.static_batch is not None:
             x = np.concatenate([x, np.zeros((self.static_batch - n, *x.shape[1:]), x.dtype)])
-        outputs = self.engine.run({self._input_name: x})
+        outputs = self.run({self._input_name: x})
         return {name: value[:n] for name, value in outputs.items()}
 
     def _crops(self, persons_of: list[tuple[np.ndarray, np.ndarray]]
@@ -203,20 +172,20 @@ class TopDownEstimator:
 
         numpy path: uint8 [N,H,W,3] (OpenCV); torch path: float [N,3,H,W] tensors on its device.
         """
-        if self._torch is None:
+        if self.torch_inputs is None:
             pairs = [warp_crops(frame, boxes, self.input_hw, self.expand) for frame, boxes in persons_of]
             return np.concatenate([c for c, _ in pairs]), np.concatenate([m for _, m in pairs])
         aspect = self.input_hw[1] / self.input_hw[0]
         matrices = [crop_matrices(*box_to_centre_scale(boxes, aspect, self.expand), self.input_hw)
                     for _, boxes in persons_of]
-        crops = self._torch.crops([frame for frame, _ in persons_of], matrices, self.input_hw)
+        crops = self.torch_inputs.crops([frame for frame, _ in persons_of], matrices, self.input_hw)
         return crops, np.concatenate(matrices)
 
     def _run(self, crops: "np.ndarray | torch.Tensor") -> tuple[np.ndarray, np.ndarray]:
         outputs = self.infer(crops)
         flipped = None
         if self.flip_test:
-            mirrored = np.ascontiguousarray(crops[:, :, ::-1]) if self._torch is None else crops.flip(3)
+            mirrored = np.ascontiguousarray(crops[:, :, ::-1]) if self.torch_inputs is None else crops.flip(3)
             flipped = self.infer(mirrored)
         return self.decode(outputs, flipped)
 

@@ -25,10 +25,9 @@ def _iou_with(boxes: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 class YoloCropPose(TopDownEstimator):
-    task = "detector+pose"
+    tasks = ("detector+pose",)
 
-    @staticmethod
-    def _pick_variant(card: ModelCard) -> str:
+    def choose_variant(self, card: ModelCard) -> str:
         if VARIANT not in card.files:
             raise ModelError(f"model '{card.name}' has no '{VARIANT}' variant (run `posestream models prepare`)")
         return VARIANT

@@ -13,24 +13,26 @@ import numpy as np
 from posestream.plugins.sinks.output_paths import (StreamNames, check_render_write, image_name, safe_stream_name,
                                         writable_dir)
 from posestream.plugins.sinks.render_settings import Renderer
-from posestream.stream.core.config import Config, check_range
+from posestream.stream.core.config import Config
+from posestream.stream.core.contracts import Sink
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import ConfigError, StageError
 from posestream.stream.core.results import FrameResult
 
 
-class ImagesSink:
-    """`ImagesSink(config, target, streams=...)`: `target` is the output folder (created if missing)."""
+class ImagesSink(Sink):
+    """`ImagesSink(settings, target, streams)`: `target` is the output folder (created if missing)."""
 
     needs_pixels = True
 
-    def __init__(self, config: Config, target: str, *, streams: Sequence[str] = ()) -> None:
+    def __init__(self, settings: Settings | Config, target: str, streams: Sequence[str] = ()) -> None:
+        settings = Settings.of(settings)
         if not target:
             raise ConfigError("images sink needs an output folder, e.g. --sink images:out/")
-        quality = config["sinks"]["images_quality"]
-        check_range("sinks.images_quality", quality, 1, 100)
+        quality = settings.sinks.images_quality
         self.directory = writable_dir(Path(target).expanduser(), "images sink folder")
         self._params = [cv2.IMWRITE_JPEG_QUALITY, quality]
-        self._render = Renderer(config)
+        self._render = Renderer(settings.sinks)
         self._streams = StreamNames(streams, f"images sink {self.directory}")
         self._closed = False
         self.written = 0
@@ -57,6 +59,9 @@ class ImagesSink:
             raise StageError(f"images sink cannot write {path}: {exc.strerror or exc}; the "
                              f"{self.written} images before it are complete") from None
         self.written += 1
+
+    def end_stream(self, stream: str, last_frame: int | None) -> None:
+        """Nothing to do per stream: each frame is its own file."""
 
     def close(self) -> None:
         """Nothing is buffered (each image is complete when `write` returns); safe to call twice."""

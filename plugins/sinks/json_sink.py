@@ -31,7 +31,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from posestream.plugins.sinks.output_paths import StreamNames, image_name, writable_dir
-from posestream.stream.core.config import Config, check_range
+from posestream.stream.core.config import Config
+from posestream.stream.core.contracts import Sink
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import InputError, InputNotFoundError, StageError
 from posestream.stream.core.results import FrameResult
 
@@ -52,14 +54,13 @@ def resolve_target(target: str) -> Path:
     return path
 
 
-class JsonSink:
-    """`JsonSink(config, target, streams=...)`: appends each frame's AlphaPose entries to one file."""
+class JsonSink(Sink):
+    """`JsonSink(settings, target, streams)`: appends each frame's AlphaPose entries to one file."""
 
     needs_pixels = False
 
-    def __init__(self, config: Config, target: str = "", *, streams: Sequence[str] = ()) -> None:
-        self._flush_every = config["sinks"]["json_flush_every"]
-        check_range("sinks.json_flush_every", self._flush_every, 1, 1000)
+    def __init__(self, settings: Settings | Config, target: str = "", streams: Sequence[str] = ()) -> None:
+        self._flush_every = Settings.of(settings).sinks.json_flush_every
         self.path = resolve_target(target)
         writable_dir(self.path.parent, "json sink directory")
         self._streams = StreamNames(streams, f"json sink {self.path}")
@@ -130,6 +131,9 @@ class JsonSink:
         except OSError as exc:
             return f"the file could not be restored ({exc.strerror or exc}); read it with read_alphapose_json"
         return f"the file keeps the {self.frames_written} frames written before, as valid JSON"
+
+    def end_stream(self, stream: str, last_frame: int | None) -> None:
+        """Nothing to do per stream: all streams share one file, finished by `close`."""
 
     def close(self) -> None:
         """Write what is buffered and close the file; safe to call twice."""

@@ -18,26 +18,26 @@ import numpy as np
 
 from posestream.plugins.sinks.output_paths import StreamNames, check_render_write, safe_stream_name, writable_dir
 from posestream.plugins.sinks.render_settings import Renderer
-from posestream.stream.core.config import Config, check_choice, check_range
+from posestream.stream.core.config import Config
+from posestream.stream.core.contracts import Sink
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import ConfigError, InputError, StageError
 from posestream.stream.core.results import FrameResult
-from posestream.stream.video_writer import CODECS, VideoWriter, pick_codec
+from posestream.stream.video_writer import VideoWriter, pick_codec
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".mp4", ".mkv", ".mov")
-PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
-           "veryslow")
 DEFAULT_FPS = 30.0
 
 
-class VideoSink:
-    """`VideoSink(config, target, streams=...)`: `target` is the output file, e.g. `out.mp4`."""
+class VideoSink(Sink):
+    """`VideoSink(settings, target, streams)`: `target` is the output file, e.g. `out.mp4`."""
 
     needs_pixels = True
 
-    def __init__(self, config: Config, target: str, *, streams: Sequence[str] = ()) -> None:
-        settings = config["sinks"]
+    def __init__(self, settings: Settings | Config, target: str, streams: Sequence[str] = ()) -> None:
+        table = Settings.of(settings).sinks
         if not target:
             raise ConfigError("video sink needs an output file, e.g. --sink video:out.mp4")
         self.path = Path(target).expanduser()
@@ -46,19 +46,14 @@ class VideoSink:
         if self.path.is_dir():
             raise InputError(f"video sink target {self.path} is a directory; name a file such as "
                              f"{self.path / 'out.mp4'}")
-        check_choice("sinks.video_codec", settings["video_codec"], CODECS)
-        check_choice("sinks.video_preset", settings["video_preset"], PRESETS)
-        check_range("sinks.video_crf", settings["video_crf"], 0, 51)
-        check_range("sinks.video_fps", settings["video_fps"], 0.0, 1000.0)
-        check_range("sinks.video_threads", settings["video_threads"], 0, 64)
         writable_dir(self.path.parent, "video sink directory")
-        self._render = Renderer(config)
-        self._codec = pick_codec(settings["video_codec"])
-        self._crf = settings["video_crf"]
-        self._preset = settings["video_preset"]
-        self._fixed_fps = settings["video_fps"]
-        self._threads = settings["video_threads"]
-        self._fragmented = bool(settings["video_fragmented"])
+        self._render = Renderer(table)
+        self._codec = pick_codec(table.video_codec)
+        self._crf = table.video_crf
+        self._preset = table.video_preset
+        self._fixed_fps = table.video_fps
+        self._threads = table.video_threads
+        self._fragmented = table.video_fragmented
         self._streams = StreamNames(streams, f"video sink {self.path}")
         self._writers: dict[str, VideoWriter] = {}
         self._closed = False
@@ -97,6 +92,15 @@ class VideoSink:
                                          "to keep what was written playable)")
         return StageError(f"video sink cannot write {writer.path}: "
                           f"{getattr(exc, 'strerror', None) or exc}; {kept}")
+
+    def end_stream(self, stream: str, last_frame: int | None) -> None:
+        """Finish `stream`'s file now (its MP4 index), so it is complete before the run ends."""
+        writer = self._writers.pop(stream, None)
+        if writer is not None:
+            try:
+                writer.close()
+            except InputError as exc:
+                raise StageError(f"video sink: {exc}") from None
 
     def close(self) -> None:
         """Finish every file (MP4 needs its index written at the end); safe to call twice."""

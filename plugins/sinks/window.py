@@ -18,6 +18,8 @@ import numpy as np
 
 from posestream.plugins.sinks.render_settings import Renderer
 from posestream.stream.core.config import Config
+from posestream.stream.core.contracts import Sink
+from posestream.stream.core.settings import Settings
 from posestream.plugins.sinks.output_paths import check_render_write
 from posestream.stream.core.errors import BackendUnavailableError
 from posestream.stream.core.results import FrameResult
@@ -46,12 +48,13 @@ def _has_display() -> bool:
     return True
 
 
-class WindowSink:
-    """`WindowSink(config, target, streams=...)`: `target` is the window title ("" = sinks.window_name)."""
+class WindowSink(Sink):
+    """`WindowSink(settings, target, streams)`: `target` is the window title ("" = sinks.window_name)."""
 
     needs_pixels = True
 
-    def __init__(self, config: Config, target: str = "", *, streams: Sequence[str] = ()) -> None:
+    def __init__(self, settings: Settings | Config, target: str = "", streams: Sequence[str] = ()) -> None:
+        settings = Settings.of(settings)
         backend = gui_backend()
         if backend.upper() == "NONE":
             raise BackendUnavailableError(
@@ -62,8 +65,8 @@ class WindowSink:
             raise BackendUnavailableError(
                 "window sink: no display (neither DISPLAY nor WAYLAND_DISPLAY is set); run on a "
                 "desktop session or with ssh -X, or write a video instead with --sink video:out.mp4")
-        self.title = target or config["sinks"]["window_name"]
-        self._render = Renderer(config)
+        self.title = target or settings.sinks.window_name
+        self._render = Renderer(settings.sinks)
         self._windows: dict[str, str] = {}
         self._closed = False
 
@@ -82,6 +85,9 @@ class WindowSink:
             self._windows[result.stream] = name
         cv2.imshow(name, self._render(result, frame))
         cv2.waitKey(1)  # lets HighGUI paint; without it the window stays blank
+
+    def end_stream(self, stream: str, last_frame: int | None) -> None:
+        """Nothing to do: the stream's window keeps showing its last frame until `close`."""
 
     def close(self) -> None:
         """Close this sink's windows; safe to call twice."""

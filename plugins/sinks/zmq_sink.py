@@ -29,6 +29,7 @@ import socket as _socket
 import threading
 import time
 import uuid
+from dataclasses import asdict
 from typing import Any, Sequence
 
 import numpy as np
@@ -37,7 +38,9 @@ import zmq
 from posestream.stream import curve_keys
 from posestream.stream.client import check_endpoint, is_loopback
 from posestream.stream.core import wire
-from posestream.stream.core.config import Config, check_range
+from posestream.stream.core.config import Config
+from posestream.stream.core.contracts import Sink
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import ConfigError, StageError
 from posestream.stream.core.results import FrameResult
 
@@ -46,21 +49,16 @@ log = logging.getLogger(__name__)
 _WAIT_SLICE_MS = 50  # the slow-joiner wait polls in slices, so heartbeats are not held up by it
 
 
-class ZmqSink:
-    """`ZmqSink(config, target, streams=...)`: binds `target` (or `zmq.endpoint` when target is "");
+class ZmqSink(Sink):
+    """`ZmqSink(settings, target, streams)`: binds `target` (or `zmq.endpoint` when target is "");
     `streams` are announced in heartbeats from the start (streams seen later are added)."""
 
     needs_pixels = False
 
-    def __init__(self, config: Config, target: str = "", *, streams: Sequence[str] = ()) -> None:
-        settings = config["zmq"]
+    def __init__(self, settings: Settings | Config, target: str = "", streams: Sequence[str] = ()) -> None:
+        settings = asdict(Settings.of(settings).zmq)  # bounds checked by ZmqSettings
         self.endpoint = check_endpoint(target or settings["endpoint"],
                                        "zmq sink target" if target else "zmq.endpoint")
-        check_range("zmq.hwm", settings["hwm"], 1, 1_000_000)
-        check_range("zmq.sndbuf", settings["sndbuf"], 0, 1 << 30)
-        check_range("zmq.linger_ms", settings["linger_ms"], 0, 60_000)
-        check_range("zmq.wait_for_subscriber_s", settings["wait_for_subscriber_s"], 0, 60)
-        check_range("zmq.heartbeat_s", settings["heartbeat_s"], 0.01, 3600)
         self._linger_ms = settings["linger_ms"]
         self.heartbeat_s: float = float(settings["heartbeat_s"])
         server_keys, allowed = self._load_curve(settings)

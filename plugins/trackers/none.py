@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from posestream.stream.core.contracts import IdAllocator
 from posestream.stream.core.config import Config
+from posestream.stream.core.contracts import IdAllocator, Tracker
 from posestream.stream.core.results import Poses
+from posestream.stream.core.settings import Settings
 
 
-class NoTracker:
-    """`NoTracker(config, ids)`: for single images or when ids are not wanted; keeps no state and
+class NoTracker(Tracker):
+    """`NoTracker(settings, ids)`: for single images or when ids are not wanted; keeps no state and
     never takes an id from the allocator."""
 
-    def __init__(self, config: Config, ids: IdAllocator) -> None:
-        del config, ids  # same constructor as every tracker; nothing to configure
+    def __init__(self, settings: Settings | Config, ids: IdAllocator) -> None:
+        del settings, ids  # the contract's constructor; nothing to configure
 
     def update(self, poses: Poses) -> Poses:
         """The same poses with all ids set to -1."""

@@ -26,14 +26,15 @@ import logging
 
 import numpy as np
 
-from posestream.stream.core.contracts import IdAllocator
 from posestream.plugins.trackers.association import assign
 from posestream.stream.core.similarity import iou_matrix, oks_matrix
 from posestream.plugins.trackers.kalman import BoxKalman, xywh_to_cxcywh
-from posestream.stream.core.config import Config, check_range
-from posestream.stream.core.errors import ConfigError, InputError
+from posestream.stream.core.config import Config
+from posestream.stream.core.contracts import IdAllocator, Tracker
+from posestream.stream.core.errors import InputError
 from posestream.stream.core.keypoints import get_format
 from posestream.stream.core.results import Poses
+from posestream.stream.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -84,55 +85,33 @@ def _place(keypoints: np.ndarray, from_boxes: np.ndarray, to_boxes: np.ndarray) 
     return placed
 
 
-class OksByteTracker:
-    """`OksByteTracker(config, ids)`: one instance per stream; `update(poses)` once per frame."""
+class OksByteTracker(Tracker):
+    """`OksByteTracker(settings, ids)`: one instance per stream; `update(poses)` once per frame.
+    The `[tracker]` bounds and the rules between its keys are checked by `TrackerSettings`."""
 
-    def __init__(self, config: Config, ids: IdAllocator) -> None:
-        section = config["tracker"]
-        self._read_settings(section)
+    def __init__(self, settings: Settings | Config, ids: IdAllocator) -> None:
+        s = Settings.of(settings).tracker
+        self.high_score = s.high_score
+        self.low_score = s.low_score
+        self.new_track_score = s.new_track_score
+        self.first_frame_score = s.first_frame_score
+        self.match_similarity = s.match_similarity
+        self.low_match_similarity = s.low_match_similarity
+        self.reid_similarity = s.reid_similarity
+        self.keypoint_score = s.keypoint_score
+        weight_sum = s.oks_weight + s.iou_weight
+        self.oks_weight = s.oks_weight / weight_sum
+        self.iou_weight = s.iou_weight / weight_sum
+        self.min_hits = s.min_hits
+        self.lost_buffer = s.lost_buffer
+        self.position_std = s.kalman_position_std
+        self.velocity_std = s.kalman_velocity_std
         self._ids = ids
         self._kalman = BoxKalman(self.position_std, self.velocity_std)
         self._tracks: _Tracks | None = None  # created on the first frame, sized to its format
         self._format: str | None = None
         self._sigmas = np.zeros(0)
         self._first_frame = True
-
-    def _read_settings(self, s: dict) -> None:
-        for key in ("high_score", "low_score", "new_track_score", "first_frame_score",
-                    "match_similarity", "low_match_similarity", "reid_similarity", "keypoint_score"):
-            check_range(f"tracker.{key}", s[key], 0.0, 1.0)
-        if s["low_score"] > s["high_score"]:
-            raise ConfigError(f"tracker.low_score ({s['low_score']}) must not exceed "
-                              f"tracker.high_score ({s['high_score']})")
-        if s["new_track_score"] < s["high_score"]:
-            raise ConfigError(f"tracker.new_track_score ({s['new_track_score']}) must be at least "
-                              f"tracker.high_score ({s['high_score']})")
-        if s["first_frame_score"] < s["new_track_score"]:
-            raise ConfigError(f"tracker.first_frame_score ({s['first_frame_score']}) must be at "
-                              f"least tracker.new_track_score ({s['new_track_score']})")
-        check_range("tracker.oks_weight", s["oks_weight"], 0.0)
-        check_range("tracker.iou_weight", s["iou_weight"], 0.0)
-        weight_sum = s["oks_weight"] + s["iou_weight"]
-        if weight_sum <= 0:
-            raise ConfigError("tracker.oks_weight + tracker.iou_weight must be > 0")
-        check_range("tracker.min_hits", s["min_hits"], 1, 1000)
-        check_range("tracker.lost_buffer", s["lost_buffer"], 0, 100000)
-        check_range("tracker.kalman_position_std", s["kalman_position_std"], 1e-6, 10.0)
-        check_range("tracker.kalman_velocity_std", s["kalman_velocity_std"], 1e-6, 10.0)
-        self.high_score = s["high_score"]
-        self.low_score = s["low_score"]
-        self.new_track_score = s["new_track_score"]
-        self.first_frame_score = s["first_frame_score"]
-        self.match_similarity = s["match_similarity"]
-        self.low_match_similarity = s["low_match_similarity"]
-        self.reid_similarity = s["reid_similarity"]
-        self.keypoint_score = s["keypoint_score"]
-        self.oks_weight = s["oks_weight"] / weight_sum
-        self.iou_weight = s["iou_weight"] / weight_sum
-        self.min_hits = s["min_hits"]
-        self.lost_buffer = s["lost_buffer"]
-        self.position_std = s["kalman_position_std"]
-        self.velocity_std = s["kalman_velocity_std"]
 
     def _check_format(self, poses: Poses) -> _Tracks:
         if self._tracks is None:

@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from posestream.commands.common import add_config_args, config_from_args
+from posestream.engines.factory import backend_names
 
 STRICT_EXIT = 3  # the run completed, but an input lost frames and --strict was asked for
 
@@ -22,9 +23,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="never block the source: drop the oldest unprocessed frame when behind")
     policy.add_argument("--offline", dest="policy", action="store_const", const="offline",
                         help="process every frame exactly once, in order (blocks the source)")
-    parser.add_argument("--backend", choices=["onnxruntime", "tensorrt", "auto"],
-                        help="inference backend (default: engine.backend); auto = TensorRT on a GPU "
-                             "when importable, else ONNX Runtime (CUDA provider if present, else CPU)")
+    parser.add_argument("--backend", choices=backend_names(),
+                        help="inference backend (default: engine.backend); auto = the first of "
+                             "engines/factory.py's table that runs here (TensorRT on a GPU, else ONNX Runtime)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: engine.device)")
     parser.add_argument("--metrics", metavar="PATH", help="write the run's metrics as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or status line")
@@ -40,6 +41,13 @@ def run(args: argparse.Namespace) -> int:
     from posestream.stream.progress import make_display
 
     config = config_from_args(args, **{"engine.backend": args.backend, "engine.device": args.device})
+    engine = config["engine"]
+    if engine["backend"] != "auto":
+        # An explicitly chosen backend that cannot run here fails before any stage starts: one line,
+        # no processes to tear down. (`auto` always finds one; the stages report their choice.)
+        from posestream.engines.factory import resolve_backend
+
+        resolve_backend(engine["backend"], engine["device"])
     progress = None if args.quiet else make_display
     with Pipeline(config, args.source, args.sink, args.policy, progress=progress) as pipeline:
         report = pipeline.run()

@@ -1,8 +1,10 @@
 """Configuration: `config.toml` holds every default; a user file and flags override it.
 
 Values are checked where they enter: an unknown section or key, or a value whose type differs from
-the default's, is a `ConfigError` that names the key and what was expected. Range checks belong to
-the component that uses the value (see `check_range`), so the allowed range sits next to the code.
+the default's, is a `ConfigError` that names the key and what was expected; then every table is
+parsed into its frozen settings type (`stream.core.settings`, where each key's bound is declared),
+so a bad value fails here, at start-up, with one line. The plain dict stays available for code that
+still takes it; plugins and stages read `Settings`.
 """
 from __future__ import annotations
 
@@ -13,6 +15,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from posestream.stream.core.errors import ConfigError, InputNotFoundError
+from posestream.stream.core.settings import Settings, check_choice, check_range
+
+__all__ = ["Config", "Settings", "check_choice", "check_range", "default_config_path", "home_dir",
+           "load_config", "parse_value", "shared_dir", "with_copy"]
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -94,26 +100,16 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
         for parent in reversed(parents):
             nested = {parent: nested}
         _merge(config, nested, "")
+    Settings.from_config(config)  # every table's bounds, checked once here: a bad value stops start-up
     return config
 
 
-def check_range(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
-    """Raise a `ConfigError` naming the key and its allowed range when `value` is outside it."""
-    if (low is not None and value < low) or (high is not None and value > high):
-        lo = "-inf" if low is None else low
-        hi = "inf" if high is None else high
-        raise ConfigError(f"config key '{name}' = {value!r} is outside the allowed range [{lo}, {hi}]")
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    """Raise a `ConfigError` listing the valid choices when `value` is not one of them."""
-    if value not in choices:
-        raise ConfigError(f"config key '{name}' = {value!r} is not one of: {', '.join(choices)}")
-
-
-def home_dir(config: Config | None = None) -> Path:
+def home_dir(config: "Config | Settings | None" = None) -> Path:
     """The model/engine cache: `paths.home`, else `$POSESTREAM_HOME`, else `~/.cache/posestream`."""
-    configured = (config or {}).get("paths", {}).get("home", "")
+    if isinstance(config, Settings):
+        configured = config.paths.home
+    else:
+        configured = (config or {}).get("paths", {}).get("home", "")
     env = os.environ.get("POSESTREAM_HOME", "")
     return Path(configured or env or Path.home() / ".cache" / "posestream").expanduser()
 

@@ -1,47 +1,92 @@
-"""The one-method contracts plugins implement. Each plugin class is constructed from the full config
-(plus a target for sinks and an id allocator for trackers) and then called once per batch/frame."""
+"""The contracts plugins implement: one abstract base class per plugin kind, with a fixed constructor.
+
+| kind (entry-point group)        | constructed as                        | called with                    |
+|---------------------------------|---------------------------------------|--------------------------------|
+| `Detector` (posestream.detectors) | `Detector(settings)`                | `detect(frames)`, `close()`    |
+| `PoseEstimator` (posestream.pose) | `PoseEstimator(settings)`           | `estimate(frames, detections)`, `close()` |
+| `Tracker` (posestream.trackers)   | `Tracker(settings, ids)`, per stream | `update(poses)`               |
+| `Sink` (posestream.sinks)         | `Sink(settings, target, streams)`   | `write(result, frame)`, `end_stream(stream, last_frame)`, `close()` |
+
+`settings` is the run's frozen `Settings` (`stream.core.settings`); a plugin reads its own table
+(`settings.detector`, `settings.sinks`, ...). A plain config dict is accepted too and parsed with
+`Settings.of` (for callers that still hold one). `ids` is the run's `IdAllocator`; `target` is what
+followed `KIND:` on the command line; `streams` are the names of every stream of the run.
+
+Everything the runtime calls is required, not probed: `needs_pixels` (a class attribute: whether
+`write` wants the BGR frame or None is enough; the pipeline leases pixels to the sinks stage only
+when some sink needs them) and `close()` (safe twice). The registry (`registry.load_plugin`)
+refuses a class that does not derive from its kind's contract, with one `PluginNotFoundError`.
+"""
 from __future__ import annotations
 
 import itertools
-from typing import Protocol, Sequence, runtime_checkable
+from abc import ABC, abstractmethod
+from typing import ClassVar, Sequence
 
 import numpy as np
 
 from posestream.stream.core.results import FrameResult, Poses
 
 
-@runtime_checkable
-class Detector(Protocol):
-    """`Detector(config)`; finds persons (and, for one-stage models, their keypoints) in BGR frames."""
+class Detector(ABC):
+    """Finds persons (and, for one-stage models, their keypoints) in BGR frames."""
 
-    def detect(self, frames: Sequence[np.ndarray]) -> list[Poses]: ...
+    @abstractmethod
+    def detect(self, frames: Sequence[np.ndarray]) -> list[Poses]:
+        """One `Poses` per frame, in frame pixels."""
 
-
-@runtime_checkable
-class PoseEstimator(Protocol):
-    """`PoseEstimator(config)`; estimates keypoints inside the given boxes, batching crops across
-    persons and frames. Returns one `Poses` per frame, keypoints in frame pixels."""
-
-    def estimate(self, frames: Sequence[np.ndarray], detections: Sequence[Poses]) -> list[Poses]: ...
+    @abstractmethod
+    def close(self) -> None:
+        """Release the model; safe twice."""
 
 
-@runtime_checkable
-class Tracker(Protocol):
-    """`Tracker(config, ids)`; one instance per stream. Returns the poses with `ids` filled in."""
+class PoseEstimator(ABC):
+    """Estimates keypoints inside the given boxes, batching crops across persons and frames."""
 
+    @abstractmethod
+    def estimate(self, frames: Sequence[np.ndarray], detections: Sequence[Poses]) -> list[Poses]:
+        """One `Poses` per frame, keypoints in frame pixels."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the model; safe twice."""
+
+
+class Tracker(ABC):
+    """One instance per stream; returns the poses with `ids` filled in (-1 = no id)."""
+
+    @abstractmethod
     def update(self, poses: Poses) -> Poses: ...
 
 
-@runtime_checkable
-class Sink(Protocol):
-    """`Sink(config, target)`; receives every finished frame of every stream, in order per stream.
-    `needs_pixels` says whether `write` wants the BGR frame (render sinks) or None is enough."""
+class Sink(ABC):
+    """Receives every finished frame of every stream, in order per stream."""
 
-    needs_pixels: bool
+    needs_pixels: ClassVar[bool]
 
-    def write(self, result: FrameResult, frame: np.ndarray | None) -> None: ...
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if not isinstance(getattr(cls, "needs_pixels", None), bool):
+            raise TypeError(f"sink {cls.__name__} must set the class attribute needs_pixels (True/False)")
 
-    def close(self) -> None: ...
+    @abstractmethod
+    def write(self, result: FrameResult, frame: np.ndarray | None) -> None:
+        """One frame's result; `frame` is the BGR image when `needs_pixels`, else None."""
+
+    @abstractmethod
+    def end_stream(self, stream: str, last_frame: int | None) -> None:
+        """`stream` has ended; `last_frame` is the last frame number written to this sink (None when
+        none was). Called once per stream, after its last `write`."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush and release; safe twice."""
+
+
+CONTRACTS: dict[str, type] = {
+    "posestream.detectors": Detector, "posestream.pose": PoseEstimator,
+    "posestream.trackers": Tracker, "posestream.sinks": Sink,
+}
 
 
 class IdAllocator:

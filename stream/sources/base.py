@@ -9,12 +9,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from posestream.stream.core.config import Config, check_choice, check_range
-from posestream.stream.core.errors import ConfigError
+from posestream.stream.core.settings import SourceSettings  # noqa: F401  (the [source] type lives in the core)
 
 log = logging.getLogger(__name__)
 
-RTSP_TRANSPORTS = ("tcp", "udp", "udp_multicast", "http", "https")
 
 
 @dataclass
@@ -65,47 +63,6 @@ class SourceStats:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class SourceSettings:
-    """The `[source]` config table, range-checked (defaults live in config.toml only)."""
-
-    rtsp_transport: str
-    connect_timeout_s: float
-    read_timeout_s: float
-    probe_s: float
-    reconnect_initial_s: float
-    reconnect_max_s: float
-    decode_threads: int
-    webcam_width: int
-    webcam_height: int
-    webcam_fps: float
-    webcam_fourcc: str
-    lavfi_realtime: bool
-
-    @classmethod
-    def from_config(cls, config: Config) -> "SourceSettings":
-        table: dict[str, Any] = dict(config.get("source", {}))
-        try:
-            settings = cls(**table)
-        except TypeError as exc:
-            raise ConfigError(f"config table [source] does not match this version: {exc}") from None
-        check_choice("source.rtsp_transport", settings.rtsp_transport, RTSP_TRANSPORTS)
-        check_range("source.connect_timeout_s", settings.connect_timeout_s, 0.1, 600)
-        check_range("source.read_timeout_s", settings.read_timeout_s, 0.1, 600)
-        check_range("source.probe_s", settings.probe_s, 0.0, 60)
-        check_range("source.reconnect_initial_s", settings.reconnect_initial_s, 0.01, 600)
-        check_range("source.reconnect_max_s", settings.reconnect_max_s,
-                    settings.reconnect_initial_s, 3600)
-        check_range("source.decode_threads", settings.decode_threads, 0, 64)
-        check_range("source.webcam_width", settings.webcam_width, 0, 16384)
-        check_range("source.webcam_height", settings.webcam_height, 0, 16384)
-        check_range("source.webcam_fps", settings.webcam_fps, 0, 1000)
-        if settings.webcam_fourcc and len(settings.webcam_fourcc) != 4:
-            raise ConfigError("config key 'source.webcam_fourcc' must be 4 characters (e.g. MJPG) "
-                              f"or empty, got {settings.webcam_fourcc!r}")
-        return settings
 
 
 class Source:

@@ -54,8 +54,7 @@ def test_quick_run_writes_table_json_and_plot(prepared_home: Path, short_clip: P
     assert video["sequential"]["frames"] == 24 and video["pipeline"]["frames"] == 24
     assert video["same_output_as_sequential"] is True  # the pipeline changes speed, not results
     assert video["compute_bound"]["fps"] > 0
-    assert set(video["pipeline"]["report"]["stages"]) == {"source0", "detect", "pose", "nms", "track",
-                                                          "sinks"}
+    assert set(video["pipeline"]["report"]["stages"]) == {"source0", "detect", "nms", "track", "sinks"}
     assert data["live"]["frames_offered"] == 30
     assert 0 < data["live"]["frames_out"] <= 30
     assert data["live"]["trend"]["windows"]

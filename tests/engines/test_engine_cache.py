@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 import posestream.engines.base as base
-from posestream.engines.base import create_engine, resolve_backend, tensorrt_available
+from posestream.engines import factory
+from posestream.engines.base import tensorrt_available
+from posestream.engines.factory import create_engine, resolve_backend
 from posestream.engines.engine_cache import (BatchProfile, EngineCache, EngineKey, TensorRTSettings,
                                   cache_root, compute_profile, profile_tag)
 from posestream.engines.tensorrt_build import CalibrationImages, onnx_inputs
@@ -293,6 +295,7 @@ def test_backend_selection_table(monkeypatch, requested, device, reason, provide
     import onnxruntime
 
     monkeypatch.setattr(base, "tensorrt_available", lambda: reason)
+    monkeypatch.setattr(factory, "importable", lambda package: True)  # as if tensorrt were installed
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: providers)
     if isinstance(expected, type):
         with pytest.raises(expected) as info:

@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 import pytest
 
-from posestream.engines.base import create_engine, tensorrt_available
+from posestream.engines.base import tensorrt_available
+from posestream.engines.factory import create_engine
 from posestream.engines.engine_cache import BatchProfile, EngineCache, EngineKey, TensorRTSettings
 from posestream.stream.core.config import Config
 from posestream.stream.core.errors import InputError, ModelError

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from posestream.engines.base import create_engine
+from posestream.engines.factory import create_engine
 from posestream.engines.models import load_card
 from posestream.engines.preprocess import to_input
 from posestream.stream.core.config import Config

@@ -80,7 +80,7 @@ def test_mode_selection_and_bad_mode(config: Config):
                 YoloDetector(with_mode(config, mode))
             continue
         detector = YoloDetector(with_mode(config, mode))
-        inputs = torch_inputs_for(with_mode(config, mode), detector.engine)
+        inputs = torch_inputs_for(mode, detector.engine)
         detector.close()
         assert (inputs is None) == (expected is None), mode
         if inputs is not None:
@@ -225,7 +225,7 @@ def test_tensorrt_backend_takes_the_torch_path_on_the_gpu(config: Config, images
     gpu_config = with_mode(config, "auto", **{"engine.backend": "tensorrt", "tensorrt.precision": "fp32"})
     detector = YoloDetector(gpu_config)
     try:
-        assert detector._torch is not None and detector._torch.on_gpu
+        assert detector.torch_inputs is not None and detector.torch_inputs.on_gpu
         found = detector.detect(frames)
     finally:
         detector.close()

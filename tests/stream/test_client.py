@@ -269,6 +269,21 @@ def test_latest_mode_keeps_the_newest_frame_of_each_stream(persons: Poses) -> No
     assert sub.stats.skipped == 98 * 2 and sub.stats.gaps == []
 
 
+def test_latest_mode_end_message_does_not_displace_the_last_frame(persons: Poses) -> None:
+    """The end message shares the stream's topic; in latest mode it must come after the stream's
+    newest frame, not replace it."""
+    with sink() as pub, Subscriber(pub.bound_endpoint, conflate=True, control=True) as sub:
+        pub.write(frame(persons, 0, "a"), None)
+        assert sub.receive(5.0)["frame"] == 0
+        for number in range(1, 20):
+            pub.write(frame(persons, number, "a"), None)
+        pub.end_stream("a", 19)
+        time.sleep(0.5)  # let everything arrive
+        got = [(m.get("type", "frame"), m.get("frame", m.get("last_frame")))
+               for m in iter(lambda: sub.receive(0.5), None) if m.get("type") != "heartbeat"]
+    assert got == [("frame", 19), ("end", 19)]
+
+
 # --- end of stream, heartbeats, dead publishers (schema v2) -------------------------------------
 
 def _endpoint(scheme: str, tmp_path: Path) -> str:

@@ -25,6 +25,10 @@ def test_defaults_load_and_every_key_has_a_comment() -> None:
     ("[detector\ninput_size = 1\n", {}, ConfigError, "not valid TOML"),
     ("", {"detector.score_threshold": "high"}, ConfigError, "must be a number"),
     ("", {"detector.score_threshold": 1}, None, None),
+    ("[detector]\ninput_size = 700\n", {}, ConfigError,
+     r"'detector.input_size' = 700 must be a multiple of 32 in \[64, 4096\]"),
+    ("[pipeline]\nring_slots = 1000\n", {}, ConfigError, r"'pipeline.ring_slots' = 1000 .*\[2, 256\]"),
+    ("", {"sinks.video_preset": "quick"}, ConfigError, "sinks.video_preset"),
 ])
 def test_user_config_validation(tmp_path: Path, text: str, overrides: dict, error: type | None,
                                 match: str | None) -> None:

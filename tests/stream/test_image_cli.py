@@ -90,5 +90,5 @@ def test_unreadable_model_file_is_one_clear_line(tmp_path: Path, prepared_home: 
     image = shared / "data/coco/images/000000000785.jpg"
     result = _posestream("image", str(image), "--out", str(tmp_path / "o.json"), env={"POSESTREAM_HOME": str(home)})
     assert result.returncode != 0
-    assert "cannot load ONNX model" in result.stderr and "Traceback" not in result.stderr
+    assert "does not match the sha256 in its card" in result.stderr and "Traceback" not in result.stderr
     assert len(_problems(result.stderr)) == 1, result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posestream.stream.core.errors import ConfigError, InputError, StageError
+from posestream.stream.core.errors import InputError, StageError
 from posestream.stream.ring import FrameRef, FrameRing, SlotState
 
 CTX = multiprocessing.get_context("spawn")
@@ -53,7 +53,7 @@ def test_smaller_frame_fits_and_larger_is_refused(ring: FrameRing) -> None:
 
 
 @pytest.mark.parametrize("slots, size, error", [
-    (1, (6, 8), ConfigError), (0, (6, 8), ConfigError), (2, (0, 8), InputError), (2, (6, -1), InputError),
+    (0, (6, 8), StageError), (-1, (6, 8), StageError), (2, (0, 8), InputError), (2, (6, -1), InputError),
 ])
 def test_bad_geometry(slots: int, size: tuple[int, int], error: type) -> None:
     with pytest.raises(error):

@@ -15,7 +15,8 @@ import pytest
 from posestream.stream.core.config import load_config
 from posestream.stream.core.errors import InputNotFoundError, StageError
 from posestream.stream.ring import FrameRing
-from posestream.stream.stages import StageFailure, Work
+from posestream.stream.stage_bodies import run_source
+from posestream.stream.stage_runtime import StageFailure, StageIO, Work
 from posestream.stream.supervisor import Supervisor, SupervisorSettings
 
 CTX = multiprocessing.get_context("spawn")
@@ -32,8 +33,9 @@ def _settings(**changes: Any) -> SupervisorSettings:
 def _add_source(sup: Supervisor, spec: str, restartable: bool = False) -> tuple[Any, Any, Any]:
     cond = CTX.Condition()
     reader, writer = CTX.Pipe(duplex=False)
-    stage = sup.add("source0", "source", {"spec": spec, "stream_id": 0, "policy": None, "conds": [cond],
-                                          "output": writer}, load_config(), restartable)
+    io = StageIO([], writer, [cond], 1, 1, 0)
+    stage = sup.add("source0", run_source, {"io": io, "spec": spec, "stream_id": 0, "policy": None},
+                    load_config(), restartable)
     return stage, cond, reader
 
 

@@ -149,7 +149,7 @@ def test_plugins_are_registered():
     (HeatmapPose, "wrong-format", {}, ModelError, "26 heatmap channels"),
     (HeatmapPose, "dots-simcc", {}, ModelError, "needs a 'pose-heatmap' model"),
     (SimccPose, "dots-heatmap", {}, ModelError, "needs a 'pose-simcc' model"),
-    (HeatmapPose, "damaged", {}, ModelError, "do not match their sha256"),
+    (HeatmapPose, "damaged", {}, ModelError, "does not match the sha256 in its card"),
     (HeatmapPose, "no-such-model", {}, ModelError, "not prepared"),
     (HeatmapPose, "dots-heatmap", {"refine": "magic"}, ConfigError, "pose.refine"),
     (HeatmapPose, "dots-heatmap", {"batch": 0}, ConfigError, "pose.batch"),

@@ -52,6 +52,20 @@ def test_one_file_per_stream(tmp_path: Path) -> None:
     assert len(read_back(tmp_path / "run_rtsp_10.0.0.5_live.mp4")[1]) == 5
 
 
+def test_end_stream_finishes_that_streams_file(tmp_path: Path) -> None:
+    """A stream that ends is readable at once (its MP4 index written), while another goes on."""
+    streams = ["cam0", "cam1"]
+    with VideoSink(load_config(), str(tmp_path / "run.mp4"), streams) as sink:
+        for (a, pa), (b, pb) in zip(video_results(3, "cam0"), video_results(3, "cam1")):
+            sink.write(a, pa)
+            sink.write(b, pb)
+        sink.end_stream("cam0", 2)
+        assert len(read_back(tmp_path / "run_cam0.mp4")[1]) == 3
+        sink.end_stream("cam0", 2)  # a repeated end is harmless
+        sink.write(*video_results(4, "cam1")[3])
+    assert len(read_back(tmp_path / "run_cam1.mp4")[1]) == 4
+
+
 @pytest.mark.parametrize("video_fps, pts, expected_step", [
     (10.0, True, 0.1),          # a fixed rate overrides the source's timestamps
     (0.0, False, 1 / 30),       # no timestamps: 30 fps

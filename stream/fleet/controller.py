@@ -1,0 +1,230 @@
+"""The fleet controller: a named Ray actor on the node where `posestream fleet run` was started.
+
+It creates one camera actor per camera (Ray places each by its `num_cpus`/`num_gpus`, spread over
+the nodes), runs the aggregator, and watches every camera actor with one outstanding `status()`
+call each. A camera actor that dies (its node left the cluster) or stays silent longer than
+`fleet.actor_timeout_s` is killed and created again; Ray places the new one on the nodes that
+remain, or it waits, reported as "waiting for resources", until some node can hold it. The
+controller is named, so `posestream fleet status` and `fleet stop` reach it from any process
+connected to the cluster. Ray carries only these small control calls; frames stay on their node.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from posestream.stream.fleet.actor import CameraActor
+from posestream.stream.fleet.aggregator import Aggregator
+from posestream.stream.fleet.spec import CameraSpec, FleetSpec
+from posestream.stream.fleet.status import CameraStatus
+
+log = logging.getLogger(__name__)
+
+CONTROLLER_NAME = "posestream-fleet"
+TICK_S = 0.5
+WAITING_AFTER_S = 5.0  # an actor not created by then, with too few free resources, is "waiting"
+SUSPECT_S = 120.0      # a node whose actors were lost takes no new camera for this long
+NODE_LABEL = "ray.io/node-id"
+
+
+@dataclass
+class Slot:
+    """What the controller knows about one camera."""
+
+    camera: CameraSpec
+    index: int
+    actor: Any = None
+    pending: Any = None              # the outstanding status() call
+    asked_at: float = 0.0
+    created_at: float = 0.0
+    answered: bool = False           # this actor answered at least once
+    unavailable_since: float | None = None  # Ray has reported the actor unreachable since then
+    last: dict[str, Any] = field(default_factory=dict)
+    restarts_before: int = 0         # pipeline restarts and actor replacements of earlier actors
+    state: str = "starting"
+    note: str = ""
+
+
+class FleetController:
+    def __init__(self, spec: FleetSpec) -> None:
+        self.spec = spec
+        zmq_table = spec.config["zmq"]
+        self.aggregator = Aggregator(spec.settings.publish, spec.settings.stats_window_s,
+                                     zmq_table["hwm"], zmq_table["linger_ms"], zmq_table["heartbeat_s"])
+        self.slots = [Slot(camera, i) for i, camera in enumerate(spec.cameras)]
+        # Nodes that lost a camera: Ray declares a vanished node dead only after its health checks
+        # fail (~15-30 s); until then it could place the replacement right back on it.
+        self._suspects: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="fleet-watch", daemon=True)
+
+    def start(self) -> str:
+        """Bind the aggregated stream and start every camera; the address it publishes on."""
+        self.aggregator.start()
+        self._thread.start()
+        return self.spec.settings.publish
+
+    # -- camera actors ----------------------------------------------------------------------------
+    def _job(self, slot: Slot) -> dict[str, Any]:
+        s = self.spec.settings
+        return {"name": slot.camera.name, "source": slot.camera.source, "index": slot.index,
+                "config": self.spec.camera_config(slot.camera), "camera_host": s.camera_host,
+                "camera_port_first": s.camera_port_first, "restart_initial_s": s.restart_initial_s,
+                "restart_max_s": s.restart_max_s, "stable_s": s.stable_s,
+                "stop_timeout_s": s.stop_timeout_s}
+
+    def _create(self, slot: Slot, now: float) -> None:
+        import ray
+
+        self._suspects = {node: t for node, t in self._suspects.items() if now - t < SUSPECT_S}
+        avoid = {NODE_LABEL: f"!in({','.join(sorted(self._suspects))})"} if self._suspects else None
+        remote = ray.remote(CameraActor).options(
+            num_cpus=slot.camera.num_cpus, num_gpus=slot.camera.num_gpus, max_restarts=0,
+            max_concurrency=2, scheduling_strategy="SPREAD", label_selector=avoid)
+        slot.actor = remote.remote(self._job(slot))
+        slot.pending = slot.actor.status.remote()
+        slot.asked_at = slot.created_at = now
+        slot.answered = False
+        slot.unavailable_since = None
+        slot.last = {}
+
+    def _replace(self, slot: Slot, why: str) -> None:
+        import ray
+
+        log.warning("fleet: camera %s: %s; starting it again where resources allow",
+                    slot.camera.name, why)
+        slot.restarts_before += int(slot.last.get("restarts", 0)) + 1
+        if slot.last.get("node_id"):
+            self._suspects[slot.last["node_id"]] = time.time()
+        if slot.actor is not None:
+            ray.kill(slot.actor, no_restart=True)
+        slot.actor = slot.pending = None
+        slot.state, slot.note = "restarting", why
+        self.aggregator.set_endpoint(slot.camera.name, "")
+
+    def _check(self, slot: Slot, now: float) -> None:
+        import ray
+
+        if slot.actor is None:
+            self._create(slot, now)
+            return
+        done, _ = ray.wait([slot.pending], timeout=0)
+        if done:
+            try:
+                answer = ray.get(done[0])
+            except ray.exceptions.ActorUnavailableError:
+                # Its node may be gone: ask again, and replace it if this lasts fleet.unavailable_s.
+                if slot.unavailable_since is None:
+                    slot.unavailable_since = now
+                if now - slot.unavailable_since > self.spec.settings.unavailable_s:
+                    self._replace(slot, f"its actor was unreachable for {self.spec.settings.unavailable_s:g} s")
+                else:
+                    slot.pending = slot.actor.status.remote()
+                return
+            except ray.exceptions.RayActorError as exc:
+                self._replace(slot, f"its actor was lost ({type(exc).__name__})")
+                return
+            slot.answered, slot.last, slot.unavailable_since = True, answer, None
+            slot.state, slot.note = answer["state"], answer["error"]
+            self.aggregator.set_endpoint(slot.camera.name, answer["endpoint"])
+            slot.pending, slot.asked_at = slot.actor.status.remote(), now
+            return
+        silent = now - slot.asked_at
+        if slot.answered and silent > self.spec.settings.actor_timeout_s:
+            self._replace(slot, f"its actor did not answer for {silent:.0f} s (node lost?)")
+        elif not slot.answered and now - slot.created_at > WAITING_AFTER_S:
+            free = self._free_per_node(ray)
+            camera = slot.camera
+            if not any(r.get("CPU", 0.0) >= camera.num_cpus and r.get("GPU", 0.0) >= camera.num_gpus
+                       for r in free.values()):
+                most = max(free.values(), key=lambda r: r.get("CPU", 0.0), default={})
+                slot.state = "waiting for resources"
+                slot.note = (f"needs {camera.num_cpus:g} CPU / {camera.num_gpus:g} GPU on one node; "
+                             f"most free on a node: {most.get('CPU', 0.0):g} CPU / "
+                             f"{most.get('GPU', 0.0):g} GPU")
+
+    def _free_per_node(self, ray: Any) -> dict[str, dict[str, float]]:
+        """Free resources of each node that may take a camera (suspect nodes left out). Ray has no
+        public per-node call without its dashboard; the cluster-wide sum is the fallback."""
+        try:
+            from ray._private.state import available_resources_per_node
+
+            free = available_resources_per_node()
+        except (ImportError, AttributeError):
+            return {"cluster": ray.available_resources()}
+        return {node: r for node, r in free.items() if node not in self._suspects}
+
+    def _watch(self) -> None:
+        last_status = 0.0
+        while not self._stopping.is_set():
+            now = time.time()
+            with self._lock:
+                for slot in self.slots:
+                    try:
+                        self._check(slot, now)
+                    except Exception:  # noqa: BLE001 - one camera's surprise must not stop the rest
+                        log.exception("fleet: camera %s: check failed", slot.camera.name)
+            if now - last_status >= self.spec.settings.status_interval_s:
+                self.aggregator.publish_status(self.status())
+                last_status = now
+            self._stopping.wait(TICK_S)
+
+    # -- answers to `fleet status` / `fleet stop` -------------------------------------------------
+    def status(self) -> list[CameraStatus]:
+        now = time.time()
+        rows = []
+        for slot in self.slots:
+            fps, p99, age = self.aggregator.figures(slot.camera.name, now)
+            state = slot.state
+            if state == "running" and (age is None or age > slot.last.get("uptime_s", 0.0)):
+                # Up, but no frame from this incarnation yet: a retry keeps its failure's name.
+                state = slot.last.get("failure") or "starting"
+            rows.append(CameraStatus(slot.camera.name, slot.last.get("node_ip", ""), state, fps, p99,
+                                     age, slot.restarts_before + int(slot.last.get("restarts", 0)),
+                                     "" if state == "running" else slot.note,
+                                     slot.last.get("node_id", "")))
+        return rows
+
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def stop(self) -> list[CameraStatus]:
+        """Stop every camera cleanly (drain, flush, unlink), then the aggregated stream. Safe twice."""
+        import ray
+
+        if self._stopping.is_set():
+            self._stopped.wait()
+            return self.status()
+        self._stopping.set()
+        self._thread.join()
+        self.aggregator.forward_ends = True  # the cameras' last frames now end their streams
+        timeout = self.spec.settings.stop_timeout_s
+        # Actors that never answered (waiting for resources, or still starting) have no pipeline
+        # to drain yet: they are only killed.
+        calls = {slot.camera.name: slot.actor.stop.remote(timeout) for slot in self.slots
+                 if slot.actor is not None and slot.answered}
+        for slot in self.slots:
+            call = calls.get(slot.camera.name)
+            if call is None:
+                if slot.actor is not None:
+                    ray.kill(slot.actor, no_restart=True)
+                slot.state = "stopped"
+                continue
+            try:
+                slot.last = ray.get(call, timeout=timeout + 10)
+                code = slot.last.get("exit_code")
+                slot.state = "stopped"
+                slot.note = "" if code in (0, None) else f"pipeline exit code {code}"
+            except (ray.exceptions.RayError, TimeoutError) as exc:
+                slot.state, slot.note = "stopped", f"stop failed: {type(exc).__name__}"
+            ray.kill(slot.actor, no_restart=True)
+        self.aggregator.close()
+        self._stopped.set()
+        log.info("fleet: stopped %d cameras; %d messages forwarded", len(self.slots),
+                 self.aggregator.forwarded)
+        return self.status()

@@ -1,0 +1,252 @@
+"""The bodies of the pipeline's stages: what each stage process does with the messages it receives.
+
+Every body has the signature `body(rt, io, **extra)`: `rt` is the process's `StageRuntime`, `io`
+the `StageIO` the stage graph wired for it (pipes, ring conditions, stream count, batch limit,
+holder bit) and `extra` the few parameters only one body takes (a source's spec, the sink list).
+Which bodies run, in what order, is declared once in `stage_graph.GRAPH`.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from posestream.stream.core.results import FrameResult
+from posestream.stream.core.settings import Settings
+from posestream.stream.metrics import LatencyRecorder
+from posestream.stream.ring import FrameRef, FrameRing
+from posestream.stream.sink_guard import GuardedSink
+from posestream.stream.stage_runtime import Aborted, EndOfStream, RingCache, StageIO, StageRuntime, Work
+
+
+def run_source(rt: StageRuntime, io: StageIO, spec: str, stream_id: int, policy: str | None) -> None:
+    """Open the source, announce it, then copy frames into the ring assigned by the supervisor."""
+    from posestream.stream.sources import open_source
+
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(open_source(spec, rt.config))
+        live = source.info.live if policy is None else policy == "live"
+        rt.report("info", {"info": source.info, "live": live})
+        ring_name, holders, stream = rt.control_message("ring")
+        done = threading.Event()
+        # frames() may block for a long time (a camera reconnecting has its own timeouts), so this
+        # stage beats from a helper thread, which also closes the source when the pipeline stops.
+        watcher = threading.Thread(target=_source_watch, args=(rt, source, done), daemon=True)
+        watcher.start()
+        stack.callback(_report_source_stats, rt, source, watcher, done)
+        published = 0
+        with FrameRing.attach(ring_name, io.conds[stream_id]) as ring:
+            rt.ready()
+            try:
+                for frame in source.frames():
+                    if rt.stopping:
+                        break
+                    slot = ring.acquire(live, lambda: rt.stopping)
+                    if slot is None:
+                        if rt.stopping:
+                            break
+                        continue  # live: every slot is busy downstream, this frame is dropped
+                    enter = time.time()  # busy time excludes waiting for a slot (offline back-pressure)
+                    try:
+                        shape = ring.write(slot, frame.image)
+                    except BaseException:
+                        ring.abandon(slot)
+                        raise
+                    ring.publish(slot, frame.index, shape, holders)
+                    ref = FrameRef(stream_id, stream, frame.index, slot, shape, frame.pts,
+                                   frame.capture_ts, ring_name, frame.image_id)
+                    exit_ = time.time()
+                    rt.send(io.output, Work(ref, None, {rt.name: (enter, exit_)}))
+                    rt.counters.work(enter, exit_, 1)
+                    published += 1
+                if rt.aborted:
+                    raise Aborted
+                rt.send(io.output, EndOfStream(stream_id, stream, published))
+            finally:
+                done.set()
+
+
+def _source_watch(rt: StageRuntime, source: Any, done: threading.Event) -> None:
+    """Beat, report changed source counters (a lost camera shows in the metrics while it is
+    lost), and close the source when the pipeline stops."""
+    reported: dict[str, int] = {}
+    while not done.wait(rt.ctx.heartbeat_s):
+        rt.beat()
+        stats = source.stats.as_dict()
+        if stats != reported:
+            rt.report("source_stats", stats)
+            reported = stats
+        if rt.stopping:
+            source.close()
+            return
+
+
+def _report_source_stats(rt: StageRuntime, source: Any, watcher: threading.Thread,
+                         done: threading.Event) -> None:
+    """The final counters, after the last frame (the source is closed right after this)."""
+    done.set()
+    watcher.join(rt.ctx.heartbeat_s + 1.0)
+    with contextlib.suppress(OSError):
+        rt.report("source_stats", source.stats.as_dict())
+
+
+def _serve(rt: StageRuntime, io: StageIO, process: Callable[[list[Work]], list[Work]]) -> None:
+    """The loop of every middle stage: take a batch, process its frames, forward frames and
+    end-of-stream markers in arrival order; return when every stream has ended."""
+    rt.ready()
+    open_streams = io.streams
+    while open_streams:
+        items = rt.receive(io.inputs, io.batch)
+        works = [item for item in items if isinstance(item, Work)]
+        if works:
+            enter = time.time()
+            done = process(works)
+            exit_ = time.time()
+            for work in done:
+                work.timings[rt.name] = (enter, exit_)
+                rt.send(io.output, work)
+            rt.counters.work(enter, exit_, len(done))
+        for item in items:
+            if isinstance(item, EndOfStream):
+                rt.send(io.output, item)
+                open_streams -= 1
+
+
+def _on_pixels(rings: RingCache, works: list[Work], bit: int,
+               infer: Callable[[list[Any]], list[Any]]) -> list[Work]:
+    """Run `infer` on the works' frames, read in place from their rings; release this stage's lease
+    on every frame whatever happens, and store the poses `infer` returns on the works."""
+    try:
+        found = infer([rings.get(w.ref).view(w.ref) for w in works])
+    finally:
+        for w in works:
+            rings.get(w.ref).release(w.ref, bit)
+    for w, poses in zip(works, found):
+        w.poses = poses
+    return works
+
+
+def run_detect(rt: StageRuntime, io: StageIO) -> None:
+    """Find persons in every frame (batched across streams); skip references a live source reclaimed."""
+    from posestream.stream.chain import build_detector
+
+    detector = build_detector(rt.config)
+    rings = RingCache(io.conds)
+
+    def process(works: list[Work]) -> list[Work]:
+        taken = [w for w in works if rings.get(w.ref).take(w.ref)]
+        return _on_pixels(rings, taken, io.bit, detector.detect) if taken else []
+
+    with contextlib.closing(detector), contextlib.closing(rings):
+        _serve(rt, io, process)
+
+
+def run_pose(rt: StageRuntime, io: StageIO) -> None:
+    """Keypoints inside the detected boxes (top-down mode only: in one-stage mode the graph leaves
+    this stage out and the detector's keypoints go straight to NMS)."""
+    from posestream.stream.chain import build_estimator
+
+    estimator = build_estimator(rt.config)
+    rings = RingCache(io.conds)
+
+    def process(works: list[Work]) -> list[Work]:
+        return _on_pixels(rings, works, io.bit,
+                          lambda frames: estimator.estimate(frames, [w.poses for w in works]))
+
+    with contextlib.closing(estimator), contextlib.closing(rings):
+        _serve(rt, io, process)
+
+
+def run_nms(rt: StageRuntime, io: StageIO) -> None:
+    """Pose NMS per frame."""
+    from posestream.stream.chain import build_nms
+
+    nms = build_nms(rt.config)
+
+    def process(works: list[Work]) -> list[Work]:
+        for w in works:
+            w.poses = nms(w.poses)
+        return works
+
+    _serve(rt, io, process)
+
+
+def run_track(rt: StageRuntime, io: StageIO) -> None:
+    """One tracker per stream; ids from one allocator, so they are unique across streams."""
+    from posestream.stream.core.contracts import IdAllocator
+    from posestream.stream.core.registry import load_plugin
+
+    settings = Settings.from_config(rt.config)
+    tracker_cls = load_plugin("posestream.trackers", settings.tracker.plugin)
+    ids = IdAllocator()
+    trackers: dict[int, Any] = {}
+
+    def process(works: list[Work]) -> list[Work]:
+        for w in works:
+            tracker = trackers.get(w.ref.stream_id)
+            if tracker is None:
+                tracker = trackers[w.ref.stream_id] = tracker_cls(settings, ids)
+            w.poses = tracker.update(w.poses)
+        return works
+
+    _serve(rt, io, process)
+
+
+def run_sinks(rt: StageRuntime, io: StageIO, sink_specs: list[tuple[str, str]],
+              latency_window: int) -> None:
+    """Write every finished frame to every sink, in order per stream, and tell every sink when a
+    stream has ended (with the last frame written); measure end-to-end latency."""
+    from posestream.stream.core.registry import load_plugin
+
+    settings = Settings.from_config(rt.config)
+    recorder = LatencyRecorder(latency_window)
+    frames_out: dict[str, int] = {}
+    last_frame: dict[str, int] = {}
+    rings = RingCache(io.conds)
+    with contextlib.ExitStack() as stack:
+        stack.callback(_final_report, rt, recorder, frames_out)
+        stack.enter_context(contextlib.closing(rings))
+        # Stream names (sinks serving several streams name their files by stream). The supervisor
+        # gives this stage a lease on the pixels (io.bit) only when some sink needs them.
+        names = rt.control_message("streams")
+        sinks = []
+        for kind, target in sink_specs:
+            sink = load_plugin("posestream.sinks", kind)(settings, target, names)
+            sink = GuardedSink(sink, f"{kind}:{target}", settings.sinks.on_error)  # stop | continue
+            stack.enter_context(contextlib.closing(sink))
+            sinks.append(sink)
+        rt.ready()
+        open_streams = io.streams
+        while open_streams:
+            for item in rt.receive(io.inputs, io.batch):
+                if isinstance(item, EndOfStream):
+                    for sink in sinks:
+                        sink.end_stream(item.stream, last_frame.get(item.stream))
+                    open_streams -= 1
+                    continue
+                enter = time.time()
+                ref = item.ref
+                frame = None
+                if io.bit:
+                    ring = rings.get(ref)
+                    frame = np.array(ring.view(ref))  # sinks may draw on it; the slot is freed now
+                    ring.release(ref, io.bit)
+                result = FrameResult(ref.stream, ref.frame_id, ref.shape[1], ref.shape[0], item.poses,
+                                     ref.pts, ref.capture_ts, ref.image_id, item.timings)
+                for sink in sinks:
+                    sink.write(result, frame if sink.needs_pixels else None)
+                exit_ = time.time()
+                item.timings[rt.name] = (enter, exit_)
+                latency = recorder.add(ref.stream, item.timings, ref.capture_ts, exit_)
+                frames_out[ref.stream] = frames_out.get(ref.stream, 0) + 1
+                last_frame[ref.stream] = ref.frame_id
+                rt.counters.work(enter, exit_, 1)
+                rt.counters.set("last_latency_s", latency)
+
+
+def _final_report(rt: StageRuntime, recorder: LatencyRecorder, frames_out: dict[str, int]) -> None:
+    with contextlib.suppress(OSError):
+        rt.report("report", {"latency": recorder.summary(), "frames_out": frames_out})

@@ -1,0 +1,115 @@
+"""The aggregator on real ZMQ sockets (loopback), without Ray: two camera publishers in, one stream out."""
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from posestream.stream.core import wire
+from posestream.stream.core.errors import ConfigError
+from posestream.stream.core.results import FrameResult, Poses
+from posestream.stream.fleet.aggregator import Aggregator
+from posestream.stream.fleet.status import CameraStatus
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def frame(stream: str, number: int, latency_s: float) -> dict[str, Any]:
+    poses = Poses(np.array([[10.0, 20.0, 30.0, 40.0]]), np.array([0.9]),
+                  np.ones((1, 17, 3)), np.array([0.8]), np.array([3]), "coco17")
+    result = FrameResult(stream=stream, frame=number, pts=None, capture_ts=time.time() - latency_s,
+                         width=640, height=360, poses=poses)
+    return wire.frame_message(result, publish_ts=time.time())
+
+
+def receive(sub: zmq.Socket, seconds: float) -> list[dict[str, Any]]:
+    out, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        if sub.poll(50):
+            out.append(wire.decode(*sub.recv_multipart()))
+    return out
+
+
+@pytest.fixture
+def rig() -> Any:
+    publish = f"tcp://127.0.0.1:{free_port()}"
+    aggregator = Aggregator(publish, window_s=10.0, hwm=1000, linger_ms=0, heartbeat_s=0.2)
+    aggregator.start()
+    context = zmq.Context()
+    cameras = {}
+    for name in ("door", "yard"):
+        pub = context.socket(zmq.PUB)
+        port = pub.bind_to_random_port("tcp://127.0.0.1")
+        aggregator.set_endpoint(name, f"tcp://127.0.0.1:{port}")
+        cameras[name] = pub
+    sub = context.socket(zmq.SUB)
+    sub.subscribe(b"")
+    sub.connect(publish)
+    time.sleep(0.5)  # both sides connected (slow joiner)
+    yield aggregator, cameras, sub
+    aggregator.close(0)
+    for sock in (*cameras.values(), sub):
+        sock.close(0)
+    context.term()
+
+
+def test_frames_renamed_to_their_camera_and_measured(rig: Any) -> None:
+    aggregator, cameras, sub = rig
+    for number in range(10):  # both pipelines call their stream "lavfi"; the socket tells them apart
+        cameras["door"].send_multipart(wire.encode(frame("lavfi", number, 0.05)))
+        cameras["yard"].send_multipart(wire.encode(frame("lavfi", number, 0.2)))
+        time.sleep(0.05)
+    got = receive(sub, 1.0)
+    frames = [m for m in got if wire.message_type(m) == "frame"]
+    assert sorted({m["stream"] for m in frames}) == ["door", "yard"]
+    assert [m["frame"] for m in frames if m["stream"] == "door"] == list(range(10))
+    fps, p99, age = aggregator.figures("door", time.time())
+    assert 10 < fps < 40 and 45 < p99 < 80 and age < 1.5
+    assert 190 < aggregator.figures("yard", time.time())[1] < 230
+
+
+def test_camera_heartbeats_stay_inside_and_the_aggregator_beats_for_all(rig: Any) -> None:
+    aggregator, cameras, sub = rig
+    beat = wire.heartbeat_message("pipeline-1", time.time(), 0, time.time(), 1.0, ["lavfi"], {})
+    cameras["door"].send_multipart(wire.encode(beat))
+    beats = [m for m in receive(sub, 0.8) if wire.message_type(m) == "heartbeat"]
+    assert beats and {m["publisher"] for m in beats} == {aggregator.publisher_id}
+    assert sorted(beats[-1]["streams"]) == ["door", "yard"]
+
+
+def test_end_is_a_restart_while_running_and_forwarded_while_stopping(rig: Any) -> None:
+    aggregator, cameras, sub = rig
+    end = wire.end_message("lavfi", 41, time.time(), "pipeline-1")
+    cameras["door"].send_multipart(wire.encode(end))
+    assert not [m for m in receive(sub, 0.5) if wire.message_type(m) == "end"]
+    aggregator.forward_ends = True
+    cameras["door"].send_multipart(wire.encode(end))
+    got = receive(sub, 0.8)
+    assert [(m["stream"], m["last_frame"]) for m in got if wire.message_type(m) == "end"] == [("door", 41)]
+    assert [m for m in got if wire.message_type(m) == "heartbeat"][-1]["ended"] == {"door": 41}
+
+
+def test_status_and_malformed_messages(rig: Any) -> None:
+    aggregator, cameras, sub = rig
+    cameras["yard"].send_multipart([b"lavfi", b"\xc1 not msgpack"])
+    aggregator.publish_status([CameraStatus("door", "10.0.0.5", "running", 5.0, 80.0, 0.1, 0)])
+    status = [m for m in receive(sub, 0.8) if wire.message_type(m) == "status"]
+    assert status and status[0]["cameras"][0]["name"] == "door"
+    assert aggregator.malformed == 1
+
+
+def test_publish_address_in_use_is_one_clear_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        address = f"tcp://127.0.0.1:{busy.getsockname()[1]}"
+        with pytest.raises(ConfigError, match=f"fleet.publish: cannot bind {address}"):
+            Aggregator(address, 10.0, 100, 0).start()
