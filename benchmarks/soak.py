@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 RSS_SLOPE_LIMIT_MB = 1.0      # per 10 minutes per process, after warm-up (the promise in docs/reliability.md)
 SHM_DIR = Path("/dev/shm")
-STAGE_ORDER = ("source0", "detect", "pose", "nms", "track", "sinks")  # the order the supervisor starts them
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -108,21 +107,23 @@ def shm_sample(owner: int) -> dict[str, float]:
 
 
 def label_processes(root: int, pids: list[int]) -> dict[int, str]:
-    """Names for the run's processes: the supervisor, multiprocessing's resource tracker and the
-    stages in the order the supervisor starts them (spawned children carry no name of their own)."""
+    """Names for the run's processes: the supervisor, multiprocessing's resource tracker and each
+    stage by the name it gives itself (`stream.orphans.name_process`: /proc/PID/comm = ps:<stage>)."""
+    from posestream.stream.orphans import COMM_PREFIX
+
     names = {root: "supervisor"}
-    stages = []
     for pid in pids:
         try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"resource_tracker" in cmdline:
+        if comm.startswith(COMM_PREFIX):
+            names[pid] = comm.removeprefix(COMM_PREFIX)
+        elif b"resource_tracker" in cmdline:
             names[pid] = "resource_tracker"
         else:
-            stages.append(pid)
-    for i, pid in enumerate(stages):
-        names[pid] = STAGE_ORDER[i] if i < len(STAGE_ORDER) else f"process{i}"
+            names[pid] = f"process{pid}"
     return names
 
 
@@ -259,7 +260,7 @@ def run_soak(video: Path, minutes: float, scratch: Path, *, fps: float = 10.0, i
                     raise ConfigError(f"the soak run ended early (exit {proc.returncode}): "
                                       f"{log_path.read_text()[-2000:]}")
                 pids = descendants(proc.pid)
-                if len(names) < len(pids) + 1 or any(p not in names for p in pids):
+                if any(names.get(p, "process").startswith("process") for p in pids):
                     names = label_processes(proc.pid, pids)
                 procs = {}
                 for pid in [proc.pid, *pids]:

@@ -34,6 +34,8 @@ SHM_DIR = Path("/dev/shm")
 PARENT_POLL_S = 0.1           # how often the sinks stage checks that its supervisor is alive
 ORPHAN_GRACE_S = 1.0          # time the orphaned sinks stage gets to close its files before SIGALRM ends it
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+COMM_PREFIX = "ps:"         # /proc/PID/comm of a stage process: ps:detect, ps:source0, ...
 _SEGMENT = re.compile(rf"^{SEGMENT_PREFIX}(\d+)_[0-9a-f]+$")
 
 
@@ -92,6 +94,15 @@ def _set_parent_death_signal(signum: int) -> bool:
         return libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def name_process(stage: str) -> None:
+    """Show the stage in `ps`, `top` and /proc/PID/comm as `ps:<stage>` (Linux; at most 15 bytes),
+    so an operator, and the soak benchmark, can tell the stage processes apart."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_NAME, f"{COMM_PREFIX}{stage}".encode()[:15], 0, 0, 0)
 
 
 def exit_with_parent(abort: Any, graceful: bool, parent: int | None = None,

@@ -58,8 +58,8 @@ def test_sixty_second_soak_is_flat(prepared_home: Path, tmp_path: Path) -> None:
     (tmp_path / "result.json").write_text(json.dumps(result, indent=1))  # to look at after a failure
     analysis = result["analysis"]
     assert result["exit_code"] == 130, result["log_tail"]  # stopped by SIGINT, cleanly
-    assert set(analysis["processes"]) >= {"supervisor", "source0", "detect", "pose", "nms", "track",
-                                          "sinks"}
+    assert set(analysis["processes"]) >= {"supervisor", "resource_tracker", "source0", "detect", "nms",
+                                          "track", "sinks"}
     assert analysis["steady_samples"] >= 20
     for name, p in analysis["processes"].items():
         assert p["fds_late"] <= p["fds_early"], (name, p)
