@@ -168,6 +168,9 @@ def analyse(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
             "rss_mb_first": round(first["rss_mb"], 2), "rss_mb_last": round(last["rss_mb"], 2),
             "rss_mb_max": round(float(rss.max()), 2),
             "rss_slope_mb_per_10min": None if (s := slope_per_10min(t, rss)) is None else round(s, 3),
+            # The least RSS of the second half minus that of the first: a leak raises the floor,
+            # a frame buffer that happens to be allocated at one sample (6 MB at 1080p) does not.
+            "rss_floor_rise_mb": round(float(rss[len(rss) // 2:].min() - rss[:max(1, len(rss) // 2)].min()), 3),
             "fds_first": first["fds"], "fds_last": last["fds"], "fds_max": max(r[1]["fds"] for r in rows),
             "threads_first": first["threads"], "threads_last": last["threads"],
             "threads_max": max(r[1]["threads"] for r in rows), "samples": len(rows),
