@@ -56,13 +56,14 @@ def _draw_skeleton(canvas: np.ndarray, keypoints: np.ndarray, fmt: KeypointForma
                    colour: tuple[int, int, int], threshold: float, scale: int) -> None:
     visible = keypoints[:, 2] >= threshold
     points = np.round(keypoints[:, :2]).astype(np.int32)
+    fine = np.asarray(fmt.sigmas) < 0.02  # face and finger points (Halpe-136) are drawn thin
     for a, b in fmt.skeleton:
         if visible[a] and visible[b]:
             cv2.line(canvas, tuple(map(int, points[a])), tuple(map(int, points[b])), colour,
-                     2 * scale + 1, cv2.LINE_AA)
+                     scale + 2 if fine[a] and fine[b] else 2 * scale + 1, cv2.LINE_AA)
     for k in np.flatnonzero(visible):
         centre = tuple(map(int, points[k]))
-        cv2.circle(canvas, centre, 2 * scale + 1, colour, -1, cv2.LINE_AA)
+        cv2.circle(canvas, centre, scale if fine[k] else 2 * scale + 1, colour, -1, cv2.LINE_AA)
 
 
 def _draw_label(canvas: np.ndarray, text: str, box: np.ndarray, colour: tuple[int, int, int],

@@ -12,6 +12,8 @@ Output formats (`pose.landmark_format`):
 - `halpe26`: COCO-17 plus heels, big toes (= BlazePose's foot index), and derived points: neck =
   shoulder midpoint, hip = hip midpoint, head = eye midpoint pushed away from the mouth by 1.5x the
   eyes-to-mouth distance (BlazePose has no head top). BlazePose has no small toes: score 0.
+- `halpe136`: Halpe-26 plus 68 face and 2 x 21 hand points from MediaPipe's face-mesh and hand
+  models on crops cut from the body landmarks (`plugins/pose/wholebody.py`).
 Keypoint score = sigmoid of the landmark's visibility logit (the model's "is this point visible").
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from posestream.engines.model_card import ModelCard
 from posestream.plugins.pose.crops import crop_to_frame, rotated_crop_matrices, warp_with
 from posestream.plugins.pose.topdown import Outputs, TopDownEstimator
+from posestream.plugins.pose.wholebody import WholeBody
 from posestream.stream.core.config import Config
 from posestream.stream.core.errors import InputError, ModelError
 from posestream.stream.core.keypoints import get_format
@@ -86,7 +89,14 @@ class BlazePose(TopDownEstimator):
         self.output_format = settings.pose.landmark_format
         self.min_presence = settings.pose.landmark_min_presence
         self.merge = settings.pose.landmark_merge
+        self.wholebody: WholeBody | None = None
         super().__init__(settings)
+        if self.output_format == "halpe136":
+            try:
+                self.wholebody = WholeBody(settings)
+            except BaseException:
+                self.close()
+                raise
 
     def setup(self, card: ModelCard) -> None:
         if card.keypoint_format != "blazepose33":
@@ -131,22 +141,33 @@ class BlazePose(TopDownEstimator):
             scores.append(s)
             flags.append(np.asarray(outputs["pose_flag"], dtype=np.float64).reshape(-1))
         points = crop_to_frame(np.concatenate(coords), all_matrices)
-        keypoints = to_format(points, np.concatenate(scores), self.output_format)
+        body_format = "halpe26" if self.wholebody is not None else self.output_format
+        keypoints = to_format(points, np.concatenate(scores), body_format)
         presence = np.concatenate(flags)
-        results, offset = [], 0
-        for persons in kept:
-            n = len(persons)
-            if n == 0:
+        splits = np.cumsum([len(p) for p in kept])[:-1]
+        per_frame = [self._merge(kp, persons.keypoints)
+                     for kp, persons in zip(np.split(keypoints, splits), kept)]
+        if self.wholebody is not None:
+            per_frame = self.wholebody.extend(frames, np.split(points, splits),
+                                              [p.boxes for p in kept], per_frame)
+        body_points = get_format(body_format).num_keypoints
+        results = []
+        for persons, kp, flag in zip(kept, per_frame, np.split(presence, splits)):
+            if len(persons) == 0:
                 results.append(self._empty())
                 continue
-            kp, flag = keypoints[offset:offset + n], presence[offset:offset + n]
-            offset += n
-            kp = self._merge(kp, persons.keypoints)
-            pose_scores = persons.box_scores * kp[:, :, 2].mean(1)
+            pose_scores = persons.box_scores * kp[:, :body_points, 2].mean(1)
             keep = flag >= self.min_presence
             results.append(Poses(persons.boxes, persons.box_scores, kp, pose_scores, persons.ids,
                                  self.format.name).select(keep))
         return results
+
+    def close(self) -> None:
+        """Release the body model and, in whole-body mode, the hand and face models; safe twice."""
+        if getattr(self, "wholebody", None) is not None:
+            self.wholebody.close()
+            self.wholebody = None
+        super().close()
 
     def _merge(self, ours: np.ndarray, detected: np.ndarray) -> np.ndarray:
         """`pose.landmark_merge`: per COCO keypoint, keep the detector's own point where it is the

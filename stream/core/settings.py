@@ -23,7 +23,7 @@ T = TypeVar("T", bound="Table")
 
 POSE_MODES = ("onestage", "topdown")
 REFINEMENTS = ("none", "dark")
-LANDMARK_FORMATS = ("coco17", "halpe26", "blazepose33")
+LANDMARK_FORMATS = ("coco17", "halpe26", "halpe136", "blazepose33")
 LANDMARK_MERGES = ("none", "confident", "average")
 PREPROCESS_MODES = ("auto", "numpy", "torch")
 PRECISIONS = ("fp16", "fp32", "int8")
@@ -293,6 +293,8 @@ class PoseSettings(Table):
     landmark_format: str = choice(*LANDMARK_FORMATS)
     landmark_merge: str = choice(*LANDMARK_MERGES)
     landmark_min_presence: float = bound(0.0, 1.0)
+    wholebody_min_size: float = bound(0.0, 100000.0)
+    wholebody_min_flag: float = bound(0.0, 1.0)
 
 
 @dataclass(frozen=True)
