@@ -50,6 +50,7 @@ setup(
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
     include_package_data=False,
+    package_data={"posestream.plugins.sinks.web": ["static/*.html"]},
     cmdclass={"build_py": BuildWithDefaults},
     install_requires=[
         "numpy>=1.24",
@@ -66,11 +67,14 @@ setup(
         "scikit-image>=0.21",  # only for its bundled public-domain photo used by `posestream demo`
         "tflite>=2.18",  # the TFLite flatbuffer schema, for importing MediaPipe landmark models
         "tomli>=2.0; python_version<'3.11'",
+        "aiohttp>=3.9",  # the web viewer's HTTP/WebSocket server
+        "prometheus_client>=0.17",  # the web viewer's /metrics
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "matplotlib>=3.7", "ai-edge-litert>=2.3", *FLEET],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "matplotlib>=3.7", "ai-edge-litert>=2.3",
+                 "playwright>=1.40", *FLEET],  # playwright drives Debian's chromium; never `playwright install`
         "fleet": FLEET,
-        "gpu": ["tensorrt>=10,<11"],
+        "gpu": ["tensorrt>=10,<12"],  # 10.x and 11.x (see docs/gpu.md: 11 has no calibrated INT8)
         "plot": ["matplotlib>=3.7"],
     },
     entry_points={
@@ -92,6 +96,7 @@ setup(
             "images = posestream.plugins.sinks.images:ImagesSink",
             "window = posestream.plugins.sinks.window:WindowSink",
             "zmq = posestream.plugins.sinks.zmq_sink:ZmqSink",
+            "web = posestream.plugins.sinks.web:WebSink",
         ],
     },
 )

@@ -352,6 +352,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--soak", type=float, metavar="MINUTES", help="instead: loop the first video as a "
                         "live camera for MINUTES and sample every process's memory, fds, threads and "
                         "/dev/shm (benchmarks/soak.py; --out and --plot apply)")
+    from posestream.benchmarks.gpu_streams import add_arguments as add_stream_arguments
+
+    add_stream_arguments(parser)  # --streams N,N,...: the many-streams bench (benchmarks.gpu_streams)
     parser.add_argument("--quick", action="store_true",
                         help=f"a smoke test: {QUICK['frames']} frames, {QUICK['live_seconds']:g} s live, "
                              "few timing runs (numbers are not measurements)")
@@ -365,6 +368,11 @@ def run_from_args(args: argparse.Namespace, config: Config) -> int:
 
         return soak(args.soak, args.out, args.plot, args.video[0] if args.video else None, config,
                     args.config, args.overrides)
+    if getattr(args, "streams", None):
+        from posestream.benchmarks import gpu_streams
+
+        return gpu_streams.run_from_args(args, config)
+
     if args.plot:
         check_plotting()  # fail before minutes of measuring, not after
     table = config["bench"]

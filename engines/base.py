@@ -18,17 +18,19 @@ import numpy as np
 
 if TYPE_CHECKING:
     from posestream.engines.engine_cache import TensorRTSettings
+    from posestream.engines.torch_settings import TorchSettings
 
 
 @dataclass(frozen=True)
 class EngineOptions:
     """What a backend may use when opening a model: intra-op `threads` (0 = runtime default), the
-    `[tensorrt]` settings (None = the default config's) and the card's input `normalization`
-    (pre-processes INT8 calibration images)."""
+    `[tensorrt]` settings (None = the default config's), the card's input `normalization`
+    (pre-processes INT8 calibration images) and the `[torch]` settings (None = defaults)."""
 
     threads: int = 0
     tensorrt: "TensorRTSettings | None" = None
     normalization: Mapping[str, object] | None = None
+    torch: "TorchSettings | None" = None
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,14 @@ from posestream.stream.core.errors import BackendUnavailableError, ConfigError
 
 if TYPE_CHECKING:
     from posestream.engines.engine_cache import TensorRTSettings
+    from posestream.engines.torch_settings import TorchSettings
 
 log = logging.getLogger(__name__)
 
 # name: (package it needs, "module:Engine subclass"); order = `auto` preference
 BACKENDS: dict[str, tuple[str, str]] = {
     "tensorrt": ("tensorrt", "posestream.engines.tensorrt_engine:TensorRTEngine"),
+    "torch": ("torch", "posestream.engines.torch_engine:TorchEngine"),  # auto: only on a visible GPU
     "onnxruntime": ("onnxruntime", "posestream.engines.onnxruntime_engine:OnnxRuntimeEngine"),
 }
 
@@ -71,7 +73,8 @@ def resolve_backend(backend: str, device: str = "cpu") -> tuple[str, str]:
 
 def create_engine(model_path: str | Path, device: str = "cpu", backend: str = "onnxruntime",
                   threads: int = 0, tensorrt: "TensorRTSettings | None" = None,
-                  normalization: Mapping[str, object] | None = None) -> Engine:
+                  normalization: Mapping[str, object] | None = None,
+                  torch_settings: "TorchSettings | None" = None) -> Engine:
     """Open `model_path` with the chosen backend. `threads` = intra-op threads (0: runtime default);
     `tensorrt` = the `[tensorrt]` settings; `normalization` = the card's `input` (INT8 calibration)."""
     from posestream.engines.model_check import check_onnx_file
@@ -81,4 +84,4 @@ def create_engine(model_path: str | Path, device: str = "cpu", backend: str = "o
     backend, device = resolve_backend(backend, device)
     log.info("inference backend: %s on %s (asked for %s on %s)", backend, device, *requested)
     return backend_class(backend).open(Path(model_path), device,
-                                       EngineOptions(threads, tensorrt, normalization))
+                                       EngineOptions(threads, tensorrt, normalization, torch_settings))

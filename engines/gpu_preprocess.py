@@ -21,13 +21,7 @@ from torch.nn import functional as F
 from posestream.stream.core.errors import InputError
 
 
-def upload_frames(frames: Sequence[np.ndarray] | np.ndarray, device: str | torch.device) -> torch.Tensor:
-    """Stack same-sized HxWx3 uint8 frames into one [F, H, W, 3] uint8 tensor on `device`.
-
-    Pinned host memory + a non-blocking copy keep the upload off the Python thread's critical path.
-    """
-    if isinstance(frames, np.ndarray):
-        frames = [frames] if frames.ndim == 3 else list(frames)
+def _check_host_frames(frames: Sequence[np.ndarray]) -> None:
     if not frames:
         raise InputError("no frames to upload")
     first = frames[0]
@@ -36,8 +30,54 @@ def upload_frames(frames: Sequence[np.ndarray] | np.ndarray, device: str | torch
             raise InputError(f"frames must be HxWx3 uint8, got {frame.shape} {frame.dtype}")
         if frame.shape != first.shape:
             raise InputError(f"frames in one upload must share a size: {first.shape} vs {frame.shape}")
-    host = torch.from_numpy(np.ascontiguousarray(np.stack(frames)))
+
+
+class PinnedStaging:
+    """Reusable page-locked host buffers, one per batch shape, for uploads to one CUDA device.
+
+    Frames are copied once, from wherever they are (a shared-memory ring) into the pinned buffer,
+    and go to the GPU with an asynchronous copy. Allocating pinned memory per batch (what
+    `Tensor.pin_memory()` does) costs more than the copy itself for 1080p batches, hence the reuse.
+    An event per buffer keeps a buffer from being refilled before its previous upload has finished.
+    """
+
+    def __init__(self, device: torch.device, max_buffers: int = 8) -> None:
+        self.device = device
+        self.max_buffers = max_buffers
+        self._buffers: dict[tuple[int, ...], tuple[torch.Tensor, torch.cuda.Event]] = {}
+
+    def upload(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
+        shape = (len(frames), *frames[0].shape)
+        entry = self._buffers.get(shape)
+        if entry is None:
+            if len(self._buffers) >= self.max_buffers:
+                self._buffers.pop(next(iter(self._buffers)))  # the oldest shape makes room
+            entry = self._buffers[shape] = (torch.empty(shape, dtype=torch.uint8, pin_memory=True),
+                                            torch.cuda.Event())
+        host, done = entry
+        done.synchronize()  # the previous upload from this buffer has left it
+        view = host.numpy()
+        for i, frame in enumerate(frames):
+            view[i] = frame
+        device_frames = host.to(self.device, non_blocking=True)
+        done.record(torch.cuda.current_stream(self.device))
+        return device_frames
+
+
+def upload_frames(frames: Sequence[np.ndarray] | np.ndarray, device: str | torch.device,
+                  staging: PinnedStaging | None = None) -> torch.Tensor:
+    """Stack same-sized HxWx3 uint8 frames into one [F, H, W, 3] uint8 tensor on `device`.
+
+    On CUDA with `staging`, the frames are copied once into a reused pinned buffer and uploaded
+    asynchronously; without it, pinned memory + a non-blocking copy per call.
+    """
+    if isinstance(frames, np.ndarray):
+        frames = [frames] if frames.ndim == 3 else list(frames)
+    _check_host_frames(frames)
     device = torch.device(device)
+    if device.type == "cuda" and staging is not None:
+        return staging.upload(frames)
+    host = torch.from_numpy(np.ascontiguousarray(np.stack(frames)))
     if device.type == "cuda":
         return host.pin_memory().to(device, non_blocking=True)
     return host.to(device)

@@ -19,6 +19,7 @@ from posestream.engines.model_card import ModelCard, sha256_file
 from posestream.engines.model_check import check_model_kind
 from posestream.engines.models import load_card
 from posestream.engines.torch_inputs import TorchInputs, torch_inputs_for
+from posestream.engines.torch_settings import TorchSettings
 from posestream.stream.core.errors import ModelError
 from posestream.stream.core.settings import Settings
 
@@ -41,7 +42,8 @@ class ModelRunner:
         self._verify(path)
         self.engine = create_engine(path, device=settings.engine.device, backend=settings.engine.backend,
                                     threads=threads, tensorrt=TensorRTSettings.from_config(settings.to_config()),
-                                    normalization=self.card.input)
+                                    normalization=self.card.input,
+                                    torch_settings=TorchSettings.from_config(settings.to_config()))
         try:
             check_model_kind(self.engine, self.card)
             # None: numpy/OpenCV pre-processing; else torch on the engine's device

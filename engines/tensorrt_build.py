@@ -1,8 +1,15 @@
-"""ONNX -> serialized TensorRT engine (TensorRT 10 Python API), and the INT8 entropy calibrator.
+"""ONNX -> serialized TensorRT engine (TensorRT 10 and 11 Python APIs), and the INT8 entropy calibrator.
 
 TensorRT is imported inside the functions that need it, so the parts that do not (reading the ONNX
 input shapes, loading calibration images) work and are tested on machines without it. Device
 memory for calibration batches comes from torch, like everything else on the GPU (no pycuda).
+
+TensorRT 11 removed weak typing (NVIDIA's 10.x -> 11.x migration guide): `BuilderFlag.FP16/INT8`,
+`IBuilderConfig.int8_calibrator`, `set_calibration_profile` and the implicit INT8 calibrators are
+gone, and a network computes in the types its ONNX file declares. So on 11 an FP16 engine is built
+from an FP16-typed ONNX file, which we export from our own torch network (`export_fp16_onnx`), and
+INT8 needs an explicitly quantized (Q/DQ) model. 10.x keeps the builder-flag path. The branch is
+taken by feature (`strongly_typed_only`), not by version string.
 """
 from __future__ import annotations
 
@@ -32,6 +39,50 @@ def import_tensorrt() -> Any:
             "tensorrt is not importable: install the gpu extra (`pip install posestream[gpu]`; the "
             "tensorrt wheels come from NVIDIA's package index, see docs/gpu.md)") from None
     return tensorrt
+
+
+def strongly_typed_only(trt: Any) -> bool:
+    """True for TensorRT >= 11: no precision builder flags; the ONNX types decide the precision."""
+    return not hasattr(trt.BuilderFlag, "FP16")
+
+
+def export_fp16_onnx(model_path: Path, out: Path, opset: int) -> Path:
+    """An FP16-typed ONNX twin of a prepared YOLO-pose ONNX file, for TensorRT 11's strong typing.
+
+    Exported from our torch network (rebuilt from the card's checkpoint, `engines.torch_engine`) in
+    FP16 with FP32 decoding; input and output stay float32 with the same names and dynamic axes, so
+    the engine is a drop-in for the FP32 one.
+    """
+    import torch
+
+    from posestream.engines.model_card import ModelCard
+    from posestream.engines.torch_engine import INPUT_NAME, OUTPUT_NAME, build_from_card, half_with_fp32_decode
+
+    card = ModelCard.load(model_path.parent)
+    shapes = [e["input_shape"] for e in card.files.values() if e.get("file") == model_path.name]
+    if not shapes:
+        raise ModelError(f"{model_path.name} is not listed in its model card; TensorRT 11 FP16 needs "
+                         "an FP16 ONNX model (convert it with ModelOpt AutoCast) or use precision fp32")
+    shape = shapes[0]
+    network = half_with_fp32_decode(build_from_card(card, model_path.parent))
+
+    class Fp32Io(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = network
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x.half()).float()
+
+    names = {0: "batch", 2: "height", 3: "width"}  # the axis names our exports use
+    axes = {i: names[i] for i, d in enumerate(shape) if d is None}
+    probe = torch.rand([1 if d is None and i == 0 else 384 if d is None else d for i, d in enumerate(shape)])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(Fp32Io().eval(), (probe,), str(out), input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
+                          dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: {0: "batch", 2: "anchors"}} if axes else None)
+    return out
 
 
 def onnx_inputs(path: Path) -> dict[str, tuple[int | None, ...]]:
@@ -193,6 +244,12 @@ def make_calibrator(images: CalibrationImages, cache_path: Path, device: str) ->
     return _calibrator_class()(images, cache_path, device)
 
 
+def int8_unsupported_message(trt: Any) -> str:
+    return (f"precision int8 needs implicit INT8 calibration, which TensorRT {trt.__version__} removed "
+            "(TensorRT 11 builds INT8 only from explicitly quantized Q/DQ ONNX models); use precision "
+            "fp16, or TensorRT 10.x (pip install 'tensorrt>=10,<11') for calibrated INT8")
+
+
 def _parser_error_text(error: Any) -> str:
     name = error.node_name() if hasattr(error, "node_name") else ""
     op = error.node_operator() if hasattr(error, "node_operator") else ""
@@ -208,9 +265,12 @@ def build_engine(onnx_path: Path, settings: TensorRTSettings, shapes: ProfileSha
     reason); a failed build lists TensorRT's error messages.
     """
     trt = import_tensorrt()
+    strong = strongly_typed_only(trt)
+    if strong and (settings.precision == "int8" or calibrator is not None):
+        raise ModelError(int8_unsupported_message(trt))
     log = trt_logger()
     builder = trt.Builder(log)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    network = builder.create_network()  # 10 and 11: explicit batch is the only mode, no flags needed
     parser = trt.OnnxParser(network, log)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [_parser_error_text(parser.get_error(i)) for i in range(parser.num_errors)]
@@ -226,7 +286,7 @@ def build_engine(onnx_path: Path, settings: TensorRTSettings, shapes: ProfileSha
     for name, (low, opt, high) in shapes.items():
         profile.set_shape(name, low, opt, high)
     config.add_optimization_profile(profile)
-    if settings.precision in ("fp16", "int8"):
+    if settings.precision in ("fp16", "int8") and not strong:  # 11: the FP16 ONNX file says so
         config.set_flag(trt.BuilderFlag.FP16)  # int8 too: layers without an int8 kernel use fp16
     if settings.precision == "int8":
         if calibrator is None:

@@ -1,10 +1,12 @@
-"""TensorRT backend: the `Engine` interface over a cached, serialized TensorRT 10 engine.
+"""TensorRT backend: the `Engine` interface over a cached, serialized TensorRT 10 or 11 engine.
 
 `TensorRTEngine.from_onnx` finds the engine for (model sha256, GPU, compute capability, TensorRT
 version, precision, profile) in the cache, or builds and stores it. Inference runs with
 `execute_async_v3` on a dedicated torch CUDA stream, with tensor addresses taken from torch
 tensors: inputs already on the GPU (from `engines.gpu_preprocess`) are used in place, and outputs
 stay on the GPU (`run_device`) for the next GPU step, or come back as numpy (`run`).
+With TensorRT 11 (strong typing only) an FP16 engine is built from an FP16 ONNX twin exported from
+our torch network (`tensorrt_build.export_fp16_onnx`, cached beside the engines); see docs/gpu.md.
 """
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ from posestream.engines.base import Engine, EngineOptions, TensorSpec
 from posestream.engines.engine_cache import (BatchProfile, EngineCache, EngineKey, TensorRTSettings,
                                   cache_root, compute_profile, profile_tag)
 from posestream.engines.model_card import sha256_file
-from posestream.engines.tensorrt_build import (CalibrationImages, build_engine, import_tensorrt,
-                                    make_calibrator, onnx_inputs, trt_logger)
+from posestream.engines.tensorrt_build import (CalibrationImages, build_engine, export_fp16_onnx,
+                                               import_tensorrt, int8_unsupported_message, make_calibrator,
+                                               onnx_inputs, strongly_typed_only, trt_logger)
 from posestream.stream.core.config import load_config
 from posestream.stream.core.errors import BackendUnavailableError, InputError, InputNotFoundError, ModelError
 
@@ -148,6 +151,9 @@ class TensorRTEngine(Engine):
         tag = profile_tag(shapes)
         model_sha = sha256_file(path)
         cache = EngineCache(cache_root(settings=settings, home=home))
+        strong = strongly_typed_only(trt)
+        if strong and settings.precision == "int8":
+            raise ModelError(int8_unsupported_message(trt))
         calibrator = None
         if settings.precision == "int8":
             calibrator, calib_tag = cls._calibrator(path, settings, shapes, model_sha, cache, cuda,
@@ -165,8 +171,12 @@ class TensorRTEngine(Engine):
             except ModelError as exc:  # e.g. a driver update made it unloadable: rebuild it
                 logger.warning("cached engine %s cannot be loaded (%s); rebuilding", cached, exc)
         start = time.perf_counter()
+        source = path
+        if strong and settings.precision == "fp16":  # TensorRT 11: the ONNX types are the precision
+            source = export_fp16_onnx(path, cache.root / "onnx-fp16" / f"{path.stem}-{model_sha[:16]}.onnx",
+                                      int(load_config()["model"]["opset"]))
         with torch.cuda.device(cuda):
-            plan = build_engine(path, settings, shapes, str(cuda), calibrator)
+            plan = build_engine(source, settings, shapes, str(cuda), calibrator)
         stored = cache.store(key, path.stem, plan, extra={
             "onnx": str(path), "workspace_mib": settings.workspace_mib,
             "build_seconds": round(time.perf_counter() - start, 1)})

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Idempotent set-up: Debian packages used by the tests (GStreamer RTSP server, FFmpeg), a venv in
-# .venv, and posestream installed into it with its test extra.
+# Idempotent set-up: Debian packages used by the tests (GStreamer RTSP server, FFmpeg, Chromium for
+# the web viewer's browser tests), a venv in .venv, and posestream installed into it with its test extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools python3-gi"
+APT_PACKAGES="gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools python3-gi chromium"
 missing=""
 for pkg in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

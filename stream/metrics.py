@@ -93,16 +93,26 @@ class LatencyRecorder:
 
 @dataclass
 class QueueDepths:
-    """Input-queue depth per stage, sampled by the supervisor (messages sent upstream minus received)."""
+    """Input-queue depth per stage, sampled by the supervisor (messages sent upstream minus received).
 
-    samples: dict[str, list[int]] = field(default_factory=dict)
+    Kept as running totals (count, sum, max, last), not a list: a live run samples every tick for weeks."""
+
+    totals: dict[str, list[int]] = field(default_factory=dict)  # stage -> [count, sum, max, last]
 
     def add(self, stage: str, depth: int) -> None:
-        self.samples.setdefault(stage, []).append(max(depth, 0))
+        depth = max(depth, 0)
+        entry = self.totals.setdefault(stage, [0, 0, 0, 0])
+        entry[0] += 1
+        entry[1] += depth
+        entry[2] = max(entry[2], depth)
+        entry[3] = depth
+
+    def last(self, stage: str) -> int:
+        return self.totals.get(stage, [0, 0, 0, 0])[3]
 
     def summary(self, stage: str) -> dict[str, float]:
-        values = self.samples.get(stage) or [0]
-        return {"mean": round(float(np.mean(values)), 2), "max": int(max(values))}
+        count, total, peak, _ = self.totals.get(stage, [0, 0, 0, 0])
+        return {"mean": round(total / count, 2) if count else 0.0, "max": int(peak)}
 
 
 def stage_summary(snapshot: dict[str, float], elapsed_s: float) -> dict[str, Any]:

@@ -121,6 +121,8 @@ class Pipeline:
         for feeder in (f for stage in self._plan for f in stage.inputs):
             pipes[feeder] = ctx.Pipe(duplex=False)
             _grow_pipe(pipes[feeder][1], s.pipe_bytes)
+        self._hosts: list[Any] = []  # supervisor-side halves of sinks (the web viewer's server)
+        self._sink_specs = [self._host_side(kind, target) for kind, target in self.sinks]
         for stage in self._plan:
             io = StageIO([pipes[f][0] for f in stage.inputs],
                          pipes[stage.name][1] if stage.name in pipes else None,
@@ -135,13 +137,23 @@ class Pipeline:
             return RunReport("interrupted", 0.0, {}, {}, trap.first)
         return self._supervise(sup, trap, streams)
 
+    def _host_side(self, kind: str, target: str) -> tuple[str, str]:
+        """Start the supervisor-side half of a sink that has one (`in_supervisor(config, target)`,
+        e.g. the web viewer's server); its sinks-process half gets `sink_target` instead."""
+        start = getattr(sink_class(kind), "in_supervisor", None)
+        if start is None:
+            return kind, target
+        host = self._stack.enter_context(start(self.config, target))
+        self._hosts.append(host)
+        return kind, host.sink_target
+
     def _extra(self, stage: PlannedStage) -> dict[str, Any]:
         """The parameters only one body takes."""
         if stage.spec.per_source:
             return {"spec": self.sources[stage.stream_id], "stream_id": stage.stream_id,
                     "policy": self.policy}
         if stage.spec.name == "sinks":
-            return {"sink_specs": self.sinks, "latency_window": self.settings.latency_window}
+            return {"sink_specs": self._sink_specs, "latency_window": self.settings.latency_window}
         return {}
 
     def _handshake(self, sup: Supervisor, trap: SignalTrap) -> list[dict[str, Any]] | None:
@@ -203,6 +215,8 @@ class Pipeline:
             for stage, feeders in upstream.items():
                 sent = sum(sup.stages[f].counters.get("sent") for f in feeders)
                 depths.add(stage, int(sent - sup.stages[stage].counters.get("received")))
+            for host in self._hosts:
+                host.update(sup, streams, self._source_stages, source_stats, depths)
             if display is not None and now - last_tick >= (
                     self.settings.status_interval_s if display.live else TICK_S):
                 fps = {}

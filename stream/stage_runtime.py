@@ -174,13 +174,18 @@ class StageRuntime:
             if ready:
                 break
         items: list[Any] = []
-        for conn in ready:
-            while len(items) < limit and conn.poll(0):
+        while ready and len(items) < limit:  # round robin: one message per stream in turn, so a
+            for conn in list(ready):          # batch mixes the streams that have frames waiting
+                if len(items) >= limit:
+                    break
+                if not conn.poll(0):
+                    ready.remove(conn)
+                    continue
                 message = conn.recv()
                 self.counters.add("received")
                 items.append(message)
                 if isinstance(message, EndOfStream):
-                    break
+                    ready.remove(conn)
         return items
 
     def send(self, conn: Connection, message: Any) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 from posestream.engines.model_card import ModelCard
 from posestream.engines.preprocess import Letterbox, canvas_size, letterbox, to_input
 from posestream.engines.runner import ModelRunner
-from posestream.engines.torch_inputs import to_numpy
+from posestream.engines.torch_inputs import rows_above
 from posestream.engines.yolo_decode import decode_yolo_pose, to_frame_pixels
 from posestream.stream.core.config import Config
 from posestream.stream.core.contracts import Detector
@@ -78,7 +78,7 @@ class YoloDetector(ModelRunner, Detector):
         x, box = self.torch_inputs.letterboxed(frames, hw, self.pad)
         output = self.run({self._input_name: x})[self._output_name]
         # decoding starts by dropping the anchors below the threshold: drop them before the copy
-        return [to_numpy(row[:, row[4] >= self.score_threshold]) for row in output], [box] * len(frames)
+        return rows_above(output, 4, self.score_threshold), [box] * len(frames)  # one copy per batch
 
     def _to_poses(self, output: np.ndarray, box, height: int, width: int) -> Poses:
         boxes, scores, keypoints = decode_yolo_pose(output, self.score_threshold, self.iou_threshold,

@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="video file, image folder, image list, webcam index or /dev/videoN, "
                              "rtsp://... or http(s):// camera URL, lavfi:FILTER (repeatable)")
     parser.add_argument("--sink", action="append", default=[], metavar="KIND:TARGET",
-                        help="json:PATH, video:PATH, images:DIR, window, zmq[:ENDPOINT] (repeatable)")
+                        help="json:PATH, video:PATH, images:DIR, window, zmq[:ENDPOINT], web[:HOST:PORT] (repeatable)")
     policy = parser.add_mutually_exclusive_group()
     policy.add_argument("--live", dest="policy", action="store_const", const="live",
                         help="never block the source: drop the oldest unprocessed frame when behind")
@@ -25,7 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="process every frame exactly once, in order (blocks the source)")
     parser.add_argument("--backend", choices=backend_names(),
                         help="inference backend (default: engine.backend); auto = the first of "
-                             "engines/factory.py's table that runs here (TensorRT on a GPU, else ONNX Runtime)")
+                             "engines/factory.py's table that runs here (TensorRT on a GPU, else torch on a "
+                             "visible GPU, else ONNX Runtime)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: engine.device)")
     parser.add_argument("--metrics", metavar="PATH", help="write the run's metrics as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or status line")

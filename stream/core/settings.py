@@ -204,6 +204,24 @@ class ZmqSettings(Table):
 
 
 @dataclass(frozen=True)
+class WebSettings(Table):
+    """The web viewer sink; a `web:HOST:PORT` target overrides host and port."""
+
+    section: ClassVar[str] = "web"
+    host: str
+    port: int = bound(0, 65535)
+    token: str
+    max_fps: float = bound(0.1, 60.0)
+    jpeg_quality: int = bound(1, 100)
+    max_width: int = bound(64, 7680)
+    health_stale_s: float = bound(0.5, 3600.0)
+
+    def check(self) -> None:
+        if not self.host:
+            raise ConfigError("config key 'web.host' is empty (127.0.0.1 serves this machine only)")
+
+
+@dataclass(frozen=True)
 class TensorRTTable(Table):
     """The `[tensorrt]` table as written; `engines.engine_cache.TensorRTSettings` derives the
     batch profile and cache paths from it."""
@@ -224,6 +242,18 @@ class TensorRTTable(Table):
         if not self.min_batch <= self.opt_batch <= self.max_batch:
             raise ConfigError(f"config keys tensorrt.min_batch, opt_batch, max_batch = {self.min_batch}, "
                               f"{self.opt_batch}, {self.max_batch}: the batch profile needs min <= opt <= max")
+
+
+@dataclass(frozen=True)
+class TorchTable(Table):
+    """The `[torch]` table of the torch backend, as written (`engines.torch_settings` reads it)."""
+
+    section: ClassVar[str] = "torch"
+    precision: str = choice("auto", "fp32", "fp16")
+    cuda_graphs: bool
+    compile: bool
+    max_graphs: int = bound(0, 256)
+    checkpoint: str
 
 
 @dataclass(frozen=True)
@@ -407,7 +437,9 @@ class Settings:
     engine: EngineSettings
     detector: DetectorSettings
     zmq: ZmqSettings
+    web: WebSettings
     tensorrt: TensorRTTable
+    torch: TorchTable
     tracker: TrackerSettings
     source: SourceSettings
     pose: PoseSettings

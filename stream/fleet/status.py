@@ -95,7 +95,7 @@ def format_table(rows: list[CameraStatus]) -> str:
         node = f"{row.node} ({row.node_id[:6]})" if row.node_id else (row.node or "-")
         lines.append((row.name, node, row.state, f"{row.fps:.1f}",
                       _cell(row.latency_p99_ms, ".0f"), _cell(row.last_frame_age_s, ".1f"),
-                      str(row.restarts), row.note))
+                      str(row.restarts), " ".join(row.note.split())))  # one line per camera
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     return "".join(("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1])
                    .rstrip() + "\n" for line in lines)

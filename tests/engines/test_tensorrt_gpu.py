@@ -7,8 +7,9 @@ Tolerances (TensorRT vs ONNX Runtime CPU on the same input, YOLO11n-pose, coordi
 - FP32: coordinates within 0.05 px, scores within 1e-3 (what our ONNX export meets against torch);
 - FP16: over anchors ONNX Runtime scores >= 0.25, box/keypoint coordinates within 2 px and scores
   within 0.02; every score channel within 0.05;
-- INT8 (calibrated on the shared COCO images): the best person's box overlaps ONNX Runtime's
-  by IoU >= 0.8 and its score is within 0.1.
+- INT8 (calibrated on the shared COCO images; TensorRT 10 only, 11 refuses with one error): the
+  best person's box overlaps ONNX Runtime's by IoU >= 0.8 and its score is within 0.1.
+- FP16 on TensorRT 11 is built from the FP16 ONNX twin (strong typing); same FP16 tolerance.
 """
 from __future__ import annotations
 
@@ -164,9 +165,28 @@ def test_unsupported_operator_lists_the_parser_errors(tmp_path: Path):
     assert "NoSuchOperator" in str(info.value) or "mystery" in str(info.value)
 
 
+def _strongly_typed_only() -> bool:
+    from posestream.engines.tensorrt_build import import_tensorrt, strongly_typed_only
+
+    return strongly_typed_only(import_tensorrt())
+
+
+def test_int8_on_tensorrt_11_is_one_clear_error(config: Config, shared: Path, tmp_path: Path):
+    from posestream.engines.tensorrt_engine import TensorRTEngine
+
+    if not _strongly_typed_only():
+        pytest.skip("TensorRT 10.x: implicit INT8 calibration is available")
+    settings = _settings(tmp_path, "int8", calibration_images=str(shared / "data/coco/images"))
+    with pytest.raises(ModelError, match="removed.*Q/DQ"):
+        TensorRTEngine.from_onnx(_model(config, "320-dynamic-batch"), "cuda", settings=settings)
+
+
 def test_int8_with_entropy_calibration(config: Config, shared: Path, golden, tmp_path: Path):
     from posestream.engines.models import load_card
     from posestream.engines.tensorrt_engine import TensorRTEngine
+
+    if _strongly_typed_only():
+        pytest.skip("TensorRT 11 removed implicit INT8 calibration (explicit Q/DQ models only)")
 
     card, _ = load_card(config, config["model"]["name"])
     model = _model(config, "320-dynamic-batch")
