@@ -379,6 +379,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", type=Path, metavar="PATH",
                         help="write a PNG: live latency over time, per-stage busy %% and FPS (needs matplotlib)")
+    parser.add_argument("--soak", type=float, metavar="MINUTES", help="instead: loop the first video as a "
+                        "live camera for MINUTES and sample every process's memory, fds, threads and "
+                        "/dev/shm (benchmarks/soak.py; --out and --plot apply)")
     from posestream.benchmarks.gpu_streams import add_arguments as add_stream_arguments
 
     add_stream_arguments(parser)  # --streams N,N,...: the many-streams bench (benchmarks.gpu_streams)
@@ -390,6 +393,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_from_args(args: argparse.Namespace, config: Config) -> int:
     from posestream.benchmarks.plot import check_plotting, write_plot
 
+    if args.soak is not None:
+        from posestream.benchmarks.soak import run_from_args as soak
+
+        return soak(args.soak, args.out, args.plot, args.video[0] if args.video else None, config,
+                    args.config, args.overrides)
     if getattr(args, "streams", None):
         from posestream.benchmarks import gpu_streams
 

@@ -94,6 +94,10 @@ def create_engine(model_path: str | Path, device: str = "cpu", backend: str = "o
     """Open `model_path` with the chosen backend. `threads` = intra-op threads (0: runtime default);
     `tensorrt` = the `[tensorrt]` settings; `normalization` = the card's `input` (INT8 calibration);
     `openvino` = OpenVINO's `hint`, `requests` and compiled-model `cache_dir`."""
+    from posestream.engines.model_check import check_onnx_file
+
+    if Path(model_path).suffix == ".onnx":  # OpenVINO IR (INT8) files are checked by their card's sha256
+        check_onnx_file(Path(model_path))  # hostile external-data paths, truncated tensors: refused here
     requested = (backend, device)
     backend, device = resolve_backend(backend, device)
     log.info("inference backend: %s on %s (asked for %s on %s)", backend, device, *requested)

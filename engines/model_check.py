@@ -12,10 +12,17 @@ What each task expects (K = keypoints of the card's format, B/N dynamic or any s
 
 When the file leaves output dimensions symbolic (exporters do after a Reshape or Flatten), one batch
 of zeros is run to learn the real shapes, so such a file cannot slip through unchecked.
+
+Before any runtime opens an ONNX file, `check_onnx_file` reads its graph without external data
+and refuses, with one `ModelError`, a file that is not ONNX, a tensor whose stored bytes do not
+match its shape and type (truncated or oversized), and external data that lies outside the model's
+folder (absolute paths, `..`, symlinks leading out) or past the end of its file: a model file in
+the cache must not make the runtime read anything outside the cache.
 """
 from __future__ import annotations
 
-from typing import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -23,6 +30,9 @@ from posestream.engines.base import Engine, TensorSpec
 from posestream.engines.model_card import ModelCard
 from posestream.stream.core.errors import ModelError
 from posestream.stream.core.keypoints import FORMATS
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def _shape(spec: TensorSpec) -> str:
@@ -169,3 +179,103 @@ def check_model_kind(engine: Engine, card: ModelCard) -> None:
     if problem is not None:
         raise ModelError(f"model '{card.name}' ({engine.model_path}) does not fit its card "
                          f"(task '{card.task}', format '{card.keypoint_format}'): {problem}")
+
+
+MAX_TENSOR_BYTES = 1 << 34  # 16 GiB: larger than any pose model; a header claiming more is hostile
+
+
+def _tensors(graph: "onnx.GraphProto") -> Iterator["onnx.TensorProto"]:
+    """Every stored tensor: initializers and tensor attributes, in subgraphs too."""
+    import onnx
+
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t
+            elif attr.type == onnx.AttributeProto.TENSORS:
+                yield from attr.tensors
+            elif attr.type == onnx.AttributeProto.GRAPH:
+                yield from _tensors(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from _tensors(sub)
+
+
+def _expected_bytes(tensor: "onnx.TensorProto", where: str) -> int | None:
+    """Bytes that the tensor's shape and type need; None for types without a fixed item size."""
+    import onnx
+
+    if any(d < 0 for d in tensor.dims):
+        raise ModelError(f"{where}: tensor '{tensor.name}' has a negative dimension {list(tensor.dims)}")
+    if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+        return None
+    try:
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        return None
+    count = int(np.prod(tensor.dims, dtype=object)) if tensor.dims else 1
+    if tensor.data_type in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4):
+        return (count + 1) // 2
+    return count * itemsize
+
+
+def _external_file(tensor: "onnx.TensorProto", folder: Path, where: str) -> tuple[Path, int, int | None]:
+    """(file, offset, length) of an external tensor, the file proven to be inside `folder`."""
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    location = info.get("location", "")
+    if not location:
+        raise ModelError(f"{where}: tensor '{tensor.name}' is stored externally but names no file")
+    if Path(location).is_absolute() or ".." in Path(location).parts:
+        raise ModelError(f"{where}: tensor '{tensor.name}' points outside the model's folder "
+                         f"({location!r}); refused")
+    path = (folder / location).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise ModelError(f"{where}: tensor '{tensor.name}' points outside the model's folder "
+                         f"({location!r} leads to {path}); refused")
+    if not path.is_file():
+        raise ModelError(f"{where}: tensor '{tensor.name}' needs {location!r}, which is missing")
+    try:
+        offset = int(info.get("offset", 0))
+        length = int(info["length"]) if "length" in info else None
+    except ValueError:
+        raise ModelError(f"{where}: tensor '{tensor.name}' has a malformed external-data offset or "
+                         "length") from None
+    return path, offset, length
+
+
+def check_onnx_file(path: Path) -> None:
+    """Refuse a hostile or damaged ONNX file before a runtime opens it (see the module docstring).
+    Reads the graph only; external tensor files are checked by their size, not read."""
+    import onnx
+
+    path = Path(path)
+    where = f"ONNX model {path}"
+    if not path.is_file():
+        return  # the engine says "not found" in its own words
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends: not an ONNX file
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"cannot load ONNX model {path}: not a readable ONNX file ({first_line})") from None
+    folder = path.parent
+    for tensor in _tensors(model.graph):
+        wanted = _expected_bytes(tensor, where)
+        if wanted is not None and wanted > MAX_TENSOR_BYTES:
+            raise ModelError(f"{where}: tensor '{tensor.name}' claims {wanted / 2**30:.0f} GiB "
+                             f"({list(tensor.dims)}); refused")
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            file, offset, length = _external_file(tensor, folder, where)
+            size = file.stat().st_size
+            stored = size - offset if length is None else length
+            if offset < 0 or stored < 0 or offset + stored > size:
+                raise ModelError(f"{where}: tensor '{tensor.name}' lies past the end of "
+                                 f"{file.name} (offset {offset}, length {stored}, file {size} bytes)")
+        elif tensor.HasField("raw_data"):
+            stored = len(tensor.raw_data)
+        else:
+            continue  # typed fields (float_data, ...): protobuf already counted them
+        if wanted is not None and stored != wanted:
+            kind = "truncated" if stored < wanted else "oversized"
+            raise ModelError(f"{where}: tensor '{tensor.name}' is {kind}: {stored} bytes stored, "
+                             f"{wanted} needed for {list(tensor.dims)}")

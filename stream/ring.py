@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from posestream.stream.core.errors import InputError, StageError
+from posestream.stream.orphans import segment_name, sweep
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,8 @@ class FrameRing:
         capacity = _round_up(height * width * channels, _ALIGN)
         data_offset = _round_up((_HEADER_WORDS + slots * _SLOT_WORDS) * 8, _ALIGN)
         size = data_offset + slots * capacity
-        shm = shared_memory.SharedMemory(create=True, size=size)
+        sweep()  # segments left by SIGKILLed runs
+        shm = shared_memory.SharedMemory(create=True, size=size, name=segment_name())
         try:
             # Reserve the pages now: a full /dev/shm is then one clear error here instead of a
             # SIGBUS in whichever process first touches an unbacked page.

@@ -18,6 +18,7 @@ from posestream.stream.core.results import FrameResult
 from posestream.stream.core.settings import Settings
 from posestream.stream.metrics import LatencyRecorder
 from posestream.stream.ring import FrameRef, FrameRing
+from posestream.stream.sink_guard import GuardedSink
 from posestream.stream.stage_runtime import Aborted, EndOfStream, RingCache, StageIO, StageRuntime, Work
 
 
@@ -214,6 +215,7 @@ def run_sinks(rt: StageRuntime, io: StageIO, sink_specs: list[tuple[str, str]],
         sinks = []
         for kind, target in sink_specs:
             sink = load_plugin("posestream.sinks", kind)(settings, target, names)
+            sink = GuardedSink(sink, f"{kind}:{target}", settings.sinks.on_error)  # stop | continue
             stack.enter_context(contextlib.closing(sink))
             sinks.append(sink)
         rt.ready()

@@ -31,6 +31,7 @@ from posestream.stream.core.config import Config
 from posestream.stream.core.errors import PosestreamError, StageError
 from posestream.stream.core.results import Poses
 from posestream.stream.metrics import StageCounters
+from posestream.stream.orphans import exit_with_parent, name_process
 from posestream.stream.ring import FrameRef, FrameRing
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,8 @@ def stage_main(ctx: StageContext, body: Callable[..., None], params: dict[str, A
     # The supervisor owns Ctrl-C: it starts stages with SIGINT blocked; ignore it too in case a
     # stage was started another way. SIGTERM keeps its default so terminate() works.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(ctx.abort, graceful=ctx.name == "sinks")  # a SIGKILLed supervisor leaves no stage behind
+    name_process(ctx.name)  # ps/top show "ps:detect" etc.
     if ctx.nice:
         os.nice(ctx.nice)
     logging.basicConfig(level=ctx.log_level, stream=sys.stderr,

@@ -22,6 +22,7 @@ FALLBACK_CODEC = "mpeg4"
 # 1/60000 s is exact for 15/24/25/30/50/60 fps and for NTSC's 30000/1001, and stays under MPEG-4's
 # limit of 65535 for the time-base denominator, so both codecs share it.
 TIME_BASE = Fraction(1, 60000)
+FRAGMENTED = {"movflags": "frag_every_frame+empty_moov+default_base_moof+negative_cts_offsets"}
 _MPEG4_BIT_RATE = 4_000_000  # MPEG-4 has no CRF; FFmpeg's 200 kb/s default smears the skeletons
 
 
@@ -52,7 +53,7 @@ class VideoWriter:
 
     def __init__(self, path: str | Path, width: int, height: int, *, fps: float = 30.0,
                  codec: str = "libx264", crf: int = 23, preset: str = "veryfast",
-                 threads: int = 1) -> None:
+                 threads: int = 1, fragmented: bool = False) -> None:
         if width <= 0 or height <= 0:
             raise InputError(f"video size must be positive, got {width}x{height}")
         if fps <= 0:
@@ -70,7 +71,8 @@ class VideoWriter:
             self.path.open("wb").close()
         except OSError as exc:
             raise InputError(f"cannot write video {self.path}: {exc.strerror or exc}") from None
-        self._container = av.open(str(self.path), "w")
+        # Fragmented MP4 (a fragment per frame, ~100 bytes each) stays playable when writing stops early.
+        self._container = av.open(str(self.path), "w", options=FRAGMENTED if fragmented else {})
         self._closed = False
         self._stream = self._container.add_stream(self.codec, rate=Fraction(fps).limit_denominator(1001))
         self._stream.width = width + width % 2

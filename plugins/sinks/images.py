@@ -47,9 +47,17 @@ class ImagesSink(Sink):
         check_render_write(f"images sink {self.directory}", self._closed, result, frame)
         self._streams.check(result.stream)
         path = self.path_for(result)
-        path.parent.mkdir(exist_ok=True)
-        if not cv2.imwrite(str(path), self._render(result, frame), self._params):
-            raise StageError(f"images sink: could not write {path}")
+        ok, encoded = cv2.imencode(".jpg", self._render(result, frame), self._params)
+        if not ok:
+            raise StageError(f"images sink: could not encode {path}")
+        try:
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(encoded.tobytes())
+        except OSError as exc:
+            # A partial JPEG would pass for a result: remove it; the images before stay whole.
+            path.unlink(missing_ok=True)
+            raise StageError(f"images sink cannot write {path}: {exc.strerror or exc}; the "
+                             f"{self.written} images before it are complete") from None
         self.written += 1
 
     def end_stream(self, stream: str, last_frame: int | None) -> None:

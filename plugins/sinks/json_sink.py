@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Sequence
@@ -65,9 +66,8 @@ class JsonSink(Sink):
         self._streams = StreamNames(streams, f"json sink {self.path}")
         self._closed = True
         try:
-            self._file = self.path.open("wb")
-            self._file.write(b"[" + _CLOSING)
-            self._file.flush()
+            self._file = self.path.open("wb", buffering=0)  # unbuffered: a failed write is undone below
+            self._write_at(0, b"[" + _CLOSING)
         except OSError as exc:
             raise InputError(f"json sink cannot write {self.path}: {exc.strerror or exc}") from None
         self._closed = False
@@ -75,6 +75,7 @@ class JsonSink(Sink):
         self._pending: list[str] = []
         self._pending_frames = 0
         self.frames = 0  # frames received
+        self.frames_written = 0  # frames whose lines are in the file
         self.entries = 0  # persons written
 
     def write(self, result: FrameResult, frame: np.ndarray | None = None) -> None:
@@ -97,19 +98,39 @@ class JsonSink(Sink):
         format has no per-stream end marker. (Buffered lines are written by `close`.)"""
 
     def _flush(self) -> None:
-        self._pending_frames = 0
+        flushed, self._pending_frames = self._pending_frames, 0
         if not self._pending:
+            self.frames_written += flushed
             return
         lead = "\n" if self._tail == 1 else ",\n"
         data = (lead + ",\n".join(self._pending)).encode("utf-8")
         self._pending.clear()
         try:
-            self._file.seek(self._tail)
-            self._file.write(data + _CLOSING)
-            self._file.flush()
+            self._write_at(self._tail, data + _CLOSING)
         except OSError as exc:
-            raise StageError(f"json sink cannot write {self.path}: {exc.strerror or exc}") from None
+            raise StageError(f"json sink cannot write {self.path}: {exc.strerror or exc}; "
+                             f"{self._restore()}") from None
         self._tail += len(data)
+        self.frames_written += flushed
+
+    def _write_at(self, offset: int, data: bytes) -> None:
+        """All of `data` at `offset` (a write may be short when the disk fills up)."""
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self._file.fileno(), view, offset)
+            offset += written
+            view = view[written:]
+
+    def _restore(self) -> str:
+        """After a failed write (disk full, file too large): cut the partial frame lines off and put
+        the closing bracket back, so the file is the valid array it was before. Returns what the
+        file holds now, for the error message."""
+        try:
+            os.ftruncate(self._file.fileno(), self._tail)
+            self._write_at(self._tail, _CLOSING)
+        except OSError as exc:
+            return f"the file could not be restored ({exc.strerror or exc}); read it with read_alphapose_json"
+        return f"the file keeps the {self.frames_written} frames written before, as valid JSON"
 
     def end_stream(self, stream: str, last_frame: int | None) -> None:
         """Nothing to do per stream: all streams share one file, finished by `close`."""

@@ -7,11 +7,13 @@ speed; sources without timestamps are written at 30 fps. With several streams ea
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from types import TracebackType
 from typing import Sequence
 
+import av
 import numpy as np
 
 from posestream.plugins.sinks.output_paths import StreamNames, check_render_write, safe_stream_name, writable_dir
@@ -51,6 +53,7 @@ class VideoSink(Sink):
         self._preset = table.video_preset
         self._fixed_fps = table.video_fps
         self._threads = table.video_threads
+        self._fragmented = table.video_fragmented
         self._streams = StreamNames(streams, f"video sink {self.path}")
         self._writers: dict[str, VideoWriter] = {}
         self._closed = False
@@ -68,10 +71,27 @@ class VideoSink(Sink):
         if writer is None:
             writer = VideoWriter(self.path_for(result.stream), frame.shape[1], frame.shape[0],
                                  fps=self._fixed_fps or DEFAULT_FPS, codec=self._codec, crf=self._crf,
-                                 preset=self._preset, threads=self._threads)
+                                 preset=self._preset, threads=self._threads,
+                                 fragmented=self._fragmented)
             self._writers[result.stream] = writer
             log.info("video sink: writing '%s' to %s (%s)", result.stream, writer.path, writer.codec)
-        writer.write(self._render(result, frame), None if self._fixed_fps else result.pts)
+        try:
+            writer.write(self._render(result, frame), None if self._fixed_fps else result.pts)
+        except (av.FFmpegError, OSError) as exc:
+            raise self._failed(result.stream, writer, exc) from None
+
+    def _failed(self, stream: str, writer: VideoWriter, exc: BaseException) -> StageError:
+        """The one error for a file that cannot be written (disk full, file too large): the writer is
+        dropped without finishing it (finishing would write more); a fragmented file keeps every
+        fragment completed before."""
+        del self._writers[stream]
+        with contextlib.suppress(InputError, av.FFmpegError, OSError):  # its trailer cannot be written either
+            writer.close()
+        kept = ("the frames already in it stay playable (fragmented MP4)"
+                if self._fragmented else "the file is not finished (set sinks.video_fragmented = true "
+                                         "to keep what was written playable)")
+        return StageError(f"video sink cannot write {writer.path}: "
+                          f"{getattr(exc, 'strerror', None) or exc}; {kept}")
 
     def end_stream(self, stream: str, last_frame: int | None) -> None:
         """Finish `stream`'s file now (its MP4 index), so it is complete before the run ends."""

@@ -375,6 +375,8 @@ class SinkSettings(Table):
     render_kpt_threshold: float = bound(0.0, 1.0)
     render_boxes: bool
     render_ids: bool
+    video_fragmented: bool  # fragmented MP4: playable when writing stops early
+    on_error: str = choice("stop", "continue")  # a sink that cannot write: stop the run | go on without it
 
 
 @dataclass(frozen=True)
@@ -397,6 +399,7 @@ class PipelineSettings(Table):
     latency_window: int = bound(10, 10_000_000)
     light_stage_nice: int = bound(0, 19)
     live_newest_only: bool
+    strict: bool  # `posestream run`: an input that lost frames makes the run exit 3
 
     def check(self) -> None:
         check_range("pipeline.heartbeat_timeout_s", self.heartbeat_timeout_s,

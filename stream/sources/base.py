@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import asdict, dataclass
-from typing import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -56,8 +56,12 @@ class SourceStats:
     lost: int = 0
     restored: int = 0
     reconnect_attempts: int = 0
+    frames_expected: int | None = None   # what the container or folder announced (files only)
+    expected_is_estimate: bool = False   # duration x rate (Matroska, WebM keep no frame count)
+    errors: dict[str, int] = field(default_factory=dict)  # what interrupted decoding -> times
+    ended_by: str | None = None          # the error that ended reading early, if one did
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

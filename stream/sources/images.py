@@ -11,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from posestream.stream.core.errors import InputError, InputNotFoundError
 from posestream.stream.sources.base import Frame, Source, SourceInfo
+from posestream.stream.sources.damage import note, summary
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ def list_images(folder: Path) -> list[Path]:
 
 class ImageSource(Source):
     """Images read with OpenCV in the given order. A file that does not decode is logged, counted in
-    `stats.decode_errors` and skipped; indices stay consecutive over the delivered images."""
+    `stats.decode_errors`, named in `stats.errors` and skipped; indices stay consecutive over the
+    delivered images, and the end of the folder logs how many of its images were read."""
 
     def __init__(self, paths: Sequence[Path], name: str, kind: str) -> None:
         super().__init__()
@@ -66,6 +68,7 @@ class ImageSource(Source):
         self.info = SourceInfo(name=name, kind=kind, live=False, width=width, height=height,
                                fps=None, max_width=max(w for w, _ in sizes),
                                max_height=max(h for _, h in sizes), frame_count=len(self._paths))
+        self.stats.frames_expected = len(self._paths)
 
     def _frames(self) -> Iterator[Frame]:
         for path in self._paths:
@@ -74,10 +77,13 @@ class ImageSource(Source):
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is None:
                 self.stats.decode_errors += 1
-                log.warning("source %s: skipped unreadable image %s", self.info.name, path)
+                note(self.stats, f"unreadable image {path.name}", log, f"source {self.info.name}")
                 continue
             self.stats.frames_read += 1
             yield self._frame(image, None, time.time(), image_id=path.name)
+        line = summary(f"source {self.info.name}", self.stats.as_dict())
+        if line is not None:
+            log.warning("%s", line)
 
     def _release(self) -> None:
         """Nothing is held open between images."""

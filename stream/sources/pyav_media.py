@@ -10,6 +10,7 @@ import av
 
 from posestream.stream.core.errors import InputError, InputNotFoundError, SourceTimeoutError
 from posestream.stream.sources.base import SourceStats
+from posestream.stream.sources.damage import note
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ def video_stream(container: Any, what: str, decode_threads: int, thread_type: st
 def decode_frames(container: Any, stream: Any, stats: SourceStats, what: str,
                   stall_s: float | None = None) -> Iterator[Any]:
     """Decoded `av.VideoFrame`s of `stream`. A packet that fails to decode is counted in
-    `stats.decode_errors` and skipped: one damaged frame must not end a stream. Demuxer errors
+    `stats.decode_errors` (and by message in `stats.errors`) and skipped: one damaged frame must
+    not end a stream. Demuxer errors
     (read failures, timeouts) propagate to the caller, which knows whether to reconnect. With
     `stall_s`, packets that keep coming without a decodable frame for that long raise
     `SourceTimeoutError` (a camera sending garbage is as good as a silent one)."""
@@ -67,7 +69,7 @@ def decode_frames(container: Any, stream: Any, stats: SourceStats, what: str,
             frames = packet.decode()
         except av.FFmpegError as exc:
             stats.decode_errors += 1
-            log.warning("%s: skipped an undecodable packet (%s)", what, describe(exc))
+            note(stats, f"undecodable packet: {describe(exc)}", log, what)
             continue
         for frame in frames:
             last_frame = time.monotonic()

@@ -1,6 +1,7 @@
 """Video files (PyAV, threaded decoding) and FFmpeg lavfi test sources, which decode the same way."""
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -9,7 +10,10 @@ import av
 
 from posestream.stream.core.errors import InputError
 from posestream.stream.sources.base import Frame, Source, SourceInfo, SourceSettings
+from posestream.stream.sources.damage import summary
 from posestream.stream.sources.pyav_media import decode_frames, describe, open_container, video_stream
+
+log = logging.getLogger(__name__)
 
 
 class PyAVSource(Source):
@@ -32,21 +36,30 @@ class PyAVSource(Source):
             raise
         rate = self._stream.average_rate or self._stream.guessed_rate
         fps = float(rate) if rate else None
+        count = None if live else frame_count(container, self._stream, fps)
+        self.stats.frames_expected = count
+        self.stats.expected_is_estimate = count is not None and not self._stream.frames
         self.info = SourceInfo(name=name, kind=kind, live=live, width=width, height=height,
-                               fps=fps, max_width=width, max_height=height,
-                               frame_count=None if live else frame_count(container, self._stream, fps))
+                               fps=fps, max_width=width, max_height=height, frame_count=count)
 
     def _frames(self) -> Iterator[Frame]:
+        """Every decodable frame. A demuxer error ends reading but not the run: the frames so far
+        stand, and the loss is logged and kept in `stats` (a `--strict` run fails on it)."""
         try:
             for frame in decode_frames(self._container, self._stream, self.stats, self._what):
                 image = frame.to_ndarray(format="bgr24")
                 yield self._frame(image, frame.time, time.time())
         except av.FFmpegError as exc:
-            raise InputError(f"{self._what}: reading failed after {self.stats.frames_read} "
-                             f"frames: {describe(exc)}") from None
+            if self.stats.frames_read == 0:
+                raise InputError(f"{self._what}: reading failed before the first frame: "
+                                 f"{describe(exc)}") from None
+            self.stats.ended_by = f"{describe(exc)} after {self.stats.frames_read} frames"
         if self.stats.frames_read == 0:
             raise InputError(f"{self._what}: no frame could be decoded "
                              f"({self.stats.decode_errors} damaged packets)")
+        line = summary(self._what, self.stats.as_dict())
+        if line is not None and not self.closed:
+            log.warning("%s", line)
 
     def _release(self) -> None:
         self._container.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -147,3 +148,123 @@ def test_declared_keypoints(card: ModelCard, expected: int | type[Exception]) ->
     else:
         with pytest.raises(expected):
             declared_keypoints(card)
+
+
+# -- hostile and damaged ONNX files ----------------------------------------------------------------
+
+def _add_model(folder: Path, weights: np.ndarray, *, external: str | None = None) -> Path:
+    """Y = X + W with W an initializer of 4 floats, stored inline or in the file `external`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tensor = numpy_helper.from_array(weights.astype(np.float32), "W")
+    graph = helper.make_graph([helper.make_node("Add", ["X", "W"], ["Y"])], "add",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [4])], [tensor])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = folder / "model.onnx"
+    if external is None:
+        onnx.save(model, str(path))
+        return path
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    if external != "weights.bin":  # point the tensor elsewhere, as a hostile file would
+        reloaded = onnx.load(str(path), load_external_data=False)
+        for entry in reloaded.graph.initializer[0].external_data:
+            if entry.key == "location":
+                entry.value = external
+        onnx.save(reloaded, str(path))
+    return path
+
+
+def _set_external(path: Path, **fields: str) -> None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    entries = model.graph.initializer[0].external_data
+    for key, value in fields.items():
+        found = [e for e in entries if e.key == key]
+        if found:
+            found[0].value = value
+        else:
+            entries.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
+WEIGHTS = np.arange(4, dtype=np.float32)
+
+
+def test_a_sound_model_with_external_data_in_its_folder_loads(tmp_path: Path) -> None:
+    from posestream.engines.factory import create_engine
+    from posestream.engines.model_check import check_onnx_file
+
+    path = _add_model(tmp_path / "model", WEIGHTS, external="weights.bin")
+    check_onnx_file(path)
+    with create_engine(path) as engine:
+        out = engine.run({"X": np.ones(4, np.float32)})["Y"]
+    assert out.tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+@pytest.mark.parametrize("location, match", [
+    ("../secret.bin", "points outside the model's folder"),
+    ("{secret}", "points outside the model's folder"),          # absolute
+    ("link.bin", "leads to"),                                     # a symlink out of the folder
+    ("nowhere.bin", "missing"),
+])
+def test_external_data_outside_the_folder_is_refused(tmp_path: Path, location: str, match: str) -> None:
+    from posestream.engines.factory import create_engine
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(WEIGHTS.tobytes())  # a file the model must not get the runtime to read
+    folder = tmp_path / "model"
+    path = _add_model(folder, WEIGHTS, external="weights.bin")
+    (folder / "link.bin").symlink_to(secret)
+    _set_external(path, location=location.format(secret=secret))
+    with pytest.raises(ModelError, match=match):
+        create_engine(path)  # refused before any backend opens the file
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"length": "8"}, r"truncated: 8 bytes stored, 16 needed"),
+    ({"length": "32"}, r"lies past the end of weights.bin"),
+    ({"offset": "8"}, r"lies past the end|truncated"),
+    ({"offset": "x"}, "malformed"),
+])
+def test_external_tensor_of_the_wrong_size_is_refused(tmp_path: Path, fields: dict, match: str) -> None:
+    from posestream.engines.model_check import check_onnx_file
+
+    path = _add_model(tmp_path / "model", WEIGHTS, external="weights.bin")
+    _set_external(path, **fields)
+    with pytest.raises(ModelError, match=match):
+        check_onnx_file(path)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda t: setattr(t, "raw_data", t.raw_data[:-4]), r"truncated: 12 bytes stored, 16 needed"),
+    (lambda t: setattr(t, "raw_data", t.raw_data * 2), r"oversized: 32 bytes stored, 16 needed"),
+    (lambda t: t.dims.extend([1 << 20, 1 << 20]), r"claims \d+ GiB"),
+])
+def test_inline_tensor_of_the_wrong_size_is_refused(tmp_path: Path, change: object, match: str) -> None:
+    import onnx
+
+    from posestream.engines.model_check import check_onnx_file
+
+    path = _add_model(tmp_path / "model", WEIGHTS)
+    model = onnx.load(str(path))
+    change(model.graph.initializer[0])
+    onnx.save(model, str(path))
+    with pytest.raises(ModelError, match=match):
+        check_onnx_file(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00garbage" * 10, b"not onnx at all\n"])
+def test_a_file_that_is_not_onnx_is_one_clear_error(tmp_path: Path, content: bytes) -> None:
+    from posestream.engines.model_check import check_onnx_file
+
+    path = _add_model(tmp_path / "model", WEIGHTS)
+    data = path.read_bytes()
+    path.write_bytes(content or data[: len(data) // 2])  # empty case: a file cut in half
+    with pytest.raises(ModelError, match=f"ONNX model {path}"):
+        check_onnx_file(path)

@@ -22,7 +22,7 @@ import pytest
 
 from posestream.stream.client import Subscriber
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 STREAM = "127.0.0.1_live"  # the default name of rtsp://127.0.0.1:PORT/live
 READ_TIMEOUT_S = 2.0
@@ -208,3 +208,56 @@ def test_frozen_server_is_lost_within_the_timeout_and_ctrl_c_still_stops(
     assert (stream["source"]["lost"], stream["source"]["restored"]) == (1, 0)
     assert stream["frames_out"] >= 5
     assert not any(Path("/dev/shm", name).exists() for name in _rings(log))
+
+
+RESTARTS = 5
+
+
+def test_camera_restarted_five_times_within_a_minute_is_restored_each_time(
+        prepared_home: Path, rtsp_server: Any, tmp_path: Path) -> None:
+    """Repeated camera loss: the server is killed and restarted five times inside a minute; every
+    time the run logs lost then restored and delivers results from frames captured after the
+    restart, and its counters say five of each."""
+    run, results, metrics = _start(prepared_home, rtsp_server, tmp_path)
+    cycles: list[tuple[float, float]] = []
+    try:
+        first_kill = time.monotonic()
+        for cycle in range(1, RESTARTS + 1):
+            killed_at = time.time()
+            rtsp_server.kill()
+            _wait_for_count(run, rf"source {STREAM}: lost \(", cycle, 5 + READ_TIMEOUT_S)
+            restarted_at = time.time()
+            rtsp_server.start()
+            _wait_for_count(run, rf"source {STREAM}: restored", cycle, 20)
+            results.wait_for(lambda m: len(_captured_after(m, restarted_at)) >= 2,
+                             f"no results after restart {cycle}", 20)
+            cycles.append((killed_at, restarted_at))
+        within = time.monotonic() - first_kill
+        print(f"{RESTARTS} restarts, each restored with results, in {within:.1f} s")
+        assert run.proc.poll() is None, "the run ended while the camera came and went"
+        code, _ = run.interrupt(timeout=30)
+    finally:
+        run.close()
+        results.close()
+    log = run.log
+    assert code == 130, log[-4000:]
+    assert within <= 60.0, f"the five restarts took {within:.0f} s"
+    report = json.loads(metrics.read_text())
+    source = report["streams"][STREAM]["source"]
+    assert (source["lost"], source["restored"]) == (RESTARTS, RESTARTS), source
+    assert source["reconnect_attempts"] >= RESTARTS
+    frames = [m["frame"] for m in results.messages]
+    assert frames == sorted(set(frames))  # one numbering across all outages
+    for _, restarted_at in cycles:
+        assert _captured_after(results.messages, restarted_at)
+    assert "Traceback" not in log and "posestream: error" not in log
+    assert not any(Path("/dev/shm", name).exists() for name in _rings(log))
+
+
+def _wait_for_count(run: Run, pattern: str, count: int, timeout: float) -> None:
+    """Wait until `count` lines match `pattern`."""
+    deadline = time.monotonic() + timeout
+    while sum(bool(re.search(pattern, line)) for _, line in list(run.lines)) < count:
+        assert run.proc.poll() is None and time.monotonic() < deadline, \
+            f"fewer than {count} lines matching {pattern!r} within {timeout} s:\n{run.log[-4000:]}"
+        time.sleep(0.05)
