@@ -33,6 +33,9 @@ def wholebody_home(prepared_home: Path) -> Path:
 
 
 def _wholebody(config: Config, **pose: object) -> Config:
+    """Whole-body top-down on the FP32 detector: the bounds below were measured with its boxes and
+    keypoints (the INT8 default moves the hand crops a little, and gloved hands are sensitive)."""
+    config["engine"]["precision"] = "fp32"
     config["pose"].update({"mode": "topdown", "plugin": "blazepose", "model": "blazepose-full",
                            "landmark_format": "halpe136", **pose})
     return config
