@@ -1,8 +1,11 @@
 """OpenVINO backend (CPU): FP32 ONNX models and NNCF INT8 models behind the `Engine` interface.
 
-The model is compiled once, when the engine is made (dynamic shapes stay dynamic: a compile can
-take seconds on a loaded machine and must not happen mid-stream, where it would stall a stage past
-its heartbeat); with `cache_dir` the compiled blob is cached, so later starts only load it.
+A model with dynamic input axes is compiled for each input shape it meets, made static first: the
+CPU plugin runs a static model far faster (the INT8 detector at 640x384 on 2 threads: ~11 ms static
+against ~14-23 ms dynamic, `benchmarks/model_latency.py`). A video stream meets one shape, so this
+is one compile (~0.5 s, ~0.2 s with `cache_dir`) at its first frame; the heartbeat timeout allows
+far more. Past `MAX_STATIC_SHAPES` shapes (a folder of images of every aspect) the remaining shapes
+share one dynamic compile, so compiles stay bounded.
 `submit`/`collect` keep several infer requests in flight (`AsyncInferQueue`): with the throughput
 hint they run in parallel, one CPU stream each, and a caller prepares the next input meanwhile;
 `run` (one batch, waited for) always uses a latency-compiled model, so a lone frame gets every core.
@@ -45,6 +48,10 @@ def _spec(port: Any) -> TensorSpec:
     return TensorSpec(port.get_any_name(), shape, _dtype(port.get_element_type()))
 
 
+Shapes = tuple[tuple[int, ...], ...]  # the shapes of one call's inputs, in the model's input order
+MAX_STATIC_SHAPES = 8  # input shapes compiled static; further shapes share one dynamic compile
+
+
 class OpenVinoEngine(Engine):
     """One OpenVINO model on the CPU. `threads` = inference threads (0: OpenVINO decides);
     `hint` = "latency" (one request uses every thread) or "throughput" (parallel streams);
@@ -69,8 +76,7 @@ class OpenVinoEngine(Engine):
 
         self._ov = ov
         self._core = ov.Core()
-        self._properties: dict[str, Any] = {"PERFORMANCE_HINT": hint.upper(),
-                                            "INFERENCE_PRECISION_HINT": "f32"}
+        self._properties: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             self._properties["INFERENCE_NUM_THREADS"] = int(threads)
         if cache_dir is not None:
@@ -84,22 +90,67 @@ class OpenVinoEngine(Engine):
             raise ModelError(f"cannot load model {self.model_path} with OpenVINO: {first}") from None
         self._inputs = [_spec(p) for p in self._model.inputs]
         self._outputs = [_spec(p) for p in self._model.outputs]
-        self._compiled = self._compile(self._properties)
+        self._static = all(None not in spec.shape for spec in self._inputs)
         # `run` serves one frame at a time (live sources, the sequential loop): with the throughput
         # hint a lone request would get one core, so it runs on a latency-compiled twin instead.
-        self._sync = (self._compiled if hint == "latency"
-                      else self._compile({**self._properties, "PERFORMANCE_HINT": "LATENCY"}))
-        self._request = self._sync.create_infer_request()
-        self._queue: Any = None
+        self._hint = hint.upper()
+        self._compiled: dict[tuple[Shapes | None, str], Any] = {}  # (shapes, hint) -> compiled model
+        self._requests: dict[Shapes | None, Any] = {}  # `run`: one latency request per shape
+        self._queues: dict[Shapes | None, Any] = {}  # `submit`: one async queue per shape
+        self._compiled_shapes: set[Shapes] = set()
         self._done: dict[int, dict[str, np.ndarray]] = {}
         self._closed = False
+        if self._static:  # nothing to learn from the inputs: compile now, as a model load does
+            self._compiled_for(None, self._hint)
 
-    def _compile(self, properties: dict[str, Any]) -> Any:
+    def _compiled_for(self, shapes: Shapes | None, hint: str) -> Any:
+        """The model compiled for `shapes` (None: as the file declares them) with `hint`, once."""
+        key = (shapes, hint)
+        if key not in self._compiled:
+            self._compiled[key] = self._compile(shapes, {**self._properties, "PERFORMANCE_HINT": hint})
+        return self._compiled[key]
+
+    def _compile(self, shapes: Shapes | None, properties: dict[str, Any]) -> Any:
+        model = self._model
+        if shapes is not None:
+            model = self._model.clone()
+            try:
+                model.reshape({port: self._ov.PartialShape(list(shape))
+                               for port, shape in zip(model.inputs, shapes)})
+            except Exception as exc:  # noqa: BLE001 - the model's own shape logic refused
+                raise ModelError(f"{self.model_path.name} cannot take inputs of shapes {list(shapes)}: "
+                                 f"{(str(exc).strip().splitlines() or ['?'])[0]}") from None
         try:
-            return self._core.compile_model(self._model, "CPU", properties)
+            return self._core.compile_model(model, "CPU", properties)
         except Exception as exc:  # noqa: BLE001 - OpenVINO's errors are untyped RuntimeErrors
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ModelError(f"OpenVINO cannot compile {self.model_path.name}: {first}") from None
+
+    def _key(self, arrays: Mapping[str, np.ndarray]) -> Shapes | None:
+        """Which compile serves these inputs: their own static shapes, or None (the file's shapes)
+        for a static model and for shapes past the bound."""
+        if self._static:
+            return None
+        missing = [spec.name for spec in self._inputs if spec.name not in arrays]
+        if missing:
+            raise ModelError(f"{self.model_path.name}: no value given for input(s) {missing}")
+        shapes = tuple(tuple(arrays[spec.name].shape) for spec in self._inputs)
+        if shapes in self._compiled_shapes or len(self._compiled_shapes) < MAX_STATIC_SHAPES:
+            self._compiled_shapes.add(shapes)
+            return shapes
+        return None
+
+    def _request_for(self, key: Shapes | None) -> Any:
+        if key not in self._requests:
+            self._requests[key] = self._compiled_for(key, "LATENCY").create_infer_request()
+        return self._requests[key]
+
+    def _queue_for(self, key: Shapes | None) -> Any:
+        if key not in self._queues:
+            queue = self._ov.AsyncInferQueue(self._compiled_for(key, self._hint), self.requests)
+            queue.set_callback(self._finished)
+            self._queues[key] = queue
+        return self._queues[key]
 
     @classmethod
     def placement(cls, device: str, auto: bool) -> str:
@@ -126,20 +177,18 @@ class OpenVinoEngine(Engine):
     # -- running -----------------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._check_open()
-        request = self._request
-        request.infer({name: np.ascontiguousarray(x) for name, x in feeds.items()}, share_inputs=True)
+        arrays = {name: np.ascontiguousarray(x) for name, x in feeds.items()}
+        request = self._request_for(self._key(arrays))
+        request.infer(arrays, share_inputs=True)
         # the request reuses its output buffers on the next call: hand out copies
         return {spec.name: request.get_output_tensor(i).data.copy() for i, spec in enumerate(self._outputs)}
 
     def submit(self, tag: int, feeds: Mapping[str, np.ndarray]) -> None:
         """Start one inference without waiting; its outputs come back from `collect` under `tag`.
-        Up to `requests` run at once; a further `submit` waits for a free request."""
+        Up to `requests` run at once per input shape; a further `submit` waits for a free request."""
         self._check_open()
-        if self._queue is None:
-            self._queue = self._ov.AsyncInferQueue(self._compiled, self.requests)
-            self._queue.set_callback(self._finished)
         arrays = {name: np.ascontiguousarray(x) for name, x in feeds.items()}
-        self._queue.start_async(arrays, userdata=(tag, arrays), share_inputs=True)
+        self._queue_for(self._key(arrays)).start_async(arrays, userdata=(tag, arrays), share_inputs=True)
 
     def _finished(self, request: Any, userdata: tuple[int, Any]) -> None:
         tag, _ = userdata  # the inputs were kept alive in userdata until here
@@ -150,21 +199,21 @@ class OpenVinoEngine(Engine):
         """The outputs of the submitted inference `tag` (waits until every submitted one is done)."""
         self._check_open()
         if tag not in self._done:
-            if self._queue is not None:
-                self._queue.wait_all()
+            self._drain_queues()
             if tag not in self._done:
                 raise ModelError(f"no inference was submitted under tag {tag}")
         return self._done.pop(tag)
 
-    def _drain_queue(self) -> None:
-        if self._queue is not None:
-            self._queue.wait_all()
-        self._queue = None
+    def _drain_queues(self) -> None:
+        for queue in self._queues.values():
+            queue.wait_all()
 
     def close(self) -> None:
         if self._closed:
             return
-        self._drain_queue()
+        self._drain_queues()
         self._closed = True
-        self._request = self._compiled = self._sync = None
+        self._queues.clear()
+        self._requests.clear()
+        self._compiled.clear()
         self._done.clear()

@@ -188,6 +188,7 @@ class QuantizeSettings(Table):
     head_in_float: bool
     edges_in_float: bool
     fast_bias_correction: bool
+    activation_ranges: str = choice("minmax", "histogram")
 
 
 @dataclass(frozen=True)

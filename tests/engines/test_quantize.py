@@ -40,8 +40,7 @@ def _fresh_home(prepared_home: Path, target: Path) -> Path:
 def int8_home(prepared_home: Path, shared: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Path]:
     """A cache with an INT8 model calibrated on 6 frames of a shared video (fast to build)."""
     home = _fresh_home(prepared_home, tmp_path_factory.mktemp("int8-home"))
-    config = load_config(overrides={"paths.home": str(home), "engine.precision": "int8",
-                                    "quantize.fast_bias_correction": True})  # quicker to build
+    config = load_config(overrides={"paths.home": str(home), "engine.precision": "int8"})
     card, directory = load_card(config, "yolo11n-pose")
     build_int8(config, card, directory, calibration=shared / VIDEO, count=6)
     return config, directory
@@ -65,7 +64,7 @@ def test_int8_model_is_built_with_its_card(int8_home: tuple[Config, Path]) -> No
     assert runtime_model_file(ort, card, directory, "dynamic") == card.file(directory, "dynamic")
     assert runtime_model_file(openvino, card, directory, "640") == card.file(directory, "640")
     fp32 = load_config(overrides={"paths.home": config["paths"]["home"], "engine.precision": "fp32",
-                                  "engine.backend": "openvino", "quantize.fast_bias_correction": True})
+                                  "engine.backend": "openvino"})
     assert runtime_model_file(fp32, card, directory, "dynamic") == card.file(directory, "dynamic")
 
 
@@ -79,8 +78,7 @@ def test_int8_detector_finds_the_same_people_as_fp32(int8_home: tuple[Config, Pa
     found = {}
     for precision in ("fp32", "int8"):
         cfg = load_config(overrides={"paths.home": config["paths"]["home"], "engine.backend": "openvino",
-                                     "engine.precision": precision, "detector.batch": 3,
-                                     "quantize.fast_bias_correction": True})
+                                     "engine.precision": precision, "detector.batch": 3})
         detector = YoloDetector(cfg)
         try:
             assert detector.engine.model_path.suffix == (".xml" if precision == "int8" else ".onnx")
@@ -115,7 +113,7 @@ def test_intact_int8_model_is_reused_and_a_stale_one_rebuilt(int8_home: tuple[Co
     weights.write_bytes(weights.read_bytes()[:-16])  # damaged
     assert any("damaged" in p for p in int8_problems(card, directory))
     small = load_config(overrides={"paths.home": config["paths"]["home"], "quantize.demo_frames": 2,
-                                   "quantize.images": 4, "quantize.fast_bias_correction": True})
+                                   "quantize.images": 4})
     rebuilt = ensure_int8(small, card, directory)
     assert int8_problems(rebuilt, directory) == []
     assert "ultralytics" in rebuilt.extra[INT8_KEY]["quantization"]["calibration"]["source"]
