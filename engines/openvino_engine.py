@@ -13,6 +13,7 @@ hint they run in parallel, one CPU stream each, and a caller prepares the next i
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -98,7 +99,9 @@ class OpenVinoEngine(Engine):
         self._requests: dict[Shapes | None, Any] = {}  # `run`: one latency request per shape
         self._queues: dict[Shapes | None, Any] = {}  # `submit`: one async queue per shape
         self._compiled_shapes: set[Shapes] = set()
-        self._done: dict[int, dict[str, np.ndarray]] = {}
+        self._done: dict[int, dict[str, np.ndarray]] = {}  # finished, not yet collected
+        self._pending: set[int] = set()  # submitted, not yet collected
+        self._finished_cond = threading.Condition()  # notified by OpenVINO's callback thread
         self._closed = False
         if self._static:  # nothing to learn from the inputs: compile now, as a model load does
             self._compiled_for(None, self._hint)
@@ -187,21 +190,37 @@ class OpenVinoEngine(Engine):
         """Start one inference without waiting; its outputs come back from `collect` under `tag`.
         Up to `requests` run at once per input shape; a further `submit` waits for a free request."""
         self._check_open()
+        if tag in self._pending:
+            raise ModelError(f"an inference under tag {tag} is already in flight")
         arrays = {name: np.ascontiguousarray(x) for name, x in feeds.items()}
-        self._queue_for(self._key(arrays)).start_async(arrays, userdata=(tag, arrays), share_inputs=True)
+        queue = self._queue_for(self._key(arrays))
+        self._pending.add(tag)
+        queue.start_async(arrays, userdata=(tag, arrays), share_inputs=True)
 
     def _finished(self, request: Any, userdata: tuple[int, Any]) -> None:
         tag, _ = userdata  # the inputs were kept alive in userdata until here
-        self._done[tag] = {spec.name: request.get_output_tensor(i).data.copy()
-                           for i, spec in enumerate(self._outputs)}
+        outputs = {spec.name: request.get_output_tensor(i).data.copy() for i, spec in enumerate(self._outputs)}
+        with self._finished_cond:
+            self._done[tag] = outputs
+            self._finished_cond.notify_all()
+
+    def finished(self, tag: int) -> bool:
+        """Whether the inference submitted under `tag` is done (`collect` would not wait)."""
+        return tag in self._done
 
     def collect(self, tag: int) -> dict[str, np.ndarray]:
-        """The outputs of the submitted inference `tag` (waits until every submitted one is done)."""
+        """The outputs of the submitted inference `tag`, waiting for it alone."""
         self._check_open()
-        if tag not in self._done:
-            self._drain_queues()
+        if tag not in self._pending:
+            raise ModelError(f"no inference was submitted under tag {tag}")
+        with self._finished_cond:
+            arrived = self._finished_cond.wait_for(lambda: tag in self._done, timeout=5.0)
+        if not arrived:  # long for one frame: wait for every request (outside the lock, which
+            self._drain_queues()  # the callbacks take), which raises a failed request's error
             if tag not in self._done:
-                raise ModelError(f"no inference was submitted under tag {tag}")
+                raise ModelError(f"{self.model_path.name}: the inference under tag {tag} ended "
+                                 "without outputs")
+        self._pending.discard(tag)
         return self._done.pop(tag)
 
     def _drain_queues(self) -> None:
@@ -217,3 +236,4 @@ class OpenVinoEngine(Engine):
         self._requests.clear()
         self._compiled.clear()
         self._done.clear()
+        self._pending.clear()

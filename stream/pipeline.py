@@ -73,6 +73,10 @@ class Pipeline:
         self.progress = progress
         sink_pixels = any(sink_class(kind).needs_pixels for kind, _ in self.sinks)
         self._plan = plan(config, len(self.sources), sink_pixels)
+        # Sources decode frames at the detector's input size when nothing else reads their pixels.
+        readers = [stage.name for stage in self._plan if stage.bit]
+        self._scale_to = (int(config["detector"]["input_size"])
+                          if config["source"]["scale_in_decoder"] and readers == ["detect"] else None)
         self._source_stages = [stage.name for stage in self._plan if stage.spec.per_source]
         self._last_stage = self._plan[-1].name
         self._stack = contextlib.ExitStack()
@@ -151,7 +155,7 @@ class Pipeline:
         """The parameters only one body takes."""
         if stage.spec.per_source:
             return {"spec": self.sources[stage.stream_id], "stream_id": stage.stream_id,
-                    "policy": self.policy}
+                    "policy": self.policy, "scale_to": self._scale_to}
         if stage.spec.name == "sinks":
             return {"sink_specs": self._sink_specs, "latency_window": self.settings.latency_window}
         return {}
@@ -181,7 +185,8 @@ class Pipeline:
             self._rings.append(ring)
             sup.stages[self._source_stages[i]].control.send(("ring", (ring.name, mask, name)))
             streams.append({"name": name, "info": info, "live": live, "ring": ring})
-            log.info("stream %s: %s %dx%d, %s", name, info.kind, info.max_width, info.max_height,
+            log.info("stream %s: %s %dx%d%s, %s", name, info.kind, info.width, info.height,
+                     f" (decoded at {info.max_width}x{info.max_height})" if self._scale_to else "",
                      "live (drops oldest when behind)" if live else "offline (every frame, in order)")
         sup.stages[self._last_stage].control.send(("streams", [st["name"] for st in streams]))
         all_live = all(st["live"] for st in streams)

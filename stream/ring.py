@@ -65,6 +65,13 @@ class FrameRef:
     capture_ts: float
     ring: str                    # shared-memory segment name
     image_id: str | None = None
+    source_hw: tuple[int, int] | None = None  # (H, W) the source decoded, when the ring holds it smaller
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(width, height) of the source's frame: what results are measured in."""
+        height, width = self.source_hw or self.shape[:2]
+        return width, height
 
 
 def _round_up(value: int, step: int) -> int:

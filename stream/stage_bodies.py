@@ -7,6 +7,7 @@ Which bodies run, in what order, is declared once in `stage_graph.GRAPH`.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
 import time
@@ -22,12 +23,16 @@ from posestream.stream.sink_guard import GuardedSink
 from posestream.stream.stage_runtime import Aborted, EndOfStream, RingCache, StageIO, StageRuntime, Work
 
 
-def run_source(rt: StageRuntime, io: StageIO, spec: str, stream_id: int, policy: str | None) -> None:
-    """Open the source, announce it, then copy frames into the ring assigned by the supervisor."""
+def run_source(rt: StageRuntime, io: StageIO, spec: str, stream_id: int, policy: str | None,
+               scale_to: int | None = None) -> None:
+    """Open the source, announce it, then copy frames into the ring assigned by the supervisor
+    (scaled down to `scale_to` pixels on the long side when only the detector reads them)."""
     from posestream.stream.sources import open_source
 
     with contextlib.ExitStack() as stack:
         source = stack.enter_context(open_source(spec, rt.config))
+        if scale_to is not None:
+            source.scale_down_to(scale_to)
         live = source.info.live if policy is None else policy == "live"
         rt.report("info", {"info": source.info, "live": live})
         ring_name, holders, stream = rt.control_message("ring")
@@ -57,7 +62,7 @@ def run_source(rt: StageRuntime, io: StageIO, spec: str, stream_id: int, policy:
                         raise
                     ring.publish(slot, frame.index, shape, holders)
                     ref = FrameRef(stream_id, stream, frame.index, slot, shape, frame.pts,
-                                   frame.capture_ts, ring_name, frame.image_id)
+                                   frame.capture_ts, ring_name, frame.image_id, frame.source_hw)
                     exit_ = time.time()
                     rt.send(io.output, Work(ref, None, {rt.name: (enter, exit_)}))
                     rt.counters.work(enter, exit_, 1)
@@ -138,10 +143,69 @@ def run_detect(rt: StageRuntime, io: StageIO) -> None:
 
     def process(works: list[Work]) -> list[Work]:
         taken = [w for w in works if rings.get(w.ref).take(w.ref)]
-        return _on_pixels(rings, taken, io.bit, detector.detect) if taken else []
+        done = _on_pixels(rings, taken, io.bit, detector.detect) if taken else []
+        for work in done:
+            work.poses = _in_source_pixels(work.ref, work.poses)
+        return done
 
     with contextlib.closing(detector), contextlib.closing(rings):
-        _serve(rt, io, process)
+        if detector.in_flight:
+            _serve_overlapped(rt, io, detector, rings)
+        else:
+            _serve(rt, io, process)
+
+
+def _in_source_pixels(ref: FrameRef, poses: Any) -> Any:
+    """Poses found on a frame the decoder scaled down (`FrameRef.source_hw`), in the source's pixels."""
+    if ref.source_hw is None:
+        return poses
+    height, width = ref.shape[:2]
+    return poses.scaled(ref.source_hw[1] / width, ref.source_hw[0] / height)
+
+
+def _serve_overlapped(rt: StageRuntime, io: StageIO, detector: Any, rings: RingCache) -> None:
+    """`_serve` for a detector that overlaps frames (`Detector.in_flight`): each frame is started as
+    it arrives and its slot released at once; results leave in arrival order as they finish, so
+    the engine is never idle while this process decodes, sends or waits for the next frame."""
+    rt.ready()
+    open_streams = io.streams
+    started: collections.deque[tuple[Work, object, float]] = collections.deque()
+    finished = 0
+
+    def finish_oldest() -> None:
+        nonlocal finished
+        work, handle, enter = started.popleft()
+        work.poses = _in_source_pixels(work.ref, detector.finish(handle))
+        work.timings[rt.name] = (enter, time.time())
+        rt.send(io.output, work)
+        finished += 1
+
+    while open_streams:
+        items = rt.receive(io.inputs, io.batch, block=not started)
+        enter, finished = time.time(), 0
+        if not items:  # nothing new: wait for the oldest frame instead
+            finish_oldest()
+        for item in items:
+            if isinstance(item, EndOfStream):  # its stream's frames leave first
+                while started:
+                    finish_oldest()
+                rt.send(io.output, item)
+                open_streams -= 1
+                continue
+            ring = rings.get(item.ref)
+            if not ring.take(item.ref):
+                continue  # a live source reclaimed the slot
+            started_at = time.time()
+            try:
+                handle = detector.start(ring.view(item.ref))
+            finally:
+                ring.release(item.ref, io.bit)
+            started.append((item, handle, started_at))
+            while len(started) > detector.in_flight:
+                finish_oldest()
+        while started and detector.finished(started[0][1]):
+            finish_oldest()
+        rt.counters.work(enter, time.time(), finished)  # busy: everything but waiting for input
 
 
 def run_pose(rt: StageRuntime, io: StageIO) -> None:
@@ -234,7 +298,7 @@ def run_sinks(rt: StageRuntime, io: StageIO, sink_specs: list[tuple[str, str]],
                     ring = rings.get(ref)
                     frame = np.array(ring.view(ref))  # sinks may draw on it; the slot is freed now
                     ring.release(ref, io.bit)
-                result = FrameResult(ref.stream, ref.frame_id, ref.shape[1], ref.shape[0], item.poses,
+                result = FrameResult(ref.stream, ref.frame_id, *ref.frame_size, item.poses,
                                      ref.pts, ref.capture_ts, ref.image_id, item.timings)
                 for sink in sinks:
                     sink.write(result, frame if sink.needs_pixels else None)

@@ -163,16 +163,19 @@ class StageRuntime:
                     return payload
                 raise StageError(f"stage '{self.name}' expected '{kind}' from the supervisor, got '{got}'")
 
-    def receive(self, inputs: list[Connection], limit: int) -> list[Any]:
-        """Up to `limit` messages: waits for the first, takes more only if already there. A batch
-        ends at a stream's `EndOfStream`, so that marker always follows its stream's frames."""
+    def receive(self, inputs: list[Connection], limit: int, block: bool = True) -> list[Any]:
+        """Up to `limit` messages: waits for the first (`block` False: returns [] at once when none
+        is there), takes more only if already there. A batch ends at a stream's `EndOfStream`, so
+        that marker always follows its stream's frames."""
         while True:
             if self.aborted:
                 raise Aborted
             self.beat()
-            ready = wait(inputs, timeout=self.ctx.heartbeat_s)
+            ready = wait(inputs, timeout=self.ctx.heartbeat_s if block else 0)
             if ready:
                 break
+            if not block:
+                return []
         items: list[Any] = []
         while ready and len(items) < limit:  # round robin: one message per stream in turn, so a
             for conn in list(ready):          # batch mixes the streams that have frames waiting

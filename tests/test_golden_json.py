@@ -1,6 +1,8 @@
 """`posestream run` on the 72-frame clip writes the same JSON, byte for byte, as the committed
 expected file (made before the renovation of issue #11): refactors change structure, not results.
-The backend is pinned, because the default backend is chosen by speed and may change."""
+The backend is pinned, because the default backend is chosen by speed and may change, and so is
+full-size decoding (`source.scale_in_decoder`, a speed setting made after the file: its results are
+compared with full-size decoding's in tests/stream/test_scale_in_decoder.py)."""
 from __future__ import annotations
 
 import json
@@ -35,7 +37,8 @@ def test_run_writes_the_expected_json(prepared_home: Path, shared: Path, tmp_pat
     env = dict(os.environ, POSESTREAM_HOME=str(prepared_home))
     done = subprocess.run(
         [sys.executable, "-m", "posestream", "run", "--quiet", "--source", str(shared / VIDEO),
-         "--sink", f"json:{out}", "--set", "engine.backend=onnxruntime"],
+         "--sink", f"json:{out}", "--set", "engine.backend=onnxruntime",
+         "--set", "source.scale_in_decoder=false"],
         capture_output=True, text=True, env=env, timeout=280)
     assert done.returncode == 0, done.stderr[-3000:]
     got, want = out.read_bytes(), EXPECTED.read_bytes()

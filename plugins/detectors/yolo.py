@@ -45,6 +45,11 @@ class YoloDetector(ModelRunner, Detector):
         self.static_batch = self.engine.inputs[0].shape[0] == 1
         self._input_name = self.engine.inputs[0].name
         self._output_name = self.engine.outputs[0].name
+        # OpenVINO keeps `requests` inferences running in the background (numpy pre-processing only)
+        overlaps = self.torch_inputs is None and hasattr(self.engine, "submit")
+        self.in_flight = int(getattr(self.engine, "requests", 0)) if overlaps else 0
+        self._started: dict[int, tuple[Letterbox, int, int]] = {}  # tag -> where its frame went
+        self._next_tag = 0
 
     def choose_variant(self, card: ModelCard) -> str:
         """The static 640/320 export for square inputs of that size, else the dynamic one."""
@@ -55,6 +60,8 @@ class YoloDetector(ModelRunner, Detector):
         return canvas_size(height, width, self.size, rectangular=self.rectangular)
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Poses]:
+        if self.in_flight and len(frames) > 1:  # overlapped: frame i+1 is letterboxed while i runs
+            return [self.finish(handle) for handle in [self.start(frame) for frame in frames]]
         results: list[Poses | None] = [None] * len(frames)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, frame in enumerate(frames):
@@ -71,8 +78,6 @@ class YoloDetector(ModelRunner, Detector):
 
     def _infer(self, frames: list[np.ndarray], hw: tuple[int, int]) -> tuple[list[np.ndarray], list[Letterbox]]:
         """Raw outputs [5 + 3K, anchors] of same-sized frames, and where each frame sits on the canvas."""
-        if self.torch_inputs is None and len(frames) > 1 and hasattr(self.engine, "submit"):
-            return self._infer_overlapped(frames, hw)
         if self.torch_inputs is None:
             boxed = [letterbox(frame, hw, self.pad) for frame in frames]
             output = self.run({self._input_name: to_input([c for c, _ in boxed])})[self._output_name]
@@ -82,15 +87,26 @@ class YoloDetector(ModelRunner, Detector):
         # decoding starts by dropping the anchors below the threshold: drop them before the copy
         return rows_above(output, 4, self.score_threshold), [box] * len(frames)  # one copy per batch
 
-    def _infer_overlapped(self, frames: list[np.ndarray], hw: tuple[int, int]) -> tuple[list[np.ndarray], list[Letterbox]]:
-        """One async request per frame (OpenVINO): frame i+1 is letterboxed while frame i runs."""
-        name, out = self.engine.inputs[0].name, self.engine.outputs[0].name
-        boxes = []
-        for i, frame in enumerate(frames):
-            canvas, box = letterbox(frame, hw, self.pad)
-            self.engine.submit(i, {name: to_input([canvas])})
-            boxes.append(box)
-        return [self.engine.collect(i)[out][0] for i in range(len(frames))], boxes
+    # -- overlapped frames (OpenVINO's async requests): see `Detector.in_flight` --------------------
+    def start(self, frame: np.ndarray) -> object:
+        if not self.in_flight:
+            return super().start(frame)
+        height, width = frame.shape[:2]
+        canvas, box = letterbox(frame, self.canvas_for(height, width), self.pad)
+        tag = self._next_tag
+        self._next_tag += 1
+        self.engine.submit(tag, {self._input_name: to_input([canvas])})
+        self._started[tag] = (box, height, width)
+        return tag
+
+    def finished(self, handle: object) -> bool:
+        return not self.in_flight or self.engine.finished(handle)
+
+    def finish(self, handle: object) -> Poses:
+        if not self.in_flight:
+            return super().finish(handle)
+        box, height, width = self._started.pop(handle)
+        return self._to_poses(self.engine.collect(handle)[self._output_name][0], box, height, width)
 
     def _to_poses(self, output: np.ndarray, box, height: int, width: int) -> Poses:
         boxes, scores, keypoints = decode_yolo_pose(output, self.score_threshold, self.iou_threshold,

@@ -2,7 +2,7 @@
 
 | kind (entry-point group)        | constructed as                        | called with                    |
 |---------------------------------|---------------------------------------|--------------------------------|
-| `Detector` (posestream.detectors) | `Detector(settings)`                | `detect(frames)`, `close()`    |
+| `Detector` (posestream.detectors) | `Detector(settings)`                | `detect(frames)` (or `start`/`finish` per frame), `close()` |
 | `PoseEstimator` (posestream.pose) | `PoseEstimator(settings)`           | `estimate(frames, detections)`, `close()` |
 | `Tracker` (posestream.trackers)   | `Tracker(settings, ids)`, per stream | `update(poses)`               |
 | `Sink` (posestream.sinks)         | `Sink(settings, target, streams)`   | `write(result, frame)`, `end_stream(stream, last_frame)`, `close()` |
@@ -29,11 +29,30 @@ from posestream.stream.core.results import FrameResult, Poses
 
 
 class Detector(ABC):
-    """Finds persons (and, for one-stage models, their keypoints) in BGR frames."""
+    """Finds persons (and, for one-stage models, their keypoints) in BGR frames.
+
+    `in_flight` > 0 says the detector can overlap frames: the detect stage then feeds it one frame
+    at a time with `start` (which copies what it needs, so the frame's slot is free at once) and
+    takes results in order with `finish`, keeping up to `in_flight` frames started, so its engine
+    never waits for the stage's own work between frames. The defaults detect at `start`."""
+
+    in_flight: int = 0
 
     @abstractmethod
     def detect(self, frames: Sequence[np.ndarray]) -> list[Poses]:
         """One `Poses` per frame, in frame pixels."""
+
+    def start(self, frame: np.ndarray) -> object:
+        """Begin on one frame; returns the handle `finish` takes."""
+        return self.detect([frame])[0]
+
+    def finished(self, handle: object) -> bool:
+        """Whether `finish(handle)` would return without waiting."""
+        return True
+
+    def finish(self, handle: object) -> Poses:
+        """The persons of the frame `start` returned `handle` for."""
+        return handle  # type: ignore[return-value]  # the default `start` detected already
 
     @abstractmethod
     def close(self) -> None:

@@ -51,6 +51,15 @@ class Poses:
     def __len__(self) -> int:
         return len(self.boxes)
 
+    def scaled(self, sx: float, sy: float) -> "Poses":
+        """The same persons with x coordinates times `sx` and y times `sy` (a frame decoded at a
+        smaller size mapped back to the source's pixels)."""
+        boxes = self.boxes * np.array([sx, sy, sx, sy], dtype=np.float32)
+        keypoints = self.keypoints.copy()
+        keypoints[..., 0] *= sx
+        keypoints[..., 1] *= sy
+        return Poses(boxes, self.box_scores, keypoints, self.scores, self.ids, self.format)
+
     def select(self, index: np.ndarray | list[int]) -> "Poses":
         """The persons at `index` (integer indices or a boolean mask), in that order."""
         index = np.asarray(index)

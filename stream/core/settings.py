@@ -319,6 +319,7 @@ class SourceSettings(Table):
     webcam_fps: float = bound(0, 1000)
     webcam_fourcc: str
     lavfi_realtime: bool
+    scale_in_decoder: bool
 
     def check(self) -> None:
         check_range("source.reconnect_max_s", self.reconnect_max_s, self.reconnect_initial_s, 3600)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterator
 
+import cv2
 import numpy as np
 
 from posestream.stream.core.settings import SourceSettings  # noqa: F401  (the [source] type lives in the core)
@@ -19,13 +20,15 @@ log = logging.getLogger(__name__)
 class Frame:
     """One decoded picture. `index` counts delivered frames from 0 without gaps; `pts` is the
     stream's presentation time in seconds (None when the source has none); `capture_ts` is
-    `time.time()` when the frame was read; `image_id` is the file name for image sources."""
+    `time.time()` when the frame was read; `image_id` is the file name for image sources;
+    `source_hw` is the (H, W) the source has when the decoder scaled `image` down (`scale_to`)."""
 
     image: np.ndarray
     index: int
     pts: float | None
     capture_ts: float
     image_id: str | None = None
+    source_hw: tuple[int, int] | None = None
 
 
 @dataclass
@@ -75,6 +78,10 @@ class Source:
     source's `_interrupt()` wakes it) and happens when that generator finishes."""
 
     info: SourceInfo
+    # Longest side the decoder scales frames down to (None: full size). Set by the pipeline before
+    # the first frame when only the detector reads pixels: scaling inside the decoder's colour
+    # conversion costs less than converting, copying and letterboxing the full-size frame.
+    scale_to: int | None = None
 
     def __init__(self) -> None:
         self.stats = SourceStats()
@@ -106,10 +113,35 @@ class Source:
     def _frames(self) -> Iterator[Frame]:
         raise NotImplementedError
 
+    def scale_down_to(self, long_side: int) -> None:
+        """Deliver every frame with its longest side at most `long_side` (call before the first
+        frame); `info.max_width`/`max_height` become the largest such frame."""
+        self.scale_to = long_side
+        info = self.info
+        if (info.width, info.height) == (info.max_width, info.max_height):  # one frame size
+            width, height = self.decode_size(info.width, info.height) or (info.width, info.height)
+        else:  # frames of several sizes (a folder): each fits within long_side x long_side
+            width, height = min(info.max_width, long_side), min(info.max_height, long_side)
+        self.info = replace(info, max_width=width, max_height=height)
+
+    def decode_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """(width, height) to decode a `width` x `height` picture at under `scale_to`, or None for
+        its full size."""
+        if self.scale_to is None or max(width, height) <= self.scale_to:
+            return None
+        scale = self.scale_to / max(width, height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
     def _frame(self, image: np.ndarray, pts: float | None, capture_ts: float,
-               image_id: str | None = None) -> Frame:
-        """Wrap a decoded picture with the next delivered index."""
-        frame = Frame(np.ascontiguousarray(image), self._next_index, pts, capture_ts, image_id)
+               image_id: str | None = None, source_hw: tuple[int, int] | None = None) -> Frame:
+        """Wrap a decoded picture with the next delivered index (scaled down to `scale_to` here
+        unless the decoder did it: then `source_hw` is the size it had)."""
+        size = self.decode_size(image.shape[1], image.shape[0])
+        if size is not None:
+            source_hw = source_hw or image.shape[:2]
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        frame = Frame(np.ascontiguousarray(image), self._next_index, pts, capture_ts, image_id,
+                      source_hw if source_hw != image.shape[:2] else None)
         self._next_index += 1
         return frame
 

@@ -19,7 +19,8 @@ import av
 
 from posestream.stream.core.errors import InputError, PosestreamError
 from posestream.stream.sources.base import Frame, Source, SourceInfo, SourceSettings
-from posestream.stream.sources.pyav_media import decode_frames, describe, open_container, video_stream
+from posestream.stream.sources.pyav_media import (decode_frames, describe, open_container, to_bgr,
+                                                   video_stream)
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,8 @@ class NetworkSource(Source):
                     raise InputError(f"{self._what}: reader failed: {self._failure}")
                 frame, capture_ts = self._latest
                 self._latest = None
-            yield self._frame(frame.to_ndarray(format="bgr24"), frame.time, capture_ts)
+            image = to_bgr(frame, self.decode_size(frame.width, frame.height))
+            yield self._frame(image, frame.time, capture_ts, source_hw=(frame.height, frame.width))
 
     def _interrupt(self) -> None:
         with self._slot:

@@ -7,6 +7,7 @@ import time
 from typing import Any, Iterator
 
 import av
+import numpy as np
 
 from posestream.stream.core.errors import InputError, InputNotFoundError, SourceTimeoutError
 from posestream.stream.sources.base import SourceStats
@@ -51,6 +52,14 @@ def video_stream(container: Any, what: str, decode_threads: int, thread_type: st
     stream.codec_context.thread_type = thread_type
     stream.codec_context.thread_count = decode_threads
     return stream
+
+
+def to_bgr(frame: Any, size: tuple[int, int] | None) -> np.ndarray:
+    """The decoded `av.VideoFrame` as a BGR array, scaled to `size` (width, height) by the same
+    swscale pass that converts its colours (area averaging), or at full size for None."""
+    if size is None:
+        return frame.to_ndarray(format="bgr24")
+    return frame.to_ndarray(format="bgr24", width=size[0], height=size[1], interpolation="AREA")
 
 
 def decode_frames(container: Any, stream: Any, stats: SourceStats, what: str,

@@ -11,7 +11,8 @@ import av
 from posestream.stream.core.errors import InputError
 from posestream.stream.sources.base import Frame, Source, SourceInfo, SourceSettings
 from posestream.stream.sources.damage import summary
-from posestream.stream.sources.pyav_media import decode_frames, describe, open_container, video_stream
+from posestream.stream.sources.pyav_media import (decode_frames, describe, open_container, to_bgr,
+                                                   video_stream)
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,8 @@ class PyAVSource(Source):
         stand, and the loss is logged and kept in `stats` (a `--strict` run fails on it)."""
         try:
             for frame in decode_frames(self._container, self._stream, self.stats, self._what):
-                image = frame.to_ndarray(format="bgr24")
-                yield self._frame(image, frame.time, time.time())
+                image = to_bgr(frame, self.decode_size(frame.width, frame.height))
+                yield self._frame(image, frame.time, time.time(), source_hw=(frame.height, frame.width))
         except av.FFmpegError as exc:
             if self.stats.frames_read == 0:
                 raise InputError(f"{self._what}: reading failed before the first frame: "

@@ -7,6 +7,7 @@ this machine the measured difference is about 0.002 px.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import cv2
@@ -101,3 +102,33 @@ def test_auto_picks_openvino_on_the_cpu_when_installed(monkeypatch: pytest.Monke
     assert resolve_backend("auto") == ("onnxruntime", "cpu")
     with pytest.raises(BackendUnavailableError, match="openvino not importable"):
         resolve_backend("openvino")
+
+
+def test_overlapped_detector_gives_what_detect_gives(shared: Path, config: Config) -> None:
+    """The detect stage's overlapped path (`start` each frame, `finish` in order, OpenVINO requests
+    in flight) finds the same persons as `detect` on one frame at a time; the engine hands each
+    result back under its own tag, whichever finishes first, and only once."""
+    from posestream.plugins.detectors.yolo import YoloDetector
+
+    capture = cv2.VideoCapture(str(shared / "data/video/two_person_interaction_72f.mp4"))
+    frames = [capture.read()[1] for _ in range(5)]
+    capture.release()
+    config["engine"]["backend"] = "openvino"
+    with YoloDetector(config) as detector:
+        assert detector.in_flight == config["engine"]["openvino_requests"] >= 2
+        expected = [detector.detect([frame])[0] for frame in frames]
+        handles = [detector.start(frame) for frame in frames[:2]]
+        got = [detector.finish(handles[0])]
+        handles += [detector.start(frame) for frame in frames[2:]]
+        got += [detector.finish(h) for h in handles[1:-1]]
+        deadline = time.monotonic() + 30
+        while not detector.finished(handles[-1]) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the last one finishes in the background, with nobody waiting
+        assert detector.finished(handles[-1])
+        got.append(detector.finish(handles[-1]))
+        with pytest.raises(ModelError, match="no inference was submitted"):
+            detector.engine.collect(handles[0])  # collected once only
+    for want, have in zip(expected, got):
+        assert len(want) == len(have) == 2
+        np.testing.assert_allclose(have.boxes, want.boxes, atol=1.0)
+        np.testing.assert_allclose(have.keypoints[..., :2], want.keypoints[..., :2], atol=2.0)
