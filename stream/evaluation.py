@@ -55,6 +55,13 @@ def load_ground_truth(gt_json: Path) -> dict[str, Any]:
         raise InputError(f"ground-truth file {path} is not JSON: {exc}") from None
     if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
         raise InputError(f"ground-truth file {path} is not COCO JSON (needs images, annotations, categories)")
+    for key, fields in (("images", ("id", "file_name")), ("annotations", ("image_id",)), ("categories", ())):
+        items = data[key]
+        if (not isinstance(items, list) or (key == "categories" and not items)
+                or not all(isinstance(i, dict) and all(f in i for f in fields) for i in items)):
+            kind = "non-empty list" if key == "categories" else "list"
+            with_fields = f" with {', '.join(fields)}" if fields else ""
+            raise InputError(f"ground-truth file {path}: {key} must be a {kind} of objects{with_fields}")
     return data
 
 

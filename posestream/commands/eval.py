@@ -59,7 +59,8 @@ def _gt_images(gt: dict[str, Any], folder: Path, *alternatives: Path) -> list[tu
                     folder / image["file_name"])
         (present if path.is_file() else missing).append((path, int(image["id"])))
     if not present:
-        raise InputError(f"none of the {len(gt['images'])} ground-truth images is in {folder}")
+        where = " or ".join(str(f) for f in (folder, *alternatives))
+        raise InputError(f"none of the {len(gt['images'])} ground-truth images is in {where}")
     if missing:
         log.warning("%d ground-truth image(s) not in %s are left out of the evaluation: %s", len(missing),
                     folder, ", ".join(p.name for p, _ in missing[:5]) + (" ..." if len(missing) > 5 else ""))

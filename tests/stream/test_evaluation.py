@@ -185,6 +185,10 @@ def test_coco17_results_on_halpe_gt_use_the_17_shared_joints(shared, coco_gt):
     (lambda gt: None, "crowdpose", "17 keypoints per person, not the 14 of format crowdpose"),
     (lambda gt: None, "mpii", "unknown ground-truth format 'mpii'"),
     (lambda gt: gt["annotations"][0].pop("bbox"), "auto", "annotation 0 is not a posetrack person"),
+    (lambda gt: gt["annotations"][2].update(keypoints=[1, 2, 3]), "auto", "annotation 2 is not a posetrack person"),
+    (lambda gt: gt.update(annotations=[1, 2]), "auto", "annotations must be a list of objects with image_id"),
+    (lambda gt: gt["images"][1].pop("file_name"), "auto", "images must be a list of objects with id, file_name"),
+    (lambda gt: gt.update(categories=[]), "auto", "categories must be a non-empty list of objects"),
 ])
 def test_unknown_or_malformed_gt_is_one_clear_error(posetrack_gt, tmp_path, edit, gt_format, match):
     gt = json.loads(posetrack_gt.read_text())
