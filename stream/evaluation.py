@@ -4,6 +4,15 @@ Results are AlphaPose/COCO result entries (`image_id`, `keypoints` flat x, y, s,
 may be the GT's integer id or the image's file name. OKS uses the sigmas of the keypoint format that
 matches the GT's keypoint count, so Halpe ground truth is scored with Halpe's constants.
 pycocotools prints as it works; that text is captured and returned, never printed by this module.
+
+Two other keypoint layouts in COCO JSON are scored on the joints they share with COCO-17, since the
+models predict COCO points: CrowdPose (14 points; its head top and neck have no COCO counterpart)
+on the 12 body joints, PoseTrack18 (17 points whose eye slots hold head bottom / head top and whose
+ears are unlabelled) on the nose and the 12 body joints. Both use COCO's sigmas for those joints;
+their GT has no `area`, so OKS takes 0.53 x the box area (xtcocotools' `use_area=False` rule, used
+for CrowdPose); PoseTrack predictions lying in the frames' ignore regions (unannotated people) are
+dropped before scoring. Likewise results in another posestream format than a COCO/Halpe GT (say
+COCO-17 results on Halpe-26 GT) are scored on the joints both formats have, with the GT's sigmas.
 """
 from __future__ import annotations
 
@@ -16,10 +25,23 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from posestream.stream.core.errors import InputError, InputNotFoundError
-from posestream.stream.core.keypoints import format_for_keypoints
+from posestream.stream.core.errors import ConfigError, InputError, InputNotFoundError
+from posestream.stream.core.keypoints import COCO17, FORMATS, HALPE26, HALPE136, format_for_keypoints
 
 METRICS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+
+# Ground-truth layouts `coco_keypoint_summary` scores; "auto" picks one from the GT's keypoint names.
+GT_FORMATS = ("auto", "coco", "crowdpose", "posetrack")
+
+_BODY = COCO17.names[5:]  # shoulders, elbows, wrists, hips, knees, ankles
+CROWDPOSE_NAMES = _BODY + ("head", "neck")
+POSETRACK_NAMES = ("nose", "head_bottom", "head_top", "left_ear", "right_ear") + _BODY
+# GT layout -> (its keypoint names, the COCO-17 joints it is scored on)
+_SHARED_JOINTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "crowdpose": (CROWDPOSE_NAMES, _BODY),
+    "posetrack": (POSETRACK_NAMES, ("nose",) + _BODY),
+}
+_BOX_AREA_FACTOR = 0.53  # person area / box area where the GT has no area (xtcocotools, CrowdPose eval)
 
 
 def load_ground_truth(gt_json: Path) -> dict[str, Any]:
@@ -33,6 +55,13 @@ def load_ground_truth(gt_json: Path) -> dict[str, Any]:
         raise InputError(f"ground-truth file {path} is not JSON: {exc}") from None
     if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
         raise InputError(f"ground-truth file {path} is not COCO JSON (needs images, annotations, categories)")
+    for key, fields in (("images", ("id", "file_name")), ("annotations", ("image_id",)), ("categories", ())):
+        items = data[key]
+        if (not isinstance(items, list) or (key == "categories" and not items)
+                or not all(isinstance(i, dict) and all(f in i for f in fields) for i in items)):
+            kind = "non-empty list" if key == "categories" else "list"
+            with_fields = f" with {', '.join(fields)}" if fields else ""
+            raise InputError(f"ground-truth file {path}: {key} must be a {kind} of objects{with_fields}")
     return data
 
 
@@ -48,6 +77,139 @@ def _num_keypoints(gt: dict[str, Any]) -> int:
     if names:
         return len(names)
     raise InputError("ground truth has no keypoints to evaluate")
+
+
+def _person_keypoint_names(gt: dict[str, Any]) -> tuple[str, ...]:
+    categories = gt["categories"] or [{}]
+    category = next((c for c in categories if c.get("id") == 1), categories[0])
+    return tuple(str(n).strip().lower() for n in category.get("keypoints") or ())
+
+
+def detect_gt_format(gt: dict[str, Any], requested: str = "auto") -> str:
+    """"coco" (COCO-17 / Halpe-26 / Halpe-136), "crowdpose" or "posetrack", from the person
+    category's keypoint names (their count where the GT names none); `requested` overrides the names
+    but must fit the count. A GT that is none of these is one `InputError`."""
+    if requested not in GT_FORMATS:
+        raise InputError(f"unknown ground-truth format {requested!r} (valid: {', '.join(GT_FORMATS)})")
+    count = _num_keypoints(gt)
+    names = _person_keypoint_names(gt)
+    counts = {"coco": {COCO17.num_keypoints, HALPE26.num_keypoints, HALPE136.num_keypoints},
+              "crowdpose": {len(CROWDPOSE_NAMES)}, "posetrack": {len(POSETRACK_NAMES)}}
+    if requested != "auto":
+        if count not in counts[requested]:
+            raise InputError(f"ground truth has {count} keypoints per person, not the "
+                             f"{' or '.join(map(str, sorted(counts[requested])))} of format {requested}")
+        return requested
+    by_names = {COCO17.names: "coco", HALPE26.names: "coco", HALPE136.names: "coco",
+                CROWDPOSE_NAMES: "crowdpose", POSETRACK_NAMES: "posetrack"}
+    if names and names in by_names and len(names) == count:
+        return by_names[names]
+    if not names and count in counts["coco"]:
+        return "coco"
+    if not names and count in counts["crowdpose"]:
+        return "crowdpose"
+    shown = f"named {', '.join(names[:6])}{', ...' if len(names) > 6 else ''}" if names else "unnamed"
+    raise InputError(f"ground truth has {count} keypoints per person ({shown}): not COCO-17, Halpe-26/136, "
+                     "CrowdPose-14 or PoseTrack18-17 (if it is one of them under other names, say which "
+                     "with --format coco|crowdpose|posetrack)")
+
+
+def _scoring_subset(gt: dict[str, Any], kind: str, result_count: int
+                    ) -> tuple[tuple[str, ...], tuple[str, ...], np.ndarray, str] | None:
+    """How to score results with `result_count` points per person on a GT of `kind`: None where both
+    are one posestream format (every GT point is scored, as pycocotools does it), otherwise (the GT's
+    keypoint names, the joints both have, their OKS sigmas, the GT's format name)."""
+    if kind == "coco":
+        gt_format = format_for_keypoints(_num_keypoints(gt))
+        known = {f.num_keypoints for f in FORMATS.values()}
+        if result_count in (0, gt_format.num_keypoints) or result_count not in known:
+            return None
+        result_names = format_for_keypoints(result_count).names
+        # once each: Halpe-136 names the body's wrists and the hands' wrists alike
+        scored = tuple(dict.fromkeys(n for n in gt_format.names if n in result_names))
+        sigmas = np.asarray([gt_format.sigmas[gt_format.names.index(n)] for n in scored])
+        return gt_format.names, scored, sigmas, gt_format.name
+    names, scored = _SHARED_JOINTS[kind]
+    return names, scored, np.asarray([COCO17.sigmas[COCO17.names.index(n)] for n in scored]), kind
+
+
+def _shared_joint_ground_truth(gt: dict[str, Any], names: tuple[str, ...], scored: tuple[str, ...],
+                               label: str) -> tuple[dict[str, Any], int]:
+    """A copy of `gt` (keypoints in the order of `names`) cut to the `scored` joints, with integer
+    `iscrowd`, `num_keypoints` recounted on those joints and `area` from the box where it is missing;
+    also how many areas came from boxes."""
+    index = [names.index(n) for n in scored]
+    out = {key: value for key, value in gt.items() if key != "annotations"}
+    out["categories"] = [dict(c, keypoints=list(scored), skeleton=[]) for c in gt["categories"]]
+    annotations, box_areas = [], 0
+    for number, ann in enumerate(gt["annotations"]):
+        try:
+            ann = dict(ann, iscrowd=int(ann.get("iscrowd", 0)))
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            if ann.get("keypoints"):
+                points = np.asarray(ann["keypoints"], dtype=np.float64).reshape(len(names), 3)[index]
+                ann["keypoints"] = points.ravel().tolist()
+                ann["num_keypoints"] = int(np.count_nonzero(points[:, 2] > 0))
+            else:
+                ann["num_keypoints"] = 0
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"ground-truth annotation {number} is not a {label} person "
+                             f"(bbox [x, y, w, h] and {len(names)} x (x, y, v) keypoints): {exc!r}") from None
+        if "area" not in ann:
+            ann["area"] = _BOX_AREA_FACTOR * w * h
+            box_areas += 1
+        annotations.append(ann)
+    out["annotations"] = annotations
+    return out, box_areas
+
+
+def _shared_joint_results(entries: list[dict[str, Any]], scored: tuple[str, ...]) -> list[dict[str, Any]]:
+    """`entries` (all in one posestream keypoint format) with only the `scored` joints, in that order."""
+    if not entries:
+        return entries
+    num_keypoints = len(entries[0]["keypoints"]) // 3
+    try:
+        names = format_for_keypoints(num_keypoints).names
+    except ConfigError as exc:
+        raise InputError(f"results: {exc}") from None
+    missing = [n for n in scored if n not in names]
+    if missing:
+        raise InputError(f"results in format {format_for_keypoints(num_keypoints).name} lack the scored "
+                         f"joint(s) {', '.join(missing)}")
+    index = [names.index(n) for n in scored]
+    return [dict(e, keypoints=np.asarray(e["keypoints"]).reshape(-1, 3)[index].ravel().tolist())
+            for e in entries]
+
+
+def _ignore_masks(gt: dict[str, Any]) -> dict[int, np.ndarray]:
+    """Per image id, the union of its PoseTrack ignore-region polygons as a boolean HxW mask."""
+    from pycocotools import mask as mask_utils
+
+    masks = {}
+    for image in gt["images"]:
+        xs, ys = image.get("ignore_regions_x") or [], image.get("ignore_regions_y") or []
+        polygons = [[c for point in zip(px, py) for c in point] for px, py in zip(xs, ys) if len(px) >= 3]
+        if polygons:
+            height, width = int(image["height"]), int(image["width"])
+            rles = mask_utils.frPyObjects(polygons, height, width)
+            masks[int(image["id"])] = mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+    return masks
+
+
+def _drop_in_ignore_regions(gt: dict[str, Any], entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """`entries` without the persons most of whose scored joints lie in their image's ignore regions
+    (PoseTrack leaves the people there unannotated, so they would count as false positives)."""
+    masks = _ignore_masks(gt)
+    kept = []
+    for entry in entries:
+        mask = masks.get(entry["image_id"])
+        if mask is not None:
+            points = np.asarray(entry["keypoints"]).reshape(-1, 3)[:, :2].round().astype(int)
+            inside = [0 <= x < mask.shape[1] and 0 <= y < mask.shape[0] and bool(mask[y, x]) for x, y in points]
+            if sum(inside) * 2 > len(inside):
+                continue
+        kept.append(entry)
+    return kept, len(entries) - len(kept)
 
 
 def _normalised_results(results: Iterable[dict[str, Any]], gt: dict[str, Any],
@@ -74,27 +236,50 @@ def _normalised_results(results: Iterable[dict[str, Any]], gt: dict[str, Any],
 
 
 def coco_keypoint_summary(gt_json: Path, results: Iterable[dict[str, Any]],
-                          image_ids: Iterable[int] | None = None) -> tuple[dict[str, float], str]:
+                          image_ids: Iterable[int] | None = None,
+                          gt_format: str = "auto") -> tuple[dict[str, float], str]:
     """Metrics by name (see `METRICS`; -1 where pycocotools has nothing to measure, e.g. APm without
-    medium-sized persons) and pycocotools' standard summary text.
+    medium-sized persons) and pycocotools' standard summary text. Where not every GT point is scored
+    (CrowdPose, PoseTrack, other-format results) the text starts with lines saying which joints were
+    scored and how (see the module docstring).
 
     `image_ids` limits the evaluation to those GT images (e.g. the ones a run actually saw); by
-    default every GT image counts, so a missed image costs recall.
+    default every GT image counts, so a missed image costs recall. `gt_format` is one of
+    `GT_FORMATS`.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     gt = load_ground_truth(gt_json)
-    num_keypoints = _num_keypoints(gt)
-    sigmas = format_for_keypoints(num_keypoints).sigma_array
-    entries = _normalised_results(results, gt, num_keypoints)
+    kind = detect_gt_format(gt, gt_format)
+    results = list(results)
+    result_count = len(results[0].get("keypoints") or ()) // 3 if results else 0
+    subset = _scoring_subset(gt, kind, result_count)
+    notes = ""
+    if subset is None:
+        num_keypoints = _num_keypoints(gt)
+        sigmas = format_for_keypoints(num_keypoints).sigma_array
+        entries = _normalised_results(results, gt, num_keypoints)
+    else:
+        names, scored, sigmas, label = subset
+        gt, box_areas = _shared_joint_ground_truth(gt, names, scored, label)
+        entries = _shared_joint_results(_normalised_results(results, gt, result_count), scored)
+        results_as = f", {format_for_keypoints(result_count).name} results" if results else ""
+        notes = (f"{label} ground truth{results_as}: scored on the {len(scored)} joints both have "
+                 f"({', '.join(scored)}), with {'COCO' if kind != 'coco' else label}'s OKS sigmas\n")
+        if box_areas:
+            notes += (f"{box_areas} of {len(gt['annotations'])} annotations have no area: "
+                      f"{_BOX_AREA_FACTOR} x box area used\n")
     ids = sorted(image_ids_by_file_name(gt).values()) if image_ids is None else sorted(set(image_ids))
     unknown = set(ids) - set(image_ids_by_file_name(gt).values())
     if unknown:
         raise InputError(f"image ids not in the ground truth: {sorted(unknown)}")
     entries = [e for e in entries if e["image_id"] in set(ids)]
+    if kind == "posetrack":
+        entries, dropped = _drop_in_ignore_regions(gt, entries)
+        notes += f"{dropped} predicted person(s) in ignore regions (unannotated people) left out\n"
     if not entries:
-        return {name: 0.0 for name in METRICS}, "no results on the evaluated images: every metric is 0\n"
+        return {name: 0.0 for name in METRICS}, notes + "no results on the evaluated images: every metric is 0\n"
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
         coco_gt = COCO()
@@ -110,10 +295,10 @@ def coco_keypoint_summary(gt_json: Path, results: Iterable[dict[str, Any]],
     text = captured.getvalue()
     summary = "".join(line + "\n" for line in text.splitlines() if line.lstrip().startswith("Average"))
     metrics = {name: float(value) for name, value in zip(METRICS, evaluator.stats)}
-    return metrics, summary
+    return metrics, notes + summary
 
 
 def coco_keypoint_eval(gt_json: Path, results: list[dict[str, Any]],
-                       image_ids: Iterable[int] | None = None) -> dict[str, float]:
+                       image_ids: Iterable[int] | None = None, gt_format: str = "auto") -> dict[str, float]:
     """COCO keypoint metrics of `results` against `gt_json` (see `coco_keypoint_summary`)."""
-    return coco_keypoint_summary(gt_json, results, image_ids)[0]
+    return coco_keypoint_summary(gt_json, results, image_ids, gt_format)[0]

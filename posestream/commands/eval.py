@@ -1,4 +1,9 @@
-"""`posestream eval --gt FILE --images DIR`: run on the GT's images and print COCO keypoint AP/AR.
+"""`posestream eval --gt FILE [--images DIR]`: run on the GT's images and print COCO keypoint AP/AR.
+
+The GT may be COCO-17 or Halpe (scored on all its points), CrowdPose or PoseTrack18 (scored on the
+joints they share with COCO-17; see `posestream.stream.evaluation`). Images are found by the GT's
+`file_name` (which may hold sub-folders, as PoseTrack's do) under `--images`, by default under the
+GT file's folder or its `images/` sub-folder.
 
 Without `--detections` the whole configured chain runs (detector, pose, pose NMS). With
 `--detections FILE` (COCO detection results, e.g. `person_detections_AP_H_56.json`) the pose stage
@@ -25,11 +30,17 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from posestream.stream.evaluation import GT_FORMATS
+
     parser = subparsers.add_parser("eval", help="COCO keypoint AP/AR of the pipeline on annotated images")
     parser.add_argument("--gt", type=Path, required=True, metavar="FILE",
-                        help="COCO keypoint ground truth (person_keypoints.json)")
-    parser.add_argument("--images", type=Path, required=True, metavar="DIR",
-                        help="folder holding the GT's images (by file name)")
+                        help="keypoint ground truth in COCO JSON: COCO-17, Halpe-26/136, CrowdPose or PoseTrack18")
+    parser.add_argument("--images", type=Path, metavar="DIR",
+                        help="folder holding the GT's images by file_name (default: the GT file's folder, "
+                             "then its images/ sub-folder)")
+    parser.add_argument("--format", dest="gt_format", choices=GT_FORMATS, default="auto",
+                        help="GT keypoint layout (default auto: from the GT's keypoint names); crowdpose and "
+                             "posetrack are scored on the joints they share with COCO-17")
     parser.add_argument("--detections", type=Path, metavar="FILE",
                         help="COCO detection results: evaluate the pose stage on these boxes")
     parser.add_argument("--out", type=Path, metavar="FILE", help="also write the results (AlphaPose JSON)")
@@ -37,16 +48,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _gt_images(gt: dict[str, Any], folder: Path) -> list[tuple[Path, int]]:
-    """(path, image id) of the GT images present in `folder`; missing ones are reported, not fatal."""
+def _gt_images(gt: dict[str, Any], folder: Path, *alternatives: Path) -> list[tuple[Path, int]]:
+    """(path, image id) of the GT images present in `folder` (or else in the first of `alternatives`
+    that holds them); missing ones are reported, not fatal."""
     if not folder.is_dir():
         raise InputNotFoundError(f"image folder not found: {folder}")
     present, missing = [], []
     for image in sorted(gt["images"], key=lambda i: i["file_name"]):
-        path = folder / image["file_name"]
+        path = next((p for p in (f / image["file_name"] for f in (folder, *alternatives)) if p.is_file()),
+                    folder / image["file_name"])
         (present if path.is_file() else missing).append((path, int(image["id"])))
     if not present:
-        raise InputError(f"none of the {len(gt['images'])} ground-truth images is in {folder}")
+        where = " or ".join(str(f) for f in (folder, *alternatives))
+        raise InputError(f"none of the {len(gt['images'])} ground-truth images is in {where}")
     if missing:
         log.warning("%d ground-truth image(s) not in %s are left out of the evaluation: %s", len(missing),
                     folder, ", ".join(p.name for p, _ in missing[:5]) + (" ..." if len(missing) > 5 else ""))
@@ -94,17 +108,21 @@ def _run_on_boxes(images: list[tuple[Path, int]], detections: dict[int, Poses],
 def _run_chain(images: list[tuple[Path, int]], config: Config) -> Iterator[tuple[int, FrameResult]]:
     from posestream.stream.image_inference import infer_images
 
-    ids = {path.name: image_id for path, image_id in images}
+    ids = {str(path): image_id for path, image_id in images}  # by path: PoseTrack's file names repeat
     for path, _, result in infer_images([p for p, _ in images], config):
-        yield ids[path.name], result
+        yield ids[str(path)], result
 
 
 def run(args: argparse.Namespace) -> int:
-    from posestream.stream.evaluation import coco_keypoint_summary, load_ground_truth
+    from posestream.stream.evaluation import coco_keypoint_summary, detect_gt_format, load_ground_truth
 
     config = config_from_args(args)
     gt = load_ground_truth(args.gt)
-    images = _gt_images(gt, args.images)
+    detect_gt_format(gt, args.gt_format)  # an unusable GT fails here, before the model loads
+    if args.images is None:
+        images = _gt_images(gt, args.gt.parent, args.gt.parent / "images")
+    else:
+        images = _gt_images(gt, args.images)
     if args.detections:
         detections = _load_detections(args.detections, {i for _, i in images})
         if not detections:
@@ -125,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results), encoding="utf-8")
-    _, summary = coco_keypoint_summary(args.gt, results, [i for _, i in images])
+    _, summary = coco_keypoint_summary(args.gt, results, [i for _, i in images], args.gt_format)
     print(f"{what}: {len(images)} images, {len(results)} persons")
     print(summary, end="")
     return 0
