@@ -18,7 +18,7 @@ import numpy as np
 
 # One row per stage; every value a double.
 FIELDS = ("processed", "busy_s", "heartbeat", "sent", "received", "first_ts", "last_ts",
-          "last_latency_s", "ready")
+          "last_latency_s", "ready", "cpu_s")
 _F = {name: i for i, name in enumerate(FIELDS)}
 PERCENTILES = (50, 95, 99)
 
@@ -40,7 +40,10 @@ class StageCounters:
         self._array[self._base + _F[name]] += value
 
     def beat(self) -> None:
+        """Alive now; also records the CPU time the process has used (every thread: inference
+        runtimes and decoders work on threads of their own)."""
         self._array[self._base + _F["heartbeat"]] = time.time()
+        self._array[self._base + _F["cpu_s"]] = time.process_time()
 
     def work(self, enter: float, exit_: float, frames: int) -> None:
         """Account one unit of work (a batch of `frames` frames) done between enter and exit."""
@@ -116,13 +119,14 @@ class QueueDepths:
 
 
 def stage_summary(snapshot: dict[str, float], elapsed_s: float) -> dict[str, Any]:
-    """FPS over the stage's active span and busy % over the whole run."""
+    """FPS over the stage's active span, busy % over the whole run, and the CPU seconds its
+    process used (the work bound of a run is the sum over its stages divided by the cores)."""
     span = snapshot["last_ts"] - snapshot["first_ts"]
     processed = int(snapshot["processed"])
     fps = processed / span if span > 0 and processed > 1 else None
     busy = 100.0 * snapshot["busy_s"] / elapsed_s if elapsed_s > 0 else 0.0
     return {"frames": processed, "fps": None if fps is None else round(fps, 2),
-            "busy_pct": round(min(busy, 100.0), 1)}
+            "busy_pct": round(min(busy, 100.0), 1), "cpu_s": round(snapshot["cpu_s"], 2)}
 
 
 @dataclass
