@@ -35,6 +35,7 @@ def run_sequential(config: Config, video: Path, sink_specs: list[tuple[str, str]
     from posestream.stream.chain import build_detector, build_estimator, build_nms
     from posestream.stream.core.results import FrameResult
     from posestream.stream.sources import open_source
+    from posestream.stream.stage_graph import decode_long_side, plan
 
     spent: dict[str, list[float]] = {name: [] for name in STAGES}
     detections = 0
@@ -48,6 +49,11 @@ def run_sequential(config: Config, video: Path, sink_specs: list[tuple[str, str]
         settings = Settings.from_config(config)
         tracker = load_plugin("posestream.trackers", settings.tracker.plugin)(settings, IdAllocator())
         source = stack.enter_context(open_source(str(video), config))
+        # decode at the size the pipeline would (the detector's, when only it reads pixels)
+        sink_pixels = any(load_plugin("posestream.sinks", kind).needs_pixels for kind, _ in sink_specs)
+        long_side = decode_long_side(config, plan(config, 1, sink_pixels))
+        if long_side is not None:
+            source.scale_down_to(long_side)
         sinks = []
         for kind, target in sink_specs:
             sink = load_plugin("posestream.sinks", kind)(settings, target, [source.info.name])
@@ -63,6 +69,7 @@ def run_sequential(config: Config, video: Path, sink_specs: list[tuple[str, str]
                 break
             t1 = time.perf_counter()
             poses = detector.detect([frame.image])
+            poses = [p.in_source_pixels(frame.image.shape, frame.source_hw) for p in poses]
             detections += len(poses[0])
             t2 = time.perf_counter()
             if estimator is not None:
@@ -72,9 +79,9 @@ def run_sequential(config: Config, video: Path, sink_specs: list[tuple[str, str]
             t4 = time.perf_counter()
             tracked = tracker.update(kept)
             t5 = time.perf_counter()
-            result = FrameResult(source.info.name, frame.index, frame.image.shape[1],
-                                 frame.image.shape[0], tracked, frame.pts, frame.capture_ts,
-                                 frame.image_id)
+            height, width = frame.source_hw or frame.image.shape[:2]
+            result = FrameResult(source.info.name, frame.index, width, height, tracked, frame.pts,
+                                 frame.capture_ts, frame.image_id)
             for sink in sinks:
                 sink.write(result, frame.image if sink.needs_pixels else None)
             t6 = time.perf_counter()

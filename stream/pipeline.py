@@ -23,7 +23,7 @@ from posestream.stream.core.settings import POLICIES, PipelineSettings
 from posestream.stream.metrics import QueueDepths, RunReport, percentiles_ms, stage_summary
 from posestream.stream.progress import Display, Snapshot
 from posestream.stream.ring import FrameRing
-from posestream.stream.stage_graph import PlannedStage, holders, plan
+from posestream.stream.stage_graph import PlannedStage, decode_long_side, holders, plan
 from posestream.stream.stage_runtime import StageIO
 from posestream.stream.supervisor import SignalTrap, Supervisor, SupervisorSettings
 
@@ -73,10 +73,7 @@ class Pipeline:
         self.progress = progress
         sink_pixels = any(sink_class(kind).needs_pixels for kind, _ in self.sinks)
         self._plan = plan(config, len(self.sources), sink_pixels)
-        # Sources decode frames at the detector's input size when nothing else reads their pixels.
-        readers = [stage.name for stage in self._plan if stage.bit]
-        self._scale_to = (int(config["detector"]["input_size"])
-                          if config["source"]["scale_in_decoder"] and readers == ["detect"] else None)
+        self._scale_to = decode_long_side(config, self._plan)
         self._source_stages = [stage.name for stage in self._plan if stage.spec.per_source]
         self._last_stage = self._plan[-1].name
         self._stack = contextlib.ExitStack()

@@ -145,7 +145,7 @@ def run_detect(rt: StageRuntime, io: StageIO) -> None:
         taken = [w for w in works if rings.get(w.ref).take(w.ref)]
         done = _on_pixels(rings, taken, io.bit, detector.detect) if taken else []
         for work in done:
-            work.poses = _in_source_pixels(work.ref, work.poses)
+            work.poses = work.poses.in_source_pixels(work.ref.shape, work.ref.source_hw)
         return done
 
     with contextlib.closing(detector), contextlib.closing(rings):
@@ -153,14 +153,6 @@ def run_detect(rt: StageRuntime, io: StageIO) -> None:
             _serve_overlapped(rt, io, detector, rings)
         else:
             _serve(rt, io, process)
-
-
-def _in_source_pixels(ref: FrameRef, poses: Any) -> Any:
-    """Poses found on a frame the decoder scaled down (`FrameRef.source_hw`), in the source's pixels."""
-    if ref.source_hw is None:
-        return poses
-    height, width = ref.shape[:2]
-    return poses.scaled(ref.source_hw[1] / width, ref.source_hw[0] / height)
 
 
 def _serve_overlapped(rt: StageRuntime, io: StageIO, detector: Any, rings: RingCache) -> None:
@@ -175,7 +167,7 @@ def _serve_overlapped(rt: StageRuntime, io: StageIO, detector: Any, rings: RingC
     def finish_oldest() -> None:
         nonlocal finished
         work, handle, enter = started.popleft()
-        work.poses = _in_source_pixels(work.ref, detector.finish(handle))
+        work.poses = detector.finish(handle).in_source_pixels(work.ref.shape, work.ref.source_hw)
         work.timings[rt.name] = (enter, time.time())
         rt.send(io.output, work)
         finished += 1

@@ -106,6 +106,15 @@ def plan(config: Config, sources: int, sinks_need_pixels: bool,
     return planned
 
 
+def decode_long_side(config: Config, stages: list[PlannedStage]) -> int | None:
+    """The longest side sources decode frames at: the detector's input size when the detect stage
+    is the only reader of pixels (`source.scale_in_decoder`), else None (full size)."""
+    readers = [stage.spec.name for stage in stages if stage.bit]
+    if config["source"]["scale_in_decoder"] and readers == ["detect"]:
+        return int(config["detector"]["input_size"])
+    return None
+
+
 def holders(stages: list[PlannedStage]) -> int:
     """The holder mask a source publishes each frame with: every stage that will read its pixels."""
     mask = 0

@@ -51,9 +51,12 @@ class Poses:
     def __len__(self) -> int:
         return len(self.boxes)
 
-    def scaled(self, sx: float, sy: float) -> "Poses":
-        """The same persons with x coordinates times `sx` and y times `sy` (a frame decoded at a
-        smaller size mapped back to the source's pixels)."""
+    def in_source_pixels(self, decoded_hw: tuple[int, ...], source_hw: tuple[int, int] | None) -> "Poses":
+        """These persons, found on a frame decoded at `decoded_hw` (H, W) from a source frame of
+        `source_hw`, in the source frame's pixels (itself when `source_hw` is None)."""
+        if source_hw is None:
+            return self
+        sx, sy = source_hw[1] / decoded_hw[1], source_hw[0] / decoded_hw[0]
         boxes = self.boxes * np.array([sx, sy, sx, sy], dtype=np.float32)
         keypoints = self.keypoints.copy()
         keypoints[..., 0] *= sx

@@ -23,7 +23,8 @@ VIDEO_72 = "data/video/two_person_interaction_72f.mp4"  # 1920x1080
 def test_poses_scaled_and_frame_size() -> None:
     poses = Poses(np.array([[10, 20, 30, 40]]), np.array([0.9]),
                   np.array([[[5, 6, 0.8], [7, 8, 0.1]]]), np.array([0.7]))
-    big = poses.scaled(3.0, 2.0)
+    assert poses.in_source_pixels((360, 640), None) is poses
+    big = poses.in_source_pixels((360, 640), (720, 1920))  # x times 3, y times 2
     np.testing.assert_allclose(big.boxes, [[30, 40, 90, 80]])
     np.testing.assert_allclose(big.keypoints, [[[15, 12, 0.8], [21, 16, 0.1]]])  # scores unchanged
     np.testing.assert_allclose(poses.keypoints[0, 0], [5, 6, 0.8])  # the original is left alone
