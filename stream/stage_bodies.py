@@ -82,7 +82,11 @@ def _source_watch(rt: StageRuntime, source: Any, done: threading.Event) -> None:
         rt.beat()
         stats = source.stats.as_dict()
         if stats != reported:
-            rt.report("source_stats", stats)
+            try:
+                rt.report("source_stats", stats)
+            except OSError:  # the supervisor is gone (killed): stop reading, quietly
+                source.close()
+                return
             reported = stats
         if rt.stopping:
             source.close()
