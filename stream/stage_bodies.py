@@ -139,7 +139,8 @@ def _on_pixels(rings: RingCache, works: list[Work], bit: int,
 
 
 def run_detect(rt: StageRuntime, io: StageIO) -> None:
-    """Find persons in every frame (batched across streams); skip references a live source reclaimed."""
+    """Find persons in every frame (batched across streams, or frame by frame overlapped when the
+    detector says `in_flight`); skip references a live source reclaimed."""
     from posestream.stream.chain import build_detector
 
     detector = build_detector(rt.config)
