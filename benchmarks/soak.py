@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from posestream.benchmarks.processes import interrupt
 from posestream.stream.core.config import Config, load_config
 from posestream.stream.core.errors import ConfigError
 
@@ -273,13 +273,7 @@ def run_soak(video: Path, minutes: float, scratch: Path, *, fps: float = 10.0, i
                 samples.append({"t": round(elapsed, 2), "processes": procs, **shm_sample(proc.pid)})
                 time.sleep(max(0.0, interval_s - (time.monotonic() - started - elapsed)))
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            interrupt(proc)
     after = shm_sample(proc.pid)
     analysis = analyse(samples, warmup_s)
     check = verdict(analysis)

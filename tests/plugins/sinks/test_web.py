@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from posestream.benchmarks.processes import interrupt
 from posestream.plugins.sinks.web.host import WebHost
 from posestream.plugins.sinks.web.settings import parse_target, warn_if_exposed, web_settings
 from posestream.plugins.sinks.web.sink import WebSink
@@ -291,7 +292,6 @@ def test_viewer_of_a_zmq_stream_draws_keypoints_without_pictures(tmp_path) -> No
 @pytest.mark.timeout(400)
 def test_healthz_names_a_live_source_that_stopped_delivering(prepared_home, tmp_path) -> None:
     """A real live source that delivers a frame only every 20 s: /healthz turns 503 and says so."""
-    import signal
     import subprocess
     import sys
 
@@ -320,12 +320,7 @@ def test_healthz_names_a_live_source_that_stopped_delivering(prepared_home, tmp_
             time.sleep(0.5)
         assert status == 503 and text.startswith("stream lavfi: no frame for"), reasons[-5:]
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(30)
+        interrupt(process, 120)
         log.close()
 
 

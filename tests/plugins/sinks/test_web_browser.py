@@ -22,6 +22,7 @@ import pytest
 from coco_frames import video_results
 from prometheus_client.parser import text_string_to_metric_families
 
+from posestream.benchmarks.processes import interrupt
 from posestream.plugins.sinks.web.host import WebHost
 from posestream.plugins.sinks.web.sink import WebSink
 from posestream.stream.core.config import load_config
@@ -82,13 +83,7 @@ def live_run(shared: Path, prepared_home: Path, tmp_path: Path):
                  "/healthz to report the pipeline healthy")
         yield url, process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(30)
+        interrupt(process)
         log.close()
         sys.stderr.write((tmp_path / "run.log").read_text()[-3000:])
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import zmq
 
+from posestream.benchmarks.processes import interrupt
 from posestream.stream.core import wire
 from posestream.stream.core.errors import InputError
 
@@ -139,6 +140,14 @@ def fleet_file(tmp: Path, shared: Path, publish: str, ports: int, **cameras: dic
     return path
 
 
+def start_fleet(path: Path, address: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """`posestream fleet run FLEET.toml` on the test cluster (320-px detector), output into `log`."""
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, "-m", "posestream", "fleet", "run", str(path),
+                                 "--address", address, "--quiet", "--set", "detector.input_size=320"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
 def cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "posestream", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
@@ -172,11 +181,7 @@ def test_fleet_survives_a_killed_camera_a_lost_node_and_a_bad_camera(
     log = tmp_path / "fleet.log"
     watch = StreamWatch(publish)
     watch.start()
-    with log.open("w") as out:
-        run = subprocess.Popen([sys.executable, "-m", "posestream", "fleet", "run", str(path),
-                                "--address", ray_cluster.address, "--quiet",
-                                "--set", "detector.input_size=320"],
-                               env=env, stdout=out, stderr=subprocess.STDOUT)
+    run = start_fleet(path, ray_cluster.address, env, log)
     try:
         # Every good camera publishes on the one aggregated stream; the bad one is retried.
         wait_for("frames of every good camera", lambda: all(watch.frames.get(c) for c in GOOD),
@@ -224,12 +229,7 @@ def test_fleet_survives_a_killed_camera_a_lost_node_and_a_bad_camera(
         assert not any(worker_pids(c) for c in (*GOOD, BAD))
     finally:
         watch.close()
-        if run.poll() is None:
-            run.send_signal(signal.SIGINT)
-            try:
-                run.wait(60)
-            except subprocess.TimeoutExpired:
-                run.kill()
+        interrupt(run)
         for camera in (*GOOD, BAD):
             for pid in worker_pids(camera):
                 os.kill(pid, signal.SIGKILL)
@@ -247,11 +247,7 @@ def test_camera_without_room_waits_for_resources(cluster: Any, tmp_path: Path, s
     log = tmp_path / "fleet.log"
     watch = StreamWatch(publish)
     watch.start()
-    with log.open("w") as out:
-        run = subprocess.Popen([sys.executable, "-m", "posestream", "fleet", "run", str(path),
-                                "--address", ray_cluster.address, "--quiet",
-                                "--set", "detector.input_size=320"],
-                               env=env, stdout=out, stderr=subprocess.STDOUT)
+    run = start_fleet(path, ray_cluster.address, env, log)
     try:
         def states() -> dict[str, str]:
             return {n: watch.status.get(n, {}).get("detail", "") for n in names}
@@ -267,12 +263,7 @@ def test_camera_without_room_waits_for_resources(cluster: Any, tmp_path: Path, s
         assert run.wait(60) == 0, log.read_text()[-4000:]
     finally:
         watch.close()
-        if run.poll() is None:
-            run.send_signal(signal.SIGINT)
-            try:
-                run.wait(60)
-            except subprocess.TimeoutExpired:
-                run.kill()
+        interrupt(run)
         for camera in names:
             for pid in worker_pids(camera):
                 os.kill(pid, signal.SIGKILL)
