@@ -39,6 +39,10 @@ def namespace_packages() -> tuple[list[str], dict[str, str]]:
 
 PACKAGES, PACKAGE_DIR = namespace_packages()
 FLEET = ["ray==2.60.0"]  # `posestream fleet`: Ray is the control plane of a camera fleet (tests use it)
+# `posestream eval --mot`: TrackEval computes MOTA, IDF1 and HOTA. 1.3.0 supports numpy 2 (py-motmetrics
+# 1.4.0, the last release, calls np.asfarray, removed in numpy 2, and has no HOTA). It declares
+# opencv-python, the GUI build, for a segmentation metric posestream never runs: see scripts/setup.sh.
+EVAL = ["trackeval==1.3.0"]
 
 setup(
     name="posestream",
@@ -73,8 +77,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2.1", "matplotlib>=3.7", "ai-edge-litert>=2.3",
-                 "playwright>=1.40", *FLEET],  # playwright drives Debian's chromium; never `playwright install`
+                 "playwright>=1.40", *FLEET, *EVAL],  # playwright drives Debian's chromium; never `playwright install`
         "fleet": FLEET,
+        "eval": EVAL,
         "gpu": ["tensorrt>=10,<12"],  # 10.x and 11.x (see docs/gpu.md: 11 has no calibrated INT8)
         # builds the default INT8 model (`models prepare`/`models quantize`); running it needs only openvino
         "quantize": ["nncf>=2.14"],
