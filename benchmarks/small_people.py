@@ -7,9 +7,11 @@ installed), on the small-person dev set (`small_people_set`), in one run; option
 posestream runs in this process, one frame after the other, the frame decoded at the size the
 pipeline's decoder would give (`source.scale_in_decoder`); CPU time is this process's (every
 thread's) CPU seconds inside the detector calls, per frame. The peers run in their own process,
-timed the same way around their per-frame calls. Recall: a GT person counts as found when a
-detection (score >= `detector.score_threshold`, or the peer's default) overlaps it by IoU >= 0.5
-(one-to-one per frame, Hungarian matching), by GT box height in canvas pixels.
+timed the same way around their per-frame calls (Ultralytics `predict` for recall and CPU time, its
+`track` with ByteTrack for MOTA/IDF1). Recall: a GT person counts as found when a detection (score >=
+`detector.score_threshold`, or the peer's default 0.25) overlaps it by IoU >= 0.5 (one-to-one per
+frame, Hungarian matching), by GT box height in canvas pixels; posestream's recall is its detections
+before the tracker, its MOTA/IDF1/HOTA its tracker's confirmed tracks.
 
     python -m posestream.benchmarks.small_people [--dev-set DIR] [--skip-peer] [--fps-rounds N] [--out FILE]
 """
@@ -147,7 +149,10 @@ frames = sorted(Path(sys.argv[2]).iterdir())
 cpu, out = 0.0, []
 for index, path in enumerate(frames):
     start = time.process_time()
-    result = model.track(str(path), persist=True, tracker="bytetrack.yaml", imgsz=int(sys.argv[3]), verbose=False)[0]
+    if sys.argv[4] == "track":
+        result = model.track(str(path), persist=True, tracker="bytetrack.yaml", imgsz=int(sys.argv[3]), verbose=False)[0]
+    else:
+        result = model.predict(str(path), imgsz=int(sys.argv[3]), verbose=False)[0]
     cpu += time.process_time() - start
     boxes = result.boxes
     ids = boxes.id.int().tolist() if boxes.id is not None else [-1] * len(boxes)
@@ -269,9 +274,11 @@ def measure(config_overrides: dict[str, Any], dev: dict[str, Path], peer: str | 
             weights = peer_weights(base)
             for imgsz in (640, 1280):
                 log.info("small people: peer imgsz %d", imgsz)
-                add(f"peer: Ultralytics track imgsz {imgsz}", "peer",
-                    {part: run_peer(peer, PEER_TRACK, weights, s, [str(imgsz)], scratch, part == "tud-far")
-                     for part, s in sequences.items()})
+                results = {part: run_peer(peer, PEER_TRACK, weights, s, [str(imgsz), "predict"], scratch, False)
+                           for part, s in sequences.items()}
+                tracked = run_peer(peer, PEER_TRACK, weights, sequences["tud-far"], [str(imgsz), "track"], scratch, True)
+                results["tud-far"]["mot"] = tracked["mot"]
+                add(f"peer: Ultralytics imgsz {imgsz} (predict; MOTA: track)", "peer", results)
             if not peer_has(peer, "sahi"):
                 status = "sahi not installed: pip install sahi for its row"
             else:

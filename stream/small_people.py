@@ -2,8 +2,9 @@
 
 Every frame gets the detector's full-frame pass, as without this strategy. A frame larger than the
 detector's input (`detector.input_size` on its long side) also gets *windows*: regions seen at
-`small_people.zoom` times the full pass's scale, packed four (`mosaic`^2) to one image of the full
-pass's canvas size, so four windows cost one more detector call. Where they go:
+`small_people.zoom` times the full pass's scale, packed `mosaic_columns` x `mosaic_rows` (3 x 2) to
+one image as wide as the full pass's canvas and as tall as the rows they fill, so six windows cost
+one more detector call of the frame's size, three windows half of one. Where they go:
 
 - **where small people were**: around every person the stream showed in its recent frames (the last
   `memory` frames that are at least `lag` frames old) whose box in the full pass was shorter than
@@ -11,11 +12,11 @@ pass's canvas size, so four windows cost one more detector call. Where they go:
   each *hint* of the newest of those frames: a small detection scoring between `hint_score` and
   `detector.score_threshold` (the inner detector decodes from `hint_score`; hints are never output);
 - **a slow scan**: a grid of windows over the whole frame, walked round robin: all of it on a
-  stream's first frame (and after a resolution change), then one mosaic every `scan_every` frames,
-  and whatever slots the windows above leave free.
+  stream's first frame (and after a resolution change), then one row of a mosaic every `scan_every`
+  frames, and whatever slots of a row the windows above leave free.
 
-A stream whose people are all large therefore pays one mosaic per `scan_every` frames; a stream with
-small people pays about one call per four places where they are. The windows' persons that are
+A stream whose people are all large therefore pays half a detector call per `scan_every` frames; a
+stream with small people about half a call per three places where they are. The windows' persons that are
 whole (not cut by a window side) join the full pass's, duplicates suppressed by IoU
 (`zoom_windows.merge`).
 
@@ -37,7 +38,8 @@ from posestream.stream.core.contracts import Detector
 from posestream.stream.core.results import Poses
 from posestream.stream.core.settings import Settings
 from posestream.stream.zoom_windows import (Placement, build_mosaic, canvas_hw, cover, from_mosaic,
-                                            inside_fraction, merge, mosaic_slots, scan_grid, window_size)
+                                            inside_fraction, merge, mosaic_slots, scan_grid, used_height,
+                                            window_size)
 
 Mosaic = tuple[np.ndarray, list[Placement]]
 PART_OF_LARGE = 0.5  # a window person or hint with this share of its box inside a large person is part of them
@@ -85,8 +87,8 @@ class SmallPeopleDetector(Detector):
         self.size, self.rectangular = det.input_size, det.rectangular
         self.threshold, self.iou_threshold, self.max_persons = det.score_threshold, det.iou_threshold, det.max_persons
         self.zoom, self.small_height, self.hint_score = cfg.zoom, cfg.small_height, cfg.hint_score
-        self.memory, self.scan_every, self.per_side, self.max_mosaics = (cfg.memory, cfg.scan_every, cfg.mosaic,
-                                                                         cfg.max_mosaics)
+        self.memory, self.scan_every, self.max_mosaics = cfg.memory, cfg.scan_every, cfg.max_mosaics
+        self.columns, self.rows = cfg.mosaic_columns, cfg.mosaic_rows
         self.in_flight = inner.in_flight
         self.lag = max(inner.in_flight, det.batch) + 1
         self._streams: dict[Hashable, _StreamState] = {}
@@ -99,7 +101,7 @@ class SmallPeopleDetector(Detector):
             return None
         scale = self.size / max(shape)
         mosaic_hw = canvas_hw(shape, self.size, self.rectangular)
-        slots = mosaic_slots(mosaic_hw, self.per_side)
+        slots = mosaic_slots(mosaic_hw, self.columns, self.rows)
         return scale, mosaic_hw, slots, window_size((int(slots[0, 2]), int(slots[0, 3])), self.zoom * scale, shape)
 
     def _mosaics(self, frame: np.ndarray, windows: np.ndarray) -> list[Mosaic]:
@@ -109,8 +111,9 @@ class SmallPeopleDetector(Detector):
         scale, mosaic_hw, slots, _ = geometry
         per = len(slots)
         self.mosaics += -(-len(windows) // per)
-        return [build_mosaic(frame, windows[i:i + per], slots, self.zoom * scale, mosaic_hw)
-                for i in range(0, len(windows), per)]
+        chunks = [windows[i:i + per] for i in range(0, len(windows), per)]
+        return [build_mosaic(frame, chunk, slots, self.zoom * scale,
+                             (used_height(slots, len(chunk), mosaic_hw[0]), mosaic_hw[1])) for chunk in chunks]
 
     def _net_heights(self, poses: Poses, shape: tuple[int, int]) -> np.ndarray:
         """Box heights in the full pass's network pixels (infinite where no zoom applies)."""
@@ -142,9 +145,9 @@ class SmallPeopleDetector(Detector):
         if state.planned == 0:
             scan = len(grid)  # a stream's first frame: the whole grid
         elif len(windows):
-            scan = -len(windows) % per  # the free slots of the last mosaic
+            scan = -len(windows) % self.columns  # the free slots of the last row
         else:
-            scan = per if frame_id % self.scan_every == 0 else 0
+            scan = self.columns if frame_id % self.scan_every == 0 else 0  # one row of a mosaic
         state.planned += 1
         picked = [grid[(state.scan_next + i) % len(grid)] for i in range(min(scan, len(grid)))]
         state.scan_next = (state.scan_next + len(picked)) % len(grid)

@@ -1,13 +1,14 @@
 """Geometry of zoom windows for small people, as plain numpy functions (no model needed to test them).
 
 A *window* is a region of the frame, `[x, y, w, h]` in frame pixels, looked at with more detail than
-the full-frame pass. Windows travel to the detector packed into a *mosaic*: one image of the
-full-frame pass's canvas size cut into `per_side x per_side` slots with a gap between them, each slot
-holding one window scaled by the zoom. A mosaic costs one detector call, like the frame itself.
+the full-frame pass. Windows travel to the detector packed into a *mosaic*: an image as wide as the
+full-frame pass's canvas, cut into `columns x rows` slots with a gap between them, each slot holding
+one window scaled by the zoom; a mosaic is only as tall as the rows its windows fill, so its cost
+(one detector call) follows the number of windows.
 
-- `mosaic_slots`: the slots of a mosaic;
+- `mosaic_slots`, `used_height`: the slots of a mosaic, and how tall a mosaic of n windows is;
 - `scan_grid`: windows that tile the whole frame with overlap (what a scan walks through);
-- `cover`: windows centred on boxes until every box lies inside one (where small people were);
+- `cover`: windows on groups of nearby boxes until every box lies inside one (where small people were);
 - `build_mosaic` / `from_mosaic`: pack windows into a mosaic, and bring what the detector found in
   it back to frame pixels, marking persons cut by a window edge that is not the frame's edge;
 - `inside_fraction`: how much of a box lies in another (a window's view of part of a large person);
@@ -39,13 +40,20 @@ def canvas_hw(frame_hw: tuple[int, int], long_side: int, rectangular: bool, stri
             max(stride, math.ceil(width * scale / stride) * stride))
 
 
-def mosaic_slots(mosaic_hw: tuple[int, int], per_side: int, gap: int = MOSAIC_GAP) -> np.ndarray:
-    """Slots `[per_side**2, 4]` (x, y, w, h, integers) of a mosaic, row by row."""
+def mosaic_slots(mosaic_hw: tuple[int, int], columns: int, rows: int, gap: int = MOSAIC_GAP) -> np.ndarray:
+    """Slots `[columns * rows, 4]` (x, y, w, h, integers) of a mosaic, row by row."""
     height, width = mosaic_hw
-    slot_w = max(1, (width - (per_side - 1) * gap) // per_side)
-    slot_h = max(1, (height - (per_side - 1) * gap) // per_side)
+    slot_w = max(1, (width - (columns - 1) * gap) // columns)
+    slot_h = max(1, (height - (rows - 1) * gap) // rows)
     return np.array([[col * (slot_w + gap), row * (slot_h + gap), slot_w, slot_h]
-                     for row in range(per_side) for col in range(per_side)], dtype=np.int64)
+                     for row in range(rows) for col in range(columns)], dtype=np.int64)
+
+
+def used_height(slots: np.ndarray, count: int, mosaic_h: int, stride: int = 32) -> int:
+    """The height of a mosaic holding windows in its first `count` slots: only the rows they fill,
+    rounded up to `stride` (a mosaic of one row of windows costs a detector call of that height)."""
+    bottom = int((slots[:count, 1] + slots[:count, 3]).max()) if count else stride
+    return min(mosaic_h, math.ceil(bottom / stride) * stride)
 
 
 def window_size(slot_wh: tuple[int, int], scale: float, frame_hw: tuple[int, int]) -> tuple[float, float]:
@@ -82,11 +90,14 @@ def _inside(boxes: np.ndarray, window: np.ndarray) -> np.ndarray:
 def cover(boxes: np.ndarray, scores: np.ndarray, window_wh: tuple[float, float], frame_hw: tuple[int, int],
           limit: int) -> np.ndarray:
     """At most `limit` windows `[M, 4]` of `window_wh`, placed greedily: the best-scored box not yet
-    inside a window gets a window centred on it (moved inside the frame), and every box that lies
-    inside it counts as covered. Boxes larger than a window get one centred on them all the same."""
+    inside a window seeds one, which also takes the nearest other such boxes while all of them fit
+    in a window together; the window is centred on them (moved inside the frame), and every box that
+    lies inside it counts as covered. A box larger than a window gets one centred on it all the same."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     w, h = window_wh
     height, width = frame_hw
+    corners = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
+    centres = boxes[:, :2] + boxes[:, 2:] / 2
     covered = np.zeros(len(boxes), dtype=bool)
     windows = []
     for i in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable"):
@@ -94,7 +105,13 @@ def cover(boxes: np.ndarray, scores: np.ndarray, window_wh: tuple[float, float],
             break
         if covered[i]:
             continue
-        cx, cy = boxes[i, 0] + boxes[i, 2] / 2, boxes[i, 1] + boxes[i, 3] / 2
+        group = corners[i].copy()
+        others = np.flatnonzero(~covered)
+        for j in others[np.argsort(np.hypot(*(centres[others] - centres[i]).T), kind="stable")]:
+            joined = np.concatenate([np.minimum(group[:2], corners[j, :2]), np.maximum(group[2:], corners[j, 2:])])
+            if joined[2] - joined[0] <= w and joined[3] - joined[1] <= h:
+                group = joined
+        cx, cy = (group[0] + group[2]) / 2, (group[1] + group[3]) / 2
         window = np.array([min(max(cx - w / 2, 0.0), max(width - w, 0.0)),
                            min(max(cy - h / 2, 0.0), max(height - h, 0.0)), w, h])
         covered |= _inside(boxes, window)

@@ -215,7 +215,8 @@ class SmallPeopleSettings(Table):
     hint_score: float = bound(0.0, 1.0)
     memory: int = bound(1, 100_000)
     scan_every: int = bound(1, 100_000)
-    mosaic: int = bound(1, 8)
+    mosaic_columns: int = bound(1, 8)
+    mosaic_rows: int = bound(1, 8)
     max_mosaics: int = bound(1, 64)
 
 

@@ -7,7 +7,7 @@ import pytest
 from posestream.stream.core.results import Poses
 from posestream.stream.zoom_windows import (MOSAIC_GAP, MOSAIC_PAD, build_mosaic, canvas_hw, cover,
                                             from_mosaic, inside_fraction, merge, mosaic_slots, scan_grid,
-                                            window_size)
+                                            used_height, window_size)
 
 
 def _poses(boxes: list[list[float]], scores: list[float], k: int = 2) -> Poses:
@@ -29,11 +29,14 @@ def test_canvas_size(frame_hw, long_side, rectangular, expected) -> None:
 
 
 def test_mosaic_slots_tile_the_mosaic_with_gaps() -> None:
-    slots = mosaic_slots((384, 640), 2)
+    slots = mosaic_slots((384, 640), 2, 2)
     assert slots.tolist() == [[0, 0, 312, 184], [328, 0, 312, 184], [0, 200, 312, 184], [328, 200, 312, 184]]
     assert slots[1, 0] - (slots[0, 0] + slots[0, 2]) == MOSAIC_GAP
     assert (slots[:, 0] + slots[:, 2]).max() <= 640 and (slots[:, 1] + slots[:, 3]).max() <= 384
-    assert mosaic_slots((384, 640), 1).tolist() == [[0, 0, 640, 384]]
+    assert mosaic_slots((384, 640), 1, 1).tolist() == [[0, 0, 640, 384]]
+    wide = mosaic_slots((384, 640), 3, 2)
+    assert wide[:, 2].tolist() == [202] * 6 and wide[:, 3].tolist() == [184] * 6
+    assert [used_height(wide, n, 384) for n in (0, 1, 3, 4, 6)] == [32, 192, 192, 384, 384]
 
 
 def test_window_size_is_the_slot_over_the_scale_within_the_frame() -> None:
@@ -63,8 +66,10 @@ def test_cover_places_windows_on_the_best_boxes_first() -> None:
     boxes = np.array([[100, 100, 20, 50], [120, 110, 20, 50], [1000, 600, 20, 50], [5, 5, 20, 50]])
     scores = np.array([0.9, 0.3, 0.5, 0.2])
     windows = cover(boxes, scores, (312, 184), (720, 1280), limit=8)
-    # best first; box 1 lies in box 0's window; windows are centred on their box, moved into the frame
-    np.testing.assert_allclose(windows, [[0, 33, 312, 184], [854, 533, 312, 184], [0, 0, 312, 184]])
+    # best first; boxes 1 and 3 fit in one window with box 0, centred on the three, moved into the frame
+    np.testing.assert_allclose(windows, [[0, 0, 312, 184], [854, 533, 312, 184]])
+    smaller = cover(boxes, scores, (100, 60), (720, 1280), limit=8)  # only boxes 0 and 1 fit together
+    np.testing.assert_allclose(smaller, [[70, 100, 100, 60], [960, 595, 100, 60], [0, 0, 100, 60]])
     assert cover(boxes, scores, (312, 184), (720, 1280), limit=1).shape == (1, 4)
     assert cover(np.zeros((0, 4)), np.zeros(0), (312, 184), (720, 1280), limit=4).shape == (0, 4)
 
@@ -73,7 +78,7 @@ def test_mosaic_round_trip_maps_persons_back_to_the_frame() -> None:
     """A person drawn in a frame, packed at scale 2 into slot 1: found there, it comes back at its place."""
     frame = np.zeros((720, 1280, 3), dtype=np.uint8)
     windows = np.array([[0, 0, 156, 92], [400, 300, 156, 92]], dtype=np.float64)
-    slots = mosaic_slots((384, 640), 2)
+    slots = mosaic_slots((384, 640), 2, 2)
     mosaic, placements = build_mosaic(frame, windows, slots, 2.0, (384, 640))
     assert mosaic.shape == (384, 640, 3) and (mosaic[:, 312:328] == MOSAIC_PAD).all()  # the gap
     assert placements[1].window == (400, 300, 556, 392) and placements[1].scale_x == 2.0
@@ -88,7 +93,7 @@ def test_mosaic_round_trip_maps_persons_back_to_the_frame() -> None:
 
 def test_person_cut_by_an_inner_window_side_is_not_whole() -> None:
     frame = np.zeros((720, 1280, 3), dtype=np.uint8)
-    slots = mosaic_slots((384, 640), 2)
+    slots = mosaic_slots((384, 640), 2, 2)
     _, placements = build_mosaic(frame, np.array([[400, 300, 312, 184]]), slots, 1.0, (384, 640))
     found = _poses([[0, 50, 30, 60], [100, 50, 30, 60], [290, 100, 22, 60], [100, 500, 5, 5]], [0.9] * 4)
     mapped, whole = from_mosaic(found, placements, (720, 1280))
@@ -97,7 +102,7 @@ def test_person_cut_by_an_inner_window_side_is_not_whole() -> None:
 
 
 def test_empty_mosaic_and_tiny_frames() -> None:
-    slots = mosaic_slots((640, 32), 2)
+    slots = mosaic_slots((640, 32), 2, 2)
     frame = np.full((2000, 1, 3), 200, dtype=np.uint8)  # a 1-pixel-wide stream
     windows = scan_grid((2000, 1), window_size((int(slots[0, 2]), int(slots[0, 3])), 0.64, (2000, 1)), 20.0)
     mosaic, placements = build_mosaic(frame, windows[:4], slots, 0.64, (640, 32))
