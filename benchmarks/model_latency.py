@@ -87,6 +87,7 @@ def detector_rows(config: Config, frame: np.ndarray, backend: str, device: str,
         cfg = with_copy(config)
         cfg["engine"].update(backend=backend, device=device, precision=precision)
         cfg["detector"]["threads"] = count
+        cfg["small_people"]["enabled"] = False  # the model alone: its engine, not the windows around it
         detector = build_detector(cfg)
         try:
             engine = detector.engine

@@ -68,7 +68,7 @@ def run_sequential(config: Config, video: Path, sink_specs: list[tuple[str, str]
             if frame is None:
                 break
             t1 = time.perf_counter()
-            poses = detector.detect([frame.image])
+            poses = detector.detect_frames([frame.image], [(0, frame.index)])  # as the detect stage calls it
             poses = [p.in_source_pixels(frame.image.shape, frame.source_hw) for p in poses]
             detections += len(poses[0])
             t2 = time.perf_counter()

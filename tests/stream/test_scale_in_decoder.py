@@ -89,7 +89,10 @@ def test_results_match_full_size_decoding(config: Config, shared: Path, tmp_path
     scaled = json.loads(_run(config, shared / VIDEO_72, tmp_path / "small.json", [], True))
     assert "1920x1080 (decoded at 1280x720)" in caplog.text  # input 640 x small-people zoom 2
     full = json.loads(_run(config, shared / VIDEO_72, tmp_path / "full.json", [], False))
-    assert len(scaled) == len(full) == 144  # the same two people in all 72 frames
+    # the same two people in all 72 frames (the small-people windows, which look at other pixels at
+    # each size, may add a low-scored far "person": a bag at 1561, 470 scores 0.10-0.19 at full size)
+    scaled, full = ([p for p in persons if p["score"] >= 0.5] for persons in (scaled, full))
+    assert len(scaled) == len(full) == 144
     a = np.array([p["keypoints"] for p in full]).reshape(-1, 17, 3)
     b = np.array([p["keypoints"] for p in scaled]).reshape(-1, 17, 3)
     assert b[..., 0].max() > 1000  # source pixels, not the 640-wide decoded frame's
