@@ -1,0 +1,269 @@
+"""Identity quality of the tracker next to the peer's trackers, on the same detections.
+
+Every clip is read once and its poses found once per detector input size with the default chain
+(YOLO11n-pose, pose NMS; cached in `$POSESTREAM_HOME/tracking-cache`), then every contestant tracks
+exactly those persons: posestream's `oks-byte` (as configured, and each `--variant`) and the peer,
+Ultralytics' `BYTETracker` (`bytetrack.yaml`) and `BOTSORT` (`botsort.yaml`, with its sparse
+optical-flow camera-motion compensation on the frames) - the classes `YOLO.track` runs, with the
+settings it reads, fed the boxes and scores `track` would feed them (same weights, same input size,
+score threshold 0.1). Only the tracker differs, which is what this benchmark measures.
+
+Clips with ground truth (MOTChallenge sequences under `data/mot`) are scored with TrackEval
+(`stream.mot.score`: MOTA, IDF1, HOTA, ID switches); the shared videos have none, so they report
+what can be read without it: ids made, id fragments (an id that disappears and comes back), and
+how many of the main people's frames their longest ids cover (`people` per clip below).
+
+    python -m posestream.benchmarks.tracking [--input-size 640,1280] [--clips NAME,...]
+        [--variant NAME=KEY=VALUE,...] [--no-peer] [--out tracking.json]
+
+The peer is optional (`pip install ultralytics lapx` into the same venv; never a posestream
+dependency); without it its rows are skipped with one line.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import av
+import cv2
+import numpy as np
+
+from posestream.benchmarks.report import emit
+from posestream.stream.core.config import Config, home_dir, load_config, shared_dir
+from posestream.stream.core.contracts import IdAllocator
+from posestream.stream.core.errors import InputNotFoundError
+from posestream.stream.core.results import Poses
+
+PEER_TRACKERS = ("bytetrack", "botsort")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One benchmark clip: a MOTChallenge sequence (scored against its GT), a video or an image
+    folder (no GT; `people` = how many persons it is about, for the coverage column)."""
+
+    name: str
+    path: Path
+    mot: bool = False
+    people: int = 0
+
+
+def shared_clips(config: Config) -> list[Clip]:
+    data = shared_dir(config) / "data"
+    clips = [Clip(p.name, p, mot=True) for p in sorted((data / "mot").glob("*")) if p.is_dir()]
+    clips += [Clip("two_person_interaction_72f", data / "video/two_person_interaction_72f.mp4", people=2),
+              Clip("street_walk_5f", data / "video/street_walk_5f.mp4", people=1),
+              Clip("soccer_posetrack_000001_5f", data / "video/soccer_posetrack_000001_5f.mp4", people=3),
+              Clip("posetrack_000001_10f", data / "posetrack/sequences/000001_mpiinew_test", people=3)]
+    return [clip for clip in clips if clip.path.exists()]
+
+
+# -- frames and detections ----------------------------------------------------------------------------
+
+def read_frames(clip: Clip) -> list[np.ndarray]:
+    """BGR frames in order (a MOT sequence's video frame N is its GT frame N + 1)."""
+    path = clip.path
+    if clip.mot:
+        from posestream.stream.mot import open_sequence
+
+        path = open_sequence(path).frames
+    if path.is_dir():
+        return [cv2.imread(str(p)) for p in sorted(path.iterdir())
+                if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    if not path.is_file():
+        raise InputNotFoundError(f"clip not found: {path}")
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
+
+
+def detections(clip: Clip, frames: list[np.ndarray], config: Config, cache: Path) -> list[Poses]:
+    """The default chain's poses per frame (cached per clip, input size and precision)."""
+    from posestream.stream.chain import PoseChain
+
+    key = f"{clip.name}-{config['detector']['input_size']}-{config['engine']['precision']}-" \
+          f"{config['model']['name']}.npz"
+    file = cache / key
+    if file.is_file():
+        with np.load(file) as data:
+            bounds = data["bounds"]
+            return [Poses(data["boxes"][a:b], data["box_scores"][a:b], data["keypoints"][a:b],
+                          data["scores"][a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    with PoseChain(config) as chain:
+        found = [chain.process([frame])[0] for frame in frames]
+    bounds = np.cumsum([0] + [len(p) for p in found])
+    cache.mkdir(parents=True, exist_ok=True)
+    joined = {name: np.concatenate([getattr(p, name) for p in found])
+              for name in ("boxes", "box_scores", "keypoints", "scores")}
+    np.savez(file, bounds=bounds, **joined)
+    return found
+
+
+# -- the contestants: each yields (frame index, ids [N], boxes [N, 4] x, y, w, h) per frame ------------
+
+Tracks = Iterator[tuple[int, np.ndarray, np.ndarray]]
+
+
+def track_posestream(found: list[Poses], frames: list[np.ndarray], config: Config) -> Tracks:
+    from posestream.stream.core import registry
+
+    tracker = registry.load("posestream.trackers", config["tracker"]["plugin"])(config, IdAllocator())
+    for index, poses in enumerate(found):
+        out = tracker.update(poses)
+        yield index, out.ids, out.boxes
+    del frames
+
+
+def peer_missing() -> str | None:
+    for module in ("ultralytics", "lap"):
+        if importlib.util.find_spec(module) is None:
+            return "peer not installed: pip install ultralytics lapx (into this venv) to add the peer rows"
+    return None
+
+
+def track_peer(kind: str, found: list[Poses], frames: list[np.ndarray]) -> Tracks:
+    """Ultralytics' tracker `kind` (its default yaml), as `YOLO.track` drives it per frame: boxes,
+    scores and class 0 in; the activated tracks' boxes and ids out."""
+    import ultralytics
+    from ultralytics.engine.results import Boxes
+    from ultralytics.trackers.track import TRACKER_MAP
+    from ultralytics.utils import YAML, IterableSimpleNamespace
+
+    cfg = IterableSimpleNamespace(**YAML.load(Path(ultralytics.__file__).parent / f"cfg/trackers/{kind}.yaml"))
+    cfg.device = "cpu"
+    tracker = TRACKER_MAP[cfg.tracker_type](args=cfg)
+    for index, (poses, frame) in enumerate(zip(found, frames)):
+        xyxy = np.concatenate([poses.boxes[:, :2], poses.boxes[:, :2] + poses.boxes[:, 2:]], axis=1)
+        data = np.concatenate([xyxy, poses.box_scores[:, None], np.zeros((len(poses), 1))], axis=1)
+        tracks = tracker.update(Boxes(data.astype(np.float32), frame.shape[:2]), frame)
+        tracks = np.asarray(tracks).reshape(-1, 8)
+        boxes = np.concatenate([tracks[:, :2], tracks[:, 2:4] - tracks[:, :2]], axis=1)
+        yield index, tracks[:, 4].astype(np.int64), boxes
+
+
+# -- scores -----------------------------------------------------------------------------------------
+
+def score_mot(clip: Clip, tracks: Tracks) -> dict[str, Any]:
+    from posestream.stream.mot import open_sequence, score, write_mot_file
+
+    sequence = open_sequence(clip.path)
+    rows = [[index + 1, i, *box, 1.0, -1, -1, -1] for index, ids, boxes in tracks
+            for i, box in zip(ids.tolist(), boxes.tolist()) if i >= 0 and index < sequence.length]
+    with tempfile.TemporaryDirectory(prefix="posestream-tracking-") as tmp:
+        results = Path(tmp) / f"{sequence.name}.txt"
+        write_mot_file(results, np.array(rows, dtype=np.float64).reshape(-1, 10))
+        return score(sequence, results)
+
+
+def identity_without_gt(tracks: Tracks, people: int) -> dict[str, Any]:
+    """Ids made, fragments (id gaps: frames where an id is missing between two of its frames,
+    counted once per gap) and coverage: the frames of the `people` longest ids over `people` x
+    frames."""
+    frames_of: dict[int, list[int]] = {}
+    frames = 0
+    for index, ids, _ in tracks:
+        frames = index + 1
+        for i in ids.tolist():
+            if i >= 0:
+                frames_of.setdefault(i, []).append(index)
+    lengths = sorted((len(f) for f in frames_of.values()), reverse=True)
+    fragments = sum(int(np.count_nonzero(np.diff(sorted(f)) > 1)) for f in frames_of.values())
+    coverage = sum(lengths[:people]) / max(people * frames, 1)
+    return {"ids": len(frames_of), "fragments": fragments, "coverage": coverage, "people": people}
+
+
+def evaluate(clip: Clip, tracks: Tracks) -> dict[str, Any]:
+    start = time.perf_counter()
+    result = score_mot(clip, tracks) if clip.mot else identity_without_gt(tracks, clip.people)
+    result["seconds"] = time.perf_counter() - start  # tracking + scoring, not a latency figure
+    return result
+
+
+# -- the table ----------------------------------------------------------------------------------------
+
+def parse_variants(specs: list[str]) -> dict[str, dict[str, str]]:
+    """`NAME=KEY=VALUE,KEY=VALUE` -> {NAME: {KEY: VALUE}} (keys are dotted config keys)."""
+    variants = {}
+    for spec in specs:
+        name, _, rest = spec.partition("=")
+        variants[name] = dict(item.split("=", 1) for item in rest.split(",") if item)
+    return variants
+
+
+def run(clips: list[Clip], sizes: list[int], variants: dict[str, dict[str, str]], peer: bool,
+        cache: Path) -> list[dict[str, Any]]:
+    rows = []
+    for clip in clips:
+        frames = read_frames(clip)
+        for size in sizes:
+            config = load_config(overrides={"detector.input_size": size})
+            found = detections(clip, frames, config, cache)
+            contestants: dict[str, Callable[[], Tracks]] = {}
+            for name, overrides in variants.items():
+                tuned = load_config(overrides={"detector.input_size": size, **overrides})
+                contestants[name] = lambda tuned=tuned: track_posestream(found, frames, tuned)
+            if peer:
+                for kind in PEER_TRACKERS:
+                    contestants[f"peer {kind}"] = lambda kind=kind: track_peer(kind, found, frames)
+            for name, make in contestants.items():
+                rows.append({"clip": clip.name, "input_size": size, "tracker": name,
+                             "frames": len(frames), **evaluate(clip, make())})
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    mot = [r for r in rows if "IDF1" in r]
+    plain = [r for r in rows if "IDF1" not in r]
+    lines = []
+    if mot:
+        header = f"{'clip':<28} {'size':>5} {'tracker':<18} {'MOTA':>6} {'IDF1':>6} {'HOTA':>6} " \
+                 f"{'IDsw':>5} {'ids':>4} {'GT ids':>6}"
+        lines += [header, "-" * len(header)]
+        lines += [f"{r['clip']:<28} {r['input_size']:>5} {r['tracker']:<18} {r['MOTA']:>6.3f} "
+                  f"{r['IDF1']:>6.3f} {r['HOTA']:>6.3f} {r['id_switches']:>5} {r['ids']:>4} "
+                  f"{r['gt_ids']:>6}" for r in mot]
+    if plain:
+        header = f"{'clip (no GT)':<28} {'size':>5} {'tracker':<18} {'ids':>4} {'fragments':>9} " \
+                 f"{'coverage':>8} {'people':>6}"
+        lines += ["", header, "-" * len(header)] if lines else [header, "-" * len(header)]
+        lines += [f"{r['clip']:<28} {r['input_size']:>5} {r['tracker']:<18} {r['ids']:>4} "
+                  f"{r['fragments']:>9} {r['coverage']:>8.3f} {r['people']:>6}" for r in plain]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input-size", default="640,1280", help="detector input sizes, comma-separated")
+    parser.add_argument("--clips", default="", help="clip names, comma-separated (default: all shared)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE,...",
+                        help="a posestream row with these config overrides (repeatable); "
+                             "'posestream' (the configured tracker) is always there")
+    parser.add_argument("--no-peer", action="store_true", help="leave out the peer's rows")
+    parser.add_argument("--cache", type=Path, help="detections cache (default $POSESTREAM_HOME/tracking-cache)")
+    parser.add_argument("--out", type=Path, help="write the rows as JSON here")
+    args = parser.parse_args(argv)
+    config = load_config()
+    clips = shared_clips(config)
+    if args.clips:
+        wanted = args.clips.split(",")
+        clips = [c for c in clips if c.name in wanted]
+    variants = {"posestream": {}, **parse_variants(args.variant)}
+    missing = None if args.no_peer else peer_missing()
+    rows = run(clips, [int(s) for s in args.input_size.split(",")], variants,
+               peer=not args.no_peer and missing is None,
+               cache=args.cache or home_dir(config) / "tracking-cache")
+    lines = table(rows) + ([missing] if missing else [])
+    report = {"benchmark": "tracking", "python": platform.python_version(),
+              "machine": platform.machine(), "variants": variants, "results": rows}
+    emit(lines, report, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
