@@ -36,8 +36,8 @@ import cv2
 import numpy as np
 
 from posestream.benchmarks.report import emit
-from posestream.stream.core.config import Config, home_dir, load_config, shared_dir
-from posestream.stream.core.contracts import IdAllocator
+from posestream.stream.core.config import Config, home_dir, load_config, parse_value, shared_dir
+from posestream.stream.core.contracts import IdAllocator, TrackFrame
 from posestream.stream.core.errors import InputNotFoundError
 from posestream.stream.core.results import Poses
 
@@ -111,13 +111,30 @@ Tracks = Iterator[tuple[int, np.ndarray, np.ndarray]]
 
 
 def track_posestream(found: list[Poses], frames: list[np.ndarray], config: Config) -> Tracks:
+    """The configured tracker, told each frame's number and, when it reads pixels, given the frame
+    as the pipeline's track stage gets it (decoded at the detector's size when larger)."""
     from posestream.stream.core import registry
+    from posestream.stream.core.settings import Settings
 
-    tracker = registry.load("posestream.trackers", config["tracker"]["plugin"])(config, IdAllocator())
-    for index, poses in enumerate(found):
-        out = tracker.update(poses)
+    settings = Settings.from_config(config)
+    tracker_cls = registry.load("posestream.trackers", settings.tracker.plugin)
+    tracker = tracker_cls(settings, IdAllocator())
+    pixels = tracker_cls.reads_pixels(settings)
+    for index, (poses, frame) in enumerate(zip(found, frames)):
+        image, scale = None, 1.0
+        if pixels:
+            image, scale = as_decoded(frame, settings.detector.input_size)
+        out = tracker.update(poses, TrackFrame(index, None, image, scale))
         yield index, out.ids, out.boxes
-    del frames
+
+
+def as_decoded(frame: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
+    """The frame shrunk to `long_side` (as `source.scale_in_decoder` decodes it), and the scale."""
+    scale = min(1.0, long_side / max(frame.shape[:2]))
+    if scale == 1.0:
+        return frame, 1.0
+    size = (round(frame.shape[1] * scale), round(frame.shape[0] * scale))
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA), size[0] / frame.shape[1]
 
 
 def peer_missing() -> str | None:
@@ -187,16 +204,17 @@ def evaluate(clip: Clip, tracks: Tracks) -> dict[str, Any]:
 
 # -- the table ----------------------------------------------------------------------------------------
 
-def parse_variants(specs: list[str]) -> dict[str, dict[str, str]]:
+def parse_variants(specs: list[str]) -> dict[str, dict[str, Any]]:
     """`NAME=KEY=VALUE,KEY=VALUE` -> {NAME: {KEY: VALUE}} (keys are dotted config keys)."""
     variants = {}
     for spec in specs:
         name, _, rest = spec.partition("=")
-        variants[name] = dict(item.split("=", 1) for item in rest.split(",") if item)
+        pairs = (item.split("=", 1) for item in rest.split(",") if item)
+        variants[name] = {key: parse_value(value) for key, value in pairs}
     return variants
 
 
-def run(clips: list[Clip], sizes: list[int], variants: dict[str, dict[str, str]], peer: bool,
+def run(clips: list[Clip], sizes: list[int], variants: dict[str, dict[str, Any]], peer: bool,
         cache: Path) -> list[dict[str, Any]]:
     rows = []
     for clip in clips:

@@ -10,6 +10,19 @@ Per frame (`update`), after predicting every track one frame ahead:
 4. remaining high-score poses vs tentative tracks;
 5. poses still unmatched with score >= `new_track_score` start tentative tracks.
 
+Cues beyond box and pose (each has its setting; see docs/tracking.md for what each measured):
+- frame gaps (`frame_gap.FrameClock`): frames the tracker never saw (dropped in live mode) or a
+  clock that jumped (a camera reconnecting after minutes) age every track by that many frames, so
+  a stale track is deleted rather than handed to whoever appears next;
+- camera motion (`camera_motion`, `tracker.camera_motion = "flow"`): the global affine between this
+  frame and the last moves the predictions, last boxes and last poses;
+- appearance (`appearance`, `tracker.appearance_weight` > 0): colours along the skeleton, kept per
+  track, blended into the similarity of every pass (a tie-break in the motion passes, where the
+  motion gate still decides what may match; a full part of the re-identification score);
+- recovery (`tracker.recover`, OC-SORT's observation-centric re-update): a track matched again after
+  missing frames is rebuilt from its last observation along a straight path to the new one,
+  instead of keeping the velocity it drifted with while unseen.
+
 Ids: a tentative track's poses are returned with id -1 and it is dropped on its first miss; after
 `min_hits` consecutive hits it is confirmed and only then takes an id from the `IdAllocator`, so a
 false positive neither shows an id nor burns one. The exception is the stream's first frame (the
@@ -26,11 +39,13 @@ import logging
 
 import numpy as np
 
+from posestream.plugins.trackers import appearance, camera_motion
 from posestream.plugins.trackers.association import assign
-from posestream.stream.core.similarity import iou_matrix, oks_matrix
-from posestream.plugins.trackers.kalman import BoxKalman, xywh_to_cxcywh
+from posestream.plugins.trackers.frame_gap import FrameClock
+from posestream.plugins.trackers.kalman import BoxKalman, cxcywh_to_xywh, xywh_to_cxcywh
 from posestream.stream.core.config import Config
-from posestream.stream.core.contracts import IdAllocator, Tracker
+from posestream.stream.core.contracts import IdAllocator, Tracker, TrackFrame
+from posestream.stream.core.similarity import iou_matrix, oks_matrix
 from posestream.stream.core.errors import InputError
 from posestream.stream.core.keypoints import get_format
 from posestream.stream.core.results import Poses
@@ -54,11 +69,16 @@ class _Tracks:
         self.cov = np.zeros((0, 8, 8))
         self.keypoints = np.zeros((0, num_keypoints, 3))  # last matched pose
         self.last_boxes = np.zeros((0, 4))              # last matched box, x, y, w, h
+        self.seen_mean = np.zeros((0, 8))               # Kalman state just after the last match
+        self.seen_cov = np.zeros((0, 8, 8))
+        self.colours = np.zeros((0, len(appearance.PARTS), 3), dtype=np.float32)  # appearance per part
+        self.colour_counts = np.zeros((0, len(appearance.PARTS)), dtype=np.int64)    # 0 = part unseen
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, kalman: BoxKalman, boxes: np.ndarray, keypoints: np.ndarray) -> None:
+    def add(self, kalman: BoxKalman, boxes: np.ndarray, keypoints: np.ndarray, colours: np.ndarray,
+            colour_counts: np.ndarray) -> None:
         mean, cov = kalman.initiate(boxes)
         n = len(boxes)
         self.ids = np.concatenate([self.ids, np.full(n, -1, dtype=np.int64)])
@@ -69,10 +89,22 @@ class _Tracks:
         self.cov = np.concatenate([self.cov, cov])
         self.keypoints = np.concatenate([self.keypoints, keypoints])
         self.last_boxes = np.concatenate([self.last_boxes, boxes])
+        self.seen_mean = np.concatenate([self.seen_mean, mean])
+        self.seen_cov = np.concatenate([self.seen_cov, cov])
+        self.colours = np.concatenate([self.colours, colours])
+        self.colour_counts = np.concatenate([self.colour_counts, colour_counts])
 
     def keep(self, mask: np.ndarray) -> None:
-        for name in ("ids", "state", "hits", "misses", "mean", "cov", "keypoints", "last_boxes"):
+        for name in ("ids", "state", "hits", "misses", "mean", "cov", "keypoints", "last_boxes",
+                     "seen_mean", "seen_cov", "colours", "colour_counts"):
             setattr(self, name, getattr(self, name)[mask])
+
+    def warp(self, affine: np.ndarray) -> None:
+        """Everything positional seen from a camera that moved by `affine` (pose pixels)."""
+        self.mean, self.cov = camera_motion.warp_state(self.mean, self.cov, affine)
+        self.seen_mean, self.seen_cov = camera_motion.warp_state(self.seen_mean, self.seen_cov, affine)
+        self.last_boxes = camera_motion.warp_boxes(self.last_boxes, affine)
+        self.keypoints[..., :2] = camera_motion.warp_points(self.keypoints[..., :2], affine)
 
 
 def _place(keypoints: np.ndarray, from_boxes: np.ndarray, to_boxes: np.ndarray) -> np.ndarray:
@@ -106,18 +138,33 @@ class OksByteTracker(Tracker):
         self.lost_buffer = s.lost_buffer
         self.position_std = s.kalman_position_std
         self.velocity_std = s.kalman_velocity_std
+        self.camera_motion = s.camera_motion
+        self.appearance_weight = s.appearance_weight
+        self.appearance_sigma = s.appearance_sigma
+        self.appearance_momentum = s.appearance_momentum
+        self.recover = s.recover
+        self._clock = FrameClock()
+        self._previous_grey: np.ndarray | None = None
         self._ids = ids
         self._kalman = BoxKalman(self.position_std, self.velocity_std)
         self._tracks: _Tracks | None = None  # created on the first frame, sized to its format
         self._format: str | None = None
         self._sigmas = np.zeros(0)
+        self._segments = appearance.segments(())
         self._first_frame = True
+
+    @classmethod
+    def reads_pixels(cls, settings: Settings) -> bool:
+        """Pixels are read for camera motion and for appearance, and only then."""
+        s = settings.tracker
+        return s.camera_motion != "off" or s.appearance_weight > 0
 
     def _check_format(self, poses: Poses) -> _Tracks:
         if self._tracks is None:
             keypoint_format = get_format(poses.format)
             self._format = poses.format
             self._sigmas = keypoint_format.sigma_array
+            self._segments = appearance.segments(keypoint_format.names)
             self._tracks = _Tracks(keypoint_format.num_keypoints)
         if poses.format != self._format:
             raise InputError(f"tracker: keypoint format changed from '{self._format}' to "
@@ -127,12 +174,18 @@ class OksByteTracker(Tracker):
                              f"'{self._format}' has {len(self._sigmas)}")
         return self._tracks
 
-    def update(self, poses: Poses) -> Poses:
+    def update(self, poses: Poses, frame: TrackFrame | None = None) -> Poses:
         """Assign track ids to this frame's poses (input order kept; -1 = no confirmed track)."""
         tracks = self._check_format(poses)
+        steps = self._skip(tracks, self._clock.steps(frame))
         lost = tracks.state == LOST
         tracks.mean[lost, 6:] = 0.0  # a hidden person's size is held, not extrapolated
-        tracks.mean, tracks.cov = self._kalman.predict(tracks.mean, tracks.cov)
+        for _ in range(steps):
+            tracks.mean, tracks.cov = self._kalman.predict(tracks.mean, tracks.cov)
+        image = frame.image if frame is not None else None
+        if image is not None and self.camera_motion != "off":
+            self._follow_camera(tracks, image, frame.scale, poses.boxes)
+        colours, colour_counts = self._colours(poses, image, frame.scale if frame else 1.0)
         predicted_boxes = BoxKalman.boxes(tracks.mean)
         predicted_poses = _place(tracks.keypoints, tracks.last_boxes, predicted_boxes)
 
@@ -158,6 +211,16 @@ class OksByteTracker(Tracker):
             else:
                 iou = iou_matrix(boxes[pose_rows], predicted_boxes[track_rows])
                 similarity = self.oks_weight * oks + self.iou_weight * iou
+            if colours is not None:
+                looks = appearance.similarity(colours[pose_rows], colour_counts[pose_rows],
+                                              tracks.colours[track_rows],
+                                              tracks.colour_counts[track_rows], self.appearance_sigma)
+                blended = np.where(np.isnan(looks), similarity, (1.0 - self.appearance_weight)
+                                   * similarity + self.appearance_weight * np.nan_to_num(looks))
+                # re-identification scores by both; the motion passes keep motion as their gate
+                # and let appearance only rank the pairs that pass it
+                similarity = blended if reid else np.where(
+                    similarity >= min_similarity, np.maximum(blended, min_similarity), 0.0)
             rows, cols = assign(similarity, min_similarity)
             free_poses[pose_rows[rows]] = False
             free_tracks[track_rows[cols]] = False
@@ -177,13 +240,20 @@ class OksByteTracker(Tracker):
             track_rows = np.concatenate([t for t, _ in pairs])
             pose_rows = np.concatenate([p for _, p in pairs])
             self._correct(tracks, track_rows, boxes[pose_rows], keypoints[pose_rows])
+            if colours is not None:
+                tracks.colours[track_rows], tracks.colour_counts[track_rows] = appearance.blend(
+                    tracks.colours[track_rows], tracks.colour_counts[track_rows],
+                    colours[pose_rows], colour_counts[pose_rows], self.appearance_momentum)
             out_ids[pose_rows] = tracks.ids[track_rows]
         self._age_unmatched(tracks, free_tracks)
 
         new = np.flatnonzero(free_poses & (scores >= self.new_track_score))
         if len(new):
             first = len(tracks)
-            tracks.add(self._kalman, boxes[new], keypoints[new])
+            parts = len(appearance.PARTS)
+            tracks.add(self._kalman, boxes[new], keypoints[new],
+                       colours[new] if colours is not None else np.zeros((len(new), parts, 3), np.float32),
+                       colour_counts[new] if colours is not None else np.zeros((len(new), parts), np.int64))
             if self.min_hits <= 1:
                 at_birth = np.ones(len(new), dtype=bool)
             elif self._first_frame:
@@ -197,10 +267,49 @@ class OksByteTracker(Tracker):
         tracked_poses.ids = out_ids
         return tracked_poses
 
+    def _skip(self, tracks: _Tracks, steps: int) -> int:
+        """Age every track by the frames skipped before this one (`steps` - 1) and delete those now
+        past the lost buffer, tentative ones included; how many predictions the rest need."""
+        if steps <= 1:
+            return 1
+        tracks.misses += steps - 1
+        expired = tracks.misses > self.lost_buffer
+        if expired.any():
+            log.debug("frame gap of %d frames: %d track(s) deleted", steps - 1, int(expired.sum()))
+            tracks.keep(~expired)
+            self._previous_grey = None  # the picture from before the gap says nothing now
+        return min(steps, self.lost_buffer + 1)
+
+    def _follow_camera(self, tracks: _Tracks, image: np.ndarray, scale: float,
+                       boxes: np.ndarray) -> None:
+        """Move the tracks by the camera's motion since the previous frame (when it moved)."""
+        grey, factor = camera_motion.grey_small(image)
+        previous, self._previous_grey = self._previous_grey, grey
+        if previous is None or not len(tracks):
+            return
+        affine = camera_motion.estimate(previous, grey, boxes * (factor * scale))
+        if not camera_motion.is_still(affine, max(grey.shape)):
+            tracks.warp(camera_motion.rescale(affine, factor * scale))
+
+    def _colours(self, poses: Poses, image: np.ndarray | None, scale: float
+                 ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The poses' appearance descriptors, when appearance is on and the pixels are here."""
+        if image is None or self.appearance_weight <= 0:
+            return None, None
+        keypoints = poses.keypoints.astype(np.float64).copy()
+        keypoints[..., :2] *= scale
+        return appearance.describe(image, keypoints, self._segments, self.keypoint_score)
+
     def _correct(self, tracks: _Tracks, rows: np.ndarray, boxes: np.ndarray,
                  keypoints: np.ndarray) -> None:
-        tracks.mean[rows], tracks.cov[rows] = self._kalman.update(
-            tracks.mean[rows], tracks.cov[rows], boxes)
+        gaps = tracks.misses[rows] + 1  # frames since the last match
+        again = gaps > 1 if self.recover else np.zeros(len(rows), dtype=bool)
+        if again.any():
+            self._recover(tracks, rows[again], boxes[again], gaps[again])
+        plain = rows[~again]
+        tracks.mean[plain], tracks.cov[plain] = self._kalman.update(
+            tracks.mean[plain], tracks.cov[plain], boxes[~again])
+        tracks.seen_mean[rows], tracks.seen_cov[rows] = tracks.mean[rows], tracks.cov[rows]
         tracks.keypoints[rows] = keypoints
         tracks.last_boxes[rows] = boxes
         tracks.misses[rows] = 0
@@ -209,6 +318,20 @@ class OksByteTracker(Tracker):
         tracks.state[rows[confirmed]] = TRACKED
         ready = rows[~confirmed & (tracks.hits[rows] >= self.min_hits)]
         self._confirm(tracks, ready)
+
+    def _recover(self, tracks: _Tracks, rows: np.ndarray, boxes: np.ndarray, gaps: np.ndarray) -> None:
+        """OC-SORT's re-update: from the state at the last match, predict and correct along a
+        straight path of virtual boxes from the last seen box to this one, one per frame of the gap."""
+        start = xywh_to_cxcywh(tracks.last_boxes[rows])
+        end = xywh_to_cxcywh(boxes)
+        mean, cov = tracks.seen_mean[rows].copy(), tracks.seen_cov[rows].copy()
+        for step in range(1, int(gaps.max()) + 1):
+            active = gaps >= step
+            mean[active], cov[active] = self._kalman.predict(mean[active], cov[active])
+            virtual = start[active] + (end[active] - start[active]) * (step / gaps[active])[:, None]
+            mean[active], cov[active] = self._kalman.update(mean[active], cov[active],
+                                                            cxcywh_to_xywh(virtual))
+        tracks.mean[rows], tracks.cov[rows] = mean, cov
 
     def _confirm(self, tracks: _Tracks, rows: np.ndarray) -> None:
         for row in rows:
