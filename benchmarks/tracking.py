@@ -55,14 +55,57 @@ class Clip:
     people: int = 0
 
 
-def shared_clips(config: Config) -> list[Clip]:
+def shared_clips(config: Config, scratch: Path) -> list[Clip]:
+    """The MOT sequences (and a panning copy of each, for camera motion) and the shared videos."""
     data = shared_dir(config) / "data"
-    clips = [Clip(p.name, p, mot=True) for p in sorted((data / "mot").glob("*")) if p.is_dir()]
+    sequences = [p for p in sorted((data / "mot").glob("*")) if p.is_dir()]
+    clips = [Clip(p.name, p, mot=True) for p in sequences]
+    clips += [Clip(f"{p.name}-pan", panning_copy(p, scratch / f"{p.name}-pan"), mot=True) for p in sequences]
     clips += [Clip("two_person_interaction_72f", data / "video/two_person_interaction_72f.mp4", people=2),
               Clip("street_walk_5f", data / "video/street_walk_5f.mp4", people=1),
               Clip("soccer_posetrack_000001_5f", data / "video/soccer_posetrack_000001_5f.mp4", people=3),
               Clip("posetrack_000001_10f", data / "posetrack/sequences/000001_mpiinew_test", people=3)]
     return [clip for clip in clips if clip.path.exists()]
+
+
+def panning_copy(folder: Path, out: Path, zoom: float = 1.25, cycles: float = 1.0) -> Path:
+    """A MOT sequence seen by a camera that pans: each frame is a window `1 / zoom` of the
+    picture's size, swept left-right-left (`cycles` times over the sequence) and up-down at half
+    that rate, scaled back to full size; the GT boxes moved and scaled with it (boxes leaving the
+    window are clipped, those with less than half their area inside dropped). Written once."""
+    from posestream.stream.mot import open_sequence, read_mot_file
+
+    if (out / "seqinfo.ini").is_file():
+        return out
+    sequence = open_sequence(folder)
+    frames = read_frames(Clip(folder.name, folder, mot=True))[:sequence.length]
+    height, width = frames[0].shape[:2]
+    win_w, win_h = width / zoom, height / zoom
+    phase = 2 * np.pi * cycles * np.arange(len(frames)) / max(len(frames) - 1, 1)
+    left = (width - win_w) * (0.5 - 0.5 * np.cos(phase))
+    top = (height - win_h) * (0.5 - 0.5 * np.cos(phase / 2))
+    (out / "img1").mkdir(parents=True, exist_ok=True)
+    for index, frame in enumerate(frames):
+        affine = np.array([[zoom, 0, -left[index] * zoom], [0, zoom, -top[index] * zoom]])
+        view = cv2.warpAffine(frame, affine, (width, height), flags=cv2.INTER_LINEAR)
+        cv2.imwrite(str(out / "img1" / f"{index + 1:06d}.jpg"), view, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    rows = read_mot_file(sequence.gt, sequence.length, "ground truth")
+    index = rows[:, 0].astype(int) - 1
+    x0 = (rows[:, 2] - left[index]) * zoom
+    y0 = (rows[:, 3] - top[index]) * zoom
+    x1, y1 = x0 + rows[:, 4] * zoom, y0 + rows[:, 5] * zoom
+    cx0, cy0 = np.clip(x0, 0, width), np.clip(y0, 0, height)
+    cx1, cy1 = np.clip(x1, 0, width), np.clip(y1, 0, height)
+    inside = (cx1 - cx0) * (cy1 - cy0) >= 0.5 * (x1 - x0) * (y1 - y0)
+    moved = rows.copy()
+    moved[:, 2:6] = np.stack([cx0, cy0, cx1 - cx0, cy1 - cy0], axis=1)
+    lines = [f"{int(r[0])},{int(r[1])},{r[2]:.1f},{r[3]:.1f},{r[4]:.1f},{r[5]:.1f}," +
+             ",".join(f"{v:g}" for v in r[6:]) for r in moved[inside]]
+    (out / "gt.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out / "seqinfo.ini").write_text(
+        f"[Sequence]\nname={out.name}\nimDir=img1\nframeRate={sequence.frame_rate or 25:g}\n"
+        f"seqLength={len(frames)}\nimWidth={width}\nimHeight={height}\nimExt=.jpg\n", encoding="utf-8")
+    return out
 
 
 # -- frames and detections ----------------------------------------------------------------------------
@@ -111,8 +154,8 @@ Tracks = Iterator[tuple[int, np.ndarray, np.ndarray]]
 
 
 def track_posestream(found: list[Poses], frames: list[np.ndarray], config: Config) -> Tracks:
-    """The configured tracker, told each frame's number and, when it reads pixels, given the frame
-    as the pipeline's track stage gets it (decoded at the detector's size when larger)."""
+    """The configured tracker as the track stage drives it: told each frame's number, and given the
+    frame (decoded at the detector's size when larger) when it reads pixels."""
     from posestream.stream.core import registry
     from posestream.stream.core.settings import Settings
 
@@ -267,15 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     args = parser.parse_args(argv)
     config = load_config()
-    clips = shared_clips(config)
+    cache = args.cache or home_dir(config) / "tracking-cache"
+    clips = shared_clips(config, cache)
     if args.clips:
         wanted = args.clips.split(",")
         clips = [c for c in clips if c.name in wanted]
     variants = {"posestream": {}, **parse_variants(args.variant)}
     missing = None if args.no_peer else peer_missing()
     rows = run(clips, [int(s) for s in args.input_size.split(",")], variants,
-               peer=not args.no_peer and missing is None,
-               cache=args.cache or home_dir(config) / "tracking-cache")
+               peer=not args.no_peer and missing is None, cache=cache)
     lines = table(rows) + ([missing] if missing else [])
     report = {"benchmark": "tracking", "python": platform.python_version(),
               "machine": platform.machine(), "variants": variants, "results": rows}

@@ -19,9 +19,6 @@ Cues beyond box and pose (each has its setting; see docs/tracking.md for what ea
 - appearance (`appearance`, `tracker.appearance_weight` > 0): colours along the skeleton, kept per
   track, blended into the similarity of every pass (a tie-break in the motion passes, where the
   motion gate still decides what may match; a full part of the re-identification score);
-- recovery (`tracker.recover`, OC-SORT's observation-centric re-update): a track matched again after
-  missing frames is rebuilt from its last observation along a straight path to the new one,
-  instead of keeping the velocity it drifted with while unseen.
 
 Ids: a tentative track's poses are returned with id -1 and it is dropped on its first miss; after
 `min_hits` consecutive hits it is confirmed and only then takes an id from the `IdAllocator`, so a
@@ -42,7 +39,7 @@ import numpy as np
 from posestream.plugins.trackers import appearance, camera_motion
 from posestream.plugins.trackers.association import assign
 from posestream.plugins.trackers.frame_gap import FrameClock
-from posestream.plugins.trackers.kalman import BoxKalman, cxcywh_to_xywh, xywh_to_cxcywh
+from posestream.plugins.trackers.kalman import BoxKalman, xywh_to_cxcywh
 from posestream.stream.core.config import Config
 from posestream.stream.core.contracts import IdAllocator, Tracker, TrackFrame
 from posestream.stream.core.similarity import iou_matrix, oks_matrix
@@ -69,8 +66,6 @@ class _Tracks:
         self.cov = np.zeros((0, 8, 8))
         self.keypoints = np.zeros((0, num_keypoints, 3))  # last matched pose
         self.last_boxes = np.zeros((0, 4))              # last matched box, x, y, w, h
-        self.seen_mean = np.zeros((0, 8))               # Kalman state just after the last match
-        self.seen_cov = np.zeros((0, 8, 8))
         self.colours = np.zeros((0, len(appearance.PARTS), 3), dtype=np.float32)  # appearance per part
         self.colour_counts = np.zeros((0, len(appearance.PARTS)), dtype=np.int64)    # 0 = part unseen
 
@@ -89,20 +84,17 @@ class _Tracks:
         self.cov = np.concatenate([self.cov, cov])
         self.keypoints = np.concatenate([self.keypoints, keypoints])
         self.last_boxes = np.concatenate([self.last_boxes, boxes])
-        self.seen_mean = np.concatenate([self.seen_mean, mean])
-        self.seen_cov = np.concatenate([self.seen_cov, cov])
         self.colours = np.concatenate([self.colours, colours])
         self.colour_counts = np.concatenate([self.colour_counts, colour_counts])
 
     def keep(self, mask: np.ndarray) -> None:
         for name in ("ids", "state", "hits", "misses", "mean", "cov", "keypoints", "last_boxes",
-                     "seen_mean", "seen_cov", "colours", "colour_counts"):
+                     "colours", "colour_counts"):
             setattr(self, name, getattr(self, name)[mask])
 
     def warp(self, affine: np.ndarray) -> None:
         """Everything positional seen from a camera that moved by `affine` (pose pixels)."""
         self.mean, self.cov = camera_motion.warp_state(self.mean, self.cov, affine)
-        self.seen_mean, self.seen_cov = camera_motion.warp_state(self.seen_mean, self.seen_cov, affine)
         self.last_boxes = camera_motion.warp_boxes(self.last_boxes, affine)
         self.keypoints[..., :2] = camera_motion.warp_points(self.keypoints[..., :2], affine)
 
@@ -142,7 +134,6 @@ class OksByteTracker(Tracker):
         self.appearance_weight = s.appearance_weight
         self.appearance_sigma = s.appearance_sigma
         self.appearance_momentum = s.appearance_momentum
-        self.recover = s.recover
         self._clock = FrameClock()
         self._previous_grey: np.ndarray | None = None
         self._ids = ids
@@ -211,16 +202,9 @@ class OksByteTracker(Tracker):
             else:
                 iou = iou_matrix(boxes[pose_rows], predicted_boxes[track_rows])
                 similarity = self.oks_weight * oks + self.iou_weight * iou
-            if colours is not None:
-                looks = appearance.similarity(colours[pose_rows], colour_counts[pose_rows],
-                                              tracks.colours[track_rows],
-                                              tracks.colour_counts[track_rows], self.appearance_sigma)
-                blended = np.where(np.isnan(looks), similarity, (1.0 - self.appearance_weight)
-                                   * similarity + self.appearance_weight * np.nan_to_num(looks))
-                # re-identification scores by both; the motion passes keep motion as their gate
-                # and let appearance only rank the pairs that pass it
-                similarity = blended if reid else np.where(
-                    similarity >= min_similarity, np.maximum(blended, min_similarity), 0.0)
+            if reid and colours is not None:
+                similarity = self._with_looks(similarity, colours[pose_rows], colour_counts[pose_rows],
+                                              boxes[pose_rows], track_rows, predicted_boxes)
             rows, cols = assign(similarity, min_similarity)
             free_poses[pose_rows[rows]] = False
             free_tracks[track_rows[cols]] = False
@@ -300,16 +284,22 @@ class OksByteTracker(Tracker):
         keypoints[..., :2] *= scale
         return appearance.describe(image, keypoints, self._segments, self.keypoint_score)
 
+    def _with_looks(self, similarity: np.ndarray, colours: np.ndarray, colour_counts: np.ndarray,
+                    boxes: np.ndarray, track_rows: np.ndarray, predicted_boxes: np.ndarray) -> np.ndarray:
+        """Re-identification scores with appearance blended in (`appearance_weight`), for the
+        candidates whose box overlaps the lost track's predicted or last seen box; pairs that
+        share no body part keep the pose score."""
+        tracks = self._tracks
+        looks = appearance.similarity(colours, colour_counts, tracks.colours[track_rows],
+                                      tracks.colour_counts[track_rows], self.appearance_sigma)
+        near = ((iou_matrix(boxes, predicted_boxes[track_rows]) > 0)
+                | (iou_matrix(boxes, tracks.last_boxes[track_rows]) > 0))
+        blended = (1.0 - self.appearance_weight) * similarity + self.appearance_weight * np.nan_to_num(looks)
+        return np.where(np.isnan(looks) | ~near, similarity, np.maximum(similarity, blended))
+
     def _correct(self, tracks: _Tracks, rows: np.ndarray, boxes: np.ndarray,
                  keypoints: np.ndarray) -> None:
-        gaps = tracks.misses[rows] + 1  # frames since the last match
-        again = gaps > 1 if self.recover else np.zeros(len(rows), dtype=bool)
-        if again.any():
-            self._recover(tracks, rows[again], boxes[again], gaps[again])
-        plain = rows[~again]
-        tracks.mean[plain], tracks.cov[plain] = self._kalman.update(
-            tracks.mean[plain], tracks.cov[plain], boxes[~again])
-        tracks.seen_mean[rows], tracks.seen_cov[rows] = tracks.mean[rows], tracks.cov[rows]
+        tracks.mean[rows], tracks.cov[rows] = self._kalman.update(tracks.mean[rows], tracks.cov[rows], boxes)
         tracks.keypoints[rows] = keypoints
         tracks.last_boxes[rows] = boxes
         tracks.misses[rows] = 0
@@ -318,20 +308,6 @@ class OksByteTracker(Tracker):
         tracks.state[rows[confirmed]] = TRACKED
         ready = rows[~confirmed & (tracks.hits[rows] >= self.min_hits)]
         self._confirm(tracks, ready)
-
-    def _recover(self, tracks: _Tracks, rows: np.ndarray, boxes: np.ndarray, gaps: np.ndarray) -> None:
-        """OC-SORT's re-update: from the state at the last match, predict and correct along a
-        straight path of virtual boxes from the last seen box to this one, one per frame of the gap."""
-        start = xywh_to_cxcywh(tracks.last_boxes[rows])
-        end = xywh_to_cxcywh(boxes)
-        mean, cov = tracks.seen_mean[rows].copy(), tracks.seen_cov[rows].copy()
-        for step in range(1, int(gaps.max()) + 1):
-            active = gaps >= step
-            mean[active], cov[active] = self._kalman.predict(mean[active], cov[active])
-            virtual = start[active] + (end[active] - start[active]) * (step / gaps[active])[:, None]
-            mean[active], cov[active] = self._kalman.update(mean[active], cov[active],
-                                                            cxcywh_to_xywh(virtual))
-        tracks.mean[rows], tracks.cov[rows] = mean, cov
 
     def _confirm(self, tracks: _Tracks, rows: np.ndarray) -> None:
         for row in rows:

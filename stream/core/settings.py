@@ -298,7 +298,6 @@ class TrackerSettings(Table):
     appearance_weight: float = bound(0.0, 1.0)
     appearance_sigma: float = bound(0.1, 200.0)
     appearance_momentum: float = bound(0.0, 1.0)
-    recover: bool
 
     def check(self) -> None:
         for low, high in (("low_score", "high_score"), ("high_score", "new_track_score"),
