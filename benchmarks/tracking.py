@@ -238,11 +238,66 @@ def identity_without_gt(tracks: Tracks, people: int) -> dict[str, Any]:
     return {"ids": len(frames_of), "fragments": fragments, "coverage": coverage, "people": people}
 
 
+def id_timelines(clip: Clip, tracks: list[tuple[int, np.ndarray, np.ndarray]]) -> dict[int, list[int]]:
+    """Per GT person, the id the tracker gave them in each frame (-1: not covered, i.e. no tracked
+    box with IoU >= 0.5; -2: not in the GT that frame), for the picture."""
+    from posestream.stream.core.similarity import iou_matrix
+    from posestream.stream.mot import open_sequence, read_mot_file
+
+    sequence = open_sequence(clip.path)
+    gt = read_mot_file(sequence.gt, sequence.length, "ground truth")
+    lines = {int(i): [-2] * sequence.length for i in np.unique(gt[:, 1])}
+    for index, ids, boxes in tracks:
+        rows = gt[gt[:, 0] == index + 1]
+        keep = ids >= 0
+        iou = iou_matrix(rows[:, 2:6], boxes[keep])
+        for person, overlap in zip(rows[:, 1].astype(int), iou):
+            best = int(np.argmax(overlap)) if overlap.size else -1
+            lines[person][index] = int(ids[keep][best]) if best >= 0 and overlap[best] >= 0.5 else -1
+    return lines
+
+
 def evaluate(clip: Clip, tracks: Tracks) -> dict[str, Any]:
     start = time.perf_counter()
-    result = score_mot(clip, tracks) if clip.mot else identity_without_gt(tracks, clip.people)
+    done = list(tracks)
+    result = score_mot(clip, iter(done)) if clip.mot else identity_without_gt(iter(done), clip.people)
     result["seconds"] = time.perf_counter() - start  # tracking + scoring, not a latency figure
+    if clip.mot:
+        result["timelines"] = id_timelines(clip, done)
     return result
+
+
+def plot_timelines(rows: list[dict[str, Any]], clip: str, size: int, path: Path) -> Path:
+    """One panel per tracker: a row per GT person, coloured by the id it had in each frame (grey:
+    not covered; blank: not in view). A person drawn in one colour kept one id."""
+    from posestream.benchmarks.plot import check_plotting
+
+    check_plotting()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = [r for r in rows if r["clip"] == clip and r["input_size"] == size and "timelines" in r]
+    fig, axes = plt.subplots(len(chosen), 1, figsize=(9, 1.0 + 1.3 * len(chosen)), sharex=True, squeeze=False)
+    palette = plt.get_cmap("tab20")
+    for ax, row in zip(axes[:, 0], chosen):
+        for y, (person, line) in enumerate(sorted(row["timelines"].items())):
+            for frame, track_id in enumerate(line):
+                if track_id == -2:
+                    continue
+                colour = "0.8" if track_id < 0 else palette(track_id % 20)
+                ax.barh(y, 1, left=frame, height=0.8, color=colour, linewidth=0)
+        ax.set_yticks(range(len(row["timelines"])), [str(p) for p in sorted(row["timelines"])])
+        ax.set_ylabel("GT person")
+        ax.set_title(f"{row['tracker']}: IDF1 {row['IDF1']:.3f}, {row['id_switches']} ID switches, "
+                     f"{row['ids']} ids", fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel(f"frame ({clip}, detector input {size}); colour = track id, grey = not tracked")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 # -- the table ----------------------------------------------------------------------------------------
@@ -308,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-peer", action="store_true", help="leave out the peer's rows")
     parser.add_argument("--cache", type=Path, help="detections cache (default $POSESTREAM_HOME/tracking-cache)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
+    parser.add_argument("--plot", type=Path, metavar="PNG",
+                        help="id timelines per GT person, one panel per tracker, of --plot-clip")
+    parser.add_argument("--plot-clip", default="TUD-Campus-pan:1280", metavar="CLIP:SIZE")
     args = parser.parse_args(argv)
     config = load_config()
     cache = args.cache or home_dir(config) / "tracking-cache"
@@ -323,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     report = {"benchmark": "tracking", "python": platform.python_version(),
               "machine": platform.machine(), "variants": variants, "results": rows}
     emit(lines, report, args.out)
+    if args.plot:
+        name, _, size = args.plot_clip.partition(":")
+        plot_timelines(rows, name, int(size), args.plot)
     return 0
 
 
