@@ -135,7 +135,7 @@ class OksByteTracker(Tracker):
         self.appearance_sigma = s.appearance_sigma
         self.appearance_momentum = s.appearance_momentum
         self._clock = FrameClock()
-        self._previous_grey: np.ndarray | None = None
+        self._camera = camera_motion.CameraFollower()
         self._ids = ids
         self._kalman = BoxKalman(self.position_std, self.velocity_std)
         self._tracks: _Tracks | None = None  # created on the first frame, sized to its format
@@ -261,19 +261,15 @@ class OksByteTracker(Tracker):
         if expired.any():
             log.debug("frame gap of %d frames: %d track(s) deleted", steps - 1, int(expired.sum()))
             tracks.keep(~expired)
-            self._previous_grey = None  # the picture from before the gap says nothing now
+            self._camera.reset()  # the picture from before the gap says nothing now
         return min(steps, self.lost_buffer + 1)
 
     def _follow_camera(self, tracks: _Tracks, image: np.ndarray, scale: float,
                        boxes: np.ndarray) -> None:
-        """Move the tracks by the camera's motion since the previous frame (when it moved)."""
-        grey, factor = camera_motion.grey_small(image)
-        previous, self._previous_grey = self._previous_grey, grey
-        if previous is None or not len(tracks):
-            return
-        affine = camera_motion.estimate(previous, grey, boxes * (factor * scale))
-        if not camera_motion.is_still(affine, max(grey.shape)):
-            tracks.warp(camera_motion.rescale(affine, factor * scale))
+        """Move the tracks by the camera's motion since the frame it was last measured on."""
+        affine = self._camera.motion(image, boxes * scale)
+        if affine is not None and len(tracks):
+            tracks.warp(camera_motion.rescale(affine, scale))
 
     def _colours(self, poses: Poses, image: np.ndarray | None, scale: float
                  ) -> tuple[np.ndarray | None, np.ndarray | None]:

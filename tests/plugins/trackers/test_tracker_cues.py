@@ -68,6 +68,25 @@ def test_flow_on_a_flat_picture_is_the_identity() -> None:
     np.testing.assert_array_equal(camera_motion.estimate(flat, flat), np.eye(2, 3))
 
 
+def test_follower_rests_on_a_fixed_camera_and_catches_a_pan_whole() -> None:
+    """Still for STILL_RUN checks in a row: then only every CHECK_EVERY-th frame is looked at, and
+    a pan that starts in between comes back whole (all frames since the last look) at the next."""
+    frame = _texture(360, 640, seed=1)
+    follower = camera_motion.CameraFollower()
+    none = np.zeros((0, 4))
+    looked = [follower.motion(frame, none) for _ in range(1 + camera_motion.STILL_RUN)]
+    assert all(m is None for m in looked)  # a reference frame, then still estimates
+    results = []
+    for t in range(2 * camera_motion.CHECK_EVERY):
+        results.append(follower.motion(_shifted(frame, 4.0 * (t + 1), 0.0), none))  # panning 4 px/frame
+    moved = [(t, m) for t, m in enumerate(results) if m is not None]
+    first_t, first = moved[0]
+    assert first_t == camera_motion.CHECK_EVERY - 1  # the first frame looked at after resting
+    np.testing.assert_allclose(first[:, 2], [4.0 * camera_motion.CHECK_EVERY, 0.0], atol=0.5)
+    assert all(m is not None for m in results[first_t:])  # moving: looked at every frame again
+    np.testing.assert_allclose(results[-1][:, 2], [4.0, 0.0], atol=0.5)
+
+
 def test_warp_moves_centres_and_velocities_and_scales_sizes() -> None:
     affine = np.array([[2.0, 0.0, 10.0], [0.0, 2.0, -5.0]])  # zoom 2x, then shift
     mean = np.array([[100.0, 50.0, 20.0, 40.0, 1.0, -1.0, 0.5, 0.0]])
