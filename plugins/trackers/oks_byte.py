@@ -16,9 +16,9 @@ Cues beyond box and pose (each has its setting; see docs/tracking.md for what ea
   a stale track is deleted rather than handed to whoever appears next;
 - camera motion (`camera_motion`, `tracker.camera_motion = "flow"`): the global affine between this
   frame and the last moves the predictions, last boxes and last poses;
-- appearance (`appearance`, `tracker.appearance_weight` > 0): colours along the skeleton, kept per
-  track, blended into the similarity of every pass (a tie-break in the motion passes, where the
-  motion gate still decides what may match; a full part of the re-identification score);
+- appearance (`appearance`, `tracker.appearance_weight` > 0; off by default): colours along the
+  skeleton, kept per track, blended into the re-identification score of pass 3 (only raising it,
+  only for candidates overlapping the lost track's predicted or last seen box).
 
 Ids: a tentative track's poses are returned with id -1 and it is dropped on its first miss; after
 `min_hits` consecutive hits it is confirmed and only then takes an id from the `IdAllocator`, so a
@@ -110,7 +110,7 @@ def _place(keypoints: np.ndarray, from_boxes: np.ndarray, to_boxes: np.ndarray) 
 
 
 class OksByteTracker(Tracker):
-    """`OksByteTracker(settings, ids)`: one instance per stream; `update(poses)` once per frame.
+    """`OksByteTracker(settings, ids)`: one instance per stream; `update(poses, frame)` once per frame.
     The `[tracker]` bounds and the rules between its keys are checked by `TrackerSettings`."""
 
     def __init__(self, settings: Settings | Config, ids: IdAllocator) -> None:
@@ -203,8 +203,9 @@ class OksByteTracker(Tracker):
                 iou = iou_matrix(boxes[pose_rows], predicted_boxes[track_rows])
                 similarity = self.oks_weight * oks + self.iou_weight * iou
             if reid and colours is not None:
-                similarity = self._with_looks(similarity, colours[pose_rows], colour_counts[pose_rows],
-                                              boxes[pose_rows], track_rows, predicted_boxes)
+                similarity = self._with_looks(tracks, track_rows, similarity, colours[pose_rows],
+                                              colour_counts[pose_rows], boxes[pose_rows],
+                                              predicted_boxes)
             rows, cols = assign(similarity, min_similarity)
             free_poses[pose_rows[rows]] = False
             free_tracks[track_rows[cols]] = False
@@ -280,12 +281,12 @@ class OksByteTracker(Tracker):
         keypoints[..., :2] *= scale
         return appearance.describe(image, keypoints, self._segments, self.keypoint_score)
 
-    def _with_looks(self, similarity: np.ndarray, colours: np.ndarray, colour_counts: np.ndarray,
-                    boxes: np.ndarray, track_rows: np.ndarray, predicted_boxes: np.ndarray) -> np.ndarray:
+    def _with_looks(self, tracks: _Tracks, track_rows: np.ndarray, similarity: np.ndarray,
+                    colours: np.ndarray, colour_counts: np.ndarray, boxes: np.ndarray,
+                    predicted_boxes: np.ndarray) -> np.ndarray:
         """Re-identification scores with appearance blended in (`appearance_weight`), for the
-        candidates whose box overlaps the lost track's predicted or last seen box; pairs that
-        share no body part keep the pose score."""
-        tracks = self._tracks
+        candidates whose box overlaps the lost track's predicted or last seen box; never below
+        the pose score, and pairs that share no body part keep it."""
         looks = appearance.similarity(colours, colour_counts, tracks.colours[track_rows],
                                       tracks.colour_counts[track_rows], self.appearance_sigma)
         near = ((iou_matrix(boxes, predicted_boxes[track_rows]) > 0)
@@ -295,7 +296,8 @@ class OksByteTracker(Tracker):
 
     def _correct(self, tracks: _Tracks, rows: np.ndarray, boxes: np.ndarray,
                  keypoints: np.ndarray) -> None:
-        tracks.mean[rows], tracks.cov[rows] = self._kalman.update(tracks.mean[rows], tracks.cov[rows], boxes)
+        tracks.mean[rows], tracks.cov[rows] = self._kalman.update(
+            tracks.mean[rows], tracks.cov[rows], boxes)
         tracks.keypoints[rows] = keypoints
         tracks.last_boxes[rows] = boxes
         tracks.misses[rows] = 0
