@@ -22,7 +22,9 @@ dependency); without it its rows are skipped with one line.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
+import json
 import platform
 import sys
 import tempfile
@@ -42,6 +44,7 @@ from posestream.stream.core.errors import InputNotFoundError
 from posestream.stream.core.results import Poses
 
 PEER_TRACKERS = ("bytetrack", "botsort")
+DETECTION_TABLES = ("model", "engine", "detector", "small_people", "pose", "pose_nms")  # cache key
 
 
 @dataclass(frozen=True)
@@ -56,10 +59,15 @@ class Clip:
 
 
 def shared_clips(config: Config, scratch: Path) -> list[Clip]:
-    """The MOT sequences (and a panning copy of each, for camera motion) and the shared videos."""
+    """The MOT sequences (and a panning copy of each, for camera motion), the small-person dev
+    set's tracking part (`small_people_set`: TUD-Campus three times, 3-5x smaller, on a 1920x1080
+    canvas) and the shared videos."""
+    from posestream.benchmarks.small_people_set import build_dev_set
+
     data = shared_dir(config) / "data"
     sequences = [p for p in sorted((data / "mot").glob("*")) if p.is_dir()]
     clips = [Clip(p.name, p, mot=True) for p in sequences]
+    clips.append(Clip("dev tud-far", build_dev_set(scratch / "dev")["tud-far"], mot=True))
     clips += [Clip(f"{p.name}-pan", panning_copy(p, scratch / f"{p.name}-pan"), mot=True) for p in sequences]
     clips += [Clip("two_person_interaction_72f", data / "video/two_person_interaction_72f.mp4", people=2),
               Clip("street_walk_5f", data / "video/street_walk_5f.mp4", people=1),
@@ -127,12 +135,12 @@ def read_frames(clip: Clip) -> list[np.ndarray]:
 
 
 def detections(clip: Clip, frames: list[np.ndarray], config: Config, cache: Path) -> list[Poses]:
-    """The default chain's poses per frame (cached per clip, input size and precision)."""
+    """The default chain's poses per frame (cached per clip and the settings that shape them)."""
     from posestream.stream.chain import PoseChain
 
-    key = f"{clip.name}-{config['detector']['input_size']}-{config['engine']['precision']}-" \
-          f"{config['model']['name']}.npz"
-    file = cache / key
+    tables = {name: config[name] for name in DETECTION_TABLES}
+    digest = hashlib.sha256(json.dumps(tables, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    file = cache / f"{clip.name}-{config['detector']['input_size']}-{digest}.npz"
     if file.is_file():
         with np.load(file) as data:
             bounds = data["bounds"]

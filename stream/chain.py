@@ -20,8 +20,14 @@ __all__ = ["POSE_MODES", "PoseChain", "build_detector", "build_estimator", "buil
 
 
 def build_detector(config: Config | Settings) -> Detector:
+    """The configured detector plugin, inside the small-people windows when `small_people.enabled`."""
     settings = Settings.of(config)
-    return registry.load_plugin("posestream.detectors", settings.detector.plugin)(settings)
+    detector_class = registry.load_plugin("posestream.detectors", settings.detector.plugin)
+    if not settings.small_people.enabled:
+        return detector_class(settings)
+    from posestream.stream.small_people import SmallPeopleDetector, hint_settings
+
+    return SmallPeopleDetector(detector_class(hint_settings(settings)), settings)
 
 
 def build_estimator(config: Config | Settings) -> PoseEstimator | None:

@@ -151,7 +151,8 @@ def run_detect(rt: StageRuntime, io: StageIO) -> None:
 
     def process(works: list[Work]) -> list[Work]:
         taken = [w for w in works if rings.get(w.ref).take(w.ref)]
-        done = _on_pixels(rings, taken, io.bit, detector.detect) if taken else []
+        keys = [(w.ref.stream_id, w.ref.frame_id) for w in taken]
+        done = _on_pixels(rings, taken, io.bit, lambda frames: detector.detect_frames(frames, keys)) if taken else []
         for work in done:
             work.poses = work.poses.in_source_pixels(work.ref.shape, work.ref.source_hw)
         return done
@@ -197,7 +198,7 @@ def _serve_overlapped(rt: StageRuntime, io: StageIO, detector: Any, rings: RingC
                 continue  # a live source reclaimed the slot
             started_at = time.time()
             try:
-                handle = detector.start(ring.view(item.ref))
+                handle = detector.start_frame(ring.view(item.ref), (item.ref.stream_id, item.ref.frame_id))
             finally:
                 ring.release(item.ref, io.bit)
             started.append((item, handle, started_at))

@@ -121,12 +121,15 @@ def plan(config: Config, sources: int, sinks_need_pixels: bool,
 
 
 def decode_long_side(config: Config, stages: list[PlannedStage]) -> int | None:
-    """The longest side sources decode frames at: the detector's input size when every stage that
-    reads pixels is fine with frames that small (the detect stage, the track stage's cues;
-    `source.scale_in_decoder`), else None (full size)."""
+    """The longest side sources decode frames at: the detector's input size (times the small-people
+    zoom when its windows are on: they look closer) when every stage that reads pixels is fine with
+    frames that small (the detect stage, the track stage's cues; `source.scale_in_decoder`), else
+    None (full size)."""
     readers = [stage.spec for stage in stages if stage.bit]
     if config["source"]["scale_in_decoder"] and readers and all(spec.small_pixels for spec in readers):
-        return int(config["detector"]["input_size"])
+        small = config["small_people"]
+        zoom = float(small["zoom"]) if small["enabled"] else 1.0
+        return int(round(int(config["detector"]["input_size"]) * zoom))
     return None
 
 

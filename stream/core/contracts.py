@@ -2,7 +2,7 @@
 
 | kind (entry-point group)        | constructed as                        | called with                    |
 |---------------------------------|---------------------------------------|--------------------------------|
-| `Detector` (posestream.detectors) | `Detector(settings)`                | `detect(frames)` (or `start`/`finish` per frame), `close()` |
+| `Detector` (posestream.detectors) | `Detector(settings)`                | `detect(frames)` (or `start`/`finish` per frame; the detect stage calls `detect_frames`/`start_frame` with stream keys), `close()` |
 | `PoseEstimator` (posestream.pose) | `PoseEstimator(settings)`           | `estimate(frames, detections)`, `close()` |
 | `Tracker` (posestream.trackers)   | `Tracker(settings, ids)`, per stream | `update(poses, frame)`        |
 | `Sink` (posestream.sinks)         | `Sink(settings, target, streams)`   | `write(result, frame)`, `end_stream(stream, last_frame)`, `close()` |
@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Sequence
+from typing import TYPE_CHECKING, ClassVar, Hashable, Sequence
 
 import numpy as np
 
@@ -50,6 +50,15 @@ class Detector(ABC):
     def start(self, frame: np.ndarray) -> object:
         """Begin on one frame; returns the handle `finish` takes."""
         return self.detect([frame])[0]
+
+    def detect_frames(self, frames: Sequence[np.ndarray], keys: Sequence[tuple[Hashable, int]]) -> list[Poses]:
+        """`detect` for frames of streams, `keys` saying whose (stream, frame number) each is, for a
+        detector that keeps per-stream state (the small-people windows); the default ignores them."""
+        return self.detect(frames)
+
+    def start_frame(self, frame: np.ndarray, key: tuple[Hashable, int]) -> object:
+        """`start` for a frame of a stream (see `detect_frames`); the default ignores the key."""
+        return self.start(frame)
 
     def finished(self, handle: object) -> bool:
         """Whether `finish(handle)` would return without waiting."""

@@ -206,6 +206,21 @@ class DetectorSettings(Table):
 
 
 @dataclass(frozen=True)
+class SmallPeopleSettings(Table):
+    """Zoom windows where a stream's people are small (`stream.small_people`)."""
+
+    section: ClassVar[str] = "small_people"
+    enabled: bool
+    zoom: float = bound(1.25, 8.0)
+    small_height: float = bound(1.0, 4096.0)
+    hint_score: float = bound(0.0, 1.0)
+    memory: int = bound(1, 100_000)
+    scan_every: int = bound(1, 100_000)
+    mosaic: int = bound(1, 8)
+    max_mosaics: int = bound(1, 64)
+
+
+@dataclass(frozen=True)
 class ZmqSettings(Table):
     """The endpoint's syntax and the CURVE key files are checked by the zmq sink when it binds."""
 
@@ -462,6 +477,7 @@ class Settings:
     engine: EngineSettings
     quantize: QuantizeSettings
     detector: DetectorSettings
+    small_people: SmallPeopleSettings
     zmq: ZmqSettings
     web: WebSettings
     tensorrt: TensorRTTable

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from posestream.benchmarks import tracking
-from posestream.stream.core.config import load_config
 from posestream.stream.mot import open_sequence, read_mot_file
 
 TUD = "data/mot/TUD-Campus"
@@ -56,4 +55,4 @@ def test_posestream_row_on_tud_campus(prepared_home: Path, shared: Path, tmp_pat
     (row,) = rows
     assert 0.6 < row["MOTA"] < 0.9 and 0.6 < row["IDF1"] < 0.9 and row["gt_ids"] == 8
     assert len(row["timelines"]) == 8
-    assert (tmp_path / f"TUD-Campus-640-{load_config()['engine']['precision']}-yolo11n-pose.npz").is_file()
+    assert len(list(tmp_path.glob("TUD-Campus-640-*.npz"))) == 1  # the detections, cached
