@@ -29,7 +29,8 @@ def test_onestage_has_no_pose_stage_and_detect_feeds_nms(config: Config) -> None
     assert stages["nms"].inputs == ("detect",)
     # the detector and the tracker (camera motion, on by default) read pixels
     assert holders(list(stages.values())) == stages["detect"].bit | stages["track"].bit
-    assert decode_long_side(config, list(stages.values())) == config["detector"]["input_size"]
+    zoom = config["small_people"]["zoom"] if config["small_people"]["enabled"] else 1.0
+    assert decode_long_side(config, list(stages.values())) == round(config["detector"]["input_size"] * zoom)
 
 
 def test_track_stage_leases_pixels_only_when_its_cues_need_them(config: Config) -> None:
