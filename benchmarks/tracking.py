@@ -135,7 +135,9 @@ def read_frames(clip: Clip) -> list[np.ndarray]:
 
 
 def detections(clip: Clip, frames: list[np.ndarray], config: Config, cache: Path) -> list[Poses]:
-    """The default chain's poses per frame (cached per clip and the settings that shape them)."""
+    """The default chain's poses per frame, found as the pipeline finds them (frames decoded at the
+    size it decodes them, the detector told the stream and frame number, which its small-person
+    windows follow); cached per clip and the settings that shape them."""
     from posestream.stream.chain import PoseChain
 
     tables = {name: config[name] for name in DETECTION_TABLES}
@@ -146,8 +148,16 @@ def detections(clip: Clip, frames: list[np.ndarray], config: Config, cache: Path
             bounds = data["bounds"]
             return [Poses(data["boxes"][a:b], data["box_scores"][a:b], data["keypoints"][a:b],
                           data["scores"][a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-    with PoseChain(config) as chain:
-        found = [chain.process([frame])[0] for frame in frames]
+    long_side = decoded_side(config)
+    found = []
+    with PoseChain(config) as chain:  # frame by frame as the pipeline's stages run it
+        for index, frame in enumerate(frames):
+            image, _ = as_decoded(frame, long_side) if long_side else (frame, 1.0)
+            poses = chain.detector.detect_frames([image], [(0, index)])
+            poses = [p.in_source_pixels(image.shape, frame.shape[:2]) for p in poses]
+            if chain.estimator is not None:
+                poses = chain.estimator.estimate([frame], poses)
+            found.append(chain.nms(poses[0]))
     bounds = np.cumsum([0] + [len(p) for p in found])
     cache.mkdir(parents=True, exist_ok=True)
     joined = {name: np.concatenate([getattr(p, name) for p in found])
@@ -171,12 +181,20 @@ def track_posestream(found: list[Poses], frames: list[np.ndarray], config: Confi
     tracker_cls = registry.load("posestream.trackers", settings.tracker.plugin)
     tracker = tracker_cls(settings, IdAllocator())
     pixels = tracker_cls.reads_pixels(settings)
+    long_side = decoded_side(config)
     for index, (poses, frame) in enumerate(zip(found, frames)):
         image, scale = None, 1.0
         if pixels:
-            image, scale = as_decoded(frame, settings.detector.input_size)
+            image, scale = as_decoded(frame, long_side) if long_side else (frame, 1.0)
         out = tracker.update(poses, TrackFrame(index, None, image, scale))
         yield index, out.ids, out.boxes
+
+
+def decoded_side(config: Config) -> int | None:
+    """The long side the pipeline's sources decode at with this config (None: full size)."""
+    from posestream.stream.stage_graph import decode_long_side, plan
+
+    return decode_long_side(config, plan(config, 1, False))
 
 
 def as_decoded(frame: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
