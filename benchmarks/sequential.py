@@ -29,7 +29,7 @@ def run_sequential(config: Config, video: Path, sink_specs: list[tuple[str, str]
                    max_frames: int | None = None) -> dict[str, Any]:
     """Process `video` frame by frame; returns FPS, per-stage time per frame and persons per frame
     (detections entering the pose stage, the count top-down pose cost grows with)."""
-    from posestream.stream.core.contracts import IdAllocator
+    from posestream.stream.core.contracts import IdAllocator, TrackFrame
     from posestream.stream.core.registry import load_plugin
     from posestream.stream.core.settings import Settings
     from posestream.stream.chain import build_detector, build_estimator, build_nms
@@ -47,7 +47,9 @@ def run_sequential(config: Config, video: Path, sink_specs: list[tuple[str, str]
             stack.callback(estimator.close)
         nms = build_nms(config)
         settings = Settings.from_config(config)
-        tracker = load_plugin("posestream.trackers", settings.tracker.plugin)(settings, IdAllocator())
+        tracker_cls = load_plugin("posestream.trackers", settings.tracker.plugin)
+        tracker = tracker_cls(settings, IdAllocator())
+        tracker_pixels = tracker_cls.reads_pixels(settings)
         source = stack.enter_context(open_source(str(video), config))
         # decode at the size the pipeline would (the detector's, when only it reads pixels)
         sink_pixels = any(load_plugin("posestream.sinks", kind).needs_pixels for kind, _ in sink_specs)
@@ -77,9 +79,11 @@ def run_sequential(config: Config, video: Path, sink_specs: list[tuple[str, str]
             t3 = time.perf_counter()
             kept = nms(poses[0])
             t4 = time.perf_counter()
-            tracked = tracker.update(kept)
-            t5 = time.perf_counter()
             height, width = frame.source_hw or frame.image.shape[:2]
+            tracked = tracker.update(kept, TrackFrame(frame.index, frame.pts,
+                                                      frame.image if tracker_pixels else None,
+                                                      frame.image.shape[1] / width))
+            t5 = time.perf_counter()
             result = FrameResult(source.info.name, frame.index, width, height, tracked, frame.pts,
                                  frame.capture_ts, frame.image_id)
             for sink in sinks:

@@ -11,7 +11,7 @@ import collections
 import contextlib
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from posestream.stream.metrics import LatencyRecorder
 from posestream.stream.ring import FrameRef, FrameRing
 from posestream.stream.sink_guard import GuardedSink
 from posestream.stream.stage_runtime import Aborted, EndOfStream, RingCache, StageIO, StageRuntime, Work
+
+if TYPE_CHECKING:
+    from posestream.stream.core.contracts import TrackFrame
 
 
 def run_source(rt: StageRuntime, io: StageIO, spec: str, stream_id: int, policy: str | None,
@@ -62,7 +65,7 @@ def run_source(rt: StageRuntime, io: StageIO, spec: str, stream_id: int, policy:
                         raise
                     ring.publish(slot, frame.index, shape, holders)
                     ref = FrameRef(stream_id, stream, frame.index, slot, shape, frame.pts,
-                                   frame.capture_ts, ring_name, frame.image_id, frame.source_hw)
+                                   frame.capture_ts, ring_name, frame.image_id, frame.source_hw, live)
                     exit_ = time.time()
                     rt.send(io.output, Work(ref, None, {rt.name: (enter, exit_)}))
                     rt.counters.work(enter, exit_, 1)
@@ -237,7 +240,9 @@ def run_nms(rt: StageRuntime, io: StageIO) -> None:
 
 
 def run_track(rt: StageRuntime, io: StageIO) -> None:
-    """One tracker per stream; ids from one allocator, so they are unique across streams."""
+    """One tracker per stream; ids from one allocator, so they are unique across streams. Each
+    tracker hears the frame's number and clock (`TrackFrame`), and its pixels when the graph gave
+    this stage a lease (`io.bit`: the tracker `reads_pixels`), released as soon as it returns."""
     from posestream.stream.core.contracts import IdAllocator
     from posestream.stream.core.registry import load_plugin
 
@@ -245,16 +250,35 @@ def run_track(rt: StageRuntime, io: StageIO) -> None:
     tracker_cls = load_plugin("posestream.trackers", settings.tracker.plugin)
     ids = IdAllocator()
     trackers: dict[int, Any] = {}
+    rings = RingCache(io.conds)
 
     def process(works: list[Work]) -> list[Work]:
         for w in works:
             tracker = trackers.get(w.ref.stream_id)
             if tracker is None:
                 tracker = trackers[w.ref.stream_id] = tracker_cls(settings, ids)
-            w.poses = tracker.update(w.poses)
+            if not io.bit:
+                w.poses = tracker.update(w.poses, track_frame(w.ref, None))
+                continue
+            ring = rings.get(w.ref)
+            try:
+                w.poses = tracker.update(w.poses, track_frame(w.ref, ring.view(w.ref)))
+            finally:
+                ring.release(w.ref, io.bit)
         return works
 
-    _serve(rt, io, process)
+    with contextlib.closing(rings):
+        _serve(rt, io, process)
+
+
+def track_frame(ref: FrameRef, image: np.ndarray | None) -> "TrackFrame":
+    """What the tracker hears about the frame of `ref`: its number, its stream's clock (capture time
+    for live sources, presentation time for files) and, when given, its pixels and their scale."""
+    from posestream.stream.core.contracts import TrackFrame
+
+    time_s = ref.capture_ts if ref.live else ref.pts
+    scale = 1.0 if image is None else image.shape[1] / ref.frame_size[0]
+    return TrackFrame(ref.frame_id, time_s, image, scale)
 
 
 def run_sinks(rt: StageRuntime, io: StageIO, sink_specs: list[tuple[str, str]],

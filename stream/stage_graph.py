@@ -30,6 +30,16 @@ def _topdown(config: Config) -> bool:
     return config["pose"]["mode"] == "topdown"
 
 
+def _tracker_reads_pixels(config: Config) -> bool:
+    """The track stage leases pixels only when the configured tracker's settings want them
+    (camera-motion compensation, appearance)."""
+    from posestream.stream.core.registry import load_plugin
+    from posestream.stream.core.settings import Settings
+
+    settings = Settings.from_config(config)
+    return bool(load_plugin("posestream.trackers", settings.tracker.plugin).reads_pixels(settings))
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """One row of the graph."""
@@ -41,6 +51,8 @@ class StageSpec:
     restartable: bool = False         # stateless: may be restarted after a crash (restart policy allowing)
     holder_bit: int = 0               # lease bit on the frame rings; 0: reads no pixels
     pixels_when_sinks_need: bool = False  # takes its lease only when a sink of the run needs pixels
+    pixels_when: Callable[[Config], bool] = _always  # takes its lease only when this says so
+    small_pixels: bool = False        # fine with frames decoded at the detector's size (scale_in_decoder)
     model: bool = False               # runs inference: not niced (light stages yield to it)
     per_source: bool = False          # one process per source
     enabled: Callable[[Config], bool] = _always
@@ -49,11 +61,12 @@ class StageSpec:
 GRAPH: tuple[StageSpec, ...] = (
     StageSpec("source", run_source, None, 1, per_source=True),
     StageSpec("detect", run_detect, "source", "detector.batch", restartable=True, holder_bit=1,
-              model=True),
+              model=True, small_pixels=True),
     StageSpec("pose", run_pose, "detect", "pose.batch", restartable=True, holder_bit=2, model=True,
               enabled=_topdown),
     StageSpec("nms", run_nms, "pose", 16, restartable=True),
-    StageSpec("track", run_track, "nms", 16),
+    StageSpec("track", run_track, "nms", 16, holder_bit=8, pixels_when=_tracker_reads_pixels,
+              small_pixels=True),
     StageSpec("sinks", run_sinks, "track", 16, holder_bit=4, pixels_when_sinks_need=True),
 )
 
@@ -93,7 +106,8 @@ def plan(config: Config, sources: int, sinks_need_pixels: bool,
         if isinstance(batch, str):
             table, key = batch.split(".")
             batch = int(config[table][key])
-        bit = spec.holder_bit if sinks_need_pixels or not spec.pixels_when_sinks_need else 0
+        wanted = (sinks_need_pixels or not spec.pixels_when_sinks_need) and spec.pixels_when(config)
+        bit = spec.holder_bit if spec.holder_bit and wanted else 0
         ids: list[int | None] = list(range(sources)) if spec.per_source else [None]
         for i in ids:
             name = spec.name if i is None else f"{spec.name}{i}"
@@ -108,10 +122,11 @@ def plan(config: Config, sources: int, sinks_need_pixels: bool,
 
 def decode_long_side(config: Config, stages: list[PlannedStage]) -> int | None:
     """The longest side sources decode frames at: the detector's input size (times the small-people
-    zoom when its windows are on: they look closer) when the detect stage is the only reader of
-    pixels (`source.scale_in_decoder`), else None (full size)."""
-    readers = [stage.spec.name for stage in stages if stage.bit]
-    if config["source"]["scale_in_decoder"] and readers == ["detect"]:
+    zoom when its windows are on: they look closer) when every stage that reads pixels is fine with
+    frames that small (the detect stage, the track stage's cues; `source.scale_in_decoder`), else
+    None (full size)."""
+    readers = [stage.spec for stage in stages if stage.bit]
+    if config["source"]["scale_in_decoder"] and readers and all(spec.small_pixels for spec in readers):
         small = config["small_people"]
         zoom = float(small["zoom"]) if small["enabled"] else 1.0
         return int(round(int(config["detector"]["input_size"]) * zoom))

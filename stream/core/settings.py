@@ -28,6 +28,7 @@ LANDMARK_MERGES = ("none", "confident", "average")
 PREPROCESS_MODES = ("auto", "numpy", "torch")
 PRECISIONS = ("fp16", "fp32", "int8")
 RTSP_TRANSPORTS = ("tcp", "udp", "udp_multicast", "http", "https")
+CAMERA_MOTION = ("off", "flow")  # tracker.camera_motion
 NMS_KINDS = ("parametric", "oks", "none")
 VIDEO_CODECS = ("libx264", "mpeg4")
 VIDEO_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
@@ -309,6 +310,10 @@ class TrackerSettings(Table):
     lost_buffer: int = bound(0, 100_000)
     kalman_position_std: float = bound(1e-6, 10.0)
     kalman_velocity_std: float = bound(1e-6, 10.0)
+    camera_motion: str = choice(*CAMERA_MOTION)
+    appearance_weight: float = bound(0.0, 1.0)
+    appearance_sigma: float = bound(0.1, 200.0)
+    appearance_momentum: float = bound(0.0, 1.0)
 
     def check(self) -> None:
         for low, high in (("low_score", "high_score"), ("high_score", "new_track_score"),

@@ -11,7 +11,7 @@ import pytest
 from posestream.stream.core.config import Config
 from posestream.stream.core.errors import ConfigError
 from posestream.stream.pipeline import Pipeline
-from posestream.stream.stage_graph import GRAPH, holders, plan
+from posestream.stream.stage_graph import GRAPH, decode_long_side, holders, plan
 
 SHORT_A = "data/video/street_walk_5f.mp4"
 SHORT_B = "data/video/soccer_posetrack_000001_5f.mp4"
@@ -27,7 +27,21 @@ def test_onestage_has_no_pose_stage_and_detect_feeds_nms(config: Config) -> None
     assert list(stages) == ["source0", "source1", "detect", "nms", "track", "sinks"]
     assert stages["detect"].inputs == ("source0", "source1")
     assert stages["nms"].inputs == ("detect",)
-    assert holders(list(stages.values())) == stages["detect"].bit  # only the detector reads pixels
+    # the detector and the tracker (camera motion, on by default) read pixels
+    assert holders(list(stages.values())) == stages["detect"].bit | stages["track"].bit
+    zoom = config["small_people"]["zoom"] if config["small_people"]["enabled"] else 1.0
+    assert decode_long_side(config, list(stages.values())) == round(config["detector"]["input_size"] * zoom)
+
+
+def test_track_stage_leases_pixels_only_when_its_cues_need_them(config: Config) -> None:
+    config["tracker"]["camera_motion"] = "off"
+    stages = {stage.name: stage for stage in plan(config, 1, False)}
+    assert stages["track"].bit == 0 and holders(list(stages.values())) == stages["detect"].bit
+    config["tracker"]["appearance_weight"] = 0.5
+    stages = {stage.name: stage for stage in plan(config, 1, False)}
+    assert stages["track"].bit not in (0, stages["detect"].bit, stages["sinks"].bit)
+    config["tracker"]["plugin"] = "none"  # reads no pixels whatever the oks-byte keys say
+    assert {stage.name: stage for stage in plan(config, 1, False)}["track"].bit == 0
 
 
 def test_topdown_runs_the_pose_stage_with_its_own_lease(config: Config) -> None:
@@ -36,8 +50,8 @@ def test_topdown_runs_the_pose_stage_with_its_own_lease(config: Config) -> None:
     stages = {stage.name: stage for stage in plan(config, 1, True)}
     assert list(stages) == ["source0", "detect", "pose", "nms", "track", "sinks"]
     assert stages["nms"].inputs == ("pose",) and stages["pose"].batch == 7
-    bits = [stages[name].bit for name in ("detect", "pose", "sinks")]
-    assert all(bits) and len(set(bits)) == 3
+    bits = [stages[name].bit for name in ("detect", "pose", "track", "sinks")]
+    assert all(bits) and len(set(bits)) == 4
     assert holders(list(stages.values())) == sum(bits)
 
 
