@@ -15,6 +15,7 @@ aggregator's CPU time per message.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import os
 import resource
@@ -28,6 +29,8 @@ import msgpack
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from posestream.stream.core.config import load_config  # noqa: E402
+from posestream.stream.core.settings import Settings  # noqa: E402
 from posestream.stream.fleet.aggregator import Aggregator  # noqa: E402
 from posestream.stream.fleet.spec import load_fleet  # noqa: E402
 
@@ -120,7 +123,8 @@ def _publishers(persons: int, ready: "multiprocessing.synchronize.Event", done: 
 
 
 def aggregator_bench(persons: int) -> None:
-    aggregator = Aggregator(BENCH_OUT, 10.0, 1000, 0)
+    zmq_settings = dataclasses.replace(Settings.from_config(load_config()).zmq, hwm=1000, linger_ms=0)
+    aggregator = Aggregator(BENCH_OUT, zmq_settings, 10.0)
     aggregator.start()
     for c in range(BENCH_CAMERAS):
         aggregator.set_endpoint(f"cam{c}", f"tcp://127.0.0.1:{BENCH_FIRST_PORT + c}")
