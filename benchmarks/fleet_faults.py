@@ -152,11 +152,16 @@ def _actors_on(hosts: FleetHosts, host: str) -> int:
     return count
 
 
-def partition(hosts: FleetHosts, fleet: Fleet, viewer: Recording) -> dict[str, Any]:
+def busiest_worker(hosts: FleetHosts, fleet: Fleet, viewer: Recording) -> tuple[str, list[str], dict[str, int]]:
+    """The worker running most cameras, those cameras, and the newest epoch seen of each."""
     placed = nodes_of(viewer, hosts, fleet.cameras)
     victim = max(WORKERS, key=lambda w: sum(h == w for h in placed.values()))
     moved = sorted(c for c, h in placed.items() if h == victim)
-    epochs = {c: newest_epoch(viewer, c) for c in moved}
+    return victim, moved, {c: newest_epoch(viewer, c) for c in moved}
+
+
+def partition(hosts: FleetHosts, fleet: Fleet, viewer: Recording) -> dict[str, Any]:
+    victim, moved, epochs = busiest_worker(hosts, fleet, viewer)
     cut = time.time()
     hosts.net.cut(victim)
     fenced = wait_for(f"the pipelines on cut-off {victim} to stop",
@@ -190,8 +195,7 @@ def _restarts(viewer: Recording, cameras: Any) -> int:
 
 
 def slow_link(hosts: FleetHosts, fleet: Fleet, viewer: Recording, seconds: float = 20.0) -> dict[str, Any]:
-    placed = nodes_of(viewer, hosts, fleet.cameras)
-    victim = max(WORKERS, key=lambda w: sum(h == w for h in placed.values()))
+    victim = busiest_worker(hosts, fleet, viewer)[0]
     before_end = time.time()
     before = _rates(viewer, fleet.cameras, before_end - seconds / 2, before_end)
     restarts = _restarts(viewer, fleet.cameras)
@@ -206,10 +210,7 @@ def slow_link(hosts: FleetHosts, fleet: Fleet, viewer: Recording, seconds: float
 
 
 def kill_worker(hosts: FleetHosts, fleet: Fleet, viewer: Recording) -> dict[str, Any]:
-    placed = nodes_of(viewer, hosts, fleet.cameras)
-    victim = max(WORKERS, key=lambda w: sum(h == w for h in placed.values()))
-    moved = sorted(c for c, h in placed.items() if h == victim)
-    epochs = {c: newest_epoch(viewer, c) for c in moved}
+    victim, moved, epochs = busiest_worker(hosts, fleet, viewer)
     killed = time.time()
     hosts.kill_host(victim)
     back = wait_for("every camera publishing again", lambda: back_after(viewer, fleet.cameras, killed, epochs), 180)
@@ -273,11 +274,11 @@ def attackers(hosts: FleetHosts, fleet: Fleet, names: Any) -> dict[str, Recordin
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    print(f"{'fault':<16}{'host':<6}{'cameras moved':<16}{'every camera back (s)':<24}notes")
+    print(f"{'fault':<16}{'host':<6}{'cameras moved':<20}{'every camera back (s)':<24}notes")
     for r in results:
         notes = {k: v for k, v in r.items() if k not in ("fault", "host", "moved", "recovered_s",
                                                           "per_camera_s")}
-        print(f"{r['fault']:<16}{r.get('host', '-'):<6}{','.join(r.get('moved', [])) or '-':<16}"
+        print(f"{r['fault']:<16}{r.get('host', '-'):<6}{','.join(r.get('moved', [])) or '-':<20}"
               f"{str(r.get('recovered_s', '-')):<24}{json.dumps(notes)}")
 
 

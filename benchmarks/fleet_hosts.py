@@ -6,9 +6,10 @@ and knows where each camera's pipeline runs.
 Hosts: `head` (Ray head with no CPUs for cameras: the `fleet run` driver, controller and aggregator
 live there), workers (`ray start --address`, one CPU each, where the cameras run) and `client`
 (no Ray: subscribers, legitimate or not). Ray's token authentication is on, with a token made for
-this cluster. Every Ray node is `ray start --block` in its own session, so killing a host's
-processes (`TestNet.kill_all`) is what a crashed machine looks like, and nothing outside the
-namespaces is touched.
+this cluster. Every Ray node is `ray start --block` in its own session with a /dev/shm of its own
+(a tmpfs that goes when the node's last process does), so killing a host's processes
+(`TestNet.kill_all`) is what a crashed machine looks like, shared memory included, and nothing
+outside the namespaces is touched.
 
 Each Ray node runs as under a service manager with `Restart=always`: when its `ray start --block`
 exits unasked (a raylet that the head declared dead after a partition exits when it reconnects,
@@ -34,6 +35,10 @@ from posestream.benchmarks.netns import TestNet
 RAY_PORT = 6379
 PIPELINE_MODULE = b"posestream.stream.fleet.worker"
 RESTART_S = 2.0  # the service manager's pause before starting an exited Ray node again
+OBJECT_STORE_BYTES = 100_000_000  # the fleet puts nothing in Ray's object store
+# A machine's own /dev/shm for a command: a private mount namespace with a fresh tmpfs there.
+OWN_SHM = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+           'mount -t tmpfs -o size=1g,mode=1777 tmpfs /dev/shm && exec "$@"', "sh"]
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout_s: float, poll_s: float = 0.25) -> Any:
@@ -123,8 +128,9 @@ class FleetHosts:
 
     def _start(self, host: str) -> None:
         temp = Path("/tmp") / self.net.hosts[host].namespace  # short: Ray's socket paths are bounded
-        argv = [str(Path(sys.executable).with_name("ray")), "start", "--block", "--disable-usage-stats",
-                f"--node-ip-address={self.ip(host)}", f"--temp-dir={temp}"]
+        argv = [*OWN_SHM, str(Path(sys.executable).with_name("ray")), "start", "--block",
+                "--disable-usage-stats", f"--node-ip-address={self.ip(host)}", f"--temp-dir={temp}",
+                f"--object-store-memory={OBJECT_STORE_BYTES}"]
         if host == "head":
             argv += ["--head", f"--port={RAY_PORT}", "--num-cpus=0", "--include-dashboard=false"]
         else:

@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import zmq

@@ -160,8 +160,12 @@ class FleetController:
                     slot.unavailable_since = now
                 if now - slot.unavailable_since > self.spec.settings.unavailable_s:
                     self._replace(slot, f"its actor was unreachable for {self.spec.settings.unavailable_s:g} s")
-                else:
-                    slot.pending = slot.actor.status.remote()
+                    return
+                if now - slot.unavailable_since > self.spec.settings.lease_s:
+                    slot.state = "lost"
+                    slot.note = (f"Ray reports its actor unreachable (node down or cut off); "
+                                 f"replaced after {self.spec.settings.unavailable_s:g} s")
+                slot.pending = slot.actor.status.remote()
                 return
             except ray.exceptions.RayActorError as exc:
                 self._replace(slot, f"its actor was lost ({type(exc).__name__})")

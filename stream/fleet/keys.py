@@ -15,10 +15,12 @@ pair per actor also fences a stale incarnation out cryptographically: the aggreg
 completes a handshake with the pair of the actor it currently trusts.
 
 The pipeline reads its pair (and the aggregator's public key, its allow-list) from a private 0700
-folder the actor writes, in /dev/shm where there is one, and removes when it stops.
+folder the actor writes, in /dev/shm where there is one, and removes when it stops; a folder left
+by a killed actor is removed by the next one on that node (the folder is named after its actor).
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,6 +32,7 @@ from posestream.stream.core.errors import ConfigError, InputError, InputNotFound
 from posestream.stream.core.settings import FleetSettings
 
 FLEET_KEY = "fleet"  # the aggregator's pair in a keys folder: fleet.key_secret
+FOLDER_PREFIX = "posestream-fleet-keys-"
 
 
 def _folder(settings: FleetSettings) -> Path:
@@ -92,11 +95,20 @@ class KeyFolder:
 
     def __init__(self, camera: str, server: KeyPair, client_public: bytes) -> None:
         shm = Path("/dev/shm")
-        base = shm if shm.is_dir() and shutil.disk_usage(shm).free > 0 else None
-        self.path = Path(tempfile.mkdtemp(prefix="posestream-fleet-keys-", dir=base))  # mode 0700
+        base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+        _remove_orphans(base)
+        self.path = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-", dir=base))  # 0700
         self.server_secret_key = write_key_file(self.path / f"{camera}{SECRET_SUFFIX}",
                                                 server.public, server.secret)
         self.allowed_clients = write_key_file(self.path / f"{FLEET_KEY}{PUBLIC_SUFFIX}", client_public)
 
     def close(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _remove_orphans(base: Path) -> None:
+    """Key folders whose actor process is gone (killed before it could remove them)."""
+    for folder in base.glob(f"{FOLDER_PREFIX}*"):
+        pid = folder.name[len(FOLDER_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
