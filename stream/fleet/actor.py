@@ -171,15 +171,13 @@ class CameraActor:
             with self._lock:
                 self.restarts += 1
                 self.pid = None
-                if self.state == "refused":
-                    pass
-                elif code == EXIT_UNREACHABLE:
-                    self.state = "unreachable"
-                    self.error = "the camera could not be opened or stopped delivering"
-                else:
-                    self.state = "restarting"
-                    self.error = f"pipeline exited with code {code}"
-                if self.state != "refused":
+                if self.state != "refused":  # the pipeline ran and ended: its exit says why
+                    if code == EXIT_UNREACHABLE:
+                        self.state = "unreachable"
+                        self.error = "the camera could not be opened or stopped delivering"
+                    else:
+                        self.state = "restarting"
+                        self.error = f"pipeline exited with code {code}"
                     with contextlib.suppress(OSError):
                         with open(self._error_file, encoding="utf-8") as fh:
                             self.error = fh.read().strip() or self.error
