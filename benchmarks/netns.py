@@ -143,20 +143,15 @@ class TestNet:
             _run(IP, "netns", "exec", ns, TC, "qdisc", "add", "dev", dev, "root", "tbf", "rate",
                  f"{rate_kbit}kbit", "burst", "4kb", "latency", f"{max(delay_ms, 50)}ms")
         applied.append(f"tbf rate {rate_kbit} kbit/s, queue up to {max(delay_ms, 50)} ms each way")
-        if NFT and loss_pct > 0:
-            probability = int(loss_pct)
-            for name in (host,):
-                ns = self.hosts[name].namespace
-                _run(IP, "netns", "exec", ns, NFT, "add table inet pstest")
-                for chain in ("input", "output"):
-                    _run(IP, "netns", "exec", ns, NFT,
-                         f"add chain inet pstest {chain} {{ type filter hook {chain} priority 0 ; }}")
-                    _run(IP, "netns", "exec", ns, NFT,
-                         f'add rule inet pstest {chain} oifname "eth0" numgen random mod 100 < '
-                         f"{probability} drop" if chain == "output" else
-                         f'add rule inet pstest {chain} iifname "eth0" numgen random mod 100 < '
-                         f"{probability} drop")
-            applied.append(f"random loss {probability} % each way (nftables)")
+        if NFT and loss_pct > 0:  # one table in the host: drop a share of what enters and leaves eth0
+            ns, share = self.hosts[host].namespace, int(loss_pct)
+            _run(IP, "netns", "exec", ns, NFT, "add table inet pstest")
+            for chain, match in (("input", "iifname"), ("output", "oifname")):
+                _run(IP, "netns", "exec", ns, NFT, f"add chain inet pstest {chain} "
+                     f"{{ type filter hook {chain} priority 0 ; }}")
+                _run(IP, "netns", "exec", ns, NFT, f'add rule inet pstest {chain} {match} "eth0" '
+                     f"numgen random mod 100 < {share} drop")
+            applied.append(f"random loss {share} % each way (nftables)")
         return "; ".join(applied)
 
     def heal(self, host: str) -> None:
