@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Idempotent set-up: Debian packages used by the tests (GStreamer RTSP server, FFmpeg, Chromium for
-# the web viewer's browser tests), a venv in .venv, and posestream installed into it with its test extra.
+# the web viewer's browser tests, iproute2 and nftables for the fleet's network-namespace test hosts),
+# a venv in .venv, and posestream installed into it with its test extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools python3-gi chromium"
+APT_PACKAGES="gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools python3-gi chromium iproute2 nftables"
 missing=""
 for pkg in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

@@ -30,13 +30,13 @@ import threading
 import time
 import uuid
 from dataclasses import asdict
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import zmq
 
 from posestream.stream import curve_keys
-from posestream.stream.client import check_endpoint, is_loopback
+from posestream.stream.client import check_endpoint, warn_if_exposed
 from posestream.stream.core import wire
 from posestream.stream.core.config import Config
 from posestream.stream.core.contracts import Sink
@@ -56,15 +56,15 @@ class ZmqSink(Sink):
     needs_pixels = False
 
     def __init__(self, settings: Settings | Config, target: str = "", streams: Sequence[str] = ()) -> None:
-        settings = asdict(Settings.of(settings).zmq)  # bounds checked by ZmqSettings
+        zmq_settings = Settings.of(settings).zmq  # bounds checked by ZmqSettings
+        settings = asdict(zmq_settings)
         self.endpoint = check_endpoint(target or settings["endpoint"],
                                        "zmq sink target" if target else "zmq.endpoint")
         self._linger_ms = settings["linger_ms"]
         self.heartbeat_s: float = float(settings["heartbeat_s"])
-        server_keys, allowed = self._load_curve(settings)
-        if server_keys is None and not is_loopback(self.endpoint):
-            log.warning("zmq sink binds %s, reachable from other machines, without CURVE: anyone "
-                        "there can read the stream (set zmq.curve = true)", self.endpoint)
+        self.epoch: int | None = settings["epoch"] or None
+        server_keys, allowed = curve_keys.server_keys(zmq_settings)
+        warn_if_exposed(self.endpoint, server_keys is not None, "zmq sink")
         self.publisher_id = f"{_socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.started = time.time()
         self.sent = 0  # frame and end-of-stream messages handed to ZMQ (heartbeats not counted)
@@ -107,17 +107,6 @@ class ZmqSink(Sink):
         log.info("zmq sink publishing on %s%s, heartbeat every %g s", self.bound_endpoint,
                  " (CURVE)" if server_keys is not None else "", self.heartbeat_s)
 
-    @staticmethod
-    def _load_curve(settings: dict[str, Any]) -> tuple[curve_keys.KeyPair | None, frozenset[bytes]]:
-        if not settings["curve"]:
-            return None, frozenset()
-        for key in ("server_secret_key", "allowed_clients"):
-            if not settings[key]:
-                raise ConfigError(f"zmq.curve = true needs zmq.{key} (make keys with "
-                                  "`posestream keys generate`)")
-        return (curve_keys.load_key_pair(settings["server_secret_key"]),
-                curve_keys.load_allowed_keys(settings["allowed_clients"]))
-
     def _read_subscriptions(self, timeout_ms: int = 0) -> None:
         """Consume XPUB subscription notices (they would otherwise pile up unread). Lock held."""
         while self._socket.poll(timeout_ms, zmq.POLLIN):
@@ -155,7 +144,7 @@ class ZmqSink(Sink):
         """Publish `result` now; never waits for subscribers (except the bounded slow-joiner wait)."""
         self._check_open()
         self._wait_for_subscriber()
-        parts = wire.encode(wire.frame_message(result, publish_ts=time.time()))
+        parts = wire.encode(wire.frame_message(result, publish_ts=time.time(), epoch=self.epoch))
         with self._lock:
             self._read_subscriptions()
             self._streams.setdefault(result.stream)

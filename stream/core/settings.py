@@ -237,6 +237,7 @@ class ZmqSettings(Table):
     allowed_clients: str
     client_secret_key: str
     server_public_key: str
+    epoch: int = bound(0, 2**62)
 
 
 @dataclass(frozen=True)
@@ -458,12 +459,21 @@ class FleetSettings(Table):
     stable_s: float = bound(1, 86_400)
     actor_timeout_s: float = bound(2, 3600)
     unavailable_s: float = bound(0.5, 3600)
+    lease_s: float = bound(0.5, 3600)
     stop_timeout_s: float = bound(1, 3600)
     namespace: str
+    curve: bool
+    keys: str
 
     def check(self) -> None:
         check_range("fleet.camera_port_last", self.camera_port_last, self.camera_port_first, 65535)
         check_range("fleet.restart_max_s", self.restart_max_s, self.restart_initial_s, 3600)
+        # The controller replaces a silent camera only after the camera has fenced itself.
+        for key in ("unavailable_s", "actor_timeout_s"):
+            if getattr(self, key) <= self.lease_s:
+                raise ConfigError(f"fleet.{key} = {getattr(self, key):g} must be greater than "
+                                  f"fleet.lease_s = {self.lease_s:g} (a replaced camera must have "
+                                  "stopped first)")
         if not self.namespace:
             raise ConfigError("config key 'fleet.namespace' must not be empty")
 
