@@ -56,7 +56,7 @@ def nncf_available() -> str | None:
     try:
         import nncf  # noqa: F401
     except ImportError:
-        return "nncf not installed (pip install 'posestream[quantize]')"
+        return "nncf is not installed (pip install nncf; posestream lists it as a dependency)"
     return None
 
 

@@ -22,4 +22,4 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch 2.13.0 CPU: served from local disk on the project's machines; a plain `torch` would pull CUDA.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[test,quantize]"  # quantize: NNCF, so `models prepare` builds the INT8 default
+.venv/bin/python -m pip install -q -e ".[test]"
