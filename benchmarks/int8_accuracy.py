@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from posestream.benchmarks.report import emit
-from posestream.stream.core.config import Config, home_dir, load_config, shared_dir
+from posestream.stream.core.config import Config, home_dir, load_config, parse_value, shared_dir
 from posestream.stream.core.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def recipe_home(config: Config, work: Path, name: str, overrides: list[str]) -> 
         card = json.loads((source / "model.json").read_text(encoding="utf-8"))
         card["extra"].pop("int8", None)
         (model / "model.json").write_text(json.dumps(card), encoding="utf-8")
-    pairs = dict(item.split("=", 1) for item in overrides)
+    pairs = {key: parse_value(value) for key, value in (item.split("=", 1) for item in overrides)}
     recipe = load_config(overrides={**pairs, "paths.home": str(home), "engine.precision": "int8",
                                     "engine.backend": "openvino"})
     card, directory = load_card(recipe, recipe["model"]["name"])
