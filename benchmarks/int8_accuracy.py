@@ -4,9 +4,11 @@ compared with the FP32 model on images that are neither calibration nor evaluati
 For every recipe (the configured default plus `--recipe NAME=KEY=VALUE,...`) the INT8 model is built
 once into `--work` (a cache home per recipe, the FP32 ONNX files linked from the prepared home), then:
 
-- **agreement**: the FP32 persons (score >= 0.25) on the validation images are the truth; per person
-  the OKS of its best INT8 match (COCO sigmas, 0.53 x box area), persons missed (OKS < 0.5), INT8
-  persons >= 0.25 with no FP32 box, and the mean |score difference| of matched persons;
+- **agreement**: the FP32 persons (score >= 0.25) on the validation images are the truth; each is
+  matched to the INT8 person of the highest box IoU: the OKS of its keypoints (COCO sigmas, 0.53 x
+  box area, FP32 keypoints with confidence > 0.5; persons with none left out), persons missed (no
+  box of IoU >= 0.5, or OKS < 0.5), INT8 persons >= 0.25 with no FP32 box, and the mean |score
+  difference| of matched persons;
 - **sensitivity** (`--sensitivity`): the default recipe's activation quantizers of one group of
   layers at a time widened to 16 bits (near float; the CPU then runs that part in float), the rest
   INT8: which part of the network the loss comes from;
@@ -65,14 +67,12 @@ KEEP_8BIT = "/model.10/cv1/act"
 
 def validation_images(config: Config) -> list[tuple[str, np.ndarray]]:
     """(name, BGR image) of the validation set (see the module docstring)."""
-    from posestream.engines.calibration import debian_file, video_frames
+    from posestream.engines.calibration import debian_files, video_frames
 
-    images = []
-    clip = debian_file(config, "opencv-doc", "examples/data/vtest.avi")
-    images += [(f"vtest.avi#{i}", frame) for i, frame in
-               zip(VALIDATION_FRAMES, video_frames(clip, list(VALIDATION_FRAMES)))]
-    for name in ("basketball1.png", "basketball2.png", "messi5.jpg"):
-        images.append((name, _read(debian_file(config, "opencv-doc", f"examples/data/{name}"))))
+    names = ["vtest.avi", "basketball1.png", "basketball2.png", "messi5.jpg"]
+    clip, *photos = debian_files(config, "opencv-doc", [f"examples/data/{name}" for name in names])
+    images = [(f"vtest.avi#{i}", frame) for i, frame in zip(VALIDATION_FRAMES, video_frames(clip, list(VALIDATION_FRAMES)))]
+    images += [(path.name, _read(path)) for path in photos]
     for package, member in (("skimage", "data/camera.png"), ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")):
         path = _package_file(package, member)
         if path is not None:
@@ -100,12 +100,18 @@ def _package_file(package: str, member: str) -> Path | None:
 # -- models ---------------------------------------------------------------------------------------
 
 def recipe_home(config: Config, work: Path, name: str, overrides: list[str]) -> Config:
-    """The config of one recipe: its own cache home under `work` (FP32 files linked from the
-    prepared home), its INT8 model built there once and reused while current."""
+    """The config of one recipe: the prepared home for the configured recipe, else its own cache
+    home under `work` (FP32 files linked from the prepared home), its INT8 model built there once
+    and reused while current."""
     from posestream.commands.models import demo_frames
     from posestream.engines.models import load_card
     from posestream.engines.quantize import ensure_int8
 
+    if not overrides:  # the configured recipe: the prepared home's own INT8 model
+        recipe = load_config(overrides={"engine.precision": "int8", "engine.backend": "openvino"})
+        card, directory = load_card(recipe, recipe["model"]["name"])
+        ensure_int8(recipe, card, directory, demo_frames)
+        return recipe
     source = home_dir(config) / "models" / config["model"]["name"]
     home = work / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
     model = home / "models" / config["model"]["name"]
@@ -208,12 +214,17 @@ def agreement(truth: list, test: list) -> dict[str, Any]:
     best_oks, score_diff, missed, extra = [], [], 0, 0
     for (boxes, scores, keypoints), (t_boxes, t_scores, t_keypoints) in zip(truth, test):
         for i in np.flatnonzero(scores >= GT_SCORE):
-            matches = [(_oks(keypoints[i], boxes[i], t_keypoints[j]) or 0.0, j) for j in range(len(t_scores))]
-            oks, j = max(matches, default=(0.0, None))
-            best_oks.append(oks)
-            missed += oks < 0.5
-            if j is not None:
-                score_diff.append(abs(float(scores[i]) - float(t_scores[j])))
+            ious = [_iou(boxes[i], box) for box in t_boxes]
+            j = int(np.argmax(ious)) if ious else None
+            if j is None or ious[j] < 0.5:
+                missed += 1
+                best_oks.append(0.0)
+                continue
+            score_diff.append(abs(float(scores[i]) - float(t_scores[j])))
+            oks = _oks(keypoints[i], boxes[i], t_keypoints[j])
+            if oks is not None:  # None: no keypoint of this person is visible (e.g. cut by the frame edge)
+                best_oks.append(oks)
+                missed += oks < 0.5
         extra += sum(not any(_iou(t_boxes[j], b) > 0.5 for b in boxes) for j in np.flatnonzero(t_scores >= GT_SCORE))
     oks = np.asarray(best_oks)
     return {"persons": int(oks.size), "mean_oks": round(float(oks.mean()), 4) if oks.size else None,

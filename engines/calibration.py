@@ -172,18 +172,19 @@ def network_inputs(images: list[np.ndarray], long_side: int, pad: int = 114) -> 
             for image in images]
 
 
-def debian_file(config: Config, package: str, member: str) -> Path:
-    """A file of a Debian package (`member`: its path under `/usr/share/doc/<package>/`), fetched
-    with `apt-get download` once and kept under `$POSESTREAM_HOME/downloads/debian` (benchmarks'
-    data; needs Debian's apt-get and dpkg-deb)."""
+def debian_files(config: Config, package: str, members: list[str]) -> list[Path]:
+    """Files of a Debian package (`members`: paths under `/usr/share/doc/<package>/`), fetched with
+    `apt-get download` once and unpacked in one pass under `$POSESTREAM_HOME/downloads/debian`
+    (benchmark data; needs Debian's apt-get and dpkg-deb)."""
     root = home_dir(config) / "downloads" / "debian" / package
-    target = root / member
-    if target.is_file():
-        return target
+    targets = [root / member for member in members]
+    missing = [member for member, target in zip(members, targets) if not target.is_file()]
+    if not missing:
+        return targets
     for tool in ("apt-get", "dpkg-deb"):
         if shutil.which(tool) is None:
-            raise InputNotFoundError(f"{member} comes from the Debian package {package}, and {tool} is "
-                                     "not available here")
+            raise InputNotFoundError(f"{', '.join(missing)} come(s) from the Debian package {package}, "
+                                     f"and {tool} is not available here")
     root.mkdir(parents=True, exist_ok=True)
     debs = sorted(root.glob(f"{package}_*.deb"))
     if not debs:
@@ -193,13 +194,14 @@ def debian_file(config: Config, package: str, member: str) -> Path:
         if result.returncode != 0 or not debs:
             tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
             raise InputNotFoundError(f"apt-get download {package} failed: {' '.join(tail)}")
-    inner = f"./usr/share/doc/{package}/{member}"
+    inner = [f"./usr/share/doc/{package}/{member}" for member in missing]
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        unpack = subprocess.run(f"dpkg-deb --fsys-tarfile '{debs[-1]}' | tar -x -C '{tmp}' '{inner}'",
-                                shell=True, capture_output=True, text=True)
-        extracted = Path(tmp) / inner
-        if unpack.returncode != 0 or not extracted.is_file():
-            raise InputNotFoundError(f"{debs[-1].name} holds no {inner}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(extracted), target)
-    return target
+        unpack = subprocess.run(f"dpkg-deb --fsys-tarfile '{debs[-1]}' | tar -x -C '{tmp}' "
+                                + " ".join(f"'{path}'" for path in inner), shell=True, capture_output=True, text=True)
+        for member, path in zip(missing, inner):
+            extracted = Path(tmp) / path
+            if not extracted.is_file():
+                raise InputNotFoundError(f"{debs[-1].name} holds no {path} ({unpack.stderr.strip()[:200]})")
+            (root / member).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(extracted), root / member)
+    return targets

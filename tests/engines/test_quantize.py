@@ -253,3 +253,26 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     w = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     return float(w * h / (a[2] * a[3] + b[2] * b[3] - w * h))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_run_summary_and_metrics_name_the_precision_that_ran(prepared_home: Path, tmp_path: Path) -> None:
+    """The default run states that INT8 ran; a cache without a usable INT8 model runs FP32 and says
+    so (in the end-of-run table and in `--metrics`), whatever `engine.precision` asked for."""
+    import subprocess
+    import sys
+
+    without_int8 = _fresh_home(prepared_home, tmp_path / "fp32-home")
+    for home, precision, said in ((prepared_home, "int8", f"INT8 ({RECIPE})"), (without_int8, "fp32", "FP32")):
+        metrics = tmp_path / f"{precision}.metrics.json"
+        run = subprocess.run(
+            [sys.executable, "-m", "posestream", "run", "--quiet", "--source",
+             "lavfi:testsrc=size=320x240:rate=10:duration=1", "--sink", f"json:{tmp_path / precision}.json",
+             "--metrics", str(metrics), "--set", "engine.backend=openvino"],
+            capture_output=True, text=True, env=dict(os.environ, POSESTREAM_HOME=str(home)), timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert f"detect ran yolo11n-pose {said} on openvino" in run.stderr
+        model = json.loads(metrics.read_text())["stages"]["detect"]["model"]
+        assert model["precision"] == precision and model["backend"] == "openvino"
+        assert model["file"].endswith(".xml" if precision == "int8" else ".onnx")
