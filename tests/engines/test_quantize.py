@@ -136,7 +136,7 @@ def test_default_calibration_needs_no_model_hub(prepared_home: Path) -> None:
     more, source = default_calibration(varied_config, demo_frames)
     # 4 mosaics; gamma 0.5 / 2 of images 0 and 3; grey of image 1
     assert len(more) == 2 * (2 + 3) + 4 + 3 and "4 mosaics, lighting" in source
-    assert np.array_equal(more[:10], images)
+    assert all(np.array_equal(a, b) for a, b in zip(more[:10], images))  # the same images come first
 
 
 def test_mosaics_shrink_people_into_cells_and_lighting_varies_exposure() -> None:
