@@ -208,9 +208,10 @@ def _package_image(package: str, member: str) -> np.ndarray:
 def test_prepared_int8_model_agrees_with_fp32_on_real_images(prepared_home: Path, shared: Path) -> None:
     """The default INT8 model (as `models prepare` builds it) against FP32 on photos that are neither
     calibration nor evaluation images: scikit-image's cameraman, matplotlib's Grace Hopper, and two
-    frames of the shared reference clip. Tolerances hold on AVX2 (16-bit sums, measured here: OKS
-    >= 0.97, |score difference| <= 0.06) and leave room for VNNI/AVX-512 CPUs, whose exact 32-bit
-    sums land closer to FP32."""
+    frames of the shared reference clip (6 persons). Measured on this AVX2 CPU (16-bit sums): box IoU
+    >= 0.97, |score difference| <= 0.013, OKS >= 0.94; the bounds (0.85, 0.12, 0.85) leave room for
+    other CPUs' INT8 arithmetic (VNNI/AVX-512) and sit above what a broken model gives (a lost or
+    moved person: IoU or OKS < 0.5)."""
     from posestream.plugins.detectors.yolo import YoloDetector
 
     home = load_config()
@@ -242,7 +243,7 @@ def test_prepared_int8_model_agrees_with_fp32_on_real_images(prepared_home: Path
             area = 0.53 * fp32.boxes[i][2] * fp32.boxes[i][3]
             d2 = ((truth[:, :2] - other[:, :2]) ** 2).sum(1)
             oks = np.exp(-d2 / (2 * sigmas ** 2 * area))[visible].mean()
-            assert oks >= 0.9, oks
+            assert oks >= 0.85, oks
             compared += 1
         for j in np.flatnonzero(int8.scores >= 0.5):  # no person FP32 does not (nearly) see
             assert any(_iou(box, int8.boxes[j]) >= 0.5 and s >= 0.3 for box, s in zip(fp32.boxes, fp32.scores))
