@@ -12,7 +12,8 @@ once into `--work` (a cache home per recipe, the FP32 ONNX files linked from the
 - **sensitivity** (`--sensitivity`): the default recipe's activation quantizers of one group of
   layers at a time widened to 16 bits (near float; the CPU then runs that part in float), the rest
   INT8: which part of the network the loss comes from;
-- **latency** of each model at 1x3x384x640 (latency hint, one request, alternated rounds);
+- **CPU time** of one inference of each model at 1x3x384x640 on one thread (alternated rounds;
+  CPU time stays comparable under load, wall time does not);
 - **eval** (`--eval`): COCO keypoint AP/AP50/AP75/AR and the mean OKS per annotated person on every
   annotated set in `../shared/data`, FP32 and each recipe (reported, never used to choose).
 
@@ -233,18 +234,29 @@ def agreement(truth: list, test: list) -> dict[str, Any]:
             "score_diff": round(float(np.mean(score_diff)), 4) if score_diff else None}
 
 
-def latency_ms(paths: dict[str, Path], config: Config, rounds: int = 5, runs: int = 20) -> dict[str, float]:
-    """Median latency of each model at `LATENCY_SHAPE`, rounds alternated between the models."""
+def cpu_ms(paths: dict[str, Path], rounds: int = 6, runs: int = 10) -> dict[str, float]:
+    """Median CPU time (user + sys of this process) of one inference per model at `LATENCY_SHAPE` on
+    one thread, batches of `runs` alternated between the models for `rounds` rounds: CPU time, unlike
+    wall time, stays comparable when other work shares the cores."""
+    import openvino as ov
+
+    core = ov.Core()
     x = np.random.default_rng(0).random(LATENCY_SHAPE, dtype=np.float32)
-    requests = {name: Runner(path, config).request(LATENCY_SHAPE) for name, path in paths.items()}
+    requests = {}
+    for name, path in paths.items():
+        model = core.read_model(str(path))
+        model.reshape({model.inputs[0]: ov.PartialShape(list(LATENCY_SHAPE))})
+        requests[name] = core.compile_model(model, "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": 1}).create_infer_request()
     times: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(rounds):
         for name, request in requests.items():
             request.infer({0: x})
+            start = time.process_time()
             for _ in range(runs):
-                start = time.perf_counter()
                 request.infer({0: x})
-                times[name].append(time.perf_counter() - start)
+            times[name].append((time.process_time() - start) / runs)
     return {name: round(1000 * statistics.median(t), 2) for name, t in times.items()}
 
 
@@ -297,14 +309,14 @@ def format_result(result: dict[str, Any]) -> list[str]:
     lines = [f"INT8 vs FP32 on {result['validation']['images']} validation images "
              f"({result['validation']['persons']} FP32 persons >= {GT_SCORE}); load {result['load_avg'][0]}",
              f"{'model':<34}{'mean OKS':>9}{'p10 OKS':>9}{'missed':>7}{'extra':>6}{'|dscore|':>9}"
-             f"{'ms 384x640':>11}{'build s':>8}"]
+             f"{'CPU ms':>8}{'build s':>8}"]
     for name, row in result["recipes"].items():
         a = row["agreement"]
         lines.append(f"{name[:33]:<34}{a['mean_oks']:>9.4f}{a['p10_oks']:>9.4f}{a['missed']:>7}{a['extra']:>6}"
-                     f"{a['score_diff']:>9.4f}{row.get('latency_ms', float('nan')):>11.1f}"
+                     f"{a['score_diff']:>9.4f}{row.get('cpu_ms', float('nan')):>8.1f}"
                      f"{row.get('build_s', float('nan')):>8.0f}")
-    if "fp32_latency_ms" in result:
-        lines.append(f"{'FP32':<34}{'':>40}{result['fp32_latency_ms']:>11.1f}")
+    if "fp32_cpu_ms" in result:
+        lines.append(f"{'FP32':<34}{'':>40}{result['fp32_cpu_ms']:>8.1f}")
     if result.get("sensitivity"):
         lines += ["", f"sensitivity of '{result['sensitivity_of']}': one group's activations at 16 bits, the rest INT8",
                   f"{'group':<34}{'quantizers':>11}{'mean OKS':>9}{'p10 OKS':>9}{'|dscore|':>9}"]
@@ -356,10 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         row["agreement"] = agreement(truth, Runner(int8_path(configs[name]), config).persons(images))
         result["recipes"][name] = row
         log.info("%s: %s", name, row["agreement"])
-    latency = latency_ms({"FP32": fp32_path(config), **{n: int8_path(c) for n, c in configs.items()}}, config)
-    result["fp32_latency_ms"] = latency.pop("FP32")
-    for name, ms in latency.items():
-        result["recipes"][name]["latency_ms"] = ms
+    cpu = cpu_ms({"FP32": fp32_path(config), **{n: int8_path(c) for n, c in configs.items()}})
+    result["fp32_cpu_ms"] = cpu.pop("FP32")
+    for name, ms in cpu.items():
+        result["recipes"][name]["cpu_ms"] = ms
     if args.sensitivity and configs:
         first = next(iter(configs))
         result["sensitivity_of"] = first
