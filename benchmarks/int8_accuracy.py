@@ -33,8 +33,11 @@ import json
 import logging
 import os
 import re
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,7 +47,7 @@ import numpy as np
 
 from posestream.benchmarks.report import emit
 from posestream.stream.core.config import Config, home_dir, load_config, parse_value, shared_dir
-from posestream.stream.core.errors import InputError
+from posestream.stream.core.errors import InputError, InputNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ KEEP_8BIT = "/model.10/cv1/act"
 
 def validation_images(config: Config) -> list[tuple[str, np.ndarray]]:
     """(name, BGR image) of the validation set (see the module docstring)."""
-    from posestream.engines.calibration import debian_files, video_frames
+    from posestream.engines.calibration import video_frames
 
     names = ["vtest.avi", "basketball1.png", "basketball2.png", "messi5.jpg"]
     clip, *photos = debian_files(config, "opencv-doc", [f"examples/data/{name}" for name in names])
@@ -79,6 +82,41 @@ def validation_images(config: Config) -> list[tuple[str, np.ndarray]]:
         if path is not None:
             images.append((path.name, _read(path)))
     return images
+
+
+def debian_files(config: Config, package: str, members: list[str]) -> list[Path]:
+    """Files of a Debian package (`members`: paths under `/usr/share/doc/<package>/`), fetched with
+    `apt-get download` once and unpacked in one pass under `$POSESTREAM_HOME/downloads/debian`
+    (benchmark data; needs Debian's apt-get and dpkg-deb)."""
+    root = home_dir(config) / "downloads" / "debian" / package
+    targets = [root / member for member in members]
+    missing = [member for member, target in zip(members, targets) if not target.is_file()]
+    if not missing:
+        return targets
+    for tool in ("apt-get", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            raise InputNotFoundError(f"{', '.join(missing)} come(s) from the Debian package {package}, "
+                                     f"and {tool} is not available here")
+    root.mkdir(parents=True, exist_ok=True)
+    debs = sorted(root.glob(f"{package}_*.deb"))
+    if not debs:
+        log.info("fetching the Debian package %s (apt-get download) ...", package)
+        result = subprocess.run(["apt-get", "download", package], cwd=root, capture_output=True, text=True)
+        debs = sorted(root.glob(f"{package}_*.deb"))
+        if result.returncode != 0 or not debs:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
+            raise InputNotFoundError(f"apt-get download {package} failed: {' '.join(tail)}")
+    inner = [f"./usr/share/doc/{package}/{member}" for member in missing]
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        unpack = subprocess.run(f"dpkg-deb --fsys-tarfile '{debs[-1]}' | tar -x -C '{tmp}' "
+                                + " ".join(f"'{path}'" for path in inner), shell=True, capture_output=True, text=True)
+        for member, path in zip(missing, inner):
+            extracted = Path(tmp) / path
+            if not extracted.is_file():
+                raise InputNotFoundError(f"{debs[-1].name} holds no {path} ({unpack.stderr.strip()[:200]})")
+            (root / member).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(extracted), root / member)
+    return targets
 
 
 def _read(path: Path) -> np.ndarray:

@@ -1,18 +1,15 @@
 """Calibration images of the INT8 model: the default set a fresh machine can make without a model hub,
-a user's own footage, and the benchmark's validation images from Debian packages.
+and a user's own footage.
 
 The default set (`default_calibration`): Ultralytics' sample photos `bus.jpg` and `zidane.jpg`, read
 from the `ultralytics` wheel that pip downloads from PyPI (AGPL-3.0 like the weights; the package is
-never installed or imported), plus frames of the built-in demo clip; each also mirrored. Users pass
-their own images or video (`posestream models quantize --calibration`), which fits their cameras
-better.
+never installed or imported), plus frames of the built-in demo clip; each also mirrored; plus
+mosaics of them (small, crowded people) and lighting variants (`varied`), because the INT8 model
+calibrated without small people lowered their scores (docs/benchmarks.md). Users pass their own
+images or video (`posestream models quantize --calibration`), which fits their cameras better.
 """
 from __future__ import annotations
 
-import logging
-import shutil
-import subprocess
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -23,8 +20,6 @@ import numpy as np
 from posestream.engines.preprocess import canvas_size, letterbox, to_input
 from posestream.stream.core.config import Config, home_dir
 from posestream.stream.core.errors import InputError, InputNotFoundError
-
-log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".ts")
@@ -170,38 +165,3 @@ def network_inputs(images: list[np.ndarray], long_side: int, pad: int = 114) -> 
     """Each image letterboxed as the detector feeds it (the frame's aspect, `long_side` pixels)."""
     return [to_input([letterbox(image, canvas_size(*image.shape[:2], long_side), pad)[0]])
             for image in images]
-
-
-def debian_files(config: Config, package: str, members: list[str]) -> list[Path]:
-    """Files of a Debian package (`members`: paths under `/usr/share/doc/<package>/`), fetched with
-    `apt-get download` once and unpacked in one pass under `$POSESTREAM_HOME/downloads/debian`
-    (benchmark data; needs Debian's apt-get and dpkg-deb)."""
-    root = home_dir(config) / "downloads" / "debian" / package
-    targets = [root / member for member in members]
-    missing = [member for member, target in zip(members, targets) if not target.is_file()]
-    if not missing:
-        return targets
-    for tool in ("apt-get", "dpkg-deb"):
-        if shutil.which(tool) is None:
-            raise InputNotFoundError(f"{', '.join(missing)} come(s) from the Debian package {package}, "
-                                     f"and {tool} is not available here")
-    root.mkdir(parents=True, exist_ok=True)
-    debs = sorted(root.glob(f"{package}_*.deb"))
-    if not debs:
-        log.info("fetching the Debian package %s (apt-get download) ...", package)
-        result = subprocess.run(["apt-get", "download", package], cwd=root, capture_output=True, text=True)
-        debs = sorted(root.glob(f"{package}_*.deb"))
-        if result.returncode != 0 or not debs:
-            tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
-            raise InputNotFoundError(f"apt-get download {package} failed: {' '.join(tail)}")
-    inner = [f"./usr/share/doc/{package}/{member}" for member in missing]
-    with tempfile.TemporaryDirectory(dir=root) as tmp:
-        unpack = subprocess.run(f"dpkg-deb --fsys-tarfile '{debs[-1]}' | tar -x -C '{tmp}' "
-                                + " ".join(f"'{path}'" for path in inner), shell=True, capture_output=True, text=True)
-        for member, path in zip(missing, inner):
-            extracted = Path(tmp) / path
-            if not extracted.is_file():
-                raise InputNotFoundError(f"{debs[-1].name} holds no {path} ({unpack.stderr.strip()[:200]})")
-            (root / member).parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(extracted), root / member)
-    return targets
