@@ -9,8 +9,8 @@ once into `--work` (a cache home per recipe, the FP32 ONNX files linked from the
   box area, FP32 keypoints with confidence > 0.5; persons with none left out), persons missed (no
   box of IoU >= 0.5, or OKS < 0.5), INT8 persons >= 0.25 with no FP32 box, and the mean |score
   difference| of matched persons;
-- **sensitivity** (`--sensitivity`): the default recipe's activation quantizers of one group of
-  layers at a time widened to 16 bits (near float; the CPU then runs that part in float), the rest
+- **sensitivity** (`--sensitivity [RECIPE]`, default: the configured recipe): that model's activation
+  quantizers of one group of layers at a time widened to 16 bits (near float; the CPU then runs that part in float), the rest
   INT8: which part of the network the loss comes from;
 - **CPU time** of one inference of each model at 1x3x384x640 on one thread (alternated rounds;
   CPU time stays comparable under load, wall time does not);
@@ -20,10 +20,10 @@ once into `--work` (a cache home per recipe, the FP32 ONNX files linked from the
 Validation images (`validation_images`): frames 420-780 of OpenCV's `vtest.avi` and its
 `basketball1/2.png`, `messi5.jpg` (Debian's `opencv-doc`, fetched with `apt-get download` and cached
 under `$POSESTREAM_HOME/downloads`), scikit-image's `camera.png` and matplotlib's `grace_hopper.jpg`
-when installed. None is a calibration image of the default recipe (which uses `vtest.avi` frames
-before 400 only) or an evaluation image.
+when installed. None is in the default calibration set (two photos, the demo clip and what is made
+of them) or in an evaluation set.
 
-    python -m posestream.benchmarks.int8_accuracy [--recipe NAME=KEY=VALUE,...] [--sensitivity]
+    python -m posestream.benchmarks.int8_accuracy [--recipe NAME=KEY=VALUE,...] [--sensitivity [NAME]]
         [--eval] [--work DIR] [--out int8.json]
 """
 from __future__ import annotations
@@ -376,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", action="append", default=[], metavar="NAME=KEY=VALUE,...",
                         help="an extra INT8 recipe: [quantize] overrides, e.g. 'minmax=activation_ranges=minmax' "
                              "(repeatable)")
-    parser.add_argument("--sensitivity", action="store_true", help="per layer group study of the default recipe")
+    parser.add_argument("--sensitivity", nargs="?", const="default", default=None, metavar="RECIPE",
+                        help="per layer group study of a recipe's model (default: the configured recipe)")
     parser.add_argument("--eval", action="store_true", help="also AP on every shared annotated set")
     parser.add_argument("--no-default", action="store_true", help="leave the configured recipe out")
     parser.add_argument("--work", type=Path, default=None,
@@ -410,8 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     result["fp32_cpu_ms"] = cpu.pop("FP32")
     for name, ms in cpu.items():
         result["recipes"][name]["cpu_ms"] = ms
-    if args.sensitivity and configs:
-        first = next(iter(configs))
+    if args.sensitivity is not None:
+        if args.sensitivity not in configs:
+            raise InputError(f"--sensitivity {args.sensitivity}: no such recipe (have {', '.join(configs)})")
+        first = args.sensitivity
         result["sensitivity_of"] = first
         result["sensitivity"] = {}
         for group, pattern in GROUPS:
