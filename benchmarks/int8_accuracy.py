@@ -317,9 +317,9 @@ def evaluate(config: Config) -> dict[str, dict[str, Any]]:
         if not gt_path.is_file():
             continue
         gt = load_ground_truth(gt_path)
-        folder = data / images if images else gt_path.parent / "images"
+        folders = [data / images] if images else [gt_path.parent, gt_path.parent / "images"]
         paths = {str(folder / image["file_name"]): int(image["id"]) for image in gt["images"]
-                 if (folder / image["file_name"]).is_file()}
+                 for folder in folders if (folder / image["file_name"]).is_file()}
         results = []
         for path, _, frame in infer_images(list(paths), config):
             results.extend(frame.to_alphapose(paths[str(path)]))
