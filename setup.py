@@ -64,6 +64,7 @@ setup(
         "msgpack>=1.0",
         "onnxruntime>=1.17",
         "openvino>=2025.0",  # the default CPU backend (FP32 and INT8 models)
+        "nncf>=2.14",  # builds the default INT8 model at `models prepare` (a plain install gives the default)
         "onnx>=1.15",
         "torch>=2.1",
         "scipy>=1.10",
@@ -81,8 +82,6 @@ setup(
         "fleet": FLEET,
         "eval": EVAL,
         "gpu": ["tensorrt>=10,<12"],  # 10.x and 11.x (see docs/gpu.md: 11 has no calibrated INT8)
-        # builds the default INT8 model (`models prepare`/`models quantize`); running it needs only openvino
-        "quantize": ["nncf>=2.14"],
         "plot": ["matplotlib>=3.7"],
     },
     entry_points={

@@ -44,9 +44,10 @@ def prepare_default_model(config: Config, source: Path | None = None, force: boo
     from posestream.engines.quantize import build_int8, ensure_int8, nncf_available
 
     reason = nncf_available()
-    if reason is not None:
-        log.warning("INT8 model not built: %s; OpenVINO runs the FP32 model until then", reason)
-        return card
+    if reason is not None:  # nncf is a dependency: only a damaged install lands here
+        raise ModelError(f"engine.precision = int8 needs the INT8 model, built with NNCF: {reason}. The FP32 "
+                         "model is prepared; run it with --set engine.precision=fp32, or install nncf "
+                         "and prepare again")
     directory = model_dir(config, card.name)
     if force:
         return build_int8(config, card, directory, demo=demo)

@@ -23,7 +23,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch 2.13.0 CPU: served from local disk on the project's machines; a plain `torch` would pull CUDA.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[test,quantize]"  # quantize: NNCF, so `models prepare` builds the INT8 default
+.venv/bin/python -m pip install -q -e ".[test]"
 # TrackEval (the eval extra, part of test) pulls in opencv-python, OpenCV's GUI build, beside the headless
 # build posestream depends on; both install the module cv2 and the last one written wins. Lay the headless
 # build's files down again so the tests see what posestream installs (same version, no Qt/X11 libraries).

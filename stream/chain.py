@@ -58,6 +58,13 @@ class PoseChain:
             detections = self.estimator.estimate(frames, detections)
         return [self.nms(poses) for poses in detections]
 
+    def models(self) -> list[str]:
+        """What each model of the chain runs as ('detector yolo11n-pose INT8 (...) on openvino (...)')."""
+        from posestream.stream.metrics import describe_model
+
+        plugins = (("detector", self.detector), ("pose", self.estimator))
+        return [f"{role} {describe_model(p.model_info)}" for role, p in plugins if getattr(p, "model_info", None)]
+
     def close(self) -> None:
         self.detector.close()
         if self.estimator is not None:

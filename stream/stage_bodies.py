@@ -141,12 +141,21 @@ def _on_pixels(rings: RingCache, works: list[Work], bit: int,
     return works
 
 
+def report_model(rt: StageRuntime, plugin: Any) -> None:
+    """Tell the supervisor which model file, backend and precision this stage runs (a plugin that
+    runs a model has `model_info`, see `engines.runner.ModelRunner`): the run's summary states it."""
+    info = getattr(plugin, "model_info", None)
+    if info:
+        rt.report("model", dict(info))
+
+
 def run_detect(rt: StageRuntime, io: StageIO) -> None:
     """Find persons in every frame (batched across streams, or frame by frame overlapped when the
     detector says `in_flight`); skip references a live source reclaimed."""
     from posestream.stream.chain import build_detector
 
     detector = build_detector(rt.config)
+    report_model(rt, detector)
     rings = RingCache(io.conds)
 
     def process(works: list[Work]) -> list[Work]:
@@ -215,6 +224,7 @@ def run_pose(rt: StageRuntime, io: StageIO) -> None:
     from posestream.stream.chain import build_estimator
 
     estimator = build_estimator(rt.config)
+    report_model(rt, estimator)
     rings = RingCache(io.conds)
 
     def process(works: list[Work]) -> list[Work]:

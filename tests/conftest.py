@@ -70,11 +70,12 @@ def shared() -> Path:
 
 @pytest.fixture(scope="session")
 def prepared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from posestream.commands.models import demo_frames
     from posestream.engines.models import prepare_default_model
 
     home = Path(os.environ.get("POSESTREAM_HOME") or tmp_path_factory.mktemp("posestream-home"))
     os.environ["POSESTREAM_HOME"] = str(home)
-    prepare_default_model(load_config())
+    prepare_default_model(load_config(), demo=demo_frames)  # as `posestream models prepare` does
     return home
 
 

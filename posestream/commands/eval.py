@@ -125,12 +125,16 @@ def _run_on_boxes(images: list[tuple[Path, int]], detections: dict[int, Poses],
         estimator.close()
 
 
-def _run_chain(images: list[tuple[Path, int]], config: Config) -> Iterator[tuple[int, FrameResult]]:
+def _run_chain(images: list[tuple[Path, int]], config: Config, ran: list[str]) -> Iterator[tuple[int, FrameResult]]:
+    """The whole chain on the images; `ran` receives what its models ran as."""
+    from posestream.stream.chain import PoseChain
     from posestream.stream.image_inference import infer_images
 
     ids = {str(path): image_id for path, image_id in images}  # by path: PoseTrack's file names repeat
-    for path, _, result in infer_images([p for p, _ in images], config):
-        yield ids[str(path)], result
+    with PoseChain(config) as chain:
+        ran.extend(chain.models())
+        for path, _, result in infer_images([p for p, _ in images], config, chain):
+            yield ids[str(path)], result
 
 
 def track_sequence(config: Config, sequence: "MotSequence", scratch: Path) -> tuple[Path, str]:
@@ -200,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
         images = _gt_images(gt, args.gt.parent, args.gt.parent / "images")
     else:
         images = _gt_images(gt, args.images)
+    ran: list[str] = []  # what the models ran as (file, backend, precision), printed with the metrics
     if args.detections:
         detections = _load_detections(args.detections, {i for _, i in images})
         if not detections:
@@ -212,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         frames = _run_on_boxes(images, detections, config)
         what = f"pose stage on the boxes of {args.detections.name} ({config['pose']['plugin']})"
     else:
-        frames = _run_chain(images, config)
+        frames = _run_chain(images, config, ran)
         what = f"pipeline (pose mode {config['pose']['mode']})"
     results: list[dict[str, Any]] = []
     for image_id, frame in frames:
@@ -222,5 +227,7 @@ def run(args: argparse.Namespace) -> int:
         args.out.write_text(json.dumps(results), encoding="utf-8")
     _, summary = coco_keypoint_summary(args.gt, results, [i for _, i in images], args.gt_format)
     print(f"{what}: {len(images)} images, {len(results)} persons")
+    for line in ran:
+        print(line)
     print(summary, end="")
     return 0

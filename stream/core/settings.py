@@ -184,10 +184,13 @@ class QuantizeSettings(Table):
     assets_wheel: str
     assets: list
     demo_frames: int = bound(0, 1000)
+    mosaics: int = bound(0, 100)
+    lighting: bool
     images: int = bound(1, 10_000)
     preset: str = choice("mixed", "performance")
     head_in_float: bool
     edges_in_float: bool
+    attention_in_float: bool
     fast_bias_correction: bool
     activation_ranges: str = choice("minmax", "histogram")
 
