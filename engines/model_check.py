@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 
 from posestream.engines.base import Engine, TensorSpec
+from posestream.engines.families.mediapipe_detector.kind import check_anchor_detector
+from posestream.engines.families.movenet.kind import check_movenet
 from posestream.engines.model_card import ModelCard
 from posestream.stream.core.errors import ModelError
 from posestream.stream.core.keypoints import FORMATS
@@ -159,6 +161,9 @@ def _check_landmarks(outputs: list[TensorSpec], keypoints: int, size: tuple[int 
 
 
 _CHECKS: dict[str, Callable[..., str | None]] = {
+    "pose-movenet": check_movenet,
+    "detector+pose-movenet": check_movenet,
+    "detector-anchors": check_anchor_detector,
     "pose-landmarks": _check_landmarks,
     "pose-heatmap": _check_heatmap,
     "detector+pose": _check_detector_pose,
