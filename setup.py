@@ -82,12 +82,16 @@ setup(
     },
     entry_points={
         "console_scripts": ["posestream = posestream.cli:main"],
-        "posestream.detectors": ["yolo = posestream.plugins.detectors.yolo:YoloDetector"],
+        "posestream.detectors": [
+            "yolo = posestream.plugins.detectors.yolo:YoloDetector",
+            "movenet-multipose = posestream.plugins.detectors.movenet_multipose:MoveNetMultiPose",
+        ],
         "posestream.pose": [
             "yolo-crop = posestream.plugins.pose.yolo_crop:YoloCropPose",
             "heatmap = posestream.plugins.pose.heatmap:HeatmapPose",
             "simcc = posestream.plugins.pose.simcc:SimccPose",
             "blazepose = posestream.plugins.pose.blazepose:BlazePose",
+            "movenet = posestream.plugins.pose.movenet:MoveNetPose",
         ],
         "posestream.trackers": [
             "none = posestream.plugins.trackers.none:NoTracker",

@@ -1,5 +1,5 @@
 """MediaPipe's landmark models (BlazePose GHUM full body, hand, face mesh) from the PyPI wheel
-`mediapipe==0.10.21`, rebuilt by `engines.tflite_graph` and exported to ONNX with a dynamic batch.
+`mediapipe==0.10.21`, and BlazePose GHUM heavy and lite from the npm package `@mediapipe/pose`, rebuilt by `engines.tflite_graph` and exported to ONNX with a dynamic batch.
 
 The wheel is fetched with `pip download --no-deps` (or taken from `--from` as a local `.whl` or
 `.tflite`); mediapipe is never imported. Each ONNX file is checked against the torch network before
@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from posestream.engines.families.packages import MEDIAPIPE_POSE
+from posestream.engines.formats.npm_package import NpmPackage, NpmTarball, check_integrity, fetch_npm_package
 from posestream.engines.model_card import ModelCard, sha256_file
 from posestream.engines.model_check import check_model_kind
 from posestream.engines.onnxruntime_engine import OnnxRuntimeEngine
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 WHEEL = "mediapipe==0.10.21"  # the last release that still ships the landmark .tflite files
 LICENCE = "Apache-2.0 (Google MediaPipe model files, shipped in the mediapipe wheel)"
+NPM_LICENCE = f"Apache-2.0 (Google MediaPipe model files, shipped in the npm package {MEDIAPIPE_POSE.spec})"
 INPUT_NAME = "image"
 MAX_MEMBER_BYTES = 32 << 20
 
@@ -45,6 +48,7 @@ class LandmarkModel:
     outputs: dict[int, str]
     description: str
     points: int
+    package: NpmPackage | None = None  # None: the mediapipe wheel; else this npm package
 
 
 MODELS: dict[str, LandmarkModel] = {
@@ -62,6 +66,12 @@ MODELS: dict[str, LandmarkModel] = {
         "mediapipe/modules/face_landmark/face_landmark.tflite", 192, "face468",
         {0: "landmarks", 1: "face_flag"},
         "MediaPipe face mesh: 468 x (x, y, z) in input pixels; face flag as a logit", 468),
+    "blazepose-heavy": LandmarkModel(
+        "pose_landmark_heavy.tflite", 256, "blazepose33", {0: "landmarks", 1: "pose_flag"},
+        "BlazePose GHUM heavy (the largest landmark network); outputs as blazepose-full", 33, MEDIAPIPE_POSE),
+    "blazepose-lite": LandmarkModel(
+        "pose_landmark_lite.tflite", 256, "blazepose33", {0: "landmarks", 1: "pose_flag"},
+        "BlazePose GHUM lite (the smallest landmark network); outputs as blazepose-full", 33, MEDIAPIPE_POSE),
 }
 
 
@@ -78,11 +88,26 @@ class _Kept(torch.nn.Module):
 
 
 def extract_tflite(source: Path, member: str, out_dir: Path) -> Path:
-    """The `.tflite` file from a wheel (or `source` itself when it is a `.tflite`)."""
+    """The `.tflite` file from a wheel or an npm tarball (or `source` itself when it is a `.tflite`)."""
     source = Path(source)
     if source.suffix == ".tflite":
         return source
+    if source.suffix == ".tgz":
+        out = out_dir / Path(member).name
+        out.write_bytes(NpmTarball(source).read(member))
+        return out
     return extract_checkpoint(source, member, out_dir, MAX_MEMBER_BYTES)
+
+
+def _source_file(spec: LandmarkModel, home: Path, source: Path | None) -> Path:
+    """The wheel or npm tarball that holds `spec`'s file: `source` when given, else fetched."""
+    if spec.package is None:
+        return Path(source) if source else fetch_wheel(WHEEL, Path(home) / "downloads")
+    if source is None:
+        return fetch_npm_package(spec.package, Path(home) / "downloads")
+    if Path(source).suffix == ".tgz":
+        check_integrity(Path(source), spec.package)
+    return Path(source)
 
 
 def build(tflite: Path, spec: LandmarkModel) -> _Kept:
@@ -133,8 +158,8 @@ def make_card(name: str, spec: LandmarkModel, onnx_file: Path, tflite: Path, ori
         output={"decoder": "landmarks", "names": list(spec.outputs.values()),
                 **({"num_keypoints": spec.points} if spec.keypoint_format not in FORMATS else {}),
                 "description": spec.description},
-        licence=LICENCE,
-        source={"kind": "mediapipe-tflite", "wheel": origin, "member": spec.member,
+        licence=NPM_LICENCE if spec.package else LICENCE,
+        source={"kind": "mediapipe-tflite", ("package" if spec.package else "wheel"): origin, "member": spec.member,
                 "tflite_sha256": sha256_file(tflite)},
         extra={"opset": opset})
 
@@ -155,7 +180,7 @@ def prepare_landmark_model(name: str, home: Path, source: Path | None = None, *,
     models.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=models))
     try:
-        wheel = Path(source) if source else fetch_wheel(WHEEL, Path(home) / "downloads")
+        wheel = _source_file(spec, home, source)
         tflite = extract_tflite(wheel, spec.member, staging)
         log.info("rebuilding %s from %s", name, spec.member)
         model = build(tflite, spec)

@@ -24,7 +24,7 @@ import numpy as np
 
 from posestream.engines.model_card import ModelCard
 from posestream.plugins.pose.crops import crop_to_frame, rotated_crop_matrices, warp_with
-from posestream.plugins.pose.topdown import Outputs, TopDownEstimator
+from posestream.plugins.pose.topdown import Outputs, TopDownEstimator, merge_keypoints
 from posestream.plugins.pose.wholebody import WholeBody
 from posestream.stream.core.config import Config
 from posestream.stream.core.errors import InputError, ModelError
@@ -88,7 +88,6 @@ class BlazePose(TopDownEstimator):
         settings = Settings.of(settings)
         self.output_format = settings.pose.landmark_format
         self.min_presence = settings.pose.landmark_min_presence
-        self.merge = settings.pose.landmark_merge
         self.wholebody: WholeBody | None = None
         super().__init__(settings)
         if self.output_format == "halpe136":
@@ -145,7 +144,7 @@ class BlazePose(TopDownEstimator):
         keypoints = to_format(points, np.concatenate(scores), body_format)
         presence = np.concatenate(flags)
         splits = np.cumsum([len(p) for p in kept])[:-1]
-        per_frame = [self._merge(kp, persons.keypoints)
+        per_frame = [merge_keypoints(kp, persons.keypoints, self.merge)
                      for kp, persons in zip(np.split(keypoints, splits), kept)]
         if self.wholebody is not None:
             per_frame = self.wholebody.extend(frames, np.split(points, splits),
@@ -168,20 +167,3 @@ class BlazePose(TopDownEstimator):
             self.wholebody.close()
             self.wholebody = None
         super().close()
-
-    def _merge(self, ours: np.ndarray, detected: np.ndarray) -> np.ndarray:
-        """`pose.landmark_merge`: per COCO keypoint, keep the detector's own point where it is the
-        more confident one (`confident`), or average both weighted by score (`average`)."""
-        if self.merge == "none" or detected.shape[1] != 17:
-            return ours
-        ours = ours.copy()
-        mine, theirs = ours[:, :17], detected
-        if self.merge == "confident":
-            take = theirs[:, :, 2:3] > mine[:, :, 2:3]
-            ours[:, :17] = np.where(take, theirs, mine)
-        else:
-            w1, w2 = mine[:, :, 2:3], theirs[:, :, 2:3]
-            total = np.maximum(w1 + w2, 1e-9)
-            ours[:, :17, :2] = (mine[:, :, :2] * w1 + theirs[:, :, :2] * w2) / total
-            ours[:, :17, 2] = np.maximum(mine[:, :, 2], theirs[:, :, 2])
-        return ours
