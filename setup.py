@@ -16,13 +16,18 @@ MAPPED_FOLDERS = ("stream", "engines", "plugins", "benchmarks")
 
 
 class BuildWithDefaults(build_py):
-    """Ship the root `config.toml` inside the package, so a wheel install has its defaults."""
+    """Ship the root `config.toml` and the `presets/` inside the package, so a wheel install has
+    its defaults and presets."""
 
     def run(self) -> None:
         super().run()
         target = Path(self.build_lib) / "posestream" / "default_config.toml"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / "config.toml", target)
+        presets = target.parent / "presets"
+        presets.mkdir(exist_ok=True)
+        for preset in (ROOT / "presets").glob("*.toml"):
+            shutil.copyfile(preset, presets / preset.name)
 
 
 def namespace_packages() -> tuple[list[str], dict[str, str]]:
