@@ -90,6 +90,7 @@ setup(
         "posestream.detectors": [
             "yolo = posestream.plugins.detectors.yolo:YoloDetector",
             "movenet-multipose = posestream.plugins.detectors.movenet_multipose:MoveNetMultiPose",
+            "mediapipe-person = posestream.plugins.detectors.mediapipe_person:MediaPipePersonDetector",
         ],
         "posestream.pose": [
             "yolo-crop = posestream.plugins.pose.yolo_crop:YoloCropPose",

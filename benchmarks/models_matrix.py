@@ -42,7 +42,9 @@ DETECTORS = {
     "yolo11n-pose (AGPL-3.0)": [],
     "movenet-multipose 256": ["model.name=movenet-multipose", "detector.plugin=movenet-multipose",
                               "detector.input_size=256", "engine.precision=fp32"],
+    "mediapipe-person": ["model.name=mediapipe-person", "detector.plugin=mediapipe-person", "engine.precision=fp32"],
 }
+TOPDOWN_ONLY = ("mediapipe-person",)  # detectors without COCO keypoints: no one-stage row
 SPPES = {
     "movenet-thunder": ["pose.plugin=movenet", "pose.model=movenet-thunder"],
     "movenet-lightning": ["pose.plugin=movenet", "pose.model=movenet-lightning"],
@@ -61,7 +63,7 @@ def preset_overrides(name: str) -> list[str]:
 
 def rows() -> dict[str, list[str]]:
     """Every configuration measured, by label."""
-    table = {f"{det}, one-stage": over for det, over in DETECTORS.items()}
+    table = {f"{det}, one-stage": over for det, over in DETECTORS.items() if det not in TOPDOWN_ONLY}
     for det, over in DETECTORS.items():
         for sppe, pose in SPPES.items():
             for merge in ("none", "average"):

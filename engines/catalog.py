@@ -2,7 +2,8 @@
 
 `prepare_model(name)` dispatches to the family that builds it: the default YOLO11-pose model
 (`model.name` of the defaults; `engines.models`), MediaPipe's landmark models
-(`engines.mediapipe_import`) and MoveNet (`engines.families.movenet`). `models_of(settings)` are
+(`engines.mediapipe_import`), MoveNet (`engines.families.movenet`) and MediaPipe's person detector
+(`engines.families.mediapipe_detector`). `models_of(settings)` are
 the models a run with these settings opens, which `posestream models prepare --preset NAME`
 builds and `models list --preset NAME` shows.
 """
@@ -18,10 +19,12 @@ from posestream.stream.core.settings import Settings
 
 def family_models() -> dict[str, str]:
     """Model name -> family, for the models the families rebuild from package files."""
+    from posestream.engines.families.mediapipe_detector.prepare import NAME as PERSON_DETECTOR
     from posestream.engines.families.movenet.network import MODELS as MOVENET
     from posestream.engines.mediapipe_import import MODELS as MEDIAPIPE
 
-    return {**{name: "mediapipe" for name in MEDIAPIPE}, **{name: "movenet" for name in MOVENET}}
+    return {**{name: "mediapipe" for name in MEDIAPIPE}, **{name: "movenet" for name in MOVENET},
+            PERSON_DETECTOR: "mediapipe-detector"}
 
 
 def models_of(config: Config | Settings) -> list[str]:
@@ -49,6 +52,10 @@ def prepare_model(name: str, config: Config, source: Path | None = None, force: 
         from posestream.engines.mediapipe_import import prepare_landmark_model
 
         return prepare_landmark_model(name, home_dir(config), source, opset=opset, threads=threads, force=force)
+    if families.get(name) == "mediapipe-detector":
+        from posestream.engines.families.mediapipe_detector.prepare import prepare_person_detector
+
+        return prepare_person_detector(name, home_dir(config), source, opset=opset, threads=threads, force=force)
     if name == config["model"]["name"]:
         from posestream.engines.models import prepare_default_model
 

@@ -48,8 +48,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def body_angles(keypoints: np.ndarray) -> np.ndarray:
     """Angle (radians) of the hips->shoulders axis from "up", per person, from COCO-17 keypoints
-    [N,17,3]; 0 where shoulders or hips are not confidently seen."""
+    [N,17,3] (0 where shoulders or hips are not confidently seen), or of the hip centre -> body
+    circle axis from the `mediapipe-person` detector's 4 keypoints."""
     angles = np.zeros(len(keypoints))
+    if keypoints.shape[1] == 4:  # MediaPipe's detector: hip centre -> body-circle point is "up"
+        axis = keypoints[:, 1, :2] - keypoints[:, 0, :2]
+        return np.arctan2(axis[:, 0], -axis[:, 1])
     if keypoints.shape[1] < 17:
         return angles
     shoulders, hips = keypoints[:, _SHOULDERS], keypoints[:, _HIPS]
