@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_fps:
         variants = {"default": [], "preset apache": apache,
                     "yolo11n-pose + movenet-thunder": ["pose.mode=topdown", *SPPES["movenet-thunder"]],
-                    "movenet-multipose 256, one-stage": DETECTORS["movenet-multipose 256"]}
+                    "movenet-multipose 256, one-stage": DETECTORS["movenet-multipose 256"],
+                    "movenet-multipose 256 + movenet-lightning": [*apache, *SPPES["movenet-lightning"]]}
         result["fps"] = measure_fps(data / "video" / DEFAULT_VIDEO, args.frames, args.fps_rounds, variants)
     lines = ["| configuration | " + " | ".join(f"{s} AP" for s in sets) + " |", "|---|" + "---|" * len(sets)]
     for label, aps in result["accuracy"].items():

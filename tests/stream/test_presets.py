@@ -42,3 +42,28 @@ def test_models_list_shows_the_presets_models_and_licences(tmp_path):
     lines = result.stdout.strip().splitlines()
     assert [line.split()[0] for line in lines] == models_of(load_config(preset="apache"))
     assert all("not prepared" in line for line in lines)
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_prepare_and_run_the_apache_preset(prepared_home, shared, tmp_path):
+    """`models prepare --preset apache` builds exactly the preset's models; `run --preset apache`
+    on the 72-frame two-person clip finds someone in every frame and both people in most, COCO-17."""
+    import json
+
+    prepare = subprocess.run([sys.executable, "-m", "posestream", "models", "prepare", "--preset", "apache"],
+                             capture_output=True, text=True, timeout=1800)
+    assert prepare.returncode == 0, prepare.stderr
+    assert sorted({line.split()[0] for line in prepare.stdout.splitlines()}) == sorted(
+        models_of(load_config(preset="apache")))
+    out = tmp_path / "apache.json"
+    run = subprocess.run([sys.executable, "-m", "posestream", "run", "--quiet", "--preset", "apache", "--source",
+                          str(shared / "data/video/two_person_interaction_72f.mp4"), "--sink", f"json:{out}"],
+                         capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stderr
+    persons = json.loads(out.read_text())
+    per_frame = {}
+    for person in persons:
+        per_frame[person["image_id"]] = per_frame.get(person["image_id"], 0) + 1
+        assert len(person["keypoints"]) == 17 * 3
+    assert len(per_frame) == 72 and sum(n >= 2 for n in per_frame.values()) >= 54  # both people in 3/4
