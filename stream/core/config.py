@@ -17,8 +17,8 @@ from typing import Any, Mapping
 from posestream.stream.core.errors import ConfigError, InputNotFoundError
 from posestream.stream.core.settings import Settings, check_choice, check_range
 
-__all__ = ["Config", "Settings", "check_choice", "check_range", "default_config_path", "home_dir",
-           "load_config", "parse_value", "preset_path", "shared_dir", "with_copy"]
+__all__ = ["ENV_CONFIG", "Config", "Settings", "check_choice", "check_range", "default_config_path",
+           "home_dir", "load_config", "parse_value", "preset_path", "shared_dir", "with_copy"]
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -100,13 +100,22 @@ def parse_value(text: str) -> Any:
         return text
 
 
+ENV_CONFIG = "POSESTREAM_CONFIG"  # a config file every command applies before its own --config
+
+
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
                 preset: str | None = None) -> Config:
-    """Defaults, then a shipped preset, then the user's file, then dotted-key overrides such as
-    `{"detector.input_size": 320}`."""
+    """Defaults, then a shipped preset (`--preset`), then the file named by `$POSESTREAM_CONFIG`
+    (settings for every command of a machine or container, and the test suite's CPU variations),
+    then the user's file, then dotted-key overrides such as `{"detector.input_size": 320}`."""
     config = _read_toml(default_config_path())
     if preset:
         _merge(config, _read_toml(preset_path(preset)), "")
+    machine_file = os.environ.get(ENV_CONFIG, "")
+    if machine_file:
+        if not Path(machine_file).is_file():
+            raise InputNotFoundError(f"config file not found: {machine_file} (named by ${ENV_CONFIG})")
+        _merge(config, _read_toml(Path(machine_file)), "")
     if path is not None:
         _merge(config, _read_toml(Path(path)), "")
     for dotted, value in (overrides or {}).items():
