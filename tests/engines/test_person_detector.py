@@ -16,6 +16,9 @@ from posestream.engines.onnxruntime_engine import OnnxRuntimeEngine
 from posestream.engines.preprocess import letterbox
 from posestream.stream.core.config import load_config
 
+# the first test prepares the models from the npm registry (a minute on a quiet machine, more under load)
+pytestmark = pytest.mark.timeout(1200)
+
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "mediapipe_person_reference.json"
 
 

@@ -135,6 +135,7 @@ def test_missing_file_and_unknown_model(tmp_path: Path, prepared_home: Path):
 
 
 @pytest.mark.network
+@pytest.mark.timeout(1200)
 @pytest.mark.parametrize("name", ["blazepose-heavy", "blazepose-lite"])
 def test_npm_blazepose_variants_match_tflite_interpreter(prepared_home: Path, shared: Path, tmp_path: Path, name: str):
     """BlazePose heavy and lite from the npm package @mediapipe/pose, rebuilt by the same TFLite

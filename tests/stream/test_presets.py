@@ -46,6 +46,7 @@ def test_models_list_shows_the_presets_models_and_licences(tmp_path):
 
 @pytest.mark.network
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_prepare_and_run_the_apache_preset(prepared_home, shared, tmp_path):
     """`models prepare --preset apache` builds exactly the preset's models; `run --preset apache`
     on the 72-frame two-person clip finds someone in every frame and both people in most, COCO-17."""
