@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         variants = {"default": [], "preset apache": apache,
                     "yolo11n-pose + movenet-thunder": ["pose.mode=topdown", *SPPES["movenet-thunder"]],
                     "movenet-multipose 256, one-stage": DETECTORS["movenet-multipose 256"],
-                    "movenet-multipose 256 + movenet-lightning": [*apache, *SPPES["movenet-lightning"]]}
+                    "preset apache with movenet-thunder": [*apache, *SPPES["movenet-thunder"]]}
         result["fps"] = measure_fps(data / "video" / DEFAULT_VIDEO, args.frames, args.fps_rounds, variants)
     lines = ["| configuration | " + " | ".join(f"{s} AP" for s in sets) + " |", "|---|" + "---|" * len(sets)]
     for label, aps in result["accuracy"].items():
