@@ -16,13 +16,18 @@ MAPPED_FOLDERS = ("stream", "engines", "plugins", "benchmarks")
 
 
 class BuildWithDefaults(build_py):
-    """Ship the root `config.toml` inside the package, so a wheel install has its defaults."""
+    """Ship the root `config.toml` and the `presets/` inside the package, so a wheel install has
+    its defaults and presets."""
 
     def run(self) -> None:
         super().run()
         target = Path(self.build_lib) / "posestream" / "default_config.toml"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / "config.toml", target)
+        presets = target.parent / "presets"
+        presets.mkdir(exist_ok=True)
+        for preset in (ROOT / "presets").glob("*.toml"):
+            shutil.copyfile(preset, presets / preset.name)
 
 
 def namespace_packages() -> tuple[list[str], dict[str, str]]:
@@ -86,12 +91,17 @@ setup(
     },
     entry_points={
         "console_scripts": ["posestream = posestream.cli:main"],
-        "posestream.detectors": ["yolo = posestream.plugins.detectors.yolo:YoloDetector"],
+        "posestream.detectors": [
+            "yolo = posestream.plugins.detectors.yolo:YoloDetector",
+            "movenet-multipose = posestream.plugins.detectors.movenet_multipose:MoveNetMultiPose",
+            "mediapipe-person = posestream.plugins.detectors.mediapipe_person:MediaPipePersonDetector",
+        ],
         "posestream.pose": [
             "yolo-crop = posestream.plugins.pose.yolo_crop:YoloCropPose",
             "heatmap = posestream.plugins.pose.heatmap:HeatmapPose",
             "simcc = posestream.plugins.pose.simcc:SimccPose",
             "blazepose = posestream.plugins.pose.blazepose:BlazePose",
+            "movenet = posestream.plugins.pose.movenet:MoveNetPose",
         ],
         "posestream.trackers": [
             "none = posestream.plugins.trackers.none:NoTracker",

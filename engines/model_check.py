@@ -9,6 +9,10 @@ What each task expects (K = keypoints of the card's format, B/N dynamic or any s
 - `pose-heatmap`: one output [B, K, H/stride, W/stride] (`output["stride"]`, when given).
 - `detector+pose`: one output [B, 5 + 3K, N] (box cx, cy, w, h, score, then K x (x, y, conf)).
 - `pose-simcc`: two outputs [B, K, L]; with `output["split_ratio"]` the lengths are W*r and H*r.
+- `pose-movenet` / `detector+pose-movenet`: MoveNet's named heads on one stride-4 grid
+  (`engines/families/movenet/kind.py`).
+- `detector-anchors`: SSD scores [B, N, 1] and regressors [B, N, 4 + 2K] for the card's N anchors
+  (`engines/families/mediapipe_detector/kind.py`).
 
 When the file leaves output dimensions symbolic (exporters do after a Reshape or Flatten), one batch
 of zeros is run to learn the real shapes, so such a file cannot slip through unchecked.
@@ -27,6 +31,8 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 
 from posestream.engines.base import Engine, TensorSpec
+from posestream.engines.families.mediapipe_detector.kind import check_anchor_detector
+from posestream.engines.families.movenet.kind import check_movenet
 from posestream.engines.model_card import ModelCard
 from posestream.stream.core.errors import ModelError
 from posestream.stream.core.keypoints import FORMATS
@@ -159,6 +165,9 @@ def _check_landmarks(outputs: list[TensorSpec], keypoints: int, size: tuple[int 
 
 
 _CHECKS: dict[str, Callable[..., str | None]] = {
+    "pose-movenet": check_movenet,
+    "detector+pose-movenet": check_movenet,
+    "detector-anchors": check_anchor_detector,
     "pose-landmarks": _check_landmarks,
     "pose-heatmap": _check_heatmap,
     "detector+pose": _check_detector_pose,

@@ -76,17 +76,17 @@ def _prepare_fp32(config: Config, source: Path | None, force: bool) -> ModelCard
     return card
 
 
-def list_models(config: Config) -> list[tuple[str, str, str]]:
-    """(name, task, status) for every model in the cache; status is 'ok' or what is wrong."""
+def list_models(config: Config) -> list[tuple[str, str, str, str]]:
+    """(name, task, status, licence) for every model in the cache; status is 'ok' or what is wrong."""
     rows = []
     root = models_dir(config)
     for directory in sorted(p for p in root.glob("*") if p.is_dir() and not p.name.startswith(".")):
         try:
             card = ModelCard.load(directory)
             bad = card.verify(directory)
-            rows.append((card.name, card.task, "ok" if not bad else "damaged: " + ", ".join(bad)))
+            rows.append((card.name, card.task, "ok" if not bad else "damaged: " + ", ".join(bad), card.licence))
         except ModelError as exc:
-            rows.append((directory.name, "?", str(exc)))
+            rows.append((directory.name, "?", str(exc), "?"))
     return rows
 
 
@@ -96,10 +96,16 @@ def load_card(config: Config | Settings, name: str) -> tuple[ModelCard, Path]:
     settings = Settings.of(config)
     directory = home_dir(settings) / "models" / name
     if not (directory / "model.json").is_file():
-        hint = ("run `posestream models prepare`" if name == settings.model.name
+        hint = (f"run `posestream models prepare {name}`" if name == settings.model.name or name in _family_names()
                 else "import it with `posestream models import`")
         raise ModelError(f"model '{name}' is not prepared in {directory.parent} ({hint})")
     return ModelCard.load(directory), directory
+
+
+def _family_names() -> set[str]:
+    from posestream.engines.catalog import family_models
+
+    return set(family_models())
 
 
 def runtime_model_file(config: Config | Settings, card: ModelCard, directory: Path, variant: str) -> Path:

@@ -18,7 +18,7 @@ from posestream.stream.core.errors import ConfigError, InputNotFoundError
 from posestream.stream.core.settings import Settings, check_choice, check_range
 
 __all__ = ["ENV_CONFIG", "Config", "Settings", "check_choice", "check_range", "default_config_path",
-           "home_dir", "load_config", "parse_value", "shared_dir", "with_copy"]
+           "home_dir", "load_config", "parse_value", "preset_path", "shared_dir", "with_copy"]
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,6 +31,17 @@ Config = dict[str, dict[str, Any]]
 # posestream/default_config.toml; in a source checkout it is stream/core/config.py below config.toml.
 _TOP_DIR = Path(__file__).resolve().parents[2]
 _DEFAULT_CANDIDATES = (_TOP_DIR / "default_config.toml", _TOP_DIR / "config.toml")
+
+
+def preset_path(name: str) -> Path:
+    """The shipped preset `name` (`presets/<name>.toml`, e.g. `apache`); an unknown name is one
+    `ConfigError` listing the presets there are."""
+    folder = _TOP_DIR / "presets"
+    path = folder / f"{name}.toml"
+    if not name.replace("-", "").isalnum() or not path.is_file():
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.toml"))) or "none"
+        raise ConfigError(f"unknown preset '{name}' (known: {known})")
+    return path
 
 
 def default_config_path() -> Path:
@@ -92,11 +103,14 @@ def parse_value(text: str) -> Any:
 ENV_CONFIG = "POSESTREAM_CONFIG"  # a config file every command applies before its own --config
 
 
-def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Defaults, then the file named by `$POSESTREAM_CONFIG` (settings for every command of a machine
-    or container, and the test suite's CPU variations), then the user's file, then dotted-key
-    overrides such as `{"detector.input_size": 320}`."""
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                preset: str | None = None) -> Config:
+    """Defaults, then a shipped preset (`--preset`), then the file named by `$POSESTREAM_CONFIG`
+    (settings for every command of a machine or container, and the test suite's CPU variations),
+    then the user's file, then dotted-key overrides such as `{"detector.input_size": 320}`."""
     config = _read_toml(default_config_path())
+    if preset:
+        _merge(config, _read_toml(preset_path(preset)), "")
     machine_file = os.environ.get(ENV_CONFIG, "")
     if machine_file:
         if not Path(machine_file).is_file():

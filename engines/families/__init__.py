@@ -1,0 +1,1 @@
+"""Model families: one folder per family (network, preparation, pre/post-processing, kind check)."""
