@@ -14,9 +14,11 @@ CURVE server that admits only the aggregator (`fleet.keys` says which keys trave
 
 **Lease.** The controller asks every actor for its status a few times a second. An actor that has
 heard nothing for `fleet.lease_s` (its node cut off, the controller gone) stops its pipeline and
-waits: the controller replaces a silent camera only after longer than that, so a camera cut off by
-a partition has stopped before its replacement starts, and never runs twice when the partition
-heals. Ray kills the replaced actor once it can reach it again. **Epoch**: every pipeline
+starts none again: the controller replaces a silent camera only after longer than that, so a camera
+cut off by a partition has stopped before its replacement starts. A lease that ran out stays lost:
+when a partition heals, the status call the controller sent before it can still arrive here before
+Ray's kill does, and must not revive an actor that was replaced meanwhile (it would run the camera
+twice). The controller replaces a fenced actor it still holds. **Epoch**: every pipeline
 incarnation stamps its frames with a number that grows with each restart and each new actor (the
 controller's clock at the actor's creation plus the time since, in ms), which the aggregator uses
 to drop anything from a stale incarnation.
@@ -76,6 +78,7 @@ class CameraActor:
         self._born = time.monotonic()
         self._pair: KeyPair | None = None   # this actor's CURVE server pair, made or read once
         self._contact = time.monotonic()  # the controller's last status call
+        self._lease_lost = False  # the lease ran out once: no call renews it (see the module)
         self._process: subprocess.Popen | None = None
         self._error_file = os.path.join(tempfile.gettempdir(),
                                         f"posestream-fleet-{os.getpid()}-{job['index']}.err")
@@ -89,8 +92,9 @@ class CameraActor:
 
     # -- answers to the controller ---------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        """The camera's state; each call also renews the actor's lease."""
+        """The camera's state; each call also renews the actor's lease, unless it ran out."""
         with self._lock:
+            self._lease_ran_out()
             self._contact = time.monotonic()
             return {"name": self.job["name"], "node_id": self.node_id, "node_ip": self.node_ip,
                     "state": self.state, "restarts": self.restarts, "error": self.error,
@@ -128,9 +132,14 @@ class CameraActor:
             process.wait()
 
     # -- supervision ------------------------------------------------------------------------------
+    def _lease_ran_out(self) -> bool:
+        """Whether the lease ever ran out (latched; called with the lock held)."""
+        self._lease_lost = self._lease_lost or time.monotonic() - self._contact > self.job["lease_s"]
+        return self._lease_lost
+
     def _leased(self) -> bool:
         with self._lock:
-            return time.monotonic() - self._contact <= self.job["lease_s"]
+            return not self._lease_ran_out()
 
     def _set(self, state: str, error: str) -> None:
         with self._lock:
@@ -139,13 +148,10 @@ class CameraActor:
     def _supervise(self) -> None:
         delay = self.job["restart_initial_s"]
         while not self._stop.is_set():
-            if not self._leased():  # cut off: start nothing until the controller is heard again
+            if not self._leased():  # cut off (here or during a backoff): start nothing, ever
                 self._set("fenced", f"no word from the fleet controller for {self.job['lease_s']:g} s; "
                           "pipeline stopped so the camera never runs twice")
-                while not self._leased():
-                    if self._stop.wait(POLL_S):
-                        return
-                continue
+                return
             started = time.monotonic()
             try:
                 keys = self._keys()
@@ -163,9 +169,7 @@ class CameraActor:
             if code == FENCED:
                 log.warning("camera %s: lease ran out (no word from the controller for %g s); "
                             "pipeline stopped", self.job["name"], self.job["lease_s"])
-                with self._lock:
-                    self.restarts += 1
-                continue
+                continue  # fenced at the top of the loop
             if time.monotonic() - started >= self.job["stable_s"]:
                 delay = self.job["restart_initial_s"]
             with self._lock:

@@ -11,7 +11,9 @@ on their node, and the camera streams into the aggregator are CURVE-authenticate
 
 A replaced actor's node is avoided for new cameras until a probe task there finishes: after a
 partition Ray still lists the node as alive, and only a node that runs the probe is reachable again.
-A camera is replaced only after its lease (`fleet.lease_s`) has run out, so it has stopped itself.
+A camera is replaced only after its lease (`fleet.lease_s`) has run out, so it has stopped itself;
+an actor whose lease ran out never starts its pipeline again, so one that answers "fenced" (the
+controller was slow, not cut off) is replaced too.
 """
 from __future__ import annotations
 
@@ -131,13 +133,16 @@ class FleetController:
         slot.unavailable_since = None
         slot.last = {}
 
-    def _replace(self, slot: Slot, why: str) -> None:
+    def _replace(self, slot: Slot, why: str, suspect: bool = True) -> None:
+        """Kill the camera's actor and let the next tick create another; `suspect`: its node may
+        be cut off, so avoid it until a probe runs there."""
         import ray
 
         log.warning("fleet: camera %s: %s; starting it again where resources allow",
                     slot.camera.name, why)
         slot.restarts_before += int(slot.last.get("restarts", 0)) + 1
-        self._suspect(slot.last.get("node_id", ""))
+        if suspect:
+            self._suspect(slot.last.get("node_id", ""))
         if slot.actor is not None:
             ray.kill(slot.actor, no_restart=True)
         slot.actor = slot.pending = None
@@ -171,6 +176,9 @@ class FleetController:
                 self._replace(slot, f"its actor was lost ({type(exc).__name__})")
                 return
             slot.answered, slot.last, slot.unavailable_since = True, answer, None
+            if answer["state"] == "fenced":  # it answered: its node is reachable
+                self._replace(slot, answer["error"], suspect=False)
+                return
             slot.state, slot.note = answer["state"], answer["error"]
             self._read_from(slot, answer)
             slot.pending, slot.asked_at = slot.actor.status.remote(), now
