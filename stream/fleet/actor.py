@@ -94,7 +94,9 @@ class CameraActor:
     def status(self) -> dict[str, Any]:
         """The camera's state; each call also renews the actor's lease, unless it ran out."""
         with self._lock:
-            self._lease_ran_out()
+            if self._lease_ran_out():  # e.g. sent before a partition, delivered when it healed
+                log.warning("camera %s: word from the controller after the lease ran out; staying "
+                            "stopped (the controller replaces this actor)", self.job["name"])
             self._contact = time.monotonic()
             return {"name": self.job["name"], "node_id": self.node_id, "node_ip": self.node_ip,
                     "state": self.state, "restarts": self.restarts, "error": self.error,
