@@ -82,12 +82,12 @@ setup(
     },
     entry_points={
         "console_scripts": ["posestream = posestream.cli:main"],
-        "posestream.detectors": ["yolo = posestream.plugins.detectors.yolo:YoloDetector"],
+        "posestream.detectors": ["yolo = posestream.engines.families.yolo11.detector:YoloDetector"],
         "posestream.pose": [
-            "yolo-crop = posestream.plugins.pose.yolo_crop:YoloCropPose",
-            "heatmap = posestream.plugins.pose.heatmap:HeatmapPose",
-            "simcc = posestream.plugins.pose.simcc:SimccPose",
-            "blazepose = posestream.plugins.pose.blazepose:BlazePose",
+            "yolo-crop = posestream.engines.families.yolo11.crop_pose:YoloCropPose",
+            "heatmap = posestream.engines.families.heatmap.pose:HeatmapPose",
+            "simcc = posestream.engines.families.simcc.pose:SimccPose",
+            "blazepose = posestream.engines.families.blazepose.pose:BlazePose",
         ],
         "posestream.trackers": [
             "none = posestream.plugins.trackers.none:NoTracker",

@@ -90,7 +90,7 @@ def compute_bound(models: dict[str, Any], config: Config, persons: float) -> dic
     """The frame rate if the pipeline cost nothing but model inference (the configured backend
     and precision, as resolved on this machine)."""
     from posestream.benchmarks.model_latency import inference_ms_per_frame
-    from posestream.engines.factory import resolve_backend
+    from posestream.engines.backends.factory import resolve_backend
 
     backend, device = resolve_backend(config["engine"]["backend"], config["engine"]["device"])
     precision = config["engine"]["precision"] if backend == "openvino" else "fp32"

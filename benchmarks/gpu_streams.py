@@ -115,8 +115,8 @@ def model_rows(config: Config, size: tuple[int, int]) -> list[dict[str, Any]]:
 
     from posestream.engines.models import load_card
     from posestream.engines.preprocess import canvas_size
-    from posestream.engines.torch_engine import TorchEngine
-    from posestream.engines.torch_settings import TorchSettings
+    from posestream.engines.backends.torch_engine import TorchEngine
+    from posestream.engines.backends.torch_settings import TorchSettings
 
     card, directory = load_card(config, config["model"]["name"])
     height, width = canvas_size(size[1], size[0], int(config["detector"]["input_size"]),
@@ -195,7 +195,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace, config: Config) -> int:
-    import posestream.engines.torch_engine  # noqa: F401  (its OpenMP policy must precede torch's loading)
+    import posestream.engines.backends.torch_engine  # noqa: F401  (its OpenMP policy must precede torch's loading)
 
     counts = parse_counts(args.streams)
     size = parse_size(args.stream_size)

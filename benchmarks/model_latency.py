@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def gpu_backends() -> tuple[list[tuple[str, str]], str | None]:
     """(backend, device) pairs that run on a GPU here, and why there are none (None when some)."""
-    from posestream.engines.base import tensorrt_available
+    from posestream.engines.backends.base import tensorrt_available
 
     found: list[tuple[str, str]] = []
     reasons: list[str] = []
@@ -119,7 +119,7 @@ def _in_flight(engine: Any, x: np.ndarray, count: int) -> None:
 def cpu_backends() -> list[tuple[str, str]]:
     """(backend, precision) pairs measured on the CPU: ONNX Runtime FP32 and, when installed,
     OpenVINO FP32 and INT8 (INT8 only once `models prepare` built it)."""
-    from posestream.engines.openvino_engine import openvino_available
+    from posestream.engines.backends.openvino_engine import openvino_available
 
     pairs = [("onnxruntime", "fp32")]
     if openvino_available() is None:

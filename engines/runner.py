@@ -12,14 +12,14 @@ import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
-from posestream.engines.base import Engine
-from posestream.engines.engine_cache import TensorRTSettings
-from posestream.engines.factory import create_engine
+from posestream.engines.backends.base import Engine
+from posestream.engines.backends.engine_cache import TensorRTSettings
+from posestream.engines.backends.factory import create_engine
 from posestream.engines.model_card import ModelCard, sha256_file
 from posestream.engines.model_check import check_model_kind
 from posestream.engines.models import load_card, openvino_options, runtime_model_file
-from posestream.engines.torch_inputs import TorchInputs, torch_inputs_for
-from posestream.engines.torch_settings import TorchSettings
+from posestream.engines.backends.torch_inputs import TorchInputs, torch_inputs_for
+from posestream.engines.backends.torch_settings import TorchSettings
 from posestream.stream.core.errors import ModelError
 from posestream.stream.core.settings import Settings
 

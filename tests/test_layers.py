@@ -96,7 +96,7 @@ def package() -> dict[str, Path]:
 
 def test_the_package_is_found(package: dict[str, Path]) -> None:
     assert {"posestream.cli", "posestream.stream.pipeline", "posestream.stream.core.config",
-            "posestream.plugins.sinks.json_sink", "posestream.engines.base"} <= set(package)
+            "posestream.plugins.sinks.json_sink", "posestream.engines.backends.base"} <= set(package)
 
 
 def test_no_import_cycles(package: dict[str, Path]) -> None:

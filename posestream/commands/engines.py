@@ -41,8 +41,8 @@ def pick_variant(files: dict[str, dict], wanted: str | None) -> str:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from posestream.engines.base import tensorrt_available
-    from posestream.engines.engine_cache import TensorRTSettings
+    from posestream.engines.backends.base import tensorrt_available
+    from posestream.engines.backends.engine_cache import TensorRTSettings
     from posestream.engines.models import load_card
     from posestream.stream.core.config import home_dir
     from posestream.stream.core.errors import BackendUnavailableError
@@ -57,7 +57,7 @@ def run_build(args: argparse.Namespace) -> int:
     reason = tensorrt_available()
     if reason is not None:
         raise BackendUnavailableError(f"cannot build a TensorRT engine here: {reason}")
-    from posestream.engines.tensorrt_engine import TensorRTEngine
+    from posestream.engines.backends.tensorrt_engine import TensorRTEngine
 
     with TensorRTEngine.from_onnx(card.file(directory, variant), device=args.device, settings=settings,
                                   home=home_dir(config), normalization=card.input,
@@ -71,7 +71,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from posestream.engines.engine_cache import EngineCache, TensorRTSettings, cache_root
+    from posestream.engines.backends.engine_cache import EngineCache, TensorRTSettings, cache_root
     from posestream.stream.core.config import home_dir
 
     config = config_from_args(args)

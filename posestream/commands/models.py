@@ -43,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from posestream.engines.mediapipe_import import MODELS, prepare_landmark_model
+    from posestream.engines.families.blazepose.mediapipe_import import MODELS, prepare_landmark_model
     from posestream.engines.models import model_dir, prepare_default_model
     from posestream.stream.core.config import home_dir
 
@@ -103,7 +103,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from posestream.engines.fastpose_import import import_alphapose_fastpose
+    from posestream.engines.families.heatmap.fastpose_import import import_alphapose_fastpose
     from posestream.stream.core.config import home_dir
 
     config = config_from_args(args)

@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from posestream.commands.common import add_config_args, config_from_args
-from posestream.engines.factory import backend_names
+from posestream.engines.backends.factory import backend_names
 
 STRICT_EXIT = 3  # the run completed, but an input lost frames and --strict was asked for
 
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if engine["backend"] != "auto":
         # An explicitly chosen backend that cannot run here fails before any stage starts: one line,
         # no processes to tear down. (`auto` always finds one; the stages report their choice.)
-        from posestream.engines.factory import resolve_backend
+        from posestream.engines.backends.factory import resolve_backend
 
         resolve_backend(engine["backend"], engine["device"])
     progress = None if args.quiet else make_display

@@ -69,7 +69,7 @@ def test_int8_model_is_built_with_its_card(int8_home: tuple[Config, Path]) -> No
 
 
 def test_int8_detector_finds_the_same_people_as_fp32(int8_home: tuple[Config, Path], shared: Path) -> None:
-    from posestream.plugins.detectors.yolo import YoloDetector
+    from posestream.engines.families.yolo11.detector import YoloDetector
 
     config, _ = int8_home
     capture = cv2.VideoCapture(str(shared / VIDEO))

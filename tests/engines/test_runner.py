@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posestream.engines import factory
-from posestream.engines.base import Engine
+from posestream.engines.backends import factory
+from posestream.engines.backends.base import Engine
 from posestream.engines.model_card import ModelCard
-from posestream.plugins.detectors.yolo import YoloDetector
-from posestream.plugins.pose.heatmap import HeatmapPose
+from posestream.engines.families.yolo11.detector import YoloDetector
+from posestream.engines.families.heatmap.pose import HeatmapPose
 from posestream.stream.core.config import Config, load_config
 from posestream.stream.core.errors import BackendUnavailableError, ConfigError, ModelError
 from posestream.stream.core.settings import Settings
@@ -108,4 +108,4 @@ def test_engine_base_imports_no_backend_and_no_factory():
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     backends = {target.partition(":")[0] for _, target in factory.BACKENDS.values()}
-    assert not imported & (backends | {"posestream.engines.factory"}), imported
+    assert not imported & (backends | {"posestream.engines.backends.factory"}), imported

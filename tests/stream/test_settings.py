@@ -98,7 +98,7 @@ def test_ints_are_accepted_for_floats_but_not_bools_for_ints():
 def test_one_bound_serves_other_entry_points_too():
     """The ring and the TensorRT profile take these values from code, not only from config.toml:
     they check them against the same declared bound."""
-    from posestream.engines.engine_cache import BatchProfile
+    from posestream.engines.backends.engine_cache import BatchProfile
     from posestream.stream.core.settings import PipelineSettings
 
     with pytest.raises(ConfigError, match=r"'pipeline.ring_slots' = 300 is outside the allowed range \[2, 256\]"):

@@ -1,0 +1,176 @@
+"""MediaPipe's landmark models (BlazePose GHUM full body, hand, face mesh) from the PyPI wheel
+`mediapipe==0.10.21`, rebuilt by `engines.tflite_graph` and exported to ONNX with a dynamic batch.
+
+The wheel is fetched with `pip download --no-deps` (or taken from `--from` as a local `.whl` or
+`.tflite`); mediapipe is never imported. Each ONNX file is checked against the torch network before
+it lands in `$POSESTREAM_HOME/models/<name>/` with its model card (Apache-2.0, source wheel and
+member, sha256 of the TFLite file, input normalisation, outputs).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from posestream.engines.model_card import ModelCard, sha256_file
+from posestream.engines.model_check import check_model_kind
+from posestream.engines.backends.onnxruntime_engine import OnnxRuntimeEngine
+from posestream.engines.formats.tflite_graph import TfliteNet, read_tflite
+from posestream.engines.families.yolo11.prepare import extract_checkpoint, fetch_wheel
+from posestream.stream.core.errors import InputError, ModelError
+from posestream.stream.core.keypoints import FORMATS
+
+log = logging.getLogger(__name__)
+
+WHEEL = "mediapipe==0.10.21"  # the last release that still ships the landmark .tflite files
+LICENCE = "Apache-2.0 (Google MediaPipe model files, shipped in the mediapipe wheel)"
+INPUT_NAME = "image"
+MAX_MEMBER_BYTES = 32 << 20
+
+
+@dataclass(frozen=True)
+class LandmarkModel:
+    """One MediaPipe landmark model: where it lies in the wheel and which outputs we keep (by the
+    TFLite output's position), under which names."""
+
+    member: str
+    size: int
+    keypoint_format: str
+    outputs: dict[int, str]
+    description: str
+    points: int
+
+
+MODELS: dict[str, LandmarkModel] = {
+    "blazepose-full": LandmarkModel(
+        "mediapipe/modules/pose_landmark/pose_landmark_full.tflite", 256, "blazepose33",
+        {0: "landmarks", 1: "pose_flag"},
+        "BlazePose GHUM full: 33 body landmarks + 6 auxiliary, each (x, y, z, visibility logit, "
+        "presence logit) in input pixels; pose flag = probability that a person is in the crop", 33),
+    "mediapipe-hand": LandmarkModel(
+        "mediapipe/modules/hand_landmark/hand_landmark_full.tflite", 224, "hand21",
+        {0: "landmarks", 1: "hand_flag", 2: "handedness"},
+        "MediaPipe hand landmarks (full): 21 x (x, y, z) in input pixels; hand flag and handedness "
+        "(probability of a right hand) as probabilities", 21),
+    "mediapipe-face": LandmarkModel(
+        "mediapipe/modules/face_landmark/face_landmark.tflite", 192, "face468",
+        {0: "landmarks", 1: "face_flag"},
+        "MediaPipe face mesh: 468 x (x, y, z) in input pixels; face flag as a logit", 468),
+}
+
+
+class _Kept(torch.nn.Module):
+    """The rebuilt network with only the outputs posestream uses (unused branches are pruned)."""
+
+    def __init__(self, net: TfliteNet, keep: list[int]) -> None:
+        super().__init__()
+        self.net, self.keep = net, keep
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.net(x)
+        return tuple(outputs[i].reshape(outputs[i].shape[0], -1) for i in self.keep)
+
+
+def extract_tflite(source: Path, member: str, out_dir: Path) -> Path:
+    """The `.tflite` file from a wheel (or `source` itself when it is a `.tflite`)."""
+    source = Path(source)
+    if source.suffix == ".tflite":
+        return source
+    return extract_checkpoint(source, member, out_dir, MAX_MEMBER_BYTES)
+
+
+def build(tflite: Path, spec: LandmarkModel) -> _Kept:
+    net = TfliteNet(read_tflite(tflite)).eval()
+    shape = net.input_shape
+    if tuple(shape[1:]) != (spec.size, spec.size, 3):
+        raise ModelError(f"{tflite}: input {list(shape)}, expected [1, {spec.size}, {spec.size}, 3]")
+    return _Kept(net, list(spec.outputs))
+
+
+def export_onnx(model: _Kept, spec: LandmarkModel, path: Path, opset: int) -> None:
+    names = list(spec.outputs.values())
+    dummy = torch.zeros(1, 3, spec.size, spec.size)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=names,
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}},
+                          do_constant_folding=True)
+
+
+def verify_export(model: _Kept, spec: LandmarkModel, card: ModelCard, onnx_file: Path, threads: int) -> float:
+    """Largest |ONNX - torch| over every kept output on a seeded batch of 2 (the dynamic axis), after
+    checking that the file fits its card."""
+    x = torch.rand(2, 3, spec.size, spec.size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = [t.numpy() for t in model(x)]
+    with OnnxRuntimeEngine(onnx_file, threads=threads) as engine:
+        check_model_kind(engine, card)
+        got = engine.run({INPUT_NAME: x.numpy()})
+    worst = 0.0
+    for name, want in zip(spec.outputs.values(), expected):
+        diff = float(np.abs(got[name] - want).max())
+        if not diff <= 1e-3 * max(1.0, float(np.abs(want).max())):
+            raise ModelError(f"ONNX export of {onnx_file.name} output '{name}' differs from torch by {diff:.3g}")
+        worst = max(worst, diff)
+    return worst
+
+
+def make_card(name: str, spec: LandmarkModel, onnx_file: Path, tflite: Path, origin: str,
+              opset: int) -> ModelCard:
+    return ModelCard(
+        name=name, task="pose-landmarks", keypoint_format=spec.keypoint_format,
+        files={"dynamic": {"file": onnx_file.name, "sha256": sha256_file(onnx_file),
+                           "input_shape": [None, 3, spec.size, spec.size]}},
+        input={"size": [spec.size, spec.size], "layout": "NCHW", "color": "RGB", "scale": 1 / 255,
+               "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "name": INPUT_NAME},
+        output={"decoder": "landmarks", "names": list(spec.outputs.values()),
+                **({"num_keypoints": spec.points} if spec.keypoint_format not in FORMATS else {}),
+                "description": spec.description},
+        licence=LICENCE,
+        source={"kind": "mediapipe-tflite", "wheel": origin, "member": spec.member,
+                "tflite_sha256": sha256_file(tflite)},
+        extra={"opset": opset})
+
+
+def prepare_landmark_model(name: str, home: Path, source: Path | None = None, *, opset: int = 17,
+                           threads: int = 2, force: bool = False) -> ModelCard:
+    """Build `name` (a key of `MODELS`) into `home/models/<name>/`; an intact cache is reused."""
+    if name not in MODELS:
+        raise InputError(f"unknown landmark model '{name}' (valid: {', '.join(MODELS)})")
+    spec = MODELS[name]
+    target = Path(home) / "models" / name
+    if not force and (target / "model.json").is_file():
+        card = ModelCard.load(target)
+        if not card.verify(target):
+            return card
+        log.info("model %s in %s is damaged; rebuilding", name, target)
+    models = target.parent
+    models.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=models))
+    try:
+        wheel = Path(source) if source else fetch_wheel(WHEEL, Path(home) / "downloads")
+        tflite = extract_tflite(wheel, spec.member, staging)
+        log.info("rebuilding %s from %s", name, spec.member)
+        model = build(tflite, spec)
+        onnx_file = staging / f"{name}.onnx"
+        export_onnx(model, spec, onnx_file, opset)
+        card = make_card(name, spec, onnx_file, tflite, wheel.name, opset)
+        diff = verify_export(model, spec, card, onnx_file, threads)
+        card.extra["onnx_vs_torch_max_abs_diff"] = diff
+        if tflite.parent == staging:
+            tflite.unlink()
+        card.save(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("prepared %s in %s (ONNX vs torch max |diff| %.3g)", name, target, diff)
+    return card
