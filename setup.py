@@ -89,6 +89,12 @@ setup(
             "simcc = posestream.engines.families.simcc.pose:SimccPose",
             "blazepose = posestream.engines.families.blazepose.pose:BlazePose",
         ],
+        "posestream.families": [
+            "yolo11 = posestream.engines.families.yolo11.family:FAMILY",
+            "heatmap = posestream.engines.families.heatmap.family:FAMILY",
+            "simcc = posestream.engines.families.simcc.family:FAMILY",
+            "blazepose = posestream.engines.families.blazepose.family:FAMILY",
+        ],
         "posestream.trackers": [
             "none = posestream.plugins.trackers.none:NoTracker",
             "oks-byte = posestream.plugins.trackers.oks_byte:OksByteTracker",

@@ -27,8 +27,11 @@ import numpy as np
 
 from posestream.engines.model_card import ModelCard, sha256_file
 from posestream.engines.preprocess import canvas_size, letterbox, to_input
-from posestream.stream.core.config import Config, check_choice, check_range, home_dir
+from posestream.engines.wheels import fetch_wheel
+from posestream.stream.core.config import home_dir
 from posestream.stream.core.errors import InputError, InputNotFoundError, ModelError
+from posestream.stream.core.images import list_images
+from posestream.stream.core.settings import QuantizeSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +46,7 @@ HEAD_FLOAT_PATTERNS = [r".*/model\.23/(dfl/.*|Add.*|Sub.*|Mul.*|Div.*|Softmax.*|
 # The first conv (raw pixels in) and the last 1x1 conv of every head branch (box, score and keypoint
 # values out): the layers whose rounding reaches the outputs most directly.
 EDGE_FLOAT_PATTERNS = [r".*/model\.0/conv/Conv", r".*/model\.23/cv[234]\.\d/cv[234]\.\d\.2/Conv"]
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".ts")
-PRESETS = ("mixed", "performance")
-# NNCF's activation range estimators: its default (min/max averaged over samples) or histogram-fitted
-# ranges (clip outliers where the rounding error is least), which kept more COCO AP here.
-ACTIVATION_RANGES = ("minmax", "histogram")
 
 
 def nncf_available() -> str | None:
@@ -78,20 +76,18 @@ def _read_zip_image(archive: zipfile.ZipFile, member: str) -> np.ndarray:
 DemoFrames = Callable[[int], list[np.ndarray]]
 
 
-def default_calibration(config: Config, demo: DemoFrames | None = None) -> tuple[list[np.ndarray], str]:
+def default_calibration(config: Settings, demo: DemoFrames | None = None) -> tuple[list[np.ndarray], str]:
     """Ultralytics' sample photos from its PyPI wheel plus demo-clip frames, each also mirrored.
     (Random crops of the photos were tried as extra samples and measured worse: COCO AP 0.635.)"""
-    from posestream.engines.families.yolo11.prepare import fetch_wheel
-
-    cfg = config["quantize"]
-    wheel = fetch_wheel(cfg["assets_wheel"], home_dir(config) / "downloads")
+    cfg = config.quantize
+    wheel = fetch_wheel(cfg.assets_wheel, home_dir(config) / "downloads")
     with zipfile.ZipFile(wheel) as archive:
-        photos = [_read_zip_image(archive, member) for member in cfg["assets"]]
-    clip = demo(cfg["demo_frames"]) if demo is not None and cfg["demo_frames"] else []
+        photos = [_read_zip_image(archive, member) for member in cfg.assets]
+    clip = demo(cfg.demo_frames) if demo is not None and cfg.demo_frames else []
     images = photos + clip
     images += [cv2.flip(image, 1) for image in images]
-    names = ", ".join(Path(m).name for m in cfg["assets"])
-    return images, f"{cfg['assets_wheel']} ({names}) + {len(clip)} demo-clip frames, mirrored"
+    names = ", ".join(Path(m).name for m in cfg.assets)
+    return images, f"{cfg.assets_wheel} ({names}) + {len(clip)} demo-clip frames, mirrored"
 
 
 def _video_frames(path: Path, count: int) -> list[np.ndarray]:
@@ -117,13 +113,11 @@ def user_calibration(path: Path, count: int) -> tuple[list[np.ndarray], str]:
     if not path.exists():
         raise InputNotFoundError(f"calibration data not found: {path}")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
+        files = list_images(path)[:count]
         images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in files]
         unreadable = [p.name for p, image in zip(files, images) if image is None]
         if unreadable:
             raise InputError(f"calibration images not readable: {', '.join(unreadable[:5])}")
-        if not images:
-            raise InputError(f"calibration folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         return images, f"{path} ({len(images)} images)"
     if path.suffix.lower() in VIDEO_SUFFIXES:
         frames = _video_frames(path, count)
@@ -146,8 +140,8 @@ def quantize_ir(fp32_onnx: Path, samples: list[np.ndarray], out_xml: Path, prese
     reason = nncf_available()
     if reason is not None:
         raise ModelError(f"cannot build the INT8 model: {reason}")
-    check_choice("quantize.preset", preset, PRESETS)
-    check_choice("quantize.activation_ranges", activation_ranges, ACTIVATION_RANGES)
+    QuantizeSettings.checked("preset", preset)  # the choices [quantize] declares
+    QuantizeSettings.checked("activation_ranges", activation_ranges)
     if not samples:
         raise InputError("INT8 quantization needs at least one calibration image")
     import nncf
@@ -180,16 +174,14 @@ def _versions() -> dict[str, str]:
     return {"nncf": nncf.__version__, "openvino": ov.__version__.split("-")[0]}
 
 
-def recipe_settings(config: Config) -> dict[str, Any]:
+def recipe_settings(config: Settings) -> dict[str, Any]:
     """The `[quantize]` settings that shape the INT8 model (a change makes a cached one stale)."""
-    cfg = config["quantize"]
-    return {"preset": cfg["preset"], "head_in_float": bool(cfg["head_in_float"]),
-            "edges_in_float": bool(cfg["edges_in_float"]),
-            "fast_bias_correction": bool(cfg["fast_bias_correction"]),
-            "activation_ranges": cfg["activation_ranges"]}
+    cfg = config.quantize
+    return {"preset": cfg.preset, "head_in_float": cfg.head_in_float, "edges_in_float": cfg.edges_in_float,
+            "fast_bias_correction": cfg.fast_bias_correction, "activation_ranges": cfg.activation_ranges}
 
 
-def int8_problems(card: ModelCard, directory: Path, config: Config | None = None) -> list[str]:
+def int8_problems(card: ModelCard, directory: Path, config: Settings | None = None) -> list[str]:
     """Why the card's INT8 model cannot be used as it is (empty = usable); with `config`, also
     when it was built with other `[quantize]` settings."""
     entry = card.extra.get(INT8_KEY)
@@ -211,27 +203,26 @@ def int8_problems(card: ModelCard, directory: Path, config: Config | None = None
     return problems
 
 
-def build_int8(config: Config, card: ModelCard, directory: Path, calibration: Path | None = None,
+def build_int8(config: Settings, card: ModelCard, directory: Path, calibration: Path | None = None,
                count: int | None = None, demo: DemoFrames | None = None) -> ModelCard:
     """Quantize the card's FP32 dynamic model into `directory` and record it in the card
     (`calibration` None: the default data, with the demo-clip frames `demo` gives)."""
-    cfg = config["quantize"]
-    count = int(cfg["images"] if count is None else count)
-    check_range("quantize.images", count, 1, 10000)
+    cfg = config.quantize
+    count = cfg.images if count is None else QuantizeSettings.checked("images", count)
     if calibration is None:
         images, source = default_calibration(config, demo)
     else:
         images, source = user_calibration(calibration, count)
     images = images[:count]
     pad = int(card.input.get("letterbox_pad", 114))
-    samples = network_inputs(images, int(config["detector"]["input_size"]), pad)
+    samples = network_inputs(images, config.detector.input_size, pad)
     fp32 = card.file(directory, FP32_VARIANT)
     stem = Path(card.files[FP32_VARIANT]["file"]).stem + "-int8"
     log.info("quantizing %s to INT8 on %d calibration images (%s) ...", fp32.name, len(samples), source)
     with tempfile.TemporaryDirectory(dir=directory, prefix=".int8-") as tmp:
         out = Path(tmp) / f"{stem}.xml"
-        quantize_ir(fp32, samples, out, cfg["preset"], cfg["head_in_float"], cfg["edges_in_float"],
-                    cfg["fast_bias_correction"], cfg["activation_ranges"])
+        quantize_ir(fp32, samples, out, cfg.preset, cfg.head_in_float, cfg.edges_in_float,
+                    cfg.fast_bias_correction, cfg.activation_ranges)
         for suffix in (".xml", ".bin"):
             shutil.move(str(out.with_suffix(suffix)), directory / f"{stem}{suffix}")
     card.extra[INT8_KEY] = {
@@ -246,7 +237,7 @@ def build_int8(config: Config, card: ModelCard, directory: Path, calibration: Pa
     return card
 
 
-def ensure_int8(config: Config, card: ModelCard, directory: Path, demo: DemoFrames | None = None) -> ModelCard:
+def ensure_int8(config: Settings, card: ModelCard, directory: Path, demo: DemoFrames | None = None) -> ModelCard:
     """Keep a usable INT8 model (whatever its calibration); rebuild it on the default data when stale."""
     problems = int8_problems(card, directory, config)
     if not problems:

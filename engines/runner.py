@@ -13,13 +13,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from posestream.engines.backends.base import Engine
-from posestream.engines.backends.engine_cache import TensorRTSettings
 from posestream.engines.backends.factory import create_engine
+from posestream.engines.backends.torch_inputs import TorchInputs, torch_inputs_for
 from posestream.engines.model_card import ModelCard, sha256_file
 from posestream.engines.model_check import check_model_kind
-from posestream.engines.models import load_card, openvino_options, runtime_model_file
-from posestream.engines.backends.torch_inputs import TorchInputs, torch_inputs_for
-from posestream.engines.backends.torch_settings import TorchSettings
+from posestream.engines.models import load_card, runtime_model_file
 from posestream.stream.core.errors import ModelError
 from posestream.stream.core.settings import Settings
 
@@ -42,10 +40,7 @@ class ModelRunner:
         self._verify(path)
         path = runtime_model_file(settings, self.card, directory, self.variant)  # OpenVINO: INT8 model
         self.engine = create_engine(path, device=settings.engine.device, backend=settings.engine.backend,
-                                    threads=threads, tensorrt=TensorRTSettings.from_config(settings.to_config()),
-                                    normalization=self.card.input,
-                                    torch_settings=TorchSettings.from_config(settings.to_config()),
-                                    openvino=openvino_options(settings))
+                                    threads=threads, normalization=self.card.input, settings=settings)
         try:
             check_model_kind(self.engine, self.card)
             # None: numpy/OpenCV pre-processing; else torch on the engine's device

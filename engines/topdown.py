@@ -6,7 +6,7 @@ regardless of which frame they came from, and maps the keypoints back to frame p
 say which model task they read and how to decode its outputs (`decode`).
 
 With TensorRT (or `engine.preprocess = "torch"`) the crops are sampled in torch on the engine's
-device from one upload per frame (`engines.torch_inputs`) and never come back to the host; only the
+device from one upload per frame (`engines.backends.torch_inputs`) and never come back to the host; only the
 model outputs do, for decoding.
 """
 from __future__ import annotations
@@ -20,7 +20,6 @@ from posestream.engines.model_card import ModelCard
 from posestream.engines.runner import ModelRunner
 from posestream.engines.backends.torch_inputs import to_numpy
 from posestream.engines.crops import box_to_centre_scale, crop_matrices, crop_to_frame, warp_crops
-from posestream.stream.core.config import Config, check_choice
 from posestream.stream.core.contracts import PoseEstimator
 from posestream.stream.core.errors import InputError, ModelError
 from posestream.stream.core.keypoints import KeypointFormat, get_format
@@ -43,8 +42,7 @@ class TopDownEstimator(ModelRunner, PoseEstimator):
     ranks below one with a clear pose (mmpose's rescoring, without its visibility cut).
     """
 
-    def __init__(self, settings: Settings | Config) -> None:
-        settings = Settings.of(settings)
+    def __init__(self, settings: Settings) -> None:
         table = settings.pose
         self.expand = table.box_expand
         self.batch = table.batch
@@ -131,7 +129,8 @@ class TopDownEstimator(ModelRunner, PoseEstimator):
         """x = (pixel * scale - mean) / std per channel, in the card's colour order."""
         spec = card.input
         color = spec.get("color", "RGB")
-        check_choice(f"model '{card.name}' input.color", color, ("RGB", "BGR"))
+        if color not in ("RGB", "BGR"):
+            raise ModelError(f"model '{card.name}': card input.color = {color!r} is not one of: RGB, BGR")
         self._to_rgb = color == "RGB"
         self._scale = float(spec.get("scale", 1.0))
         self._mean = np.asarray(spec.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32).reshape(1, 3, 1, 1)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from posestream.stream.core.config import Config, load_config, shared_dir
+from posestream.stream.core.config import load_config, shared_dir
+from posestream.stream.core.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +34,6 @@ def prepared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def config(prepared_home: Path) -> Config:
+def config(prepared_home: Path) -> Settings:
     """Fresh defaults bound to the prepared cache (each test may change its copy)."""
     return load_config()

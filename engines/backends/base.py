@@ -2,10 +2,10 @@
 
 An engine is made from a model file and a device, states its input/output tensors, and runs a batch.
 Callers (detector and pose plugins) never import a runtime: they hold an `Engine`, made by
-`engines.factory.create_engine` (this module imports no backend: the factory's table names them).
+`engines.backends.factory.create_engine` (this module imports no backend: the factory's table names them).
 
 A backend is a subclass that implements `placement` (where it would run, or why it cannot),
-`open` (load a model file) and `run`; registering it is one line in `engines.factory.BACKENDS`.
+`open` (load a model file) and `run`; registering it is one line in `engines.backends.factory.BACKENDS`.
 """
 from __future__ import annotations
 
@@ -17,21 +17,19 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 
 if TYPE_CHECKING:
-    from posestream.engines.backends.engine_cache import TensorRTSettings
-    from posestream.engines.backends.torch_settings import TorchSettings
+    from posestream.stream.core.settings import Settings
 
 
 @dataclass(frozen=True)
 class EngineOptions:
     """What a backend may use when opening a model: intra-op `threads` (0 = runtime default), the
-    `[tensorrt]` settings (None = the default config's), the card's input `normalization`
-    (pre-processes INT8 calibration images) and the `[torch]` settings (None = defaults)."""
+    card's input `normalization` (pre-processes INT8 calibration images) and the run's `settings`,
+    of which each backend reads its own table (`[engine]` OpenVINO keys, `[torch]`, `[tensorrt]` with
+    `model.opset`, `paths.home` for its caches). Backends that need settings refuse None."""
 
     threads: int = 0
-    tensorrt: "TensorRTSettings | None" = None
     normalization: Mapping[str, object] | None = None
-    torch: "TorchSettings | None" = None
-    openvino: Mapping[str, object] | None = None  # OpenVINO: hint, requests, cache_dir
+    settings: "Settings | None" = None
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from posestream.stream.core.config import Config, check_choice, check_range, home_dir
 from posestream.stream.core.errors import ConfigError, ModelError
-from posestream.stream.core.settings import MAX_BATCH_LIMIT, PRECISIONS, TensorRTTable
+from posestream.stream.core.settings import TensorRTSettings
 
 logger = logging.getLogger(__name__)
 
@@ -45,69 +44,29 @@ class BatchProfile:
     max: int = 1
 
     def __post_init__(self) -> None:
-        TensorRTTable.check_key("min_batch", self.min)
-        TensorRTTable.check_key("max_batch", self.max)
+        TensorRTSettings.checked("min_batch", self.min)  # the bounds [tensorrt] declares
+        TensorRTSettings.checked("max_batch", self.max)
         if not self.min <= self.opt <= self.max:
             raise ConfigError(f"batch profile needs min <= opt <= max, got min={self.min} "
                               f"opt={self.opt} max={self.max}")
 
+    @classmethod
+    def of(cls, settings: TensorRTSettings) -> "BatchProfile":
+        """The `[tensorrt]` table's batch profile."""
+        return cls(settings.min_batch, settings.opt_batch, settings.max_batch)
+
     def with_max(self, max_batch: int) -> "BatchProfile":
         """The same profile capped/extended to `max_batch` (opt and min are clamped into range)."""
-        check_range("--max-batch", max_batch, 1, MAX_BATCH_LIMIT)
+        TensorRTSettings.checked("max_batch", max_batch)
         low = min(self.min, max_batch)
         return BatchProfile(low, min(max(self.opt, low), max_batch), max_batch)
 
 
-@dataclass(frozen=True)
-class TensorRTSettings:
-    """The `[tensorrt]` table, checked where it enters."""
-
-    precision: str = "fp16"
-    workspace_mib: int = 1024
-    batch: BatchProfile = BatchProfile()
-    max_input_size: int = 640
-    calibration_images: str = ""
-    calibration_max_images: int = 512
-    calibration_batch: int = 8
-    cache_dir: str = ""
-
-    def __post_init__(self) -> None:
-        for key in ("precision", "workspace_mib", "max_input_size", "calibration_max_images",
-                    "calibration_batch"):
-            TensorRTTable.check_key(key, getattr(self, key))
-
-    @classmethod
-    def from_config(cls, config: Config) -> "TensorRTSettings":
-        table = config.get("tensorrt", {})
-        defaults = cls()
-        return cls(
-            precision=table.get("precision", defaults.precision),
-            workspace_mib=table.get("workspace_mib", defaults.workspace_mib),
-            batch=BatchProfile(table.get("min_batch", 1), table.get("opt_batch", 1),
-                               table.get("max_batch", 1)),
-            max_input_size=table.get("max_input_size", defaults.max_input_size),
-            calibration_images=table.get("calibration_images", ""),
-            calibration_max_images=table.get("calibration_max_images",
-                                             defaults.calibration_max_images),
-            calibration_batch=table.get("calibration_batch", defaults.calibration_batch),
-            cache_dir=table.get("cache_dir", ""),
-        )
-
-    @property
-    def workspace_bytes(self) -> int:
-        return self.workspace_mib << 20
-
-    @property
-    def max_hw(self) -> tuple[int, int]:
-        return self.max_input_size, self.max_input_size
-
-
-def cache_root(config: Config | None = None, settings: TensorRTSettings | None = None,
-               home: Path | None = None) -> Path:
-    """Where engines live: `tensorrt.cache_dir`, else `<home>/engines` (home: `$POSESTREAM_HOME`)."""
-    if settings is not None and settings.cache_dir:
+def cache_root(settings: TensorRTSettings, home: Path) -> Path:
+    """Where engines live: `tensorrt.cache_dir`, else `<home>/engines`."""
+    if settings.cache_dir:
         return Path(settings.cache_dir).expanduser()
-    return Path(home if home is not None else home_dir(config)) / "engines"
+    return Path(home) / "engines"
 
 
 def _is_dynamic(dim: int | None) -> bool:
@@ -138,7 +97,7 @@ def compute_profile(inputs: Mapping[str, Shape], batch: BatchProfile,
                     raise ConfigError(f"input '{name}' has a dynamic height/width; set "
                                       "tensorrt.max_input_size (the largest side it must accept)")
                 side = max_hw[axis - 2]
-                TensorRTTable.check_key("max_input_size", side)
+                TensorRTSettings.checked("max_input_size", side)
                 low.append(MIN_SIDE), opt.append(side), high.append(side)
                 continue
             low.append(dim), opt.append(dim), high.append(dim)
@@ -166,7 +125,7 @@ class EngineKey:
     profile: str
 
     def __post_init__(self) -> None:
-        check_choice("tensorrt.precision", self.precision, PRECISIONS)
+        TensorRTSettings.checked("precision", self.precision)
         for field_name, value in asdict(self).items():
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"engine cache key field '{field_name}' must be a non-empty "

@@ -17,8 +17,7 @@ from posestream.engines.backends.base import Engine, EngineOptions
 from posestream.stream.core.errors import BackendUnavailableError, ConfigError
 
 if TYPE_CHECKING:
-    from posestream.engines.backends.engine_cache import TensorRTSettings
-    from posestream.engines.backends.torch_settings import TorchSettings
+    from posestream.stream.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +86,11 @@ def resolve_backend(backend: str, device: str = "cpu") -> tuple[str, str]:
 
 
 def create_engine(model_path: str | Path, device: str = "cpu", backend: str = "onnxruntime",
-                  threads: int = 0, tensorrt: "TensorRTSettings | None" = None,
-                  normalization: Mapping[str, object] | None = None,
-                  torch_settings: "TorchSettings | None" = None,
-                  openvino: Mapping[str, object] | None = None) -> Engine:
+                  threads: int = 0, normalization: Mapping[str, object] | None = None,
+                  settings: "Settings | None" = None) -> Engine:
     """Open `model_path` with the chosen backend. `threads` = intra-op threads (0: runtime default);
-    `tensorrt` = the `[tensorrt]` settings; `normalization` = the card's `input` (INT8 calibration);
-    `openvino` = OpenVINO's `hint`, `requests` and compiled-model `cache_dir`."""
+    `normalization` = the card's `input` (INT8 calibration); `settings` = the run's (the torch and
+    TensorRT backends need them; OpenVINO takes its hint, requests and cache from them)."""
     from posestream.engines.model_check import check_onnx_file
 
     if Path(model_path).suffix == ".onnx":  # OpenVINO IR (INT8) files are checked by their card's sha256
@@ -102,5 +99,4 @@ def create_engine(model_path: str | Path, device: str = "cpu", backend: str = "o
     backend, device = resolve_backend(backend, device)
     log.info("inference backend: %s on %s (asked for %s on %s)", backend, device, *requested)
     return backend_class(backend).open(Path(model_path), device,
-                                       EngineOptions(threads, tensorrt, normalization, torch=torch_settings,
-                                                     openvino=openvino))
+                                       EngineOptions(threads, normalization, settings))

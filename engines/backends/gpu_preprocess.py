@@ -1,6 +1,6 @@
 """Pre-processing in torch, so frames are uploaded to the GPU once and crops never come back.
 
-The CPU path (`engines.preprocess`, `plugins.pose.crops`) works on numpy with OpenCV; these are the
+The CPU path (`engines.preprocess`, `engines.crops`) works on numpy with OpenCV; these are the
 same operations on torch tensors, for the TensorRT backend. They also run on CPU tensors, which is
 how the tests compare them with the OpenCV versions on machines without a GPU.
 

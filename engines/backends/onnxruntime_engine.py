@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 
 from posestream.engines.backends.base import Engine, EngineOptions, TensorSpec
-from posestream.stream.core.config import check_range
 from posestream.stream.core.errors import BackendUnavailableError, InputNotFoundError, ModelError
+from posestream.stream.core.settings import EngineSettings
 
 _ORT_DTYPES = {
     "tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16),
@@ -28,7 +28,7 @@ class OnnxRuntimeEngine(Engine):
 
     def __init__(self, model_path: Path, device: str = "cpu", threads: int = 0) -> None:
         super().__init__(model_path, device)
-        check_range("engine.intra_op_threads", threads, 0, 256)
+        EngineSettings.checked("intra_op_threads", threads)
         if not self.model_path.is_file():
             raise InputNotFoundError(f"model file not found: {self.model_path}")
         options = ort.SessionOptions()

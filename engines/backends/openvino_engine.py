@@ -20,12 +20,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from posestream.engines.backends.base import Engine, EngineOptions, TensorSpec
-from posestream.stream.core.config import check_choice, check_range
+from posestream.stream.core.config import home_dir
 from posestream.stream.core.errors import BackendUnavailableError, InputNotFoundError, ModelError
+from posestream.stream.core.settings import EngineSettings
 
 log = logging.getLogger(__name__)
-
-HINTS = ("latency", "throughput")
 
 
 def openvino_available() -> str | None:
@@ -63,9 +62,9 @@ class OpenVinoEngine(Engine):
     def __init__(self, model_path: Path, device: str = "cpu", threads: int = 0, hint: str = "latency",
                  requests: int = 2, cache_dir: Path | None = None) -> None:
         super().__init__(model_path, device)
-        check_range("engine.openvino_threads", threads, 0, 256)
-        check_choice("engine.openvino_hint", hint, HINTS)
-        check_range("engine.openvino_requests", requests, 1, 16)
+        EngineSettings.checked("intra_op_threads", threads)  # the bounds [engine] declares
+        EngineSettings.checked("openvino_hint", hint)
+        EngineSettings.checked("openvino_requests", requests)
         if device != "cpu":
             raise BackendUnavailableError(f"backend 'openvino' runs on the CPU here, not on '{device}'")
         if not self.model_path.is_file():
@@ -169,9 +168,12 @@ class OpenVinoEngine(Engine):
 
     @classmethod
     def open(cls, model_path: Path, device: str, options: EngineOptions) -> "OpenVinoEngine":
-        extra = dict(options.openvino or {})
-        return cls(model_path, device=device, threads=options.threads, hint=str(extra.get("hint", "latency")),
-                   requests=int(extra.get("requests", 2)), cache_dir=extra.get("cache_dir"))
+        if options.settings is None:
+            return cls(model_path, device=device, threads=options.threads)
+        engine = options.settings.engine
+        return cls(model_path, device=device, threads=options.threads, hint=engine.openvino_hint,
+                   requests=engine.openvino_requests,
+                   cache_dir=home_dir(options.settings) / "engines" / "openvino")
 
     def _check_open(self) -> None:
         if self._closed:

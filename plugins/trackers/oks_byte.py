@@ -29,7 +29,6 @@ import numpy as np
 from posestream.plugins.trackers.association import assign
 from posestream.stream.core.similarity import iou_matrix, oks_matrix
 from posestream.plugins.trackers.kalman import BoxKalman, xywh_to_cxcywh
-from posestream.stream.core.config import Config
 from posestream.stream.core.contracts import IdAllocator, Tracker
 from posestream.stream.core.errors import InputError
 from posestream.stream.core.keypoints import get_format
@@ -89,8 +88,8 @@ class OksByteTracker(Tracker):
     """`OksByteTracker(settings, ids)`: one instance per stream; `update(poses)` once per frame.
     The `[tracker]` bounds and the rules between its keys are checked by `TrackerSettings`."""
 
-    def __init__(self, settings: Settings | Config, ids: IdAllocator) -> None:
-        s = Settings.of(settings).tracker
+    def __init__(self, settings: Settings, ids: IdAllocator) -> None:
+        s = settings.tracker
         self.high_score = s.high_score
         self.low_score = s.low_score
         self.new_track_score = s.new_track_score

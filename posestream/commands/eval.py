@@ -22,9 +22,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from posestream.commands.common import add_config_args, config_from_args
-from posestream.stream.core.config import Config
 from posestream.stream.core.errors import InputError, InputNotFoundError
 from posestream.stream.core.results import FrameResult, Poses
+from posestream.stream.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +88,13 @@ def _load_detections(path: Path, image_ids: set[int]) -> dict[int, Poses]:
 
 
 def _run_on_boxes(images: list[tuple[Path, int]], detections: dict[int, Poses],
-                  config: Config) -> Iterator[tuple[int, FrameResult]]:
-    from posestream.stream.core import registry
-    from posestream.stream.chain import build_nms
+                  config: Settings) -> Iterator[tuple[int, FrameResult]]:
     from posestream.stream.image_inference import read_image
+    from posestream.stream.links import build_estimator
+    from posestream.stream.pose_nms import make_pose_nms
 
-    estimator = registry.load("posestream.pose", config["pose"]["plugin"])(config)
-    nms = build_nms(config)
+    estimator = build_estimator(config)
+    nms = make_pose_nms(config)
     try:
         for index, (path, image_id) in enumerate(images):
             image = read_image(path)
@@ -105,7 +105,7 @@ def _run_on_boxes(images: list[tuple[Path, int]], detections: dict[int, Poses],
         estimator.close()
 
 
-def _run_chain(images: list[tuple[Path, int]], config: Config) -> Iterator[tuple[int, FrameResult]]:
+def _run_chain(images: list[tuple[Path, int]], config: Settings) -> Iterator[tuple[int, FrameResult]]:
     from posestream.stream.image_inference import infer_images
 
     ids = {str(path): image_id for path, image_id in images}  # by path: PoseTrack's file names repeat
@@ -133,10 +133,10 @@ def run(args: argparse.Namespace) -> int:
                         args.detections.name, ", ".join(uncovered))
         images = [(p, i) for p, i in images if i in detections]
         frames = _run_on_boxes(images, detections, config)
-        what = f"pose stage on the boxes of {args.detections.name} ({config['pose']['plugin']})"
+        what = f"pose stage on the boxes of {args.detections.name} ({config.pose.plugin})"
     else:
         frames = _run_chain(images, config)
-        what = f"pipeline (pose mode {config['pose']['mode']})"
+        what = f"pipeline (pose mode {config.pose.mode})"
     results: list[dict[str, Any]] = []
     for image_id, frame in frames:
         results.extend(frame.to_alphapose(image_id))

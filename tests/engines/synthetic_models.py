@@ -95,7 +95,7 @@ def install(home: Path, name: str, task: str, onnx_file: Path, output: dict, fmt
               input=input_spec or {"size": list(INPUT_HW), "color": "RGB", "scale": 1 / 255,
                                    "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
               output=output, licence="test model (no weights learned)",
-              source={"kind": "synthetic", "by": "tests/plugins/pose/synthetic_models.py"}).save(directory)
+              source={"kind": "synthetic", "by": "tests/engines/synthetic_models.py"}).save(directory)
     return directory
 
 

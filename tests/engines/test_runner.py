@@ -13,7 +13,7 @@ from posestream.engines.backends.base import Engine
 from posestream.engines.model_card import ModelCard
 from posestream.engines.families.yolo11.detector import YoloDetector
 from posestream.engines.families.heatmap.pose import HeatmapPose
-from posestream.stream.core.config import Config, load_config
+from posestream.stream.core.config import load_config
 from posestream.stream.core.errors import BackendUnavailableError, ConfigError, ModelError
 from posestream.stream.core.settings import Settings
 
@@ -21,9 +21,9 @@ ENGINES = Path(factory.__file__).parent
 
 
 @pytest.fixture
-def copied_home(tmp_path: Path, prepared_home: Path, config: Config) -> tuple[Path, ModelCard, Path]:
+def copied_home(tmp_path: Path, prepared_home: Path, config: Settings) -> tuple[Path, ModelCard, Path]:
     """A cache holding a real copy of the default model's card and its `dynamic` file."""
-    name = config["model"]["name"]
+    name = config.model.name
     source = prepared_home / "models" / name
     target = tmp_path / "models" / name
     target.mkdir(parents=True)
@@ -68,8 +68,8 @@ def test_the_card_kind_is_checked(copied_home):
         HeatmapPose(config)
 
 
-def test_plugins_take_settings_or_a_config_dict(config: Config):
-    with YoloDetector(Settings.from_config(config)) as a, YoloDetector(config) as b:
+def test_plugins_take_the_run_settings(config: Settings):
+    with YoloDetector(config) as a, YoloDetector(config.with_overrides({"detector.threads": 1})) as b:
         expected = factory.resolve_backend("auto")[0]  # the default backend is auto
         assert a.variant == b.variant and a.engine.backend == b.engine.backend == expected
     a.close()  # safe twice

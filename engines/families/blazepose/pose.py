@@ -13,7 +13,7 @@ Output formats (`pose.landmark_format`):
   shoulder midpoint, hip = hip midpoint, head = eye midpoint pushed away from the mouth by 1.5x the
   eyes-to-mouth distance (BlazePose has no head top). BlazePose has no small toes: score 0.
 - `halpe136`: Halpe-26 plus 68 face and 2 x 21 hand points from MediaPipe's face-mesh and hand
-  models on crops cut from the body landmarks (`plugins/pose/wholebody.py`).
+  models on crops cut from the body landmarks (`engines/families/blazepose/wholebody.py`).
 Keypoint score = sigmoid of the landmark's visibility logit (the model's "is this point visible").
 """
 from __future__ import annotations
@@ -26,7 +26,6 @@ from posestream.engines.model_card import ModelCard
 from posestream.engines.crops import crop_to_frame, rotated_crop_matrices, warp_with
 from posestream.engines.topdown import Outputs, TopDownEstimator
 from posestream.engines.families.blazepose.wholebody import WholeBody
-from posestream.stream.core.config import Config
 from posestream.stream.core.errors import InputError, ModelError
 from posestream.stream.core.keypoints import get_format
 from posestream.stream.core.results import Poses
@@ -84,8 +83,7 @@ class BlazePose(TopDownEstimator):
 
     tasks = ("pose-landmarks",)
 
-    def __init__(self, settings: Settings | Config) -> None:
-        settings = Settings.of(settings)
+    def __init__(self, settings: Settings) -> None:
         self.output_format = settings.pose.landmark_format
         self.min_presence = settings.pose.landmark_min_presence
         self.merge = settings.pose.landmark_merge

@@ -19,7 +19,7 @@ Point scores: a hand's 21 points get its hand flag (probability that a hand is i
 Hand points: MediaPipe's 21 hand landmarks come in the order wrist, thumb CMC/MCP/IP/tip, then
 index, middle, ring and pinky MCP/PIP/DIP/tip: the order of Halpe's wrist, thumb1-4,
 forefinger1-4, middle_finger1-4, ring_finger1-4, pinky_finger1-4 (checked against the Halpe-136
-ground truth in `tests/plugins/pose/test_wholebody.py`). Left hand from the person's left wrist.
+ground truth in `tests/engines/families/blazepose/test_wholebody.py`). Left hand from the person's left wrist.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ FACE_SIDE = 1.7
 # face_mesh_connections.py` (read as data, mediapipe is not imported) on the mesh that our
 # `mediapipe-face` model puts on the frontal face of scikit-image's public-domain astronaut photo
 # (`skimage.data.astronaut()`, upright crop of side 170 px centred at (222, 122));
-# `tests/plugins/pose/test_wholebody.py` derives it again and compares. The face is slightly
+# `tests/engines/families/blazepose/test_wholebody.py` derives it again and compares. The face is slightly
 # turned, so the table's left and right halves need not be vertex-for-vertex mirror images.
 FACE68_FROM_MESH = (
     127, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 361, 454, 356,  # jaw

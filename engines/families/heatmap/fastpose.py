@@ -10,7 +10,7 @@ The module tree mirrors AlphaPose's so that its released checkpoints (`fast_res5
 - `duc1`, `duc2`: conv 3x3 (no bias) + BN + ReLU + PixelShuffle(2) each.
 - `conv_out`: conv 3x3 with bias to one heatmap per joint, no activation.
 
-Input NCHW [B, 3, 256, 192] (RGB / 255 minus AlphaPose's mean, see `engines.fastpose_import`),
+Input NCHW [B, 3, 256, 192] (RGB / 255 minus AlphaPose's mean, see `engines.families.heatmap.fastpose_import`),
 output heatmaps [B, K, 64, 48] (stride 4).
 """
 from __future__ import annotations

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from posestream.engines.model_card import ModelCard
-from posestream.engines.families.heatmap.decode import decode_heatmaps, flip_back, flip_shift
+from posestream.engines.families.heatmap.decode import decode_heatmaps
+from posestream.engines.topdown_outputs import flip_back, flip_shift
 from posestream.engines.topdown import Outputs, TopDownEstimator
 from posestream.stream.core.errors import ModelError
 

@@ -2,8 +2,8 @@
 
 Frames are letterboxed to the model's input (square, or the frame's aspect with the dynamic model
 when `detector.rectangular`), frames of equal size are batched up to `detector.batch`, and the
-raw output is decoded with `engines.yolo_decode`. With TensorRT (or `engine.preprocess = "torch"`)
-the letterbox and normalisation run in torch on the engine's device (`engines.torch_inputs`) and
+raw output is decoded with `engines.families.yolo11.decode`. With TensorRT (or `engine.preprocess = "torch"`)
+the letterbox and normalisation run in torch on the engine's device (`engines.backends.torch_inputs`) and
 only the anchors above the score threshold are copied back for decoding.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ from posestream.engines.preprocess import Letterbox, canvas_size, letterbox, to_
 from posestream.engines.runner import ModelRunner
 from posestream.engines.backends.torch_inputs import rows_above
 from posestream.engines.families.yolo11.decode import decode_yolo_pose, to_frame_pixels
-from posestream.stream.core.config import Config
 from posestream.stream.core.contracts import Detector
 from posestream.stream.core.results import Poses
 from posestream.stream.core.settings import Settings
@@ -29,8 +28,7 @@ class YoloDetector(ModelRunner, Detector):
 
     tasks = ("detector+pose",)
 
-    def __init__(self, settings: Settings | Config) -> None:
-        settings = Settings.of(settings)
+    def __init__(self, settings: Settings) -> None:
         cfg = settings.detector
         self.size = cfg.input_size
         self.rectangular = cfg.rectangular

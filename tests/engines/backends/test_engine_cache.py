@@ -19,10 +19,11 @@ import posestream.engines.backends.base as base
 from posestream.engines.backends import factory
 from posestream.engines.backends.base import tensorrt_available
 from posestream.engines.backends.factory import create_engine, resolve_backend
-from posestream.engines.backends.engine_cache import (BatchProfile, EngineCache, EngineKey, TensorRTSettings,
-                                  cache_root, compute_profile, profile_tag)
+from posestream.engines.backends.engine_cache import (BatchProfile, EngineCache, EngineKey, cache_root,
+                                                     compute_profile, profile_tag)
 from posestream.engines.backends.tensorrt_build import CalibrationImages, onnx_inputs
-from posestream.stream.core.config import Config, load_config
+from posestream.stream.core.config import home_dir, load_config
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import (BackendUnavailableError, ConfigError, InputError, InputNotFoundError,
                            ModelError)
 
@@ -53,21 +54,18 @@ SETTINGS_CASES = [  # (overrides, expected exception or None)
 @pytest.mark.parametrize("overrides,error", SETTINGS_CASES)
 def test_settings_are_validated_where_they_enter(overrides, error):
     if error is None:
-        settings = TensorRTSettings.from_config(load_config(overrides=overrides))
-        assert settings.batch.min <= settings.batch.opt <= settings.batch.max
+        settings = load_config(overrides=overrides).tensorrt
+        batch = BatchProfile.of(settings)
+        assert batch.min <= batch.opt <= batch.max
         assert settings.workspace_bytes == settings.workspace_mib * 1024 * 1024
     else:
         with pytest.raises(error):
-            TensorRTSettings.from_config(load_config(overrides=overrides))
+            load_config(overrides=overrides)
 
 
 def test_defaults_come_from_config_toml():
-    config = load_config()
-    settings = TensorRTSettings.from_config(config)
-    table = config["tensorrt"]
-    assert (settings.precision, settings.batch) == (
-        table["precision"], BatchProfile(table["min_batch"], table["opt_batch"], table["max_batch"]))
-    assert settings.precision == "fp16"  # the default
+    settings = load_config().tensorrt
+    assert (settings.precision, BatchProfile.of(settings)) == ("fp16", BatchProfile(1, 4, 16))  # config.toml's defaults
 
 
 @pytest.mark.parametrize("profile,max_batch,expected", [
@@ -105,10 +103,10 @@ def test_profile_computation(shape, max_hw, expected):
         assert compute_profile({"images": shape}, batch, max_hw) == {"images": expected}
 
 
-def test_profile_of_the_real_model_variants(config: Config):
+def test_profile_of_the_real_model_variants(config: Settings):
     from posestream.engines.models import load_card
 
-    card, directory = load_card(config, config["model"]["name"])
+    card, directory = load_card(config, config.model.name)
     batch = BatchProfile(1, 2, 8)
     tags = set()
     for variant in card.files:
@@ -158,10 +156,11 @@ def test_bad_key_fields_are_rejected(field, value):
 
 def test_cache_lives_under_home_unless_overridden(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("POSESTREAM_HOME", str(tmp_path / "home"))
-    assert cache_root(load_config()) == tmp_path / "home" / "engines"
-    assert cache_root(settings=TensorRTSettings(), home=tmp_path / "h2") == tmp_path / "h2" / "engines"
-    settings = TensorRTSettings(cache_dir=str(tmp_path / "elsewhere"))
-    assert cache_root(load_config(), settings=settings) == tmp_path / "elsewhere"
+    config = load_config()
+    assert cache_root(config.tensorrt, home_dir(config)) == tmp_path / "home" / "engines"
+    assert cache_root(config.tensorrt, tmp_path / "h2") == tmp_path / "h2" / "engines"
+    settings = config.tensorrt.with_values(cache_dir=str(tmp_path / "elsewhere"))
+    assert cache_root(settings, home_dir(config)) == tmp_path / "elsewhere"
 
 
 def test_store_then_lookup_round_trip(tmp_path: Path):
@@ -355,7 +354,7 @@ def test_tensorrt_request_without_it_is_one_clear_error(tiny_onnx: Path):
     with pytest.raises(BackendUnavailableError, match=reason):
         create_engine(tiny_onnx, backend="tensorrt")
     with pytest.raises(BackendUnavailableError, match=reason):
-        TensorRTEngine.from_onnx(tiny_onnx, "cuda")
+        TensorRTEngine.from_onnx(tiny_onnx, load_config(), "cuda")
 
 
 # --- the `posestream engines` command -------------------------------------------------------
@@ -367,8 +366,8 @@ def _cli(*args: str, home: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT can run here: the GPU test builds")
-def test_engines_build_says_precisely_why_it_cannot_run(config: Config, prepared_home: Path):
-    result = _cli("build", "--model", config["model"]["name"], "--precision", "fp16", home=prepared_home)
+def test_engines_build_says_precisely_why_it_cannot_run(config: Settings, prepared_home: Path):
+    result = _cli("build", "--model", config.model.name, "--precision", "fp16", home=prepared_home)
     assert result.returncode == 2
     assert f"cannot build a TensorRT engine here: {tensorrt_available()}" in result.stderr
     assert "Traceback" not in result.stderr
@@ -379,8 +378,8 @@ def test_engines_build_says_precisely_why_it_cannot_run(config: Config, prepared
     (["--variant", "999"], "no variant '999'"),
     (["--set", "tensorrt.opt_batch=99"], "min <= opt <= max"),
 ])
-def test_engines_build_rejects_bad_flags(config: Config, prepared_home: Path, args, message):
-    result = _cli("build", "--model", config["model"]["name"], *args, home=prepared_home)
+def test_engines_build_rejects_bad_flags(config: Settings, prepared_home: Path, args, message):
+    result = _cli("build", "--model", config.model.name, *args, home=prepared_home)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
 
@@ -399,11 +398,11 @@ def test_engines_list_shows_cached_engines(tmp_path: Path):
     assert "sm 8.6" in result.stdout and "TensorRT 10.3.0" in result.stdout and "ok" in result.stdout
 
 
-def test_build_picks_the_most_dynamic_variant_by_default(config: Config):
+def test_build_picks_the_most_dynamic_variant_by_default(config: Settings):
     from posestream.engines.models import load_card
     from posestream.commands.engines import pick_variant
 
-    card, _ = load_card(config, config["model"]["name"])
+    card, _ = load_card(config, config.model.name)
     assert pick_variant(card.files, None) == "dynamic"  # dynamic batch and height/width
     assert pick_variant(card.files, "320-dynamic-batch") == "320-dynamic-batch"
     with pytest.raises(ModelError, match="no variant"):

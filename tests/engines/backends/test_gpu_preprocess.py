@@ -1,6 +1,6 @@
 """The torch pre-processing (used on the GPU with TensorRT) against the CPU path on real images.
 
-References: `engines.preprocess.letterbox` / `to_input` (detector) and `plugins.pose.crops`
+References: `engines.preprocess.letterbox` / `to_input` (detector) and `engines.crops`
 (SPPE crops), both OpenCV. Runs on CPU tensors here; the `gpu` tests repeat it on a CUDA device.
 """
 from __future__ import annotations
@@ -140,7 +140,7 @@ def test_warp_crops_put_a_landmark_within_one_pixel(center, scale, angle):
 
 
 def test_person_crops_match_the_cpu_sppe_crops(shared):
-    """Real detector boxes of a real image: the same crops as `plugins.pose.crops.warp_crops`."""
+    """Real detector boxes of a real image: the same crops as `engines.crops.warp_crops`."""
     out_hw = (256, 192)
     detections = json.loads((shared / "data/coco/person_detections_AP_H_56.json").read_text())
     by_image: dict[int, list] = {}

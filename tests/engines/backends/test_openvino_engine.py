@@ -19,7 +19,7 @@ from posestream.engines.backends.factory import create_engine, resolve_backend
 from posestream.engines.models import load_card
 from posestream.engines.backends.openvino_engine import OpenVinoEngine, openvino_available
 from posestream.engines.preprocess import to_input
-from posestream.stream.core.config import Config
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import BackendUnavailableError, ConfigError, InputNotFoundError, ModelError
 
 pytestmark = pytest.mark.skipif(openvino_available() is not None, reason=str(openvino_available()))
@@ -36,7 +36,7 @@ def _golden_inputs(shared: Path, size: int) -> list[tuple[str, np.ndarray]]:
 
 
 @pytest.mark.parametrize("variant,size", [("640", 640), ("320", 320), ("dynamic", 640), ("dynamic", 320)])
-def test_openvino_matches_onnxruntime_on_golden_inputs(shared: Path, config: Config, variant: str,
+def test_openvino_matches_onnxruntime_on_golden_inputs(shared: Path, config: Settings, variant: str,
                                                        size: int) -> None:
     card, directory = load_card(config, "yolo11n-pose")
     path = card.file(directory, variant)
@@ -53,7 +53,7 @@ def test_openvino_matches_onnxruntime_on_golden_inputs(shared: Path, config: Con
             assert diff[SCORE_CHANNELS].max() <= 1e-3, (name, diff[SCORE_CHANNELS].max())
 
 
-def test_async_requests_give_the_same_outputs_as_run(shared: Path, config: Config) -> None:
+def test_async_requests_give_the_same_outputs_as_run(shared: Path, config: Settings) -> None:
     card, directory = load_card(config, "yolo11n-pose")
     inputs = [x for _, x in _golden_inputs(shared, 640)]
     with OpenVinoEngine(card.file(directory, "dynamic"), threads=2, hint="throughput", requests=2) as engine:
@@ -66,7 +66,7 @@ def test_async_requests_give_the_same_outputs_as_run(shared: Path, config: Confi
             engine.collect(99)
 
 
-def test_bad_inputs_are_one_clear_error(tmp_path: Path, config: Config) -> None:
+def test_bad_inputs_are_one_clear_error(tmp_path: Path, config: Settings) -> None:
     with pytest.raises(InputNotFoundError):
         OpenVinoEngine(tmp_path / "missing.onnx")
     junk = tmp_path / "junk.onnx"
@@ -104,7 +104,7 @@ def test_auto_picks_openvino_on_the_cpu_when_installed(monkeypatch: pytest.Monke
         resolve_backend("openvino")
 
 
-def test_overlapped_detector_gives_what_detect_gives(shared: Path, config: Config) -> None:
+def test_overlapped_detector_gives_what_detect_gives(shared: Path, config: Settings) -> None:
     """The detect stage's overlapped path (`start` each frame, `finish` in order, OpenVINO requests
     in flight) finds the same persons as `detect` on one frame at a time; the engine hands each
     result back under its own tag, whichever finishes first, and only once."""
@@ -113,9 +113,9 @@ def test_overlapped_detector_gives_what_detect_gives(shared: Path, config: Confi
     capture = cv2.VideoCapture(str(shared / "data/video/two_person_interaction_72f.mp4"))
     frames = [capture.read()[1] for _ in range(5)]
     capture.release()
-    config["engine"]["backend"] = "openvino"
+    config = config.with_overrides({"engine.backend": "openvino"})
     with YoloDetector(config) as detector:
-        assert detector.in_flight == config["engine"]["openvino_requests"] >= 2
+        assert detector.in_flight == config.engine.openvino_requests >= 2
         expected = [detector.detect([frame])[0] for frame in frames]
         handles = [detector.start(frame) for frame in frames[:2]]
         got = [detector.finish(handles[0])]

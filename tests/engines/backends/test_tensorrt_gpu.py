@@ -25,8 +25,9 @@ import pytest
 
 from posestream.engines.backends.base import tensorrt_available
 from posestream.engines.backends.factory import create_engine
-from posestream.engines.backends.engine_cache import BatchProfile, EngineCache, EngineKey, TensorRTSettings
-from posestream.stream.core.config import Config
+from posestream.engines.backends.engine_cache import EngineCache, EngineKey
+from posestream.stream.core.config import load_config
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import InputError, ModelError
 
 REASON = tensorrt_available()
@@ -44,16 +45,18 @@ def golden(shared: Path) -> list[tuple[np.ndarray, int]]:
     return [(cv2.imread(str(root / e["input_png_bgr"])), int(e["imgsz"])) for e in entries]
 
 
-def _model(config: Config, variant: str) -> Path:
+def _model(config: Settings, variant: str) -> Path:
     from posestream.engines.models import load_card
 
-    card, directory = load_card(config, config["model"]["name"])
+    card, directory = load_card(config, config.model.name)
     return card.file(directory, variant)
 
 
-def _settings(tmp_path: Path, precision: str, max_batch: int = 4, **kw) -> TensorRTSettings:
-    return TensorRTSettings(precision=precision, workspace_mib=1024, batch=BatchProfile(1, 2, max_batch),
-                            cache_dir=str(tmp_path / "engines"), **kw)
+def _settings(tmp_path: Path, precision: str, max_batch: int = 4, **kw) -> Settings:
+    """The run's settings with this test's `[tensorrt]` table (engines cached under `tmp_path`)."""
+    return load_config().with_overrides({"tensorrt": {
+        "precision": precision, "workspace_mib": 1024, "min_batch": 1, "opt_batch": 2, "max_batch": max_batch,
+        "cache_dir": str(tmp_path / "engines"), **kw}})
 
 
 def _onnxruntime(model: Path, batch: np.ndarray) -> np.ndarray:
@@ -68,11 +71,11 @@ def _to_input(canvases: list[np.ndarray]) -> np.ndarray:
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_engine_matches_onnxruntime(config: Config, golden, tmp_path: Path, precision: str):
+def test_engine_matches_onnxruntime(config: Settings, golden, tmp_path: Path, precision: str):
     from posestream.engines.backends.tensorrt_engine import TensorRTEngine
 
     model = _model(config, "dynamic")
-    with TensorRTEngine.from_onnx(model, "cuda", settings=_settings(tmp_path, precision)) as engine:
+    with TensorRTEngine.from_onnx(model, _settings(tmp_path, precision), "cuda") as engine:
         assert engine.backend == "tensorrt" and engine.precision == precision
         for canvas, _ in golden:
             batch = _to_input([canvas])
@@ -89,12 +92,12 @@ def test_engine_matches_onnxruntime(config: Config, golden, tmp_path: Path, prec
                 assert np.abs(got - ref)[0, SCORE_CHANNELS].max() <= 0.05
 
 
-def test_dynamic_batch_and_profile_limits(config: Config, golden, tmp_path: Path):
+def test_dynamic_batch_and_profile_limits(config: Settings, golden, tmp_path: Path):
     from posestream.engines.backends.tensorrt_engine import TensorRTEngine
 
     canvases = [c for c, size in golden if size == 320][:1] * 3
-    with TensorRTEngine.from_onnx(_model(config, "320-dynamic-batch"), "cuda",
-                                  settings=_settings(tmp_path, "fp32", max_batch=4)) as engine:
+    with TensorRTEngine.from_onnx(_model(config, "320-dynamic-batch"), _settings(tmp_path, "fp32", max_batch=4),
+                                  "cuda") as engine:
         assert engine.profile["images"] == ((1, 3, 320, 320), (2, 3, 320, 320), (4, 3, 320, 320))
         single = engine.run1(_to_input(canvases[:1]))
         triple = engine.run1(_to_input(canvases))
@@ -107,15 +110,14 @@ def test_dynamic_batch_and_profile_limits(config: Config, golden, tmp_path: Path
             engine.run({"wrong": _to_input(canvases[:1])})
 
 
-def test_outputs_stay_on_the_gpu_for_the_next_step(config: Config, golden, tmp_path: Path):
+def test_outputs_stay_on_the_gpu_for_the_next_step(config: Settings, golden, tmp_path: Path):
     import torch
 
     from posestream.engines.backends.gpu_preprocess import letterbox, normalize, upload_frames
     from posestream.engines.backends.tensorrt_engine import TensorRTEngine
 
     canvas = next(c for c, size in golden if size == 640)
-    with TensorRTEngine.from_onnx(_model(config, "dynamic"), "cuda",
-                                  settings=_settings(tmp_path, "fp32")) as engine:
+    with TensorRTEngine.from_onnx(_model(config, "dynamic"), _settings(tmp_path, "fp32"), "cuda") as engine:
         frames = upload_frames(canvas, engine.cuda)
         boxed, _, _ = letterbox(frames, (640, 640))
         out = engine.run_device({"images": normalize(boxed)})["output0"]
@@ -125,23 +127,23 @@ def test_outputs_stay_on_the_gpu_for_the_next_step(config: Config, golden, tmp_p
         assert isinstance(out, torch.Tensor)
 
 
-def test_engine_cache_reuses_and_rebuilds(config: Config, tmp_path: Path):
+def test_engine_cache_reuses_and_rebuilds(config: Settings, tmp_path: Path):
     from posestream.engines.backends.tensorrt_engine import TensorRTEngine
 
     model, settings = _model(config, "320-dynamic-batch"), _settings(tmp_path, "fp16")
-    with TensorRTEngine.from_onnx(model, "cuda", settings=settings) as first:
+    with TensorRTEngine.from_onnx(model, settings, "cuda") as first:
         path = first.engine_path
     key = EngineKey(**json.loads(EngineCache.meta_path(path).read_text())["key"])
     assert key.precision == "fp16" and key.tensorrt_version == __import__("tensorrt").__version__
     stamp = path.stat().st_mtime_ns
-    with TensorRTEngine.from_onnx(model, "cuda", settings=settings) as second:
+    with TensorRTEngine.from_onnx(model, settings, "cuda") as second:
         assert second.engine_path == path
     assert path.stat().st_mtime_ns == stamp  # loaded from the cache, not rebuilt
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     corrupted = bytes(data)
     path.write_bytes(corrupted)
-    with TensorRTEngine.from_onnx(model, "cuda", settings=settings) as third:
+    with TensorRTEngine.from_onnx(model, settings, "cuda") as third:
         assert third.engine_path == path
     assert path.read_bytes() != corrupted  # rebuilt, never loaded
     assert EngineCache(path.parent).lookup(key, model.stem) == path
@@ -161,7 +163,7 @@ def test_unsupported_operator_lists_the_parser_errors(tmp_path: Path):
     path = tmp_path / "unsupported.onnx"
     onnx.save(model, str(path))
     with pytest.raises(ModelError, match="ONNX parser rejected unsupported.onnx") as info:
-        TensorRTEngine.from_onnx(path, "cuda", settings=_settings(tmp_path, "fp16"))
+        TensorRTEngine.from_onnx(path, _settings(tmp_path, "fp16"), "cuda")
     assert "NoSuchOperator" in str(info.value) or "mystery" in str(info.value)
 
 
@@ -171,28 +173,28 @@ def _strongly_typed_only() -> bool:
     return strongly_typed_only(import_tensorrt())
 
 
-def test_int8_on_tensorrt_11_is_one_clear_error(config: Config, shared: Path, tmp_path: Path):
+def test_int8_on_tensorrt_11_is_one_clear_error(config: Settings, shared: Path, tmp_path: Path):
     from posestream.engines.backends.tensorrt_engine import TensorRTEngine
 
     if not _strongly_typed_only():
         pytest.skip("TensorRT 10.x: implicit INT8 calibration is available")
     settings = _settings(tmp_path, "int8", calibration_images=str(shared / "data/coco/images"))
     with pytest.raises(ModelError, match="removed.*Q/DQ"):
-        TensorRTEngine.from_onnx(_model(config, "320-dynamic-batch"), "cuda", settings=settings)
+        TensorRTEngine.from_onnx(_model(config, "320-dynamic-batch"), settings, "cuda")
 
 
-def test_int8_with_entropy_calibration(config: Config, shared: Path, golden, tmp_path: Path):
+def test_int8_with_entropy_calibration(config: Settings, shared: Path, golden, tmp_path: Path):
     from posestream.engines.models import load_card
     from posestream.engines.backends.tensorrt_engine import TensorRTEngine
 
     if _strongly_typed_only():
         pytest.skip("TensorRT 11 removed implicit INT8 calibration (explicit Q/DQ models only)")
 
-    card, _ = load_card(config, config["model"]["name"])
+    card, _ = load_card(config, config.model.name)
     model = _model(config, "320-dynamic-batch")
     settings = _settings(tmp_path, "int8", calibration_images=str(shared / "data/coco/images"),
                          calibration_batch=2)
-    with TensorRTEngine.from_onnx(model, "cuda", settings=settings, normalization=card.input) as engine:
+    with TensorRTEngine.from_onnx(model, settings, "cuda", normalization=card.input) as engine:
         canvas = next(c for c, size in golden if size == 320)
         got, ref = engine.run1(_to_input([canvas]))[0], _onnxruntime(model, _to_input([canvas]))[0]
     calibration = list((tmp_path / "engines" / "calibration").glob("*.calib"))
@@ -229,7 +231,7 @@ def test_gpu_preprocessing_matches_cpu_on_cuda(shared: Path):
     assert diff.mean() < 0.6 and np.percentile(diff, 99.9) < 4.0
 
 
-def test_full_image_pipeline_tensorrt_vs_onnxruntime(config: Config, prepared_home: Path,
+def test_full_image_pipeline_tensorrt_vs_onnxruntime(config: Settings, prepared_home: Path,
                                                      shared: Path, tmp_path: Path):
     """`posestream image` end to end on both backends: the same persons, keypoints within 3 px."""
     images = shared / "data" / "coco" / "images"

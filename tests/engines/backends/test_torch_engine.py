@@ -29,9 +29,8 @@ from posestream.engines.backends.factory import create_engine, resolve_backend
 from posestream.engines.models import load_card
 from posestream.engines.preprocess import letterbox, to_input
 from posestream.engines.backends.torch_engine import TorchEngine, torch_device
-from posestream.engines.backends.torch_settings import TorchSettings
 from posestream.engines.backends.torch_inputs import rows_above
-from posestream.stream.core.config import Config
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import BackendUnavailableError, ConfigError, InputError, ModelError
 
 SCORE_CHANNELS = [4] + list(range(7, 56, 3))
@@ -39,8 +38,8 @@ COORD_CHANNELS = [c for c in range(56) if c not in SCORE_CHANNELS]
 NO_CUDA = None if torch.cuda.is_available() else "no CUDA device"
 
 
-def _model(config: Config, variant: str) -> Path:
-    card, directory = load_card(config, config["model"]["name"])
+def _model(config: Settings, variant: str) -> Path:
+    card, directory = load_card(config, config.model.name)
     return card.file(directory, variant)
 
 
@@ -52,11 +51,11 @@ def _golden(shared: Path) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 @pytest.mark.parametrize("variant", ["dynamic", "640"])
-def test_cpu_matches_onnxruntime_on_golden_inputs(config: Config, shared: Path, variant: str) -> None:
+def test_cpu_matches_onnxruntime_on_golden_inputs(config: Settings, shared: Path, variant: str) -> None:
     model = _model(config, variant)
     cases = [(x, ref) for x, ref in _golden(shared) if variant == "dynamic" or x.shape[2] == 640]
     assert cases
-    with create_engine(model, backend="torch", threads=2) as engine, \
+    with create_engine(model, backend="torch", threads=2, settings=config) as engine, \
             create_engine(model, backend="onnxruntime", threads=2) as ort:
         assert engine.backend == "torch" and engine.precision == "fp32" and engine.mode == "eager"
         for x, reference in cases:
@@ -67,42 +66,42 @@ def test_cpu_matches_onnxruntime_on_golden_inputs(config: Config, shared: Path, 
             assert np.abs(got - reference)[0, COORD_CHANNELS].max() <= 0.05
 
 
-def test_any_batch_even_for_a_fixed_batch_file(config: Config, shared: Path) -> None:
+def test_any_batch_even_for_a_fixed_batch_file(config: Settings, shared: Path) -> None:
     """The rebuilt network has no fixed batch: the '640' file's engine takes several frames at once."""
     x = np.concatenate([x for x, _ in _golden(shared) if x.shape[2] == 640][:2])
-    with TorchEngine(_model(config, "640")) as engine:
+    with TorchEngine(_model(config, "640"), settings=config.torch) as engine:
         assert engine.inputs[0].shape == (None, 3, 640, 640)
         together = engine.run1(x)
         alone = np.concatenate([engine.run1(x[i:i + 1]) for i in range(len(x))])
     assert np.abs(together - alone).max() <= 1e-2
 
 
-def test_missing_checkpoint_is_one_clear_error(config: Config, tmp_path: Path) -> None:
+def test_missing_checkpoint_is_one_clear_error(config: Settings, tmp_path: Path) -> None:
     card_dir = tmp_path / "home" / "models" / "yolo11n-pose"
     card_dir.mkdir(parents=True)
     shutil.copy(_model(config, "dynamic").parent / "model.json", card_dir)
     with pytest.raises(ModelError, match="checkpoint, which was not found.*missing.*torch.checkpoint"):
-        TorchEngine(card_dir / "yolo11n-pose-dynamic.onnx")
+        TorchEngine(card_dir / "yolo11n-pose-dynamic.onnx", settings=config.torch)
 
 
-def test_checkpoint_must_be_the_cards(config: Config, tmp_path: Path) -> None:
+def test_checkpoint_must_be_the_cards(config: Settings, tmp_path: Path) -> None:
     other = tmp_path / "other.pt"
     other.write_bytes(b"not the checkpoint the model was exported from")
     card_dir = tmp_path / "models" / "yolo11n-pose"
     card_dir.mkdir(parents=True)
     shutil.copy(_model(config, "dynamic").parent / "model.json", card_dir)
     with pytest.raises(ModelError, match="sha256 differs from the card"):
-        TorchEngine(card_dir / "yolo11n-pose-dynamic.onnx", settings=TorchSettings(checkpoint=str(other)))
+        TorchEngine(card_dir / "yolo11n-pose-dynamic.onnx", settings=config.torch.with_values(checkpoint=str(other)))
 
 
-def test_fp16_numerics_on_the_cpu(config: Config, shared: Path) -> None:
+def test_fp16_numerics_on_the_cpu(config: Settings, shared: Path) -> None:
     """The FP16 network the CUDA path runs (FP32 decoding), evaluated by torch's CPU FP16 kernels,
     against ONNX Runtime FP32: the CUDA tolerance (2 px, 0.02) on the golden inputs."""
     from posestream.engines.model_card import ModelCard
-    from posestream.engines.backends.torch_engine import build_from_card, half_with_fp32_decode
+    from posestream.engines.backends.torch_engine import build_from_card
 
     model = _model(config, "dynamic")
-    network = half_with_fp32_decode(build_from_card(ModelCard.load(model.parent), model.parent))
+    network = build_from_card(ModelCard.load(model.parent), model.parent, half=True).module
     with create_engine(model, backend="onnxruntime", threads=2) as ort, torch.inference_mode():
         for x, _ in _golden(shared)[:2]:
             got = network(torch.from_numpy(x).half())
@@ -119,15 +118,17 @@ def test_bad_devices(device: str, error: type, message: str) -> None:
         torch_device(device)
 
 
-def test_bad_settings_and_fp16_on_cpu(config: Config) -> None:
+def test_bad_settings_and_fp16_on_cpu(config: Settings) -> None:
     with pytest.raises(ConfigError, match="torch.precision"):
-        TorchSettings(precision="int4")
+        config.torch.with_values(precision="int4")
     with pytest.raises(BackendUnavailableError, match="fp16 needs a CUDA device"):
-        TorchEngine(_model(config, "dynamic"), settings=TorchSettings(precision="fp16"))
+        TorchEngine(_model(config, "dynamic"), settings=config.torch.with_values(precision="fp16"))
+    with pytest.raises(ConfigError, match="needs the run's settings"):
+        create_engine(_model(config, "dynamic"), backend="torch")
 
 
-def test_bad_input_shape_is_an_input_error(config: Config) -> None:
-    with TorchEngine(_model(config, "dynamic")) as engine:
+def test_bad_input_shape_is_an_input_error(config: Settings) -> None:
+    with TorchEngine(_model(config, "dynamic"), settings=config.torch) as engine:
         with pytest.raises(InputError, match="multiples of 32"):
             engine.run1(np.zeros((1, 3, 100, 100), np.float32))
         engine.close()
@@ -209,13 +210,12 @@ def _close_fp16(got: np.ndarray, want: np.ndarray) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(NO_CUDA is not None, reason=NO_CUDA or "")
 @pytest.mark.parametrize("graphs", [False, True])
-def test_cuda_fp16_matches_onnxruntime(config: Config, graphs: bool) -> None:
+def test_cuda_fp16_matches_onnxruntime(config: Settings, graphs: bool) -> None:
     model = _model(config, "dynamic")
     x = _demo_inputs()
     with create_engine(model, backend="onnxruntime", threads=2) as ort:
         want = ort.run1(x)
-    settings = TorchSettings(cuda_graphs=graphs)
-    with TorchEngine(model, "cuda", settings=settings) as engine:
+    with TorchEngine(model, "cuda", settings=config.torch.with_values(cuda_graphs=graphs)) as engine:
         assert engine.precision == "fp16" and engine.mode == ("eager+cuda_graphs" if graphs else "eager")
         for _ in range(3):  # graph capture on the first call, replays after
             _close_fp16(engine.run1(x), want)
@@ -228,17 +228,16 @@ def test_cuda_fp16_matches_onnxruntime(config: Config, graphs: bool) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(NO_CUDA is not None, reason=NO_CUDA or "")
-def test_detector_on_cuda_matches_cpu(config: Config) -> None:
+def test_detector_on_cuda_matches_cpu(config: Settings) -> None:
     """The detector plugin with torch on CUDA (GPU pre-processing, one download per batch) finds the
     same persons as on the CPU with ONNX Runtime, frame by frame, batched."""
     from posestream.engines.families.yolo11.detector import YoloDetector
     from posestream.stream.demo_clip import demo_frames
 
     frames = demo_frames(1.0, 8, (1920, 1080))
-    config["detector"]["batch"] = 4
+    config = config.with_overrides({"detector.batch": 4})
     cpu = YoloDetector(config)
-    config["engine"].update(backend="torch", device="cuda")
-    gpu_detector = YoloDetector(config)
+    gpu_detector = YoloDetector(config.with_overrides({"engine": {"backend": "torch", "device": "cuda"}}))
     try:
         assert gpu_detector._torch is not None and gpu_detector._torch.on_gpu
         for a, b in zip(cpu.detect(frames), gpu_detector.detect(frames)):

@@ -25,15 +25,14 @@ from posestream.benchmarks.processes import interrupt
 from posestream.plugins.sinks.web.host import WebHost
 from posestream.plugins.sinks.web.settings import parse_target, warn_if_exposed, web_settings
 from posestream.plugins.sinks.web.sink import WebSink
-from posestream.stream.core.config import Config, load_config
+from posestream.stream.core.config import load_config
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import ConfigError
 from coco_frames import video_results
 
 
-def web_config(**web: Any) -> Config:
-    config = load_config()
-    config["web"].update({"port": 0, **web})
-    return config
+def web_config(**web: Any) -> Settings:
+    return load_config().with_overrides({"web": {"port": 0, **web}})
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
@@ -334,5 +333,5 @@ def test_dropped_counts_missing_frame_numbers_even_out_of_order() -> None:
     hub = Hub(10.0, CollectorRegistry())
     for frame in (0, 1, 3, 2, 5, 7, 6):
         hub.publish("cam0", None, {"frame": frame, "persons": [], "capture_ts": 1.0, "publish_ts": 1.1})
-    stats = hub.status()["streams"]["cam0"]
+    stats = hub.status().streams.cam0
     assert stats["dropped"] == 1 and stats["frames"] == 7 and stats["latency_ms"] == 100.0

@@ -1,7 +1,6 @@
 """ZMQ sink over real loopback sockets (tcp and ipc), with real persons from the COCO annotations."""
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import socket
@@ -19,6 +18,7 @@ from posestream.stream.core.config import load_config
 from posestream.stream.curve_keys import generate_key_pair
 from posestream.stream.core.errors import ConfigError, InputError, InputNotFoundError, StageError
 from posestream.stream.core.results import FrameResult, Poses
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.wire import frame_message
 
 
@@ -239,11 +239,9 @@ def _free_tcp_endpoint() -> str:
         return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def _pipeline_config(config: dict, **zmq: object) -> dict:
-    config = copy.deepcopy(config)
-    config["detector"]["input_size"] = 320  # fast enough for a test on a shared CPU
-    config["zmq"].update(zmq)
-    return config
+def _pipeline_config(config: Settings, **zmq: object) -> Settings:
+    return config.with_overrides({"detector.input_size": 320,  # fast enough for a test on a shared CPU
+                                  "zmq": zmq})
 
 
 @pytest.mark.slow

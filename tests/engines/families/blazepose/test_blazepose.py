@@ -12,7 +12,7 @@ import pytest
 from posestream.engines.families.blazepose.mediapipe_import import prepare_landmark_model
 from posestream.engines.families.blazepose.pose import BlazePose, body_angles, to_format
 from posestream.stream.chain import PoseChain
-from posestream.stream.core.config import Config
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.keypoints import COCO17
 from posestream.stream.core.results import Poses
 
@@ -23,9 +23,9 @@ def blazepose_home(prepared_home: Path) -> Path:
     return prepared_home
 
 
-def _topdown(config: Config, **pose: object) -> Config:
-    config["pose"].update({"mode": "topdown", "plugin": "blazepose", "model": "blazepose-full", **pose})
-    return config
+def _topdown(config: Settings, **pose: object) -> Settings:
+    return config.with_overrides({"pose": {"mode": "topdown", "plugin": "blazepose", "model": "blazepose-full",
+                                           **pose}})
 
 
 def _image(shared: Path, name: str) -> np.ndarray:
@@ -38,7 +38,7 @@ def _gt_keypoints(shared: Path, image_id: int) -> np.ndarray:
                      if a["image_id"] == image_id and a.get("num_keypoints", 0) > 0], dtype=float)
 
 
-def test_skier_keypoints_match_ground_truth(blazepose_home: Path, config: Config, shared: Path):
+def test_skier_keypoints_match_ground_truth(blazepose_home: Path, config: Settings, shared: Path):
     """COCO 785: one large skier; every labelled keypoint within 8 % of the person's height."""
     with PoseChain(_topdown(config)) as chain:
         poses = chain.process([_image(shared, "000000000785.jpg")])[0]
@@ -50,7 +50,7 @@ def test_skier_keypoints_match_ground_truth(blazepose_home: Path, config: Config
     assert np.median(error) < 0.04 * height and error.max() < 0.08 * height, error
 
 
-def test_rotated_person_is_aligned(blazepose_home: Path, config: Config, shared: Path):
+def test_rotated_person_is_aligned(blazepose_home: Path, config: Settings, shared: Path):
     """Turned by 90 degrees, the skier's crop is turned upright from the detector's shoulders and
     hips, and the landmarks mapped back land where the upright run put them (turned likewise)."""
     image = _image(shared, "000000000785.jpg")
@@ -68,7 +68,7 @@ def test_rotated_person_is_aligned(blazepose_home: Path, config: Config, shared:
     assert np.median(error) < 12, error
 
 
-def test_pose_flag_rejects_a_box_without_a_person(blazepose_home: Path, config: Config, shared: Path):
+def test_pose_flag_rejects_a_box_without_a_person(blazepose_home: Path, config: Settings, shared: Path):
     image = _image(shared, "000000000785.jpg")
     sky = Poses(np.array([[10.0, 10.0, 120.0, 120.0]]), np.array([0.9]), np.zeros((1, 17, 3)),
                 np.array([0.9]), None, "coco17")
@@ -79,7 +79,7 @@ def test_pose_flag_rejects_a_box_without_a_person(blazepose_home: Path, config: 
 
 
 @pytest.mark.parametrize("fmt, count", [("coco17", 17), ("halpe26", 26), ("blazepose33", 33)])
-def test_output_formats(blazepose_home: Path, config: Config, shared: Path, fmt: str, count: int):
+def test_output_formats(blazepose_home: Path, config: Settings, shared: Path, fmt: str, count: int):
     with PoseChain(_topdown(config, landmark_format=fmt)) as chain:
         poses = chain.process([_image(shared, "000000000785.jpg")])[0]
     assert poses.format == fmt and poses.keypoints.shape == (1, count, 3)
@@ -101,7 +101,7 @@ def test_halpe26_derived_points():
     assert COCO17.num_keypoints == to_format(points, np.ones((1, 33)), "coco17").shape[1]
 
 
-def test_merge_keeps_the_more_confident_point(blazepose_home: Path, config: Config):
+def test_merge_keeps_the_more_confident_point(blazepose_home: Path, config: Settings):
     with BlazePose(_topdown(config, landmark_merge="confident")) as plugin:
         ours = np.zeros((1, 17, 3))
         ours[0, :, 2] = 0.5

