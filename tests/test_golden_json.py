@@ -1,5 +1,8 @@
-"""`posestream run` on the 72-frame clip writes the same JSON, byte for byte, as the committed
-expected file (made before the renovation of issue #11): refactors change structure, not results.
+"""`posestream run` on the 72-frame clip writes the same results as the committed expected file
+(made before the renovation of issue #11): refactors change structure, not results. Compared by
+value (`reference.assert_same_results`: same frames, persons, order and track ids; coordinates
+within 0.05 px, scores within 1e-4), not by bytes: the last digits move with the CPU's instruction
+set (a keypoint score printed 0.82373 on one CPU is 0.82372 on another).
 The backend is pinned, because the default backend is chosen by speed and may change, and so is
 full-size decoding (`source.scale_in_decoder`, a speed setting made after the file: its results are
 compared with full-size decoding's in tests/stream/test_scale_in_decoder.py)."""
@@ -13,22 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from reference import assert_same_results
+
 EXPECTED = Path(__file__).parent / "data" / "two_person_interaction_72f.alphapose.json"
 VIDEO = "data/video/two_person_interaction_72f.mp4"
-
-
-def _first_difference(got: bytes, want: bytes) -> str:
-    """The first record that differs, as text (the whole files can be 70 kB)."""
-    try:
-        got_records, want_records = json.loads(got), json.loads(want)
-    except ValueError as exc:
-        return f"output is not JSON: {exc}"
-    for i, (g, w) in enumerate(zip(got_records, want_records)):
-        if g != w:
-            return f"record {i} differs:\n  got:      {json.dumps(g)}\n  expected: {json.dumps(w)}"
-    if len(got_records) != len(want_records):
-        return f"{len(got_records)} records, expected {len(want_records)}"
-    return "same records, different bytes (formatting or number printing changed)"
 
 
 @pytest.mark.slow
@@ -41,5 +32,4 @@ def test_run_writes_the_expected_json(prepared_home: Path, shared: Path, tmp_pat
          "--set", "source.scale_in_decoder=false"],
         capture_output=True, text=True, env=env, timeout=280)
     assert done.returncode == 0, done.stderr[-3000:]
-    got, want = out.read_bytes(), EXPECTED.read_bytes()
-    assert got == want, _first_difference(got, want)
+    assert_same_results(json.loads(out.read_text()), json.loads(EXPECTED.read_text()))

@@ -16,8 +16,8 @@ from typing import Any, Mapping
 from posestream.stream.core.errors import ConfigError, InputNotFoundError
 from posestream.stream.core.settings import Settings
 
-__all__ = ["Settings", "add_config_args", "config_from_args", "default_config_path", "home_dir", "load_config",
-           "parse_value", "shared_dir"]
+__all__ = ["ENV_CONFIG", "Settings", "add_config_args", "config_from_args", "default_config_path", "home_dir",
+           "load_config", "parse_value", "shared_dir"]
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -56,10 +56,19 @@ def parse_value(text: str) -> Any:
         return text
 
 
+ENV_CONFIG = "POSESTREAM_CONFIG"  # a config file every command applies before its own --config
+
+
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
-    """The frozen `Settings`: defaults, then the user's file, then dotted-key overrides such as
-    `{"detector.input_size": 320}`; every key checked once, here."""
+    """The frozen `Settings`: defaults, then the file named by `$POSESTREAM_CONFIG` (settings for
+    every command of a machine or container, and the test suite's CPU variations), then the user's
+    file, then dotted-key overrides such as `{"detector.input_size": 320}`; every key checked once, here."""
     settings = Settings.from_config(_read_toml(default_config_path()))
+    machine_file = os.environ.get(ENV_CONFIG, "")
+    if machine_file:
+        if not Path(machine_file).is_file():
+            raise InputNotFoundError(f"config file not found: {machine_file} (named by ${ENV_CONFIG})")
+        settings = settings.with_overrides(_read_toml(Path(machine_file)))
     if path is not None:
         settings = settings.with_overrides(_read_toml(Path(path)))
     return settings.with_overrides(overrides or {})

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from posestream.stream.core.config import default_config_path, load_config
+from posestream.stream.core.config import ENV_CONFIG, default_config_path, load_config
 from posestream.stream.core.errors import ConfigError, InputNotFoundError
 from posestream.stream.core.settings import check_range
 
@@ -53,3 +53,22 @@ def test_missing_config_file() -> None:
 def test_check_range_message() -> None:
     with pytest.raises(ConfigError, match=r"'a.b' = 5 is outside the allowed range \[0, 1\]"):
         check_range("a.b", 5, 0, 1)
+
+
+def test_machine_config_file_comes_between_defaults_and_the_users(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    machine = tmp_path / "machine.toml"
+    machine.write_text("[detector]\ninput_size = 320\nthreads = 1\n")
+    user = tmp_path / "user.toml"
+    user.write_text("[detector]\ninput_size = 480\n")
+    monkeypatch.setenv(ENV_CONFIG, str(machine))
+    assert load_config().detector.input_size == 320
+    config = load_config(user, {"detector.score_threshold": 0.5})
+    assert (config.detector.input_size, config.detector.threads) == (480, 1)
+    monkeypatch.setenv(ENV_CONFIG, str(tmp_path / "gone.toml"))
+    with pytest.raises(InputNotFoundError, match=r"gone.toml \(named by \$POSESTREAM_CONFIG\)"):
+        load_config()
+    machine.write_text("[detector]\nno_such_key = 1\n")
+    monkeypatch.setenv(ENV_CONFIG, str(machine))
+    with pytest.raises(ConfigError, match="unknown config key 'detector.no_such_key'"):
+        load_config()

@@ -23,7 +23,9 @@ def _metric(stdout: str, kind: str, iou: str, area: str = "   all") -> float:
 
 
 def test_pipeline_on_all_gt_images(shared: Path, prepared_home: Path, tmp_path: Path) -> None:
-    """The default one-stage pipeline on the 8 annotated images (measured: AP 0.687, AP50 0.997)."""
+    """The default one-stage pipeline on the 8 annotated images (measured: AP 0.687 FP32, 0.673 INT8;
+    AP50 0.997 FP32, 0.930 INT8). Bounds sit a few persons below: one of the 19 moves AP50 by ~0.05,
+    and INT8 arithmetic differs between CPUs."""
     out = tmp_path / "results.json"
     result = _posestream("eval", "--gt", str(shared / "data/coco/person_keypoints.json"),
                          "--images", str(shared / "data/coco/images"), "--out", str(out))
@@ -31,7 +33,7 @@ def test_pipeline_on_all_gt_images(shared: Path, prepared_home: Path, tmp_path: 
     lines = [line for line in result.stdout.splitlines() if line.lstrip().startswith("Average")]
     assert len(lines) == 10
     assert _metric(result.stdout, "Precision", "0.50:0.95") > 0.55
-    assert _metric(result.stdout, "Precision", "0.50") > 0.9
+    assert _metric(result.stdout, "Precision", "0.50") > 0.8
     entries = json.loads(out.read_text())
     assert {e["image_id"] for e in entries} <= {785, 40083, 196141, 197388, 36, 49, 77, 86}
     assert all(len(e["keypoints"]) == 51 for e in entries)

@@ -94,7 +94,9 @@ def test_sigkilled_supervisor_takes_its_stages_and_rings_along(prepared_home: Pa
             proc.kill()
     log = (tmp_path / "run.log").read_text()
     assert not [pid for pid in stages + tracker if alive(pid)], log[-3000:]
-    assert took <= NOTICE_S + 0.5, f"stages outlived the supervisor: {gone} s"
+    # they notice within about a second; the slack is for a loaded CI machine (without the
+    # watch they would outlive the 10 s loop above)
+    assert took <= NOTICE_S + 3.0, f"stages outlived the supervisor: {gone} s"
     assert not [p for p in rings if p.exists()], "frame rings left in /dev/shm"
     entries = json.loads(out.read_text())  # valid JSON, not only recoverable
     assert entries and all(e["category_id"] == 1 for e in entries)

@@ -55,8 +55,9 @@ def test_every_clearly_visible_person_is_found(shared: Path, coco_run: tuple[Pat
         checked += 1
         best = max((_oks(ann, kp) for kp in by_image.get(names[ann["image_id"]], [])), default=0.0)
         # found = some result lies on this person (a missed one scores < 0.1 here). The hardest,
-        # skier 467657 half hidden by another in 197388, scores 0.51 with FP32 and 0.48 with INT8.
-        assert best >= 0.45, f"GT person {ann['id']} in {names[ann['image_id']]}: best OKS {best:.2f}"
+        # skier 467657 half hidden by another in 197388, scores 0.51 with FP32 and 0.48 with INT8:
+        # the bound sits halfway between found and missed, not within a recalibration of it.
+        assert best >= 0.3, f"GT person {ann['id']} in {names[ann['image_id']]}: best OKS {best:.2f}"
     assert checked >= 10
 
 

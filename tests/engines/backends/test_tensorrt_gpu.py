@@ -30,11 +30,10 @@ from posestream.stream.core.config import load_config
 from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import InputError, ModelError
 
+from reference import COORD_CHANNELS, SCORE_CHANNELS
+
 REASON = tensorrt_available()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
-
-SCORE_CHANNELS = [4] + list(range(7, 56, 3))
-COORD_CHANNELS = [c for c in range(56) if c not in SCORE_CHANNELS]
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,7 @@ from posestream.engines.backends.tensorrt_build import export_fp16_onnx, int8_un
 from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import ModelError
 
-SCORE_CHANNELS = [4] + list(range(7, 56, 3))
-COORD_CHANNELS = [c for c in range(56) if c not in SCORE_CHANNELS]
+from reference import COORD_CHANNELS, SCORE_CHANNELS
 
 
 @pytest.mark.parametrize("flags, strong", [({"FP16": 1, "INT8": 2}, False), ({"TF32": 3}, True)])
