@@ -14,9 +14,10 @@ process read it (`settings.detector.input_size`); `with_overrides` makes a chang
 """
 from __future__ import annotations
 
+import json
 import re
 import typing
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, Mapping, TypeVar
 
 from posestream.stream.core.errors import ConfigError
@@ -490,6 +491,15 @@ class Settings:
             if not isinstance(table, Mapping):
                 raise ConfigError(f"config key '{name}' must be a table, got {table!r}")
         return cls(**{f.name: hints[f.name].parse(config.get(f.name, {})) for f in fields(cls)})
+
+    def to_json(self) -> str:
+        """Its own serialisation, for a process that is not a `spawn` child (the fleet's camera
+        pipelines get theirs over a pipe); `from_json` parses and checks it again."""
+        return json.dumps({f.name: asdict(getattr(self, f.name)) for f in fields(self)})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Settings":
+        return cls.from_config(json.loads(text))
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "Settings":
         """A new `Settings` with dotted keys replaced (`{"detector.input_size": 320}`) or whole

@@ -135,9 +135,8 @@ class CameraActor:
         port = self.job["camera_port_first"] + self.job["index"]
         host = f"[{self.host}]" if ":" in self.host else self.host
         endpoint = f"tcp://{host}:{port}"
-        work = {"camera": self.job["name"], "source": self.job["source"], "config": self.job["config"],
-                "endpoint": endpoint, "stop_timeout_s": self.job["stop_timeout_s"],
-                "error_file": self._error_file}
+        work = {"camera": self.job["name"], "source": self.job["source"], "config": self.job["config"].to_json(),
+                "endpoint": endpoint, "stop_timeout_s": self.job["stop_timeout_s"], "error_file": self._error_file}
         with contextlib.suppress(OSError):
             os.unlink(self._error_file)
         # The launcher (see worker.py); the camera's name only labels it for `ps`.

@@ -30,6 +30,7 @@ import sys
 import time
 
 from posestream.stream.core.errors import InputError, PosestreamError, SourceTimeoutError
+from posestream.stream.core.settings import Settings
 
 EXIT_UNREACHABLE = 3
 EXIT_CRASHED = 1
@@ -95,7 +96,8 @@ def run_pipeline(job: dict) -> int:
     from posestream.stream.pipeline import Pipeline
 
     try:
-        with Pipeline(job["config"], [job["source"]], [f"zmq:{job['endpoint']}"], "live") as pipeline:
+        with Pipeline(Settings.from_json(job["config"]), [job["source"]], [f"zmq:{job['endpoint']}"],
+                      "live") as pipeline:
             report = pipeline.run()
     except PosestreamError as exc:
         logging.getLogger(__name__).error("camera %s: %s", job["camera"], exc)

@@ -28,6 +28,7 @@ def test_load_config_gives_frozen_settings_that_pickle():
     settings = load_config()
     assert isinstance(settings, Settings) and settings == Settings.from_config(_raw())
     assert pickle.loads(pickle.dumps(settings)) == settings  # it crosses to the stage processes
+    assert Settings.from_json(settings.to_json()) == settings  # and, serialised, to a fleet's pipelines
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.detector.input_size = 320  # type: ignore[misc]
 

@@ -333,5 +333,5 @@ def test_dropped_counts_missing_frame_numbers_even_out_of_order() -> None:
     hub = Hub(10.0, CollectorRegistry())
     for frame in (0, 1, 3, 2, 5, 7, 6):
         hub.publish("cam0", None, {"frame": frame, "persons": [], "capture_ts": 1.0, "publish_ts": 1.1})
-    stats = hub.status().streams.cam0
+    stats = hub.status()["streams"]["cam0"]
     assert stats["dropped"] == 1 and stats["frames"] == 7 and stats["latency_ms"] == 100.0
