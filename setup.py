@@ -16,13 +16,18 @@ MAPPED_FOLDERS = ("stream", "engines", "plugins", "benchmarks")
 
 
 class BuildWithDefaults(build_py):
-    """Ship the root `config.toml` inside the package, so a wheel install has its defaults."""
+    """Ship the root `config.toml` and the `presets/` inside the package, so a wheel install has
+    its defaults and presets."""
 
     def run(self) -> None:
         super().run()
         target = Path(self.build_lib) / "posestream" / "default_config.toml"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / "config.toml", target)
+        presets = target.parent / "presets"
+        presets.mkdir(exist_ok=True)
+        for preset in (ROOT / "presets").glob("*.toml"):
+            shutil.copyfile(preset, presets / preset.name)
 
 
 def namespace_packages() -> tuple[list[str], dict[str, str]]:
@@ -39,6 +44,10 @@ def namespace_packages() -> tuple[list[str], dict[str, str]]:
 
 PACKAGES, PACKAGE_DIR = namespace_packages()
 FLEET = ["ray==2.60.0"]  # `posestream fleet`: Ray is the control plane of a camera fleet (tests use it)
+# `posestream eval --mot`: TrackEval computes MOTA, IDF1 and HOTA. 1.3.0 supports numpy 2 (py-motmetrics
+# 1.4.0, the last release, calls np.asfarray, removed in numpy 2, and has no HOTA). It declares
+# opencv-python, the GUI build, for a segmentation metric posestream never runs: see scripts/setup.sh.
+EVAL = ["trackeval==1.3.0"]
 
 setup(
     name="posestream",
@@ -60,6 +69,7 @@ setup(
         "msgpack>=1.0",
         "onnxruntime>=1.17",
         "openvino>=2025.0",  # the default CPU backend (FP32 and INT8 models)
+        "nncf>=2.14",  # builds the default INT8 model at `models prepare` (a plain install gives the default)
         "onnx>=1.15",
         "torch>=2.1",
         "scipy>=1.10",
@@ -73,27 +83,33 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2.1", "matplotlib>=3.7", "ai-edge-litert>=2.3",
-                 "playwright>=1.40", *FLEET],  # playwright drives Debian's chromium; never `playwright install`
+                 "playwright>=1.40", *FLEET, *EVAL],  # playwright drives Debian's chromium; never `playwright install`
         "fleet": FLEET,
+        "eval": EVAL,
         "gpu": ["tensorrt>=10,<12"],  # 10.x and 11.x (see docs/gpu.md: 11 has no calibrated INT8)
-        # builds the default INT8 model (`models prepare`/`models quantize`); running it needs only openvino
-        "quantize": ["nncf>=2.14"],
         "plot": ["matplotlib>=3.7"],
     },
     entry_points={
         "console_scripts": ["posestream = posestream.cli:main"],
-        "posestream.detectors": ["yolo = posestream.engines.families.yolo11.detector:YoloDetector"],
+        "posestream.detectors": [
+            "yolo = posestream.engines.families.yolo11.detector:YoloDetector",
+            "movenet-multipose = posestream.engines.families.movenet.multipose:MoveNetMultiPose",
+            "mediapipe-person = posestream.engines.families.mediapipe_detector.detector:MediaPipePersonDetector",
+        ],
         "posestream.pose": [
             "yolo-crop = posestream.engines.families.yolo11.crop_pose:YoloCropPose",
             "heatmap = posestream.engines.families.heatmap.pose:HeatmapPose",
             "simcc = posestream.engines.families.simcc.pose:SimccPose",
             "blazepose = posestream.engines.families.blazepose.pose:BlazePose",
+            "movenet = posestream.engines.families.movenet.pose:MoveNetPose",
         ],
         "posestream.families": [
             "yolo11 = posestream.engines.families.yolo11.family:FAMILY",
             "heatmap = posestream.engines.families.heatmap.family:FAMILY",
             "simcc = posestream.engines.families.simcc.family:FAMILY",
             "blazepose = posestream.engines.families.blazepose.family:FAMILY",
+            "movenet = posestream.engines.families.movenet.family:FAMILY",
+            "mediapipe_detector = posestream.engines.families.mediapipe_detector.family:FAMILY",
         ],
         "posestream.trackers": [
             "none = posestream.plugins.trackers.none:NoTracker",

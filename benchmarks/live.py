@@ -8,6 +8,10 @@ latency of each frame over time, not just the run's percentiles. A bounded laten
 line: the trend is the least-squares slope over the run, start-up excluded.
 
     python -m posestream.benchmarks.live [--video PATH] [--fps 30] [--seconds 60] [--out x.json]
+                                         [--against KEY=VALUE,... [--rounds 2]]
+
+`--against` also runs the configuration with those overrides, alternated with the default round
+by round (the CPU is shared), and prints the ratio of their steady p99 latencies (median of rounds).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from posestream.benchmarks.report import emit
-from posestream.stream.core.config import load_config
+from posestream.stream.core.config import load_config, parse_value
 from posestream.stream.core.settings import Settings
 from posestream.stream.metrics import percentiles_ms
 
@@ -163,13 +167,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--out", type=Path, help="write the result as JSON")
+    parser.add_argument("--against", metavar="KEY=VALUE,...",
+                        help="also run with these config overrides, rounds alternated; p99 ratio")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of each with --against")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     config = load_config()
     with tempfile.TemporaryDirectory(prefix="posestream-live-") as scratch:
         video = args.video or default_videos(config, Path(scratch))[0]
-        result = run_live(config, video, args.fps, args.seconds, Path(scratch))
-    emit(format_result(result), result, args.out)
+        if not args.against:
+            result = run_live(config, video, args.fps, args.seconds, Path(scratch))
+            emit(format_result(result), result, args.out)
+            return 0
+        pairs = (item.split("=", 1) for item in args.against.split(",") if item)
+        other = load_config(overrides={key: parse_value(value) for key, value in pairs})
+        runs: dict[str, list[dict[str, Any]]] = {"default": [], args.against: []}
+        for _ in range(max(args.rounds, 1)):
+            for name, cfg in (("default", config), (args.against, other)):
+                runs[name].append(run_live(cfg, video, args.fps, args.seconds, Path(scratch)))
+    p99 = {name: float(np.median([r["trend"]["steady_ms"]["p99"] for r in rs])) for name, rs in runs.items()}
+    lines = [f"{name}: steady p99 per round {[r['trend']['steady_ms']['p99'] for r in rs]} ms, "
+             f"p50 {[r['trend']['steady_ms']['p50'] for r in rs]} ms, dropped "
+             f"{[r['drop_pct'] for r in rs]} %" for name, rs in runs.items()]
+    ratio = p99[args.against] / p99["default"] if p99["default"] else float("nan")
+    lines.append(f"p99 ratio ({args.against}) / default = {ratio:.3f} (median of {args.rounds} rounds each)")
+    emit(lines, {"runs": runs, "p99_ms": p99, "p99_ratio": ratio}, args.out)
     return 0
 
 

@@ -86,7 +86,9 @@ def detector_rows(config: Settings, frame: np.ndarray, backend: str, device: str
     rows = []
     for count in threads:
         cfg = config.with_overrides({"engine": {"backend": backend, "device": device, "precision": precision},
-                                     "detector.threads": count})
+                                     "detector.threads": count,
+                                     # the model alone: its engine, not the windows around it
+                                     "small_people.enabled": False})
         detector = build_detector(cfg)
         try:
             engine = detector.engine

@@ -29,9 +29,10 @@ def run_sequential(settings: Settings, video: Path, sink_specs: list[tuple[str, 
     """Process `video` frame by frame; returns FPS, per-stage time per frame and persons per frame
     (detections entering the pose stage, the count top-down pose cost grows with)."""
     from posestream.stream.chain import PoseChain
-    from posestream.stream.core.contracts import IdAllocator
+    from posestream.stream.core.contracts import IdAllocator, TrackFrame
     from posestream.stream.core.registry import load_plugin
     from posestream.stream.core.results import FrameResult, Poses
+    from posestream.stream.links import Origin
     from posestream.stream.sources import open_source
     from posestream.stream.stage_graph import decode_long_side, plan
 
@@ -40,7 +41,9 @@ def run_sequential(settings: Settings, video: Path, sink_specs: list[tuple[str, 
         chain = stack.enter_context(PoseChain(settings))
         spent: dict[str, list[float]] = {name: [] for name in ("decode", *(n for n, _ in chain.steps),
                                                                "track", "sinks")}
-        tracker = load_plugin("posestream.trackers", settings.tracker.plugin)(settings, IdAllocator())
+        tracker_cls = load_plugin("posestream.trackers", settings.tracker.plugin)
+        tracker = tracker_cls(settings, IdAllocator())
+        tracker_pixels = tracker_cls.reads_pixels(settings)
         source = stack.enter_context(open_source(str(video), settings))
         # decode at the size the pipeline would (the detector's, when only it reads pixels)
         sink_pixels = any(load_plugin("posestream.sinks", kind).needs_pixels for kind, _ in sink_specs)
@@ -62,17 +65,20 @@ def run_sequential(settings: Settings, video: Path, sink_specs: list[tuple[str, 
                 break
             spent["decode"].append(time.perf_counter() - t0)
             poses = [Poses.empty()]
+            origins = [Origin((0, frame.index), frame.source_hw)]  # as the detect stage hears it
             for index, (name, step) in enumerate(chain.steps):
                 t1 = time.perf_counter()
-                poses = step.process([frame.image], poses, [frame.source_hw])
+                poses = step.process([frame.image], poses, origins)
                 spent[name].append(time.perf_counter() - t1)
                 if index == 0:
                     detections += len(poses[0])  # what enters the pose stage
             t2 = time.perf_counter()
-            tracked = tracker.update(poses[0])
+            height, width = frame.source_hw or frame.image.shape[:2]
+            tracked = tracker.update(poses[0], TrackFrame(frame.index, frame.pts,
+                                                          frame.image if tracker_pixels else None,
+                                                          frame.image.shape[1] / width))
             t3 = time.perf_counter()
             spent["track"].append(t3 - t2)
-            height, width = frame.source_hw or frame.image.shape[:2]
             result = FrameResult(source.info.name, frame.index, width, height, tracked, frame.pts,
                                  frame.capture_ts, frame.image_id)
             for sink in sinks:

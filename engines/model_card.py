@@ -13,7 +13,8 @@ from typing import Any
 
 from posestream.stream.core.errors import ModelError
 
-TASKS = ("detector+pose", "pose-heatmap", "pose-simcc", "pose-landmarks")
+TASKS = ("detector+pose", "pose-heatmap", "pose-simcc", "pose-landmarks", "pose-movenet",
+         "detector+pose-movenet", "detector-anchors")
 
 
 def sha256_file(path: Path) -> str:

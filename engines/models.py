@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from posestream.engines.family import default_model_preparer
+from posestream.engines.family import default_model_preparer, model_names
 from posestream.engines.model_card import ModelCard
 from posestream.stream.core.config import home_dir
 from posestream.stream.core.errors import ModelError
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from posestream.engines.quantize import DemoFrames
 
 log = logging.getLogger(__name__)
+
 
 def models_dir(settings: Settings) -> Path:
     return home_dir(settings) / "models"
@@ -41,9 +42,10 @@ def prepare_default_model(config: Settings, source: Path | None = None, force: b
     from posestream.engines.quantize import build_int8, ensure_int8, nncf_available
 
     reason = nncf_available()
-    if reason is not None:
-        log.warning("INT8 model not built: %s; OpenVINO runs the FP32 model until then", reason)
-        return card
+    if reason is not None:  # nncf is a dependency: only a damaged install lands here
+        raise ModelError(f"engine.precision = int8 needs the INT8 model, built with NNCF: {reason}. The FP32 "
+                         "model is prepared; run it with --set engine.precision=fp32, or install nncf "
+                         "and prepare again")
     directory = model_dir(config, card.name)
     if force:
         return build_int8(config, card, directory, demo=demo)
@@ -69,17 +71,17 @@ def _prepare_fp32(config: Settings, source: Path | None, force: bool) -> ModelCa
     return card
 
 
-def list_models(config: Settings) -> list[tuple[str, str, str]]:
-    """(name, task, status) for every model in the cache; status is 'ok' or what is wrong."""
+def list_models(config: Settings) -> list[tuple[str, str, str, str]]:
+    """(name, task, status, licence) for every model in the cache; status is 'ok' or what is wrong."""
     rows = []
     root = models_dir(config)
     for directory in sorted(p for p in root.glob("*") if p.is_dir() and not p.name.startswith(".")):
         try:
             card = ModelCard.load(directory)
             bad = card.verify(directory)
-            rows.append((card.name, card.task, "ok" if not bad else "damaged: " + ", ".join(bad)))
+            rows.append((card.name, card.task, "ok" if not bad else "damaged: " + ", ".join(bad), card.licence))
         except ModelError as exc:
-            rows.append((directory.name, "?", str(exc)))
+            rows.append((directory.name, "?", str(exc), "?"))
     return rows
 
 
@@ -88,7 +90,7 @@ def load_card(settings: Settings, name: str) -> tuple[ModelCard, Path]:
     inference (sha256 check, engine) is `engines.runner.ModelRunner`'s job."""
     directory = home_dir(settings) / "models" / name
     if not (directory / "model.json").is_file():
-        hint = ("run `posestream models prepare`" if name == settings.model.name
+        hint = (f"run `posestream models prepare {name}`" if name == settings.model.name or name in model_names()
                 else "import it with `posestream models import`")
         raise ModelError(f"model '{name}' is not prepared in {directory.parent} ({hint})")
     return ModelCard.load(directory), directory

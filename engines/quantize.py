@@ -1,36 +1,29 @@
-"""INT8 models: NNCF post-training quantization of the default model for OpenVINO, and its data.
+"""INT8 models: NNCF post-training quantization of the default model for OpenVINO.
 
 The FP32 dynamic-shape ONNX model is read by OpenVINO, quantized by NNCF on letterboxed calibration
-frames, and saved as an OpenVINO IR (`.xml` + `.bin`) beside the ONNX files; the model card's `extra["int8"]`
-(apart from `files`, which lists ONNX variants only) records the IR's files and where it came from (the FP32 file's sha256, the calibration
-source and count, the recipe and its settings, the NNCF and OpenVINO versions). `ensure_int8`
-rebuilds it when it is missing, damaged, made from another FP32 file or with other settings; it
-keeps a model calibrated on the user's own data (`--calibration`) while that model is current.
+frames (`engines.calibration`), and saved as an OpenVINO IR (`.xml` + `.bin`) beside the ONNX files;
+the model card's `extra["int8"]` (apart from `files`, which lists ONNX variants only) records the IR's
+files and where it came from (the FP32 file's sha256, the calibration source and count, the recipe
+and its settings, the NNCF and OpenVINO versions). `ensure_int8` rebuilds it when it is missing,
+damaged, made from another FP32 file, by another recipe or with other settings; it keeps a model
+calibrated on the user's own data (`--calibration`) while that model is current.
 
-Default calibration data exists on a fresh machine without a model hub: Ultralytics' own sample
-photos (`ultralytics/assets/bus.jpg`, `zidane.jpg`, read from the `ultralytics` wheel that pip
-downloads from PyPI; the package is never installed or imported) and frames of the built-in demo
-clip; each also mirrored. Users pass their own images or video (`--calibration`), which fits their
-cameras better.
+Where the loss comes from and how the recipe was chosen: `benchmarks/int8_accuracy.py` and
+docs/benchmarks.md.
 """
 from __future__ import annotations
 
 import logging
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import cv2
 import numpy as np
 
+from posestream.engines.calibration import DemoFrames, default_calibration, network_inputs, user_calibration
 from posestream.engines.model_card import ModelCard, sha256_file
-from posestream.engines.preprocess import canvas_size, letterbox, to_input
-from posestream.engines.wheels import fetch_wheel
-from posestream.stream.core.config import home_dir
-from posestream.stream.core.errors import InputError, InputNotFoundError, ModelError
-from posestream.stream.core.images import list_images
+from posestream.stream.core.errors import InputError, ModelError
 from posestream.stream.core.settings import QuantizeSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -38,7 +31,7 @@ log = logging.getLogger(__name__)
 INT8_KEY = "int8"  # card.extra[INT8_KEY]: the INT8 model of the FP32 variant below
 FP32_VARIANT = "dynamic"
 # Bumped whenever the quantization recipe changes, so cached INT8 models are rebuilt.
-RECIPE = "nncf-ptq-v2"  # preset, float layers and bias correction are recorded beside it
+RECIPE = "nncf-ptq-v3"  # preset, float layers and bias correction are recorded beside it
 # The head's decode arithmetic (DFL softmax/conv, anchor/stride Add/Sub/Mul/Div, score sigmoids) of
 # our own YOLO11 export (`/model.23/...`, outside the cv2/cv3/cv4 conv branches) stays in float:
 # quantizing pixel coordinates to 8 bits would cost keypoint accuracy for no speed.
@@ -46,7 +39,9 @@ HEAD_FLOAT_PATTERNS = [r".*/model\.23/(dfl/.*|Add.*|Sub.*|Mul.*|Div.*|Softmax.*|
 # The first conv (raw pixels in) and the last 1x1 conv of every head branch (box, score and keypoint
 # values out): the layers whose rounding reaches the outputs most directly.
 EDGE_FLOAT_PATTERNS = [r".*/model\.0/conv/Conv", r".*/model\.23/cv[234]\.\d/cv[234]\.\d\.2/Conv"]
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".ts")
+# The backbone's attention block (C2PSA, `model.10`: MatMul/Softmax attention and its convs, at 1/32
+# of the input's size, so float costs little time): its activations moved the person scores most.
+ATTENTION_FLOAT_PATTERNS = [r".*/model\.10/.*"]
 
 
 def nncf_available() -> str | None:
@@ -54,89 +49,23 @@ def nncf_available() -> str | None:
     try:
         import nncf  # noqa: F401
     except ImportError:
-        return "nncf not installed (pip install 'posestream[quantize]')"
+        return "nncf is not installed (pip install nncf; posestream lists it as a dependency)"
     return None
-
-
-# -- calibration data -------------------------------------------------------------------------------
-
-def _read_zip_image(archive: zipfile.ZipFile, member: str) -> np.ndarray:
-    try:
-        data = np.frombuffer(archive.read(member), np.uint8)
-    except KeyError:
-        raise InputError(f"{archive.filename} does not contain {member}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(f"{member} in {archive.filename} is not a readable image")
-    return image
-
-
-# frames of the built-in demo clip, given by the caller (the clip is the runtime's, a layer above):
-# `frames(count)` -> BGR images
-DemoFrames = Callable[[int], list[np.ndarray]]
-
-
-def default_calibration(config: Settings, demo: DemoFrames | None = None) -> tuple[list[np.ndarray], str]:
-    """Ultralytics' sample photos from its PyPI wheel plus demo-clip frames, each also mirrored.
-    (Random crops of the photos were tried as extra samples and measured worse: COCO AP 0.635.)"""
-    cfg = config.quantize
-    wheel = fetch_wheel(cfg.assets_wheel, home_dir(config) / "downloads")
-    with zipfile.ZipFile(wheel) as archive:
-        photos = [_read_zip_image(archive, member) for member in cfg.assets]
-    clip = demo(cfg.demo_frames) if demo is not None and cfg.demo_frames else []
-    images = photos + clip
-    images += [cv2.flip(image, 1) for image in images]
-    names = ", ".join(Path(m).name for m in cfg.assets)
-    return images, f"{cfg.assets_wheel} ({names}) + {len(clip)} demo-clip frames, mirrored"
-
-
-def _video_frames(path: Path, count: int) -> list[np.ndarray]:
-    """`count` frames spread evenly over a video (decoded once, sampled by index)."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise InputError(f"calibration video {path} has no video stream")
-            frames = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
-    except av.FFmpegError as exc:
-        raise InputError(f"calibration video {path} cannot be read: {exc}") from None
-    if not frames:
-        raise InputError(f"calibration video {path} has no frames")
-    picks = np.unique(np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int))
-    return [frames[i] for i in picks]
-
-
-def user_calibration(path: Path, count: int) -> tuple[list[np.ndarray], str]:
-    """Images of a folder (sorted, the first `count`) or `count` frames spread over a video."""
-    path = Path(path)
-    if not path.exists():
-        raise InputNotFoundError(f"calibration data not found: {path}")
-    if path.is_dir():
-        files = list_images(path)[:count]
-        images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in files]
-        unreadable = [p.name for p, image in zip(files, images) if image is None]
-        if unreadable:
-            raise InputError(f"calibration images not readable: {', '.join(unreadable[:5])}")
-        return images, f"{path} ({len(images)} images)"
-    if path.suffix.lower() in VIDEO_SUFFIXES:
-        frames = _video_frames(path, count)
-        return frames, f"{path} ({len(frames)} frames)"
-    raise InputError(f"calibration data must be a folder of images or a video file, got {path}")
-
-
-def network_inputs(images: list[np.ndarray], long_side: int, pad: int = 114) -> list[np.ndarray]:
-    """Each image letterboxed as the detector feeds it (the frame's aspect, `long_side` pixels)."""
-    return [to_input([letterbox(image, canvas_size(*image.shape[:2], long_side), pad)[0]])
-            for image in images]
 
 
 # -- quantization -------------------------------------------------------------------------------------
 
+def float_patterns(cfg: QuantizeSettings) -> list[str]:
+    """NNCF ignored-scope patterns of the `[quantize]` table: the layers kept in float."""
+    return ((HEAD_FLOAT_PATTERNS if cfg.head_in_float else []) + (EDGE_FLOAT_PATTERNS if cfg.edges_in_float else [])
+            + (ATTENTION_FLOAT_PATTERNS if cfg.attention_in_float else []))
+
+
 def quantize_ir(fp32_onnx: Path, samples: list[np.ndarray], out_xml: Path, preset: str = "mixed",
-                head_in_float: bool = True, edges_in_float: bool = False,
-                fast_bias_correction: bool = True, activation_ranges: str = "minmax") -> None:
-    """NNCF post-training quantization of `fp32_onnx` on `samples`; writes `out_xml` + `.bin`."""
+                patterns: list[str] | None = None, fast_bias_correction: bool = True,
+                activation_ranges: str = "minmax") -> None:
+    """NNCF post-training quantization of `fp32_onnx` on `samples`, the layers matching `patterns`
+    kept in float; writes `out_xml` + `.bin`."""
     reason = nncf_available()
     if reason is not None:
         raise ModelError(f"cannot build the INT8 model: {reason}")
@@ -154,9 +83,11 @@ def quantize_ir(fp32_onnx: Path, samples: list[np.ndarray], out_xml: Path, prese
     # and its shape subgraphs remain (the INT8 model then ran ~25 % slower at 640x384).
     model = ov.convert_model(str(fp32_onnx))
     input_name = model.inputs[0].get_any_name()
-    patterns = (HEAD_FLOAT_PATTERNS if head_in_float else []) + (EDGE_FLOAT_PATTERNS if edges_in_float else [])
-    ignored = nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else None
+    ignored = nncf.IgnoredScope(patterns=list(patterns), validate=False) if patterns else None
     nncf.set_log_level(logging.ERROR)  # its per-layer INFO lines would drown the command's output
+    # NNCF's default overflow fix (the first layer's weights at 7 bits) is kept: CPUs without VNNI
+    # (AVX2) add u8 x s8 products in 16 bits, and without it the first conv saturates there
+    # (agreement with FP32 fell from 0.989 to 0.902 mean OKS, `benchmarks/int8_accuracy.py`).
     quantized = nncf.quantize(
         model, nncf.Dataset(samples, lambda x: {input_name: x}), subset_size=len(samples),
         preset=nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
@@ -178,7 +109,8 @@ def recipe_settings(config: Settings) -> dict[str, Any]:
     """The `[quantize]` settings that shape the INT8 model (a change makes a cached one stale)."""
     cfg = config.quantize
     return {"preset": cfg.preset, "head_in_float": cfg.head_in_float, "edges_in_float": cfg.edges_in_float,
-            "fast_bias_correction": cfg.fast_bias_correction, "activation_ranges": cfg.activation_ranges}
+            "attention_in_float": cfg.attention_in_float, "fast_bias_correction": cfg.fast_bias_correction,
+            "activation_ranges": cfg.activation_ranges}
 
 
 def int8_problems(card: ModelCard, directory: Path, config: Settings | None = None) -> list[str]:
@@ -221,8 +153,8 @@ def build_int8(config: Settings, card: ModelCard, directory: Path, calibration: 
     log.info("quantizing %s to INT8 on %d calibration images (%s) ...", fp32.name, len(samples), source)
     with tempfile.TemporaryDirectory(dir=directory, prefix=".int8-") as tmp:
         out = Path(tmp) / f"{stem}.xml"
-        quantize_ir(fp32, samples, out, cfg.preset, cfg.head_in_float, cfg.edges_in_float,
-                    cfg.fast_bias_correction, cfg.activation_ranges)
+        quantize_ir(fp32, samples, out, cfg.preset, float_patterns(cfg), cfg.fast_bias_correction,
+                    cfg.activation_ranges)
         for suffix in (".xml", ".bin"):
             shutil.move(str(out.with_suffix(suffix)), directory / f"{stem}{suffix}")
     card.extra[INT8_KEY] = {

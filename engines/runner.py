@@ -39,8 +39,14 @@ class ModelRunner:
         path = self.card.file(directory, self.variant)
         self._verify(path)
         path = runtime_model_file(settings, self.card, directory, self.variant)  # OpenVINO: INT8 model
+        int8 = path != self.card.file(directory, self.variant)
         self.engine = create_engine(path, device=settings.engine.device, backend=settings.engine.backend,
                                     threads=threads, normalization=self.card.input, settings=settings)
+        # what actually runs, for the run's summary and metrics (the stage reports it)
+        self.model_info = {"model": self.card.name, "file": path.name, "backend": self.engine.backend,
+                           "precision": "int8" if int8 else str(getattr(self.engine, "precision", "") or "fp32")}
+        if int8:
+            self.model_info["recipe"] = self.card.extra["int8"]["quantization"]["recipe"]
         try:
             check_model_kind(self.engine, self.card)
             # None: numpy/OpenCV pre-processing; else torch on the engine's device

@@ -34,6 +34,25 @@ log = logging.getLogger(__name__)
 Outputs = Mapping[str, np.ndarray]
 
 
+def merge_keypoints(ours: np.ndarray, detected: np.ndarray, mode: str) -> np.ndarray:
+    """`pose.landmark_merge`: per COCO keypoint, keep the detector's own point where it is the more
+    confident one (`confident`), or average both weighted by score (`average`); `none`, or a
+    detector without COCO-17 points, leaves ours as they are."""
+    if mode == "none" or detected.ndim != 3 or detected.shape[1] != 17 or ours.shape[1] < 17:
+        return ours
+    ours = ours.copy()
+    mine, theirs = ours[:, :17], detected
+    if mode == "confident":
+        take = theirs[:, :, 2:3] > mine[:, :, 2:3]
+        ours[:, :17] = np.where(take, theirs, mine)
+    else:
+        w1, w2 = mine[:, :, 2:3], theirs[:, :, 2:3]
+        total = np.maximum(w1 + w2, 1e-9)
+        ours[:, :17, :2] = (mine[:, :, :2] * w1 + theirs[:, :, :2] * w2) / total
+        ours[:, :17, 2] = np.maximum(mine[:, :, 2], theirs[:, :, 2])
+    return ours
+
+
 class TopDownEstimator(ModelRunner, PoseEstimator):
     """`TopDownEstimator(settings)`: the `[pose]` table picks the model (opened and verified by
     `ModelRunner`), crop context, batch and decoding.
@@ -49,6 +68,7 @@ class TopDownEstimator(ModelRunner, PoseEstimator):
         self.flip_test = table.flip_test
         self.refine = table.refine
         self.min_box_score = table.min_box_score
+        self.merge = table.landmark_merge
         super().__init__(settings, table.model, table.threads)
         name = table.model
         try:
@@ -101,6 +121,8 @@ class TopDownEstimator(ModelRunner, PoseEstimator):
                 results.append(self._empty())
                 continue
             kp = np.concatenate([points[offset:offset + n], keypoint_scores[offset:offset + n, :, None]], -1)
+            kp = merge_keypoints(kp, persons.keypoints, self.merge)
+            keypoint_scores[offset:offset + n] = kp[:, :, 2]
             pose_scores = persons.box_scores * keypoint_scores[offset:offset + n].mean(axis=1)
             results.append(Poses(persons.boxes, persons.box_scores, kp, pose_scores, persons.ids,
                                  self.format.name))

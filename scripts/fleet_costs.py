@@ -1,7 +1,7 @@
 """Measure what each camera of a fleet costs: CPU %, memory (PSS) and FPS, for docs/fleet.md.
 
     python scripts/fleet_costs.py FLEET.toml [--warmup 40] [--seconds 60] [--set KEY=VALUE ...]
-    python scripts/fleet_costs.py --aggregator PERSONS   # the aggregator alone, CPU per message
+    python scripts/fleet_costs.py --aggregator PERSONS [--curve]  # the aggregator alone, CPU per message
 
 Starts `posestream fleet run FLEET.toml` on a local Ray cluster, waits `--warmup` seconds, then
 samples /proc for `--seconds`: per camera the actor process, its launcher and its pipeline's
@@ -10,11 +10,13 @@ latency come from the status messages on the aggregated stream. Linux only.
 
 `--aggregator PERSONS`: 20 synthetic camera publishers (another process) blast frame messages with
 PERSONS persons at an `Aggregator`, with one subscriber; prints the forwarding rate and the
-aggregator's CPU time per message.
+aggregator's CPU time per message. `--curve`: the camera streams CURVE-encrypted, as a fleet's are
+by default (the publishers are CURVE servers admitting only the aggregator's key).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import os
 import resource
@@ -28,6 +30,10 @@ import msgpack
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from posestream.stream import curve_keys  # noqa: E402
+from posestream.stream.core.config import load_config  # noqa: E402
+from posestream.stream.curve_keys import KeyPair  # noqa: E402
+from posestream.stream.core.settings import Settings  # noqa: E402
 from posestream.stream.fleet.aggregator import Aggregator  # noqa: E402
 from posestream.stream.fleet.spec import load_fleet  # noqa: E402
 
@@ -90,12 +96,16 @@ def _frame_message(persons: int) -> dict:
                          "keypoints": keypoints} for p in range(persons)]}
 
 
-def _publishers(persons: int, ready: "multiprocessing.synchronize.Event", done: "multiprocessing.Queue") -> None:
+def _publishers(persons: int, ready: "multiprocessing.synchronize.Event", done: "multiprocessing.Queue",
+                curve: tuple[KeyPair, bytes] | None) -> None:
     context = zmq.Context()
+    auth = curve_keys.start_authenticator(context, frozenset([curve[1]])) if curve else None
     sockets = []
     for c in range(BENCH_CAMERAS):
         sock = context.socket(zmq.PUB)
         sock.sndhwm = 1000
+        if curve:
+            curve_keys.configure_server(sock, curve[0])
         sock.bind(f"tcp://127.0.0.1:{BENCH_FIRST_PORT + c}")
         sockets.append(sock)
     sub = context.socket(zmq.SUB)
@@ -117,16 +127,25 @@ def _publishers(persons: int, ready: "multiprocessing.synchronize.Event", done: 
         if sent % 2000 == 0:
             time.sleep(0.001)
     done.put((sent, got, len(payload)))
+    for sock in (*sockets, sub):
+        sock.close(0)
+    if auth is not None:
+        auth.stop()
+    context.term()
 
 
-def aggregator_bench(persons: int) -> None:
-    aggregator = Aggregator(BENCH_OUT, 10.0, 1000, 0)
+def aggregator_bench(persons: int, curve: bool) -> None:
+    zmq_settings = dataclasses.replace(Settings.from_config(load_config()).zmq, hwm=1000, linger_ms=0)
+    client, server = (curve_keys.new_key_pair(), curve_keys.new_key_pair()) if curve else (None, None)
+    aggregator = Aggregator(BENCH_OUT, zmq_settings, 10.0, client)
     aggregator.start()
     for c in range(BENCH_CAMERAS):
-        aggregator.set_endpoint(f"cam{c}", f"tcp://127.0.0.1:{BENCH_FIRST_PORT + c}")
+        aggregator.set_endpoint(f"cam{c}", f"tcp://127.0.0.1:{BENCH_FIRST_PORT + c}",
+                                server.public if server else None)
     ctx = multiprocessing.get_context("spawn")
     ready, done = ctx.Event(), ctx.Queue()
-    process = ctx.Process(target=_publishers, args=(persons, ready, done))
+    process = ctx.Process(target=_publishers, args=(persons, ready, done,
+                                                    (server, client.public) if curve else None))
     process.start()
     ready.wait()
     time.sleep(2)
@@ -137,7 +156,7 @@ def aggregator_bench(persons: int) -> None:
     process.join()
     aggregator.close(0)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    print(f"{persons} persons/message, {size} B: forwarded {(f1 - f0) / (t1 - t0):.0f} msg/s using "
+    print(f"{'CURVE' if curve else 'plain'}, {persons} persons/message, {size} B: forwarded {(f1 - f0) / (t1 - t0):.0f} msg/s using "
           f"{cpu / (t1 - t0) * 100:.0f} % of a core = {cpu / max(f1 - f0, 1) * 1e6:.0f} us CPU per "
           f"message (publishers sent {sent}, subscriber got {got})")
 
@@ -147,12 +166,13 @@ def main() -> int:
     parser.add_argument("fleet_file", nargs="?")
     parser.add_argument("--aggregator", type=int, metavar="PERSONS",
                         help="benchmark the aggregator alone with PERSONS persons per message")
+    parser.add_argument("--curve", action="store_true", help="with --aggregator: CURVE camera streams")
     parser.add_argument("--warmup", type=float, default=40.0)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     if args.aggregator is not None:
-        aggregator_bench(args.aggregator)
+        aggregator_bench(args.aggregator, args.curve)
         return 0
     if not args.fleet_file:
         parser.error("FLEET.toml is required (or --aggregator PERSONS)")
@@ -176,7 +196,7 @@ def main() -> int:
                 topic, payload = sub.recv_multipart()
                 message = msgpack.unpackb(payload)
                 if message.get("type") == "status":
-                    status[message["stream"]] = message
+                    status.update({row["name"]: row for row in message["cameras"]})
         after = processes()
         print(f"{'part':<12} {'procs':>5} {'CPU %':>7} {'PSS MiB':>8} {'fps':>6} {'p99 ms':>7}")
         for name, members in pids.items():
@@ -185,7 +205,7 @@ def main() -> int:
             pss = sum(after[p][3] for p in alive)
             row = status.get(name, {})
             fps = f"{row['fps']:.1f}" if row else ""
-            p99 = f"{row['latency_p99_ms']:.0f}" if row.get("latency_p99_ms") is not None else ""
+            p99 = f"{row['p99_ms']:.0f}" if row.get("p99_ms") is not None else ""
             print(f"{name:<12} {len(alive):>5} {cpu:>7.1f} {pss:>8.0f} {fps:>6} {p99:>7}")
     finally:
         run.send_signal(signal.SIGINT)

@@ -13,7 +13,7 @@ import numpy as np
 from posestream.stream.core.contracts import Detector
 from posestream.stream.core.results import Poses
 from posestream.stream.core.settings import POSE_MODES, Settings
-from posestream.stream.links import DetectLink, Link, SourceSizes, build_detector, build_estimator
+from posestream.stream.links import DetectLink, Link, Origin, build_detector, build_estimator
 from posestream.stream.stage_graph import links
 
 __all__ = ["POSE_MODES", "PoseChain", "build_detector", "build_estimator"]
@@ -36,12 +36,19 @@ class PoseChain:
     def detector(self) -> Detector:
         return next(step.detector for _, step in self.steps if isinstance(step, DetectLink))
 
-    def process(self, frames: Sequence[np.ndarray], source_hw: SourceSizes | None = None) -> list[Poses]:
+    def process(self, frames: Sequence[np.ndarray], origins: Sequence[Origin] | None = None) -> list[Poses]:
+        """The poses of `frames` (still images, each on its own, unless `origins` say otherwise)."""
         poses: list[Poses] = [Poses.empty() for _ in frames]
-        sizes = source_hw if source_hw is not None else [None] * len(frames)
+        origins = origins if origins is not None else [Origin()] * len(frames)
         for _, step in self.steps:
-            poses = step.process(frames, poses, sizes)
+            poses = step.process(frames, poses, origins)
         return poses
+
+    def models(self) -> list[str]:
+        """What each model of the chain runs as ('detector yolo11n-pose INT8 (...) on openvino (...)')."""
+        from posestream.stream.metrics import describe_model
+
+        return [f"{step.label} {describe_model(step.model_info)}" for _, step in self.steps if step.model_info]
 
     def close(self) -> None:
         for _, step in reversed(self.steps):

@@ -32,7 +32,8 @@ from posestream.stream.curve_keys import ClientCurve, configure_client
 from posestream.stream.core.errors import ConfigError, InputError
 from posestream.stream.core.wire import CONTROL_PREFIX, decode, message_type, to_poses
 
-__all__ = ["Gap", "Subscriber", "SubscriberStats", "check_endpoint", "is_loopback", "to_poses"]
+__all__ = ["Gap", "Subscriber", "SubscriberStats", "check_endpoint", "is_loopback", "to_poses",
+           "warn_if_exposed"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,14 @@ def is_loopback(endpoint: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # "*", an interface name or a host name: reachable from elsewhere
         return False
+
+
+def warn_if_exposed(endpoint: str, curve: bool, what: str, switch: str = "zmq.curve = true") -> None:
+    """Warn when `endpoint` is reachable from other machines without CURVE: the one place that
+    says so, for every publisher (zmq sink, the fleet's camera streams and aggregated stream)."""
+    if not curve and not is_loopback(endpoint):
+        log.warning("%s binds %s, reachable from other machines, without CURVE: anyone there can "
+                    "read the stream (set %s)", what, endpoint, switch)
 
 
 @dataclass(frozen=True)
@@ -145,6 +154,7 @@ class Subscriber:
         self.stats = SubscriberStats()
         self._on_gap = on_gap
         self._last_frame: dict[str, int] = {}
+        self._epochs: dict[str, int] = {}  # stream -> epoch of its last frame (fleet publishers)
         self._announced: set[str] = set()  # streams named in heartbeats
         self._alive_until: float | None = None  # monotonic; None until a first heartbeat
         self._pending: dict[bytes, list[bytes]] = {}  # latest mode: newest raw message per topic
@@ -233,9 +243,16 @@ class Subscriber:
         if stream in self.stats.ended:  # a restarted publisher serves the stream again
             del self.stats.ended[stream]
             log.info("stream %r runs again (frame %d) after its end", stream, frame)
+        epoch, last_epoch = message.get("epoch"), self._epochs.get(stream)
+        if epoch is not None:
+            self._epochs[stream] = epoch
         if last is None:
             return
-        if frame <= last:
+        if epoch is not None and last_epoch is not None and epoch != last_epoch:
+            # A new incarnation (a fleet camera restarted or moved): its numbers start again.
+            self.stats.restarts += 1
+            log.info("stream %r restarted (epoch %d, frame %d)", stream, epoch, frame)
+        elif frame <= last:
             self.stats.restarts += 1
             log.info("stream %r restarted at frame %d (last seen %d)", stream, frame, last)
         elif frame > last + 1 and not self.latest:

@@ -18,6 +18,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from posestream.stream.core.errors import ConfigError, InputError, InputNotFoundError
+from posestream.stream.core.settings import ZmqSettings
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,24 @@ def generate_key_pair(directory: str | Path, name: str) -> tuple[Path, Path]:
     return public, secret
 
 
+def write_key_file(path: str | Path, public: bytes, secret: bytes | None = None) -> Path:
+    """Write a key (pair) made in memory as a certificate file `load_key_pair` and the allow-list
+    read (mode 0600, created that way: a secret is never readable by others, not even briefly)."""
+    lines = ["metadata", "curve", f'    public-key = "{public.decode("ascii")}"']
+    if secret is not None:
+        lines.append(f'    secret-key = "{secret.decode("ascii")}"')
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return Path(path)
+
+
+def new_key_pair() -> KeyPair:
+    """A fresh pair, in memory only."""
+    _require_curve()
+    return KeyPair(*zmq.curve_keypair())
+
+
 def _read(path: str | Path) -> tuple[bytes, bytes | None]:
     path = Path(path).expanduser()
     if not path.is_file():
@@ -113,6 +132,20 @@ def load_allowed_keys(path: str | Path) -> frozenset[bytes]:
     else:
         raise InputNotFoundError(f"allowed-clients path not found: {path}")
     return frozenset(load_public_key(file) for file in files)
+
+
+def server_keys(zmq_settings: ZmqSettings) -> tuple[KeyPair | None, frozenset[bytes]]:
+    """The server key pair and allowed client keys a publisher binds with (`[zmq]` curve,
+    server_secret_key, allowed_clients); (None, empty) without CURVE. Key-file problems are one
+    error naming the file."""
+    if not zmq_settings.curve:
+        return None, frozenset()
+    for key in ("server_secret_key", "allowed_clients"):
+        if not getattr(zmq_settings, key):
+            raise ConfigError(f"zmq.curve = true needs zmq.{key} (make keys with "
+                              "`posestream keys generate`)")
+    return (load_key_pair(zmq_settings.server_secret_key),
+            load_allowed_keys(zmq_settings.allowed_clients))
 
 
 class _AllowList:

@@ -235,21 +235,10 @@ def _normalised_results(results: Iterable[dict[str, Any]], gt: dict[str, Any],
     return out
 
 
-def coco_keypoint_summary(gt_json: Path, results: Iterable[dict[str, Any]],
-                          image_ids: Iterable[int] | None = None,
-                          gt_format: str = "auto") -> tuple[dict[str, float], str]:
-    """Metrics by name (see `METRICS`; -1 where pycocotools has nothing to measure, e.g. APm without
-    medium-sized persons) and pycocotools' standard summary text. Where not every GT point is scored
-    (CrowdPose, PoseTrack, other-format results) the text starts with lines saying which joints were
-    scored and how (see the module docstring).
-
-    `image_ids` limits the evaluation to those GT images (e.g. the ones a run actually saw); by
-    default every GT image counts, so a missed image costs recall. `gt_format` is one of
-    `GT_FORMATS`.
-    """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
+def _scored(gt_json: Path, results: Iterable[dict[str, Any]], image_ids: Iterable[int] | None,
+            gt_format: str) -> tuple[dict[str, Any], list[dict[str, Any]], np.ndarray, list[int], str]:
+    """The ground truth and results as scored (shared joints, box areas, ignore regions), their
+    OKS sigmas, the image ids and the notes that say how (see `coco_keypoint_summary`)."""
     gt = load_ground_truth(gt_json)
     kind = detect_gt_format(gt, gt_format)
     results = list(results)
@@ -278,8 +267,15 @@ def coco_keypoint_summary(gt_json: Path, results: Iterable[dict[str, Any]],
     if kind == "posetrack":
         entries, dropped = _drop_in_ignore_regions(gt, entries)
         notes += f"{dropped} predicted person(s) in ignore regions (unannotated people) left out\n"
-    if not entries:
-        return {name: 0.0 for name in METRICS}, notes + "no results on the evaluated images: every metric is 0\n"
+    return gt, entries, np.asarray(sigmas), ids, notes
+
+
+def _evaluated(gt: dict[str, Any], entries: list[dict[str, Any]], sigmas: np.ndarray,
+               ids: list[int]) -> tuple[Any, str]:
+    """pycocotools' keypoint COCOeval, evaluated, accumulated and summarised, and its printed text."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
         coco_gt = COCO()
@@ -288,14 +284,54 @@ def coco_keypoint_summary(gt_json: Path, results: Iterable[dict[str, Any]],
         coco_dt = coco_gt.loadRes(entries)
         evaluator = COCOeval(coco_gt, coco_dt, "keypoints")
         evaluator.params.imgIds = ids
-        evaluator.params.kpt_oks_sigmas = np.asarray(sigmas)
+        evaluator.params.kpt_oks_sigmas = sigmas
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    text = captured.getvalue()
+    return evaluator, captured.getvalue()
+
+
+def coco_keypoint_summary(gt_json: Path, results: Iterable[dict[str, Any]],
+                          image_ids: Iterable[int] | None = None,
+                          gt_format: str = "auto") -> tuple[dict[str, float], str]:
+    """Metrics by name (see `METRICS`; -1 where pycocotools has nothing to measure, e.g. APm without
+    medium-sized persons) and pycocotools' standard summary text. Where not every GT point is scored
+    (CrowdPose, PoseTrack, other-format results) the text starts with lines saying which joints were
+    scored and how (see the module docstring).
+
+    `image_ids` limits the evaluation to those GT images (e.g. the ones a run actually saw); by
+    default every GT image counts, so a missed image costs recall. `gt_format` is one of
+    `GT_FORMATS`.
+    """
+    gt, entries, sigmas, ids, notes = _scored(gt_json, results, image_ids, gt_format)
+    if not entries:
+        return {name: 0.0 for name in METRICS}, notes + "no results on the evaluated images: every metric is 0\n"
+    evaluator, text = _evaluated(gt, entries, sigmas, ids)
     summary = "".join(line + "\n" for line in text.splitlines() if line.lstrip().startswith("Average"))
     metrics = {name: float(value) for name, value in zip(METRICS, evaluator.stats)}
     return metrics, notes + summary
+
+
+def person_oks(gt_json: Path, results: Iterable[dict[str, Any]], image_ids: Iterable[int] | None = None,
+               gt_format: str = "auto") -> list[float]:
+    """Per annotated person (not crowd, with keypoints), the OKS of the best-matching result (0 when
+    none): a finer view than AP on small sets, where one person moves AP in large steps."""
+    gt, entries, sigmas, ids, _ = _scored(gt_json, results, image_ids, gt_format)
+    annotated = [a for a in gt["annotations"] if a["image_id"] in set(ids) and not a.get("iscrowd")
+                 and a.get("num_keypoints", sum(v > 0 for v in a["keypoints"][2::3])) > 0]
+    if not entries:
+        return [0.0] * len(annotated)
+    evaluator, _ = _evaluated(gt, entries, sigmas, ids)
+    best = []
+    for image_id in sorted({a["image_id"] for a in annotated}):
+        ious = evaluator.ious.get((image_id, 1))
+        gts = evaluator._gts[image_id, 1]  # pycocotools' per-image GT list, the columns of `ious`
+        for column, ann in enumerate(gts):
+            if ann.get("iscrowd") or ann.get("num_keypoints", 1) == 0:
+                continue
+            has = ious is not None and len(ious) > 0
+            best.append(float(np.max(np.asarray(ious)[:, column])) if has else 0.0)
+    return best
 
 
 def coco_keypoint_eval(gt_json: Path, results: list[dict[str, Any]],

@@ -129,6 +129,14 @@ def stage_summary(snapshot: dict[str, float], elapsed_s: float) -> dict[str, Any
             "busy_pct": round(min(busy, 100.0), 1), "cpu_s": round(snapshot["cpu_s"], 2)}
 
 
+def describe_model(info: dict[str, Any]) -> str:
+    """'yolo11n-pose INT8 (nncf-ptq-v3) on openvino (yolo11n-pose-dynamic-int8.xml)' from a stage's
+    `model` report."""
+    recipe = f" ({info['recipe']})" if info.get("recipe") else ""
+    return (f"{info.get('model', '?')} {str(info.get('precision', '?')).upper()}{recipe} on "
+            f"{info.get('backend', '?')} ({info.get('file', '?')})")
+
+
 @dataclass
 class RunReport:
     """What a run did. `status` is "completed" (input ended) or "interrupted" (SIGINT/SIGTERM)."""
@@ -164,6 +172,9 @@ class RunReport:
             lines.append(f"{name:<12}{s['frames']:>8}{fps:>9}{s['busy_pct']:>7.1f}"
                          f"{ms(lat.get('p50')):>9}{ms(lat.get('p95')):>9}{ms(lat.get('p99')):>9}"
                          f"{s.get('queue', {}).get('max', 0):>7}{s.get('restarts', 0):>9}")
+        for name, s in self.stages.items():
+            if s.get("model"):
+                lines.append(f"{name} ran {describe_model(s['model'])}")
         width = max([16] + [len(name) + 2 for name in self.streams])
         lines.append(f"{'stream':<{width}}{'kind':>8}{'policy':>9}{'in':>7}{'out':>7}{'dropped':>9}"
                      f"{'lost':>6}{'e2e p50':>9}{'e2e p95':>9}{'e2e p99':>9}{'conn lost':>11}{'restored':>10}")

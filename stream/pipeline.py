@@ -109,6 +109,7 @@ class Pipeline:
             len(self._plan), ctx)
         # Rings are closed after the processes are stopped (ExitStack unwinds in reverse).
         self._rings: list[FrameRing] = []
+        self._models: dict[str, dict[str, Any]] = {}  # stage -> what its model ran as ("model" reports)
         self._stack.callback(self._close_rings)
         self._stack.enter_context(sup)
         trap = self._stack.enter_context(SignalTrap())
@@ -163,6 +164,8 @@ class Pipeline:
             for stage, kind, payload in sup.poll(TICK_S):
                 if kind == "info":
                     infos[self._source_stages.index(stage.name)] = payload
+                elif kind == "model":
+                    self._models[stage.name] = payload
         mask = holders(self._plan)
         streams: list[dict[str, Any]] = []
         used: set[str] = set()
@@ -210,6 +213,8 @@ class Pipeline:
                     sink_report = payload
                 elif kind == "source_stats":
                     source_stats[stage.name] = payload
+                elif kind == "model":
+                    self._models[stage.name] = payload
             now = time.time()
             for stage, feeders in upstream.items():
                 sent = sum(sup.stages[f].counters.get("sent") for f in feeders)
@@ -243,6 +248,8 @@ class Pipeline:
                     sink_report = payload
                 elif kind == "source_stats":
                     source_stats[stage.name] = payload
+                elif kind == "model":
+                    self._models[stage.name] = payload
         return self._report(sup, streams, depths, sink_report, source_stats, elapsed, trap.first)
 
     def _report(self, sup: Supervisor, streams: list[dict[str, Any]], depths: QueueDepths,
@@ -258,6 +265,8 @@ class Pipeline:
             summary["latency_ms"] = latency["stages"].get(name, percentiles_ms([]))
             summary["queue"] = depths.summary(name)
             summary["restarts"] = stage.restarts
+            if name in self._models:  # the model file, backend and precision the stage ran
+                summary["model"] = self._models[name]
             stages[name] = summary
         report_streams = {}
         for i, st in enumerate(streams):

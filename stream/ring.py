@@ -66,6 +66,7 @@ class FrameRef:
     ring: str                    # shared-memory segment name
     image_id: str | None = None
     source_hw: tuple[int, int] | None = None  # (H, W) the source decoded, when the ring holds it smaller
+    live: bool = False           # from a live source (capture_ts is its clock) rather than a file (pts)
 
     @property
     def frame_size(self) -> tuple[int, int]:

@@ -11,17 +11,20 @@ import collections
 import contextlib
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from posestream.stream.core.results import FrameResult
 from posestream.stream.core.settings import Settings
-from posestream.stream.links import Link
+from posestream.stream.links import Link, Origin
 from posestream.stream.metrics import LatencyRecorder
 from posestream.stream.ring import FrameRef, FrameRing
 from posestream.stream.sink_guard import GuardedSink
 from posestream.stream.stage_runtime import Aborted, EndOfStream, RingCache, StageIO, StageRuntime, Work
+
+if TYPE_CHECKING:
+    from posestream.stream.core.contracts import TrackFrame
 
 
 def run_source(rt: StageRuntime, io: StageIO, spec: str, stream_id: int, policy: str | None,
@@ -63,7 +66,7 @@ def run_source(rt: StageRuntime, io: StageIO, spec: str, stream_id: int, policy:
                         raise
                     ring.publish(slot, frame.index, shape, holders)
                     ref = FrameRef(stream_id, stream, frame.index, slot, shape, frame.pts,
-                                   frame.capture_ts, ring_name, frame.image_id, frame.source_hw)
+                                   frame.capture_ts, ring_name, frame.image_id, frame.source_hw, live)
                     exit_ = time.time()
                     rt.send(io.output, Work(ref, None, {rt.name: (enter, exit_)}))
                     rt.counters.work(enter, exit_, 1)
@@ -125,12 +128,26 @@ def _serve(rt: StageRuntime, io: StageIO, process: Callable[[list[Work]], list[W
                 open_streams -= 1
 
 
+def report_model(rt: StageRuntime, step: Link) -> None:
+    """Tell the supervisor which model file, backend and precision this stage runs (a plugin that
+    runs a model has `model_info`, see `engines.runner.ModelRunner`): the run's summary states it."""
+    info = step.model_info
+    if info:
+        rt.report("model", dict(info))
+
+
+def origin(ref: FrameRef) -> Origin:
+    """What a link hears of a frame: its stream and number, and the source's size."""
+    return Origin((ref.stream_id, ref.frame_id), ref.source_hw)
+
+
 def run_link(rt: StageRuntime, io: StageIO, link: Callable[[Settings], Link]) -> None:
     """One link of the chain (detect, pose or NMS; which, the graph's row says), batched across
     streams. A stage with a lease reads its frames in place from the rings; the first reader after
     the sources claims each frame (`io.claims`) and skips references a live source reclaimed. A link
     that overlaps frames (`in_flight`) is fed one frame at a time."""
     step = link(rt.settings)
+    report_model(rt, step)
     rings = RingCache(io.conds)
 
     def process(works: list[Work]) -> list[Work]:
@@ -139,15 +156,15 @@ def run_link(rt: StageRuntime, io: StageIO, link: Callable[[Settings], Link]) ->
         if not works:
             return works
         poses = [w.poses for w in works]
-        sizes = [w.ref.source_hw for w in works]
+        origins = [origin(w.ref) for w in works]
         if io.bit:
             try:
-                found = step.process([rings.get(w.ref).view(w.ref) for w in works], poses, sizes)
+                found = step.process([rings.get(w.ref).view(w.ref) for w in works], poses, origins)
             finally:
                 for w in works:
                     rings.get(w.ref).release(w.ref, io.bit)
         else:
-            found = step.process([], poses, sizes)
+            found = step.process([], poses, origins)
         for w, result in zip(works, found):
             w.poses = result
         return works
@@ -171,7 +188,7 @@ def _serve_overlapped(rt: StageRuntime, io: StageIO, step: Any, rings: RingCache
     def finish_oldest() -> None:
         nonlocal finished
         work, handle, enter = started.popleft()
-        work.poses = step.finish(handle, work.ref.shape, work.ref.source_hw)
+        work.poses = step.finish(handle, work.ref.shape, origin(work.ref))
         work.timings[rt.name] = (enter, time.time())
         rt.send(io.output, work)
         finished += 1
@@ -193,7 +210,7 @@ def _serve_overlapped(rt: StageRuntime, io: StageIO, step: Any, rings: RingCache
                 continue  # a live source reclaimed the slot
             started_at = time.time()
             try:
-                handle = step.start(ring.view(item.ref))
+                handle = step.start(ring.view(item.ref), origin(item.ref))
             finally:
                 ring.release(item.ref, io.bit)
             started.append((item, handle, started_at))
@@ -205,7 +222,9 @@ def _serve_overlapped(rt: StageRuntime, io: StageIO, step: Any, rings: RingCache
 
 
 def run_track(rt: StageRuntime, io: StageIO) -> None:
-    """One tracker per stream; ids from one allocator, so they are unique across streams."""
+    """One tracker per stream; ids from one allocator, so they are unique across streams. Each
+    tracker hears the frame's number and clock (`TrackFrame`), and its pixels when the graph gave
+    this stage a lease (`io.bit`: the tracker `reads_pixels`), released as soon as it returns."""
     from posestream.stream.core.contracts import IdAllocator
     from posestream.stream.core.registry import load_plugin
 
@@ -213,16 +232,35 @@ def run_track(rt: StageRuntime, io: StageIO) -> None:
     tracker_cls = load_plugin("posestream.trackers", settings.tracker.plugin)
     ids = IdAllocator()
     trackers: dict[int, Any] = {}
+    rings = RingCache(io.conds)
 
     def process(works: list[Work]) -> list[Work]:
         for w in works:
             tracker = trackers.get(w.ref.stream_id)
             if tracker is None:
                 tracker = trackers[w.ref.stream_id] = tracker_cls(settings, ids)
-            w.poses = tracker.update(w.poses)
+            if not io.bit:
+                w.poses = tracker.update(w.poses, track_frame(w.ref, None))
+                continue
+            ring = rings.get(w.ref)
+            try:
+                w.poses = tracker.update(w.poses, track_frame(w.ref, ring.view(w.ref)))
+            finally:
+                ring.release(w.ref, io.bit)
         return works
 
-    _serve(rt, io, process)
+    with contextlib.closing(rings):
+        _serve(rt, io, process)
+
+
+def track_frame(ref: FrameRef, image: np.ndarray | None) -> "TrackFrame":
+    """What the tracker hears about the frame of `ref`: its number, its stream's clock (capture time
+    for live sources, presentation time for files) and, when given, its pixels and their scale."""
+    from posestream.stream.core.contracts import TrackFrame
+
+    time_s = ref.capture_ts if ref.live else ref.pts
+    scale = 1.0 if image is None else image.shape[1] / ref.frame_size[0]
+    return TrackFrame(ref.frame_id, time_s, image, scale)
 
 
 def run_sinks(rt: StageRuntime, io: StageIO, sink_specs: list[tuple[str, str]],

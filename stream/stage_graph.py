@@ -38,6 +38,14 @@ def setting(settings: Settings, dotted: str) -> Any:
     return getattr(getattr(settings, table), key)
 
 
+def _tracker_reads_pixels(settings: Settings) -> bool:
+    """The track stage leases pixels only when the configured tracker's settings want them
+    (camera-motion compensation, appearance)."""
+    from posestream.stream.core.registry import load_plugin
+
+    return bool(load_plugin("posestream.trackers", settings.tracker.plugin).reads_pixels(settings))
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """One row of the graph."""
@@ -49,10 +57,11 @@ class StageSpec:
     restartable: bool = False         # stateless: may be restarted after a crash (restart policy allowing)
     holder_bit: int = 0               # lease bit on the frame rings; 0: reads no pixels
     pixels_when_sinks_need: bool = False  # takes its lease only when a sink of the run needs pixels
+    pixels_when: Callable[[Settings], bool] = _always  # takes its lease only when this says so
+    small_pixels: bool = False        # fine with frames decoded at the detector's size (scale_in_decoder)
     link: Callable[[Settings], Link] | None = None  # the chain link it runs (in this order), if any
     threads: str | None = None        # "table.key" of its inference threads (runs a model: not niced)
-    decode_size: str | None = None    # "table.key": sources may decode at this size when only it reads pixels
-    takes: tuple[str, ...] = ()       # run-level parameters its body takes besides `io` (Pipeline.run_params)
+    takes: tuple[str, ...] = ()       # run-level parameters its body takes besides `io` (Pipeline._params)
     per_source: bool = False          # one process per source
     flush_on_parent_death: bool = False  # when the supervisor dies, finish writing instead of stopping at once
     enabled: Callable[[Settings], bool] = _always
@@ -62,11 +71,12 @@ GRAPH: tuple[StageSpec, ...] = (
     StageSpec("source", run_source, None, 1, per_source=True,
               takes=("spec", "stream_id", "policy", "scale_to")),
     StageSpec("detect", run_link, "source", "detector.batch", restartable=True, holder_bit=1,
-              link=DetectLink, takes=("link",), threads="detector.threads", decode_size="detector.input_size"),
+              small_pixels=True, link=DetectLink, takes=("link",), threads="detector.threads"),
     StageSpec("pose", run_link, "detect", "pose.batch", restartable=True, holder_bit=2, link=PoseLink,
               takes=("link",), threads="pose.threads", enabled=_topdown),
     StageSpec("nms", run_link, "pose", 16, restartable=True, link=NmsLink, takes=("link",)),
-    StageSpec("track", run_track, "nms", 16),
+    StageSpec("track", run_track, "nms", 16, holder_bit=8, pixels_when=_tracker_reads_pixels,
+              small_pixels=True),
     StageSpec("sinks", run_sinks, "track", 16, holder_bit=4, pixels_when_sinks_need=True,
               takes=("sink_specs", "latency_window"), flush_on_parent_death=True),
 )
@@ -114,7 +124,8 @@ def plan(settings: Settings, sources: int, sinks_need_pixels: bool,
         if spec.name not in enabled:
             continue
         batch = spec.batch if isinstance(spec.batch, int) else int(setting(settings, spec.batch))
-        bit = spec.holder_bit if sinks_need_pixels or not spec.pixels_when_sinks_need else 0
+        wanted = (sinks_need_pixels or not spec.pixels_when_sinks_need) and spec.pixels_when(settings)
+        bit = spec.holder_bit if spec.holder_bit and wanted else 0
         ids: list[int | None] = list(range(sources)) if spec.per_source else [None]
         for i in ids:
             name = spec.name if i is None else f"{spec.name}{i}"
@@ -130,12 +141,15 @@ def plan(settings: Settings, sources: int, sinks_need_pixels: bool,
 
 
 def decode_long_side(settings: Settings, stages: list[PlannedStage]) -> int | None:
-    """The longest side sources decode frames at: the model's input size when the one stage that
-    reads pixels declares one (`decode_size`, the detector's; `source.scale_in_decoder`), else None
-    (full size)."""
+    """The longest side sources decode frames at: the detector's input size (times the small-people
+    zoom when its windows are on: they look closer) when every stage that reads pixels is fine with
+    frames that small (`small_pixels`: the detect stage, the track stage's cues;
+    `source.scale_in_decoder`), else None (full size)."""
     readers = [stage.spec for stage in stages if stage.bit]
-    if settings.source.scale_in_decoder and len(readers) == 1 and readers[0].decode_size:
-        return int(setting(settings, readers[0].decode_size))
+    if settings.source.scale_in_decoder and readers and all(spec.small_pixels for spec in readers):
+        small = settings.small_people
+        zoom = small.zoom if small.enabled else 1.0
+        return int(round(settings.detector.input_size * zoom))
     return None
 
 

@@ -28,7 +28,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="every model session runs with N threads (detector, pose, engine)")
 
 
-def pytest_configure(config: pytest.Config) -> None:
+def pytest_configure(config: pytest.Settings) -> None:
     """Set the variation's environment before any engine loads; subprocesses inherit it."""
     isa = config.getoption("--isa")
     if isa:
@@ -45,7 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[ENV_CONFIG] = str(folder / "threads.toml")
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
+def pytest_report_header(config: pytest.Settings) -> list[str]:
     """The machine, and under a variation the kernel OpenVINO picks (the run stops when a
     requested ISA cap did not take effect: it would test nothing new)."""
     lines = [machine.cpu_line()]
@@ -71,11 +71,12 @@ def shared() -> Path:
 
 @pytest.fixture(scope="session")
 def prepared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from posestream.stream.demo_clip import calibration_frames as demo_frames
     from posestream.engines.models import prepare_default_model
 
     home = Path(os.environ.get("POSESTREAM_HOME") or tmp_path_factory.mktemp("posestream-home"))
     os.environ["POSESTREAM_HOME"] = str(home)
-    prepare_default_model(load_config())
+    prepare_default_model(load_config(), demo=demo_frames)  # as `posestream models prepare` does
     return home
 
 

@@ -35,10 +35,10 @@ import numpy as np
 import zmq
 
 from posestream.stream import curve_keys
-from posestream.stream.client import check_endpoint, is_loopback
+from posestream.stream.client import check_endpoint, warn_if_exposed
 from posestream.stream.core import wire
 from posestream.stream.core.contracts import Sink
-from posestream.stream.core.settings import Settings, ZmqSettings
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import ConfigError, StageError
 from posestream.stream.core.results import FrameResult
 
@@ -59,10 +59,9 @@ class ZmqSink(Sink):
                                        "zmq sink target" if target else "zmq.endpoint")
         self._linger_ms = table.linger_ms
         self.heartbeat_s: float = float(table.heartbeat_s)
-        server_keys, allowed = self._load_curve(table)
-        if server_keys is None and not is_loopback(self.endpoint):
-            log.warning("zmq sink binds %s, reachable from other machines, without CURVE: anyone "
-                        "there can read the stream (set zmq.curve = true)", self.endpoint)
+        self.epoch: int | None = table.epoch or None
+        server_keys, allowed = curve_keys.server_keys(table)
+        warn_if_exposed(self.endpoint, server_keys is not None, "zmq sink")
         self.publisher_id = f"{_socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.started = time.time()
         self.sent = 0  # frame and end-of-stream messages handed to ZMQ (heartbeats not counted)
@@ -105,17 +104,6 @@ class ZmqSink(Sink):
         log.info("zmq sink publishing on %s%s, heartbeat every %g s", self.bound_endpoint,
                  " (CURVE)" if server_keys is not None else "", self.heartbeat_s)
 
-    @staticmethod
-    def _load_curve(table: ZmqSettings) -> tuple[curve_keys.KeyPair | None, frozenset[bytes]]:
-        if not table.curve:
-            return None, frozenset()
-        for key in ("server_secret_key", "allowed_clients"):
-            if not getattr(table, key):
-                raise ConfigError(f"zmq.curve = true needs zmq.{key} (make keys with "
-                                  "`posestream keys generate`)")
-        return (curve_keys.load_key_pair(table.server_secret_key),
-                curve_keys.load_allowed_keys(table.allowed_clients))
-
     def _read_subscriptions(self, timeout_ms: int = 0) -> None:
         """Consume XPUB subscription notices (they would otherwise pile up unread). Lock held."""
         while self._socket.poll(timeout_ms, zmq.POLLIN):
@@ -153,7 +141,7 @@ class ZmqSink(Sink):
         """Publish `result` now; never waits for subscribers (except the bounded slow-joiner wait)."""
         self._check_open()
         self._wait_for_subscriber()
-        parts = wire.encode(wire.frame_message(result, publish_ts=time.time()))
+        parts = wire.encode(wire.frame_message(result, publish_ts=time.time(), epoch=self.epoch))
         with self._lock:
             self._read_subscriptions()
             self._streams.setdefault(result.stream)

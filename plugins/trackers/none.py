@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from posestream.stream.core.contracts import IdAllocator, Tracker
+from posestream.stream.core.contracts import IdAllocator, Tracker, TrackFrame
 from posestream.stream.core.results import Poses
 from posestream.stream.core.settings import Settings
 
@@ -15,7 +15,7 @@ class NoTracker(Tracker):
     def __init__(self, settings: Settings, ids: IdAllocator) -> None:
         del settings, ids  # the contract's constructor; nothing to configure
 
-    def update(self, poses: Poses) -> Poses:
+    def update(self, poses: Poses, frame: TrackFrame | None = None) -> Poses:
         """The same poses with all ids set to -1."""
         return Poses(poses.boxes, poses.box_scores, poses.keypoints, poses.scores,
                      np.full(len(poses), -1, dtype=np.int64), poses.format)

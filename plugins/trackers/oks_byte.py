@@ -10,6 +10,16 @@ Per frame (`update`), after predicting every track one frame ahead:
 4. remaining high-score poses vs tentative tracks;
 5. poses still unmatched with score >= `new_track_score` start tentative tracks.
 
+Cues beyond box and pose (each has its setting; see docs/tracking.md for what each measured):
+- frame gaps (`frame_gap.FrameClock`): frames the tracker never saw (dropped in live mode) or a
+  clock that jumped (a camera reconnecting after minutes) age every track by that many frames, so
+  a stale track is deleted rather than handed to whoever appears next;
+- camera motion (`camera_motion`, `tracker.camera_motion = "flow"`): the global affine between this
+  frame and the last moves the predictions, last boxes and last poses;
+- appearance (`appearance`, `tracker.appearance_weight` > 0; off by default): colours along the
+  skeleton, kept per track, blended into the re-identification score of pass 3 (only raising it,
+  only for candidates overlapping the lost track's predicted or last seen box).
+
 Ids: a tentative track's poses are returned with id -1 and it is dropped on its first miss; after
 `min_hits` consecutive hits it is confirmed and only then takes an id from the `IdAllocator`, so a
 false positive neither shows an id nor burns one. The exception is the stream's first frame (the
@@ -26,10 +36,12 @@ import logging
 
 import numpy as np
 
+from posestream.plugins.trackers import appearance, camera_motion
 from posestream.plugins.trackers.association import assign
-from posestream.stream.core.similarity import iou_matrix, oks_matrix
+from posestream.plugins.trackers.frame_gap import FrameClock
 from posestream.plugins.trackers.kalman import BoxKalman, xywh_to_cxcywh
-from posestream.stream.core.contracts import IdAllocator, Tracker
+from posestream.stream.core.contracts import IdAllocator, Tracker, TrackFrame
+from posestream.stream.core.similarity import iou_matrix, oks_matrix
 from posestream.stream.core.errors import InputError
 from posestream.stream.core.keypoints import get_format
 from posestream.stream.core.results import Poses
@@ -53,11 +65,14 @@ class _Tracks:
         self.cov = np.zeros((0, 8, 8))
         self.keypoints = np.zeros((0, num_keypoints, 3))  # last matched pose
         self.last_boxes = np.zeros((0, 4))              # last matched box, x, y, w, h
+        self.colours = np.zeros((0, len(appearance.PARTS), 3), dtype=np.float32)  # appearance per part
+        self.colour_counts = np.zeros((0, len(appearance.PARTS)), dtype=np.int64)    # 0 = part unseen
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, kalman: BoxKalman, boxes: np.ndarray, keypoints: np.ndarray) -> None:
+    def add(self, kalman: BoxKalman, boxes: np.ndarray, keypoints: np.ndarray, colours: np.ndarray,
+            colour_counts: np.ndarray) -> None:
         mean, cov = kalman.initiate(boxes)
         n = len(boxes)
         self.ids = np.concatenate([self.ids, np.full(n, -1, dtype=np.int64)])
@@ -68,10 +83,19 @@ class _Tracks:
         self.cov = np.concatenate([self.cov, cov])
         self.keypoints = np.concatenate([self.keypoints, keypoints])
         self.last_boxes = np.concatenate([self.last_boxes, boxes])
+        self.colours = np.concatenate([self.colours, colours])
+        self.colour_counts = np.concatenate([self.colour_counts, colour_counts])
 
     def keep(self, mask: np.ndarray) -> None:
-        for name in ("ids", "state", "hits", "misses", "mean", "cov", "keypoints", "last_boxes"):
+        for name in ("ids", "state", "hits", "misses", "mean", "cov", "keypoints", "last_boxes",
+                     "colours", "colour_counts"):
             setattr(self, name, getattr(self, name)[mask])
+
+    def warp(self, affine: np.ndarray) -> None:
+        """Everything positional seen from a camera that moved by `affine` (pose pixels)."""
+        self.mean, self.cov = camera_motion.warp_state(self.mean, self.cov, affine)
+        self.last_boxes = camera_motion.warp_boxes(self.last_boxes, affine)
+        self.keypoints[..., :2] = camera_motion.warp_points(self.keypoints[..., :2], affine)
 
 
 def _place(keypoints: np.ndarray, from_boxes: np.ndarray, to_boxes: np.ndarray) -> np.ndarray:
@@ -85,7 +109,7 @@ def _place(keypoints: np.ndarray, from_boxes: np.ndarray, to_boxes: np.ndarray) 
 
 
 class OksByteTracker(Tracker):
-    """`OksByteTracker(settings, ids)`: one instance per stream; `update(poses)` once per frame.
+    """`OksByteTracker(settings, ids)`: one instance per stream; `update(poses, frame)` once per frame.
     The `[tracker]` bounds and the rules between its keys are checked by `TrackerSettings`."""
 
     def __init__(self, settings: Settings, ids: IdAllocator) -> None:
@@ -105,18 +129,32 @@ class OksByteTracker(Tracker):
         self.lost_buffer = s.lost_buffer
         self.position_std = s.kalman_position_std
         self.velocity_std = s.kalman_velocity_std
+        self.camera_motion = s.camera_motion
+        self.appearance_weight = s.appearance_weight
+        self.appearance_sigma = s.appearance_sigma
+        self.appearance_momentum = s.appearance_momentum
+        self._clock = FrameClock()
+        self._camera = camera_motion.CameraFollower()
         self._ids = ids
         self._kalman = BoxKalman(self.position_std, self.velocity_std)
         self._tracks: _Tracks | None = None  # created on the first frame, sized to its format
         self._format: str | None = None
         self._sigmas = np.zeros(0)
+        self._segments = appearance.segments(())
         self._first_frame = True
+
+    @classmethod
+    def reads_pixels(cls, settings: Settings) -> bool:
+        """Pixels are read for camera motion and for appearance, and only then."""
+        s = settings.tracker
+        return s.camera_motion != "off" or s.appearance_weight > 0
 
     def _check_format(self, poses: Poses) -> _Tracks:
         if self._tracks is None:
             keypoint_format = get_format(poses.format)
             self._format = poses.format
             self._sigmas = keypoint_format.sigma_array
+            self._segments = appearance.segments(keypoint_format.names)
             self._tracks = _Tracks(keypoint_format.num_keypoints)
         if poses.format != self._format:
             raise InputError(f"tracker: keypoint format changed from '{self._format}' to "
@@ -126,12 +164,18 @@ class OksByteTracker(Tracker):
                              f"'{self._format}' has {len(self._sigmas)}")
         return self._tracks
 
-    def update(self, poses: Poses) -> Poses:
+    def update(self, poses: Poses, frame: TrackFrame | None = None) -> Poses:
         """Assign track ids to this frame's poses (input order kept; -1 = no confirmed track)."""
         tracks = self._check_format(poses)
+        steps = self._skip(tracks, self._clock.steps(frame))
         lost = tracks.state == LOST
         tracks.mean[lost, 6:] = 0.0  # a hidden person's size is held, not extrapolated
-        tracks.mean, tracks.cov = self._kalman.predict(tracks.mean, tracks.cov)
+        for _ in range(steps):
+            tracks.mean, tracks.cov = self._kalman.predict(tracks.mean, tracks.cov)
+        image = frame.image if frame is not None else None
+        if image is not None and self.camera_motion != "off":
+            self._follow_camera(tracks, image, frame.scale, poses.boxes)
+        colours, colour_counts = self._colours(poses, image, frame.scale if frame else 1.0)
         predicted_boxes = BoxKalman.boxes(tracks.mean)
         predicted_poses = _place(tracks.keypoints, tracks.last_boxes, predicted_boxes)
 
@@ -157,6 +201,10 @@ class OksByteTracker(Tracker):
             else:
                 iou = iou_matrix(boxes[pose_rows], predicted_boxes[track_rows])
                 similarity = self.oks_weight * oks + self.iou_weight * iou
+            if reid and colours is not None:
+                similarity = self._with_looks(tracks, track_rows, similarity, colours[pose_rows],
+                                              colour_counts[pose_rows], boxes[pose_rows],
+                                              predicted_boxes)
             rows, cols = assign(similarity, min_similarity)
             free_poses[pose_rows[rows]] = False
             free_tracks[track_rows[cols]] = False
@@ -176,13 +224,20 @@ class OksByteTracker(Tracker):
             track_rows = np.concatenate([t for t, _ in pairs])
             pose_rows = np.concatenate([p for _, p in pairs])
             self._correct(tracks, track_rows, boxes[pose_rows], keypoints[pose_rows])
+            if colours is not None:
+                tracks.colours[track_rows], tracks.colour_counts[track_rows] = appearance.blend(
+                    tracks.colours[track_rows], tracks.colour_counts[track_rows],
+                    colours[pose_rows], colour_counts[pose_rows], self.appearance_momentum)
             out_ids[pose_rows] = tracks.ids[track_rows]
         self._age_unmatched(tracks, free_tracks)
 
         new = np.flatnonzero(free_poses & (scores >= self.new_track_score))
         if len(new):
             first = len(tracks)
-            tracks.add(self._kalman, boxes[new], keypoints[new])
+            parts = len(appearance.PARTS)
+            tracks.add(self._kalman, boxes[new], keypoints[new],
+                       colours[new] if colours is not None else np.zeros((len(new), parts, 3), np.float32),
+                       colour_counts[new] if colours is not None else np.zeros((len(new), parts), np.int64))
             if self.min_hits <= 1:
                 at_birth = np.ones(len(new), dtype=bool)
             elif self._first_frame:
@@ -195,6 +250,48 @@ class OksByteTracker(Tracker):
         tracked_poses = copy.copy(poses)  # shares the (unchanged, validated) arrays
         tracked_poses.ids = out_ids
         return tracked_poses
+
+    def _skip(self, tracks: _Tracks, steps: int) -> int:
+        """Age every track by the frames skipped before this one (`steps` - 1) and delete those now
+        past the lost buffer, tentative ones included; how many predictions the rest need."""
+        if steps <= 1:
+            return 1
+        tracks.misses += steps - 1
+        expired = tracks.misses > self.lost_buffer
+        if expired.any():
+            log.debug("frame gap of %d frames: %d track(s) deleted", steps - 1, int(expired.sum()))
+            tracks.keep(~expired)
+            self._camera.reset()  # the picture from before the gap says nothing now
+        return min(steps, self.lost_buffer + 1)
+
+    def _follow_camera(self, tracks: _Tracks, image: np.ndarray, scale: float,
+                       boxes: np.ndarray) -> None:
+        """Move the tracks by the camera's motion since the frame it was last measured on."""
+        affine = self._camera.motion(image, boxes * scale)
+        if affine is not None and len(tracks):
+            tracks.warp(camera_motion.rescale(affine, scale))
+
+    def _colours(self, poses: Poses, image: np.ndarray | None, scale: float
+                 ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The poses' appearance descriptors, when appearance is on and the pixels are here."""
+        if image is None or self.appearance_weight <= 0:
+            return None, None
+        keypoints = poses.keypoints.astype(np.float64).copy()
+        keypoints[..., :2] *= scale
+        return appearance.describe(image, keypoints, self._segments, self.keypoint_score)
+
+    def _with_looks(self, tracks: _Tracks, track_rows: np.ndarray, similarity: np.ndarray,
+                    colours: np.ndarray, colour_counts: np.ndarray, boxes: np.ndarray,
+                    predicted_boxes: np.ndarray) -> np.ndarray:
+        """Re-identification scores with appearance blended in (`appearance_weight`), for the
+        candidates whose box overlaps the lost track's predicted or last seen box; never below
+        the pose score, and pairs that share no body part keep it."""
+        looks = appearance.similarity(colours, colour_counts, tracks.colours[track_rows],
+                                      tracks.colour_counts[track_rows], self.appearance_sigma)
+        near = ((iou_matrix(boxes, predicted_boxes[track_rows]) > 0)
+                | (iou_matrix(boxes, tracks.last_boxes[track_rows]) > 0))
+        blended = (1.0 - self.appearance_weight) * similarity + self.appearance_weight * np.nan_to_num(looks)
+        return np.where(np.isnan(looks) | ~near, similarity, np.maximum(similarity, blended))
 
     def _correct(self, tracks: _Tracks, rows: np.ndarray, boxes: np.ndarray,
                  keypoints: np.ndarray) -> None:

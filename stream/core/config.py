@@ -17,7 +17,7 @@ from posestream.stream.core.errors import ConfigError, InputNotFoundError
 from posestream.stream.core.settings import Settings
 
 __all__ = ["ENV_CONFIG", "Settings", "add_config_args", "config_from_args", "default_config_path", "home_dir",
-           "load_config", "parse_value", "shared_dir"]
+           "load_config", "parse_value", "preset_path", "shared_dir"]
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,6 +28,17 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 # posestream/default_config.toml; in a source checkout it is stream/core/config.py below config.toml.
 _TOP_DIR = Path(__file__).resolve().parents[2]
 _DEFAULT_CANDIDATES = (_TOP_DIR / "default_config.toml", _TOP_DIR / "config.toml")
+
+
+def preset_path(name: str) -> Path:
+    """The shipped preset `name` (`presets/<name>.toml`, e.g. `apache`); an unknown name is one
+    `ConfigError` listing the presets there are."""
+    folder = _TOP_DIR / "presets"
+    path = folder / f"{name}.toml"
+    if not name.replace("-", "").isalnum() or not path.is_file():
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.toml"))) or "none"
+        raise ConfigError(f"unknown preset '{name}' (known: {known})")
+    return path
 
 
 def default_config_path() -> Path:
@@ -59,11 +70,15 @@ def parse_value(text: str) -> Any:
 ENV_CONFIG = "POSESTREAM_CONFIG"  # a config file every command applies before its own --config
 
 
-def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
-    """The frozen `Settings`: defaults, then the file named by `$POSESTREAM_CONFIG` (settings for
-    every command of a machine or container, and the test suite's CPU variations), then the user's
-    file, then dotted-key overrides such as `{"detector.input_size": 320}`; every key checked once, here."""
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                preset: str | None = None) -> Settings:
+    """The frozen `Settings`: defaults, then a shipped preset (`--preset`), then the file named by
+    `$POSESTREAM_CONFIG` (settings for every command of a machine or container, and the test suite's
+    CPU variations), then the user's file, then dotted-key overrides such as
+    `{"detector.input_size": 320}`; every key checked once, here."""
     settings = Settings.from_config(_read_toml(default_config_path()))
+    if preset:
+        settings = settings.with_overrides(_read_toml(preset_path(preset)))
     machine_file = os.environ.get(ENV_CONFIG, "")
     if machine_file:
         if not Path(machine_file).is_file():
@@ -91,14 +106,18 @@ def shared_dir(settings: Settings | None = None) -> Path:
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
-    """`--config FILE` and `--set key=value`, the flags every command and benchmark takes."""
+    """`--preset NAME`, `--config FILE` and `--set key=value`, the flags every command and benchmark
+    takes."""
     parser.add_argument("--config", metavar="FILE", help="config file overriding config.toml defaults")
+    parser.add_argument("--preset", metavar="NAME", help="shipped settings applied before --config and --set: "
+                        "apache = models whose every weight is Apache-2.0/MIT")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting, e.g. --set detector.input_size=320 (repeatable)")
 
 
 def config_from_args(args: argparse.Namespace, **flags: object) -> Settings:
-    """Defaults, then `--config`, then `--set`, then command-specific flags (dotted keys, None = unset)."""
+    """Defaults, then `--preset`, then `--config`, then `--set`, then command-specific flags (dotted
+    keys, None = unset)."""
     overrides: dict[str, object] = {}
     for item in getattr(args, "overrides", []):
         key, sep, value = item.partition("=")
@@ -106,4 +125,4 @@ def config_from_args(args: argparse.Namespace, **flags: object) -> Settings:
             raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
         overrides[key.strip()] = parse_value(value.strip())
     overrides.update({k: v for k, v in flags.items() if v is not None})
-    return load_config(getattr(args, "config", None), overrides)
+    return load_config(getattr(args, "config", None), overrides, getattr(args, "preset", None))

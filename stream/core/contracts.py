@@ -2,9 +2,9 @@
 
 | kind (entry-point group)        | constructed as                        | called with                    |
 |---------------------------------|---------------------------------------|--------------------------------|
-| `Detector` (posestream.detectors) | `Detector(settings)`                | `detect(frames)` (or `start`/`finish` per frame), `close()` |
+| `Detector` (posestream.detectors) | `Detector(settings)`                | `detect(frames)` (or `start`/`finish` per frame; the detect stage calls `detect_frames`/`start_frame` with stream keys), `close()` |
 | `PoseEstimator` (posestream.pose) | `PoseEstimator(settings)`           | `estimate(frames, detections)`, `close()` |
-| `Tracker` (posestream.trackers)   | `Tracker(settings, ids)`, per stream | `update(poses)`               |
+| `Tracker` (posestream.trackers)   | `Tracker(settings, ids)`, per stream | `update(poses, frame)`        |
 | `Sink` (posestream.sinks)         | `Sink(settings, target, streams)`   | `write(result, frame)`, `end_stream(stream, last_frame)`, `close()` |
 
 `settings` is the run's frozen `Settings` (`stream.core.settings`); a plugin reads its own table
@@ -13,18 +13,23 @@ followed `KIND:` on the command line; `streams` are the names of every stream of
 
 Everything the runtime calls is required, not probed: `needs_pixels` (a class attribute: whether
 `write` wants the BGR frame or None is enough; the pipeline leases pixels to the sinks stage only
-when some sink needs them) and `close()` (safe twice). The registry (`registry.load_plugin`)
+when some sink needs them), `Tracker.reads_pixels(settings)` (the same for the track stage, decided
+by the tracker's settings) and `close()` (safe twice). The registry (`registry.load_plugin`)
 refuses a class that does not derive from its kind's contract, with one `PluginNotFoundError`.
 """
 from __future__ import annotations
 
 import itertools
 from abc import ABC, abstractmethod
-from typing import ClassVar, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Hashable, Sequence
 
 import numpy as np
 
 from posestream.stream.core.results import FrameResult, Poses
+
+if TYPE_CHECKING:
+    from posestream.stream.core.settings import Settings
 
 
 class Detector(ABC):
@@ -44,6 +49,15 @@ class Detector(ABC):
     def start(self, frame: np.ndarray) -> object:
         """Begin on one frame; returns the handle `finish` takes."""
         return self.detect([frame])[0]
+
+    def detect_frames(self, frames: Sequence[np.ndarray], keys: Sequence[tuple[Hashable, int]]) -> list[Poses]:
+        """`detect` for frames of streams, `keys` saying whose (stream, frame number) each is, for a
+        detector that keeps per-stream state (the small-people windows); the default ignores them."""
+        return self.detect(frames)
+
+    def start_frame(self, frame: np.ndarray, key: tuple[Hashable, int]) -> object:
+        """`start` for a frame of a stream (see `detect_frames`); the default ignores the key."""
+        return self.start(frame)
 
     def finished(self, handle: object) -> bool:
         """Whether `finish(handle)` would return without waiting."""
@@ -70,11 +84,37 @@ class PoseEstimator(ABC):
         """Release the model; safe twice."""
 
 
+@dataclass(frozen=True)
+class TrackFrame:
+    """What a tracker may know about a frame besides its poses.
+
+    `index` is the frame's number in its stream: a jump means frames the tracker never saw (a live
+    source dropped them). `time` is seconds on a clock that advances with the stream (the
+    presentation time for files, the capture time for live sources; None when unknown), so a stream
+    that stalls or reconnects after minutes shows as a long gap even when `index` does not jump.
+    `image` is the BGR frame when the tracker `reads_pixels`, else None; it may be smaller than the
+    frame the poses are measured in (decoded at the detector's size): `scale` = image pixels per
+    pose pixel."""
+
+    index: int
+    time: float | None = None
+    image: np.ndarray | None = None
+    scale: float = 1.0
+
+
 class Tracker(ABC):
     """One instance per stream; returns the poses with `ids` filled in (-1 = no id)."""
 
+    @classmethod
+    def reads_pixels(cls, settings: "Settings") -> bool:
+        """Whether `update` wants `frame.image` with these settings (the track stage then leases
+        the frame's pixels from the ring); False unless a tracker says otherwise."""
+        del settings
+        return False
+
     @abstractmethod
-    def update(self, poses: Poses) -> Poses: ...
+    def update(self, poses: Poses, frame: TrackFrame | None = None) -> Poses:
+        """`frame` None: the next frame of the stream, without time or pixels."""
 
 
 class Sink(ABC):

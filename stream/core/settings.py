@@ -31,6 +31,7 @@ LANDMARK_MERGES = ("none", "confident", "average")
 PREPROCESS_MODES = ("auto", "numpy", "torch")
 PRECISIONS = ("fp16", "fp32", "int8")
 RTSP_TRANSPORTS = ("tcp", "udp", "udp_multicast", "http", "https")
+CAMERA_MOTION = ("off", "flow")  # tracker.camera_motion
 NMS_KINDS = ("parametric", "oks", "none")
 VIDEO_CODECS = ("libx264", "mpeg4")
 VIDEO_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
@@ -185,10 +186,13 @@ class QuantizeSettings(Table):
     assets_wheel: str
     assets: list
     demo_frames: int = bound(0, 1000)
+    mosaics: int = bound(0, 100)
+    lighting: bool
     images: int = bound(1, 10_000)
     preset: str = choice("mixed", "performance")
     head_in_float: bool
     edges_in_float: bool
+    attention_in_float: bool
     fast_bias_correction: bool
     activation_ranges: str = choice("minmax", "histogram")
 
@@ -207,6 +211,22 @@ class DetectorSettings(Table):
 
 
 @dataclass(frozen=True)
+class SmallPeopleSettings(Table):
+    """Zoom windows where a stream's people are small (`stream.small_people`)."""
+
+    section: ClassVar[str] = "small_people"
+    enabled: bool
+    zoom: float = bound(1.25, 8.0)
+    small_height: float = bound(1.0, 4096.0)
+    hint_score: float = bound(0.0, 1.0)
+    memory: int = bound(1, 100_000)
+    scan_every: int = bound(1, 100_000)
+    mosaic_columns: int = bound(1, 8)
+    mosaic_rows: int = bound(1, 8)
+    max_mosaics: int = bound(1, 64)
+
+
+@dataclass(frozen=True)
 class ZmqSettings(Table):
     """The endpoint's syntax and the CURVE key files are checked by the zmq sink when it binds."""
 
@@ -222,6 +242,7 @@ class ZmqSettings(Table):
     allowed_clients: str
     client_secret_key: str
     server_public_key: str
+    epoch: int = bound(0, 2**62)
 
 
 @dataclass(frozen=True)
@@ -303,6 +324,10 @@ class TrackerSettings(Table):
     lost_buffer: int = bound(0, 100_000)
     kalman_position_std: float = bound(1e-6, 10.0)
     kalman_velocity_std: float = bound(1e-6, 10.0)
+    camera_motion: str = choice(*CAMERA_MOTION)
+    appearance_weight: float = bound(0.0, 1.0)
+    appearance_sigma: float = bound(0.1, 200.0)
+    appearance_momentum: float = bound(0.0, 1.0)
 
     def check(self) -> None:
         for low, high in (("low_score", "high_score"), ("high_score", "new_track_score"),
@@ -447,12 +472,21 @@ class FleetSettings(Table):
     stable_s: float = bound(1, 86_400)
     actor_timeout_s: float = bound(2, 3600)
     unavailable_s: float = bound(0.5, 3600)
+    lease_s: float = bound(0.5, 3600)
     stop_timeout_s: float = bound(1, 3600)
     namespace: str
+    curve: bool
+    keys: str
 
     def check(self) -> None:
         check_range("fleet.camera_port_last", self.camera_port_last, self.camera_port_first, 65535)
         check_range("fleet.restart_max_s", self.restart_max_s, self.restart_initial_s, 3600)
+        # The controller replaces a silent camera only after the camera has fenced itself.
+        for key in ("unavailable_s", "actor_timeout_s"):
+            if getattr(self, key) <= self.lease_s:
+                raise ConfigError(f"fleet.{key} = {getattr(self, key):g} must be greater than "
+                                  f"fleet.lease_s = {self.lease_s:g} (a replaced camera must have "
+                                  "stopped first)")
         if not self.namespace:
             raise ConfigError("config key 'fleet.namespace' must not be empty")
 
@@ -468,6 +502,7 @@ class Settings:
     engine: EngineSettings
     quantize: QuantizeSettings
     detector: DetectorSettings
+    small_people: SmallPeopleSettings
     zmq: ZmqSettings
     web: WebSettings
     tensorrt: TensorRTSettings

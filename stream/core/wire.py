@@ -5,6 +5,8 @@ lives in one place (docs/zmq.md describes it for people). A message is a ZMQ mul
 `[topic, payload]`; payload = one msgpack map with `"v"` (schema version) and `"type"`:
 
 - `frame`: one processed frame (the v1 fields plus `"v": 2, "type": "frame"`); topic = stream name.
+  Optional `epoch`: the publisher's incarnation (a fleet camera's restart or move); it only grows,
+  and frame numbers start again in each epoch.
 - `end`: the stream is finished; `last_frame` is the number of its last frame (null when it had
   none), so a subscriber counts the frames it lost at the tail. Topic = stream name, so it follows
   that stream's frames in order through any topic filter.
@@ -50,12 +52,17 @@ def check_stream_name(name: str) -> str:
 
 # ---------------------------------------------------------------------------------------- building
 
-def frame_message(result: FrameResult, publish_ts: float) -> dict[str, Any]:
-    """The frame message of `result` (DESIGN.md section 7), published at `publish_ts`."""
-    return {"v": SCHEMA_VERSION, "type": "frame", "stream": result.stream, "frame": result.frame,
-            "pts": result.pts, "capture_ts": result.capture_ts, "publish_ts": publish_ts,
-            "width": result.width, "height": result.height, "format": result.poses.format,
-            "persons": result.poses.to_persons()}
+def frame_message(result: FrameResult, publish_ts: float, epoch: int | None = None) -> dict[str, Any]:
+    """The frame message of `result` (DESIGN.md section 7), published at `publish_ts`. `epoch`
+    (optional) numbers the publisher's incarnation: it grows with every restart, and frame numbers
+    start again within each epoch, so a subscriber tells a restart from disorder."""
+    message = {"v": SCHEMA_VERSION, "type": "frame", "stream": result.stream, "frame": result.frame,
+               "pts": result.pts, "capture_ts": result.capture_ts, "publish_ts": publish_ts,
+               "width": result.width, "height": result.height, "format": result.poses.format,
+               "persons": result.poses.to_persons()}
+    if epoch is not None:
+        message["epoch"] = epoch
+    return message
 
 
 def end_message(stream: str, last_frame: int | None, publish_ts: float,
@@ -166,6 +173,8 @@ def _validate_frame(message: Mapping[str, Any]) -> None:
         _check_field(message, key, lambda v: _is_count(v) and v > 0, "a positive integer")
     _check_field(message, "format", lambda v: v in FORMATS, f"one of {', '.join(FORMATS)}")
     _check_field(message, "persons", lambda v: isinstance(v, list), "a list")
+    if "epoch" in message:
+        _check_field(message, "epoch", _is_count, "a non-negative integer")
     num_keypoints = FORMATS[message["format"]].num_keypoints
     for index, person in enumerate(message["persons"]):
         _check_person(person, index, num_keypoints)

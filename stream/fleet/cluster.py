@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from posestream.stream.client import is_loopback, warn_if_exposed
 from posestream.stream.core.errors import ConfigError, PosestreamError, StageError
 from posestream.stream.fleet.controller import CONTROLLER_NAME, FleetController
 from posestream.stream.fleet.spec import FleetSpec, check_resources
@@ -48,6 +49,19 @@ def alive_node_resources(ray: Any) -> list[dict[str, float]]:
     return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
 
 
+def warn_if_plain(ray: Any, spec: FleetSpec) -> None:
+    """`fleet.curve = false` is the user's explicit choice; say once where plain streams go."""
+    if spec.settings.curve:
+        return
+    hosts = {spec.settings.camera_host} if spec.settings.camera_host else {
+        node["NodeManagerAddress"] for node in ray.nodes() if node.get("Alive")}
+    endpoints = [f"tcp://{f'[{h}]' if ':' in h else h}:{spec.settings.camera_port_first}"
+                 for h in sorted(hosts)]
+    for endpoint in [e for e in endpoints if not is_loopback(e)][:1]:  # once is enough
+        warn_if_exposed(endpoint, False, "fleet camera streams (fleet.curve = false)",
+                        "fleet.curve = true")
+
+
 def unwrap(ray: Any, exc: BaseException) -> BaseException:
     """A posestream error raised inside an actor, as itself (Ray wraps it in `RayTaskError`)."""
     cause = getattr(exc, "cause", None)
@@ -60,6 +74,7 @@ def start_controller(ray: Any, spec: FleetSpec) -> tuple[Any, str]:
     """Check the cameras' resource requests against the cluster, then create the named controller
     on this node and start it. Returns (controller handle, aggregated stream address)."""
     check_resources(spec, alive_node_resources(ray))
+    warn_if_plain(ray, spec)
     namespace = spec.settings.namespace
     try:
         ray.get_actor(CONTROLLER_NAME, namespace=namespace)

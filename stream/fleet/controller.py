@@ -6,7 +6,12 @@ call each. A camera actor that dies (its node left the cluster) or stays silent 
 `fleet.actor_timeout_s` is killed and created again; Ray places the new one on the nodes that
 remain, or it waits, reported as "waiting for resources", until some node can hold it. The
 controller is named, so `posestream fleet status` and `fleet stop` reach it from any process
-connected to the cluster. Ray carries only these small control calls; frames stay on their node.
+connected to the cluster. Ray carries only these small control calls and public keys; frames stay
+on their node, and the camera streams into the aggregator are CURVE-authenticated (`fleet.keys`).
+
+A replaced actor's node is avoided for new cameras until a probe task there finishes: after a
+partition Ray still lists the node as alive, and only a node that runs the probe is reachable again.
+A camera is replaced only after its lease (`fleet.lease_s`) has run out, so it has stopped itself.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from typing import Any
 
 from posestream.stream.fleet.actor import CameraActor
 from posestream.stream.fleet.aggregator import Aggregator
+from posestream.stream.fleet.keys import aggregator_keys, pinned_key
 from posestream.stream.fleet.spec import CameraSpec, FleetSpec
 from posestream.stream.fleet.status import CameraStatus
 
@@ -26,8 +32,13 @@ log = logging.getLogger(__name__)
 CONTROLLER_NAME = "posestream-fleet"
 TICK_S = 0.5
 WAITING_AFTER_S = 5.0  # an actor not created by then, with too few free resources, is "waiting"
-SUSPECT_S = 120.0      # a node whose actors were lost takes no new camera for this long
+REFUSED_AFTER = 2      # failed CURVE handshakes, with no frame, after which a camera is "refused"
 NODE_LABEL = "ray.io/node-id"
+
+
+def _reachable() -> bool:
+    """The probe task: it finishes only on a node the cluster can reach again."""
+    return True
 
 
 @dataclass
@@ -44,6 +55,8 @@ class Slot:
     unavailable_since: float | None = None  # Ray has reported the actor unreachable since then
     last: dict[str, Any] = field(default_factory=dict)
     restarts_before: int = 0         # pipeline restarts and actor replacements of earlier actors
+    generation: int = 0              # controller ms at the current actor's creation (epoch base)
+    pinned: bytes | None = None      # the camera's public key from fleet.keys (None: as reported)
     state: str = "starting"
     note: str = ""
 
@@ -51,13 +64,15 @@ class Slot:
 class FleetController:
     def __init__(self, spec: FleetSpec) -> None:
         self.spec = spec
-        zmq_table = spec.config.zmq
-        self.aggregator = Aggregator(spec.settings.publish, spec.settings.stats_window_s,
-                                     zmq_table.hwm, zmq_table.linger_ms, zmq_table.heartbeat_s)
-        self.slots = [Slot(camera, i) for i, camera in enumerate(spec.cameras)]
-        # Nodes that lost a camera: Ray declares a vanished node dead only after its health checks
-        # fail (~15-30 s); until then it could place the replacement right back on it.
-        self._suspects: dict[str, float] = {}
+        settings = spec.settings
+        # The aggregator's secret is made (or read) here and never leaves this process.
+        self.client = aggregator_keys(settings)
+        self.aggregator = Aggregator(settings.publish, spec.config.zmq, settings.stats_window_s, self.client)
+        self.slots = [Slot(camera, i, pinned=pinned_key(settings, camera.name))
+                      for i, camera in enumerate(spec.cameras)]
+        # Nodes that lost a camera, with a probe task each: Ray may list a cut-off node as alive
+        # for minutes, and place the replacement right back on it.
+        self._suspects: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -71,17 +86,38 @@ class FleetController:
 
     # -- camera actors ----------------------------------------------------------------------------
     def _job(self, slot: Slot) -> dict[str, Any]:
+        """What the camera's actor gets through Ray: no secret (see `fleet.keys`)."""
         s = self.spec.settings
         return {"name": slot.camera.name, "source": slot.camera.source, "index": slot.index,
                 "config": self.spec.camera_config(slot.camera), "camera_host": s.camera_host,
                 "camera_port_first": s.camera_port_first, "restart_initial_s": s.restart_initial_s,
                 "restart_max_s": s.restart_max_s, "stable_s": s.stable_s,
-                "stop_timeout_s": s.stop_timeout_s}
+                "stop_timeout_s": s.stop_timeout_s, "lease_s": s.lease_s,
+                "generation": slot.generation, "curve": self.client is not None, "keys": s.keys,
+                "client_public": self.client.public.decode("ascii") if self.client else "",
+                "pinned": slot.pinned.decode("ascii") if slot.pinned else ""}
+
+    def _probe_suspects(self) -> None:
+        """Forget a suspect node once its probe finished: reachable again, or known dead to Ray."""
+        import ray
+
+        for node, probe in list(self._suspects.items()):
+            if ray.wait([probe], timeout=0)[0]:
+                del self._suspects[node]
+                log.info("fleet: node %s may take cameras again", node[:12])
+
+    def _suspect(self, node: str) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if node and node not in self._suspects:
+            self._suspects[node] = ray.remote(num_cpus=0, max_retries=0)(_reachable).options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
 
     def _create(self, slot: Slot, now: float) -> None:
         import ray
 
-        self._suspects = {node: t for node, t in self._suspects.items() if now - t < SUSPECT_S}
+        slot.generation = max(slot.generation + 1, int(now * 1000))
         avoid = {NODE_LABEL: f"!in({','.join(sorted(self._suspects))})"} if self._suspects else None
         remote = ray.remote(CameraActor).options(
             num_cpus=slot.camera.num_cpus, num_gpus=slot.camera.num_gpus, max_restarts=0,
@@ -99,8 +135,7 @@ class FleetController:
         log.warning("fleet: camera %s: %s; starting it again where resources allow",
                     slot.camera.name, why)
         slot.restarts_before += int(slot.last.get("restarts", 0)) + 1
-        if slot.last.get("node_id"):
-            self._suspects[slot.last["node_id"]] = time.time()
+        self._suspect(slot.last.get("node_id", ""))
         if slot.actor is not None:
             ray.kill(slot.actor, no_restart=True)
         slot.actor = slot.pending = None
@@ -123,20 +158,28 @@ class FleetController:
                     slot.unavailable_since = now
                 if now - slot.unavailable_since > self.spec.settings.unavailable_s:
                     self._replace(slot, f"its actor was unreachable for {self.spec.settings.unavailable_s:g} s")
-                else:
-                    slot.pending = slot.actor.status.remote()
+                    return
+                if now - slot.unavailable_since > self.spec.settings.lease_s:
+                    slot.state = "lost"
+                    slot.note = (f"Ray reports its actor unreachable (node down or cut off); "
+                                 f"replaced after {self.spec.settings.unavailable_s:g} s")
+                slot.pending = slot.actor.status.remote()
                 return
             except ray.exceptions.RayActorError as exc:
                 self._replace(slot, f"its actor was lost ({type(exc).__name__})")
                 return
             slot.answered, slot.last, slot.unavailable_since = True, answer, None
             slot.state, slot.note = answer["state"], answer["error"]
-            self.aggregator.set_endpoint(slot.camera.name, answer["endpoint"])
+            self._read_from(slot, answer)
             slot.pending, slot.asked_at = slot.actor.status.remote(), now
             return
         silent = now - slot.asked_at
         if slot.answered and silent > self.spec.settings.actor_timeout_s:
             self._replace(slot, f"its actor did not answer for {silent:.0f} s (node lost?)")
+        elif slot.answered and silent > self.spec.settings.lease_s:
+            slot.state = "lost"
+            slot.note = (f"its actor has not answered for {silent:.0f} s (node down or cut off); "
+                         f"replaced after {self.spec.settings.actor_timeout_s:g} s")
         elif not slot.answered and now - slot.created_at > WAITING_AFTER_S:
             free = self._free_per_node(ray)
             camera = slot.camera
@@ -147,6 +190,15 @@ class FleetController:
                 slot.note = (f"needs {camera.num_cpus:g} CPU / {camera.num_gpus:g} GPU on one node; "
                              f"most free on a node: {most.get('CPU', 0.0):g} CPU / "
                              f"{most.get('GPU', 0.0):g} GPU")
+
+    def _read_from(self, slot: Slot, answer: dict[str, Any]) -> None:
+        """Point the aggregator at the camera's endpoint, trusting only its key: the pinned one, or
+        the one its current actor reported (a camera without a key yet is not read)."""
+        key = None
+        if self.client is not None:
+            key = slot.pinned or (answer["public_key"].encode("ascii") if answer["public_key"] else None)
+        endpoint = answer["endpoint"] if key is not None or self.client is None else ""
+        self.aggregator.set_endpoint(slot.camera.name, endpoint, key)
 
     def _free_per_node(self, ray: Any) -> dict[str, dict[str, float]]:
         """Free resources of each node that may take a camera (suspect nodes left out). Ray has no
@@ -164,6 +216,7 @@ class FleetController:
         while not self._stopping.is_set():
             now = time.time()
             with self._lock:
+                self._probe_suspects()
                 for slot in self.slots:
                     try:
                         self._check(slot, now)
@@ -180,13 +233,18 @@ class FleetController:
         rows = []
         for slot in self.slots:
             fps, p99, age = self.aggregator.figures(slot.camera.name, now)
-            state = slot.state
+            state, note = slot.state, slot.note
             if state == "running" and (age is None or age > slot.last.get("uptime_s", 0.0)):
                 # Up, but no frame from this incarnation yet: a retry keeps its failure's name.
                 state = slot.last.get("failure") or "starting"
+                failures = self.aggregator.handshake_failures(slot.camera.name)
+                if failures >= REFUSED_AFTER:
+                    state = "refused"
+                    note = (f"{failures} CURVE handshakes with its stream {slot.last.get('endpoint')} "
+                            "failed: the camera's key is not the one the aggregator trusts")
             rows.append(CameraStatus(slot.camera.name, slot.last.get("node_ip", ""), state, fps, p99,
                                      age, slot.restarts_before + int(slot.last.get("restarts", 0)),
-                                     "" if state == "running" else slot.note,
+                                     "" if state == "running" else note,
                                      slot.last.get("node_id", "")))
         return rows
 

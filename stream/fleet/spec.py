@@ -16,8 +16,10 @@ from typing import Any, Mapping
 
 from posestream.stream.client import check_endpoint
 from posestream.stream.core.config import load_config
-from posestream.stream.core.errors import ConfigError, InputNotFoundError
+from posestream.stream.core.errors import ConfigError, InputError, InputNotFoundError
 from posestream.stream.core.settings import FleetSettings, Settings
+from posestream.stream.curve_keys import server_keys
+from posestream.stream.fleet.keys import check_keys
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -68,6 +70,8 @@ def camera_config(base: Settings, camera: CameraSpec) -> Settings:
         changes.update({"detector.threads": max(1, (threads + 1) // 2), "pose.threads": max(1, threads // 2)})
     if camera.num_gpus > 0 and "engine.device" not in camera.overrides:
         changes["engine.device"] = "cuda"  # Ray's CUDA_VISIBLE_DEVICES names the GPU it gave
+    # [zmq]'s CURVE keys are the aggregated stream's; a camera's stream gets its own on its node.
+    changes["zmq"] = {"curve": False, "server_secret_key": "", "allowed_clients": "", "epoch": 0}
     return settings.with_overrides(changes)
 
 
@@ -159,6 +163,10 @@ def parse_fleet(document: Mapping[str, Any], base: Settings) -> FleetSpec:
     except ConfigError as exc:
         raise ConfigError(f"FLEET.toml: {exc}") from None
     check_endpoint(settings.publish, "fleet.publish")
+    try:  # the aggregated stream's key files, read where `fleet run` starts (as the controller does)
+        server_keys(base.zmq)
+    except (InputError, InputNotFoundError) as exc:
+        raise ConfigError(f"fleet.publish: {exc}") from None
     cameras_raw = document.get("camera", [])
     if not isinstance(cameras_raw, list) or not cameras_raw:
         raise ConfigError("FLEET.toml: no cameras; add at least one [[camera]] with name and source")
@@ -171,6 +179,7 @@ def parse_fleet(document: Mapping[str, Any], base: Settings) -> FleetSpec:
                               f"and camera[{index}]); names are the stream topics and must be unique")
         seen[camera.name] = index
         cameras.append(camera)
+    check_keys(settings, seen)
     first, last = settings.camera_port_first, settings.camera_port_last
     if last - first + 1 < len(cameras):
         raise ConfigError(f"fleet.camera_port_first..camera_port_last ({first}..{last}) holds "

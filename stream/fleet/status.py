@@ -16,11 +16,13 @@ import numpy as np
 
 from posestream.stream.core import wire
 
-STATES = ("starting", "running", "restarting", "unreachable", "waiting for resources", "stopped")
-# The wire's states: a camera that is starting or waiting for a node is "waiting" for frames.
+STATES = ("starting", "running", "restarting", "unreachable", "refused", "lost", "fenced",
+          "waiting for resources", "stopped")
+# The wire's states: a camera that is starting or waiting for a node is "waiting" for frames; one
+# whose key is refused, or whose actor no longer answers, cannot be reached.
 WIRE_STATE = {"starting": "waiting", "running": "running", "restarting": "restarting",
-              "unreachable": "unreachable", "waiting for resources": "waiting",
-              "stopped": "waiting"}
+              "unreachable": "unreachable", "refused": "unreachable", "lost": "unreachable",
+              "fenced": "restarting", "waiting for resources": "waiting", "stopped": "waiting"}
 
 
 @dataclass

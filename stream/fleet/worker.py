@@ -24,6 +24,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,7 +89,16 @@ def launch(raw_job: bytes) -> int:
 
 
 def run_pipeline(job: dict) -> int:
-    """The pipeline process: one camera, one zmq sink on the camera's endpoint."""
+    """The pipeline process: one camera, one zmq sink on the camera's endpoint. Its CURVE key
+    folder (if any) is removed when it ends, also when its actor was killed first."""
+    try:
+        return _pipeline(job)
+    finally:
+        if job.get("key_folder"):
+            shutil.rmtree(job["key_folder"], ignore_errors=True)
+
+
+def _pipeline(job: dict) -> int:
     _die_with_parent(int(job["parent_pid"]))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s [{job['camera']}] %(name)s: %(message)s",

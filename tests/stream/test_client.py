@@ -168,6 +168,25 @@ def test_gaps_are_reported(persons: Poses, caplog: pytest.LogCaptureFixture) -> 
     assert "'cam0': 2 frame(s) missing (3..4)" in caplog.text
 
 
+def test_a_new_epoch_is_a_restart_not_a_gap(persons: Poses) -> None:
+    """A fleet camera that moved starts a new epoch; its numbers may continue above the old ones
+    (frames lost before the subscriber saw them), which is still a restart, not a gap."""
+    config = {"zmq.wait_for_subscriber_s": 10.0}
+    first = ZmqSink(load_config(overrides={**config, "zmq.epoch": 7}), "tcp://127.0.0.1:*")
+    endpoint = first.bound_endpoint
+    with Subscriber(endpoint) as sub:
+        with first:
+            for number in (0, 1):
+                first.write(frame(persons, number), None)
+            got = [(m["epoch"], m["frame"]) for m in (sub.receive(5.0), sub.receive(5.0))]
+        assert sub.receive(0.3) is None
+        with ZmqSink(load_config(overrides={**config, "zmq.epoch": 8}), endpoint) as second:
+            second.write(frame(persons, 4), None)
+            got.append((lambda m: (m["epoch"], m["frame"]))(sub.receive(10.0)))
+    assert got == [(7, 0), (7, 1), (8, 4)]
+    assert sub.stats.restarts == 1 and sub.stats.gaps == []
+
+
 @pytest.mark.parametrize("scheme", ["tcp", "ipc"])
 def test_publisher_restart_reconnects_and_is_not_a_gap(persons: Poses, tmp_path: Path,
                                                        scheme: str) -> None:

@@ -104,3 +104,43 @@ def test_bad_input_is_one_line(shared: Path, tmp_path: Path, make_args, message)
     errors = [line for line in result.stderr.splitlines() if line.startswith("posestream: error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_mot_sequence_through_the_pipeline(shared: Path, prepared_home: Path, tmp_path: Path) -> None:
+    """`eval --mot` on TUD-Campus (71 frames, 8 pedestrians): the default pipeline tracked it at
+    MOTA 0.730, IDF1 0.724, HOTA 0.524, recall 0.861 (INT8 default). Its tracks, scored again with
+    `--results`, give the same metrics."""
+    sequence = shared / "data/mot/TUD-Campus"
+    out, tracks = tmp_path / "mot.json", tmp_path / "tracks.txt"
+    result = _posestream("eval", "--mot", str(sequence), "--out", str(out), "--tracks", str(tracks))
+    assert result.returncode == 0, result.stderr
+    assert "MOT15 rules: every GT row counts except those with confidence 0" in result.stdout
+    report = json.loads(out.read_text())
+    metrics = report["metrics"]
+    assert (report["frames"], report["rules"], metrics["gt_ids"], metrics["gt_boxes"]) == (71, "MOT15", 8, 359)
+    assert 0.6 < metrics["MOTA"] < 0.9 and 0.55 < metrics["IDF1"] < 0.9 and 0.4 < metrics["HOTA"] < 0.7
+    assert 0.75 < metrics["recall"] <= 1.0 and 0.75 < metrics["precision"] <= 1.0
+    assert 6 <= metrics["ids"] <= 20 and metrics["id_switches"] <= 15
+    assert metrics["tp"] + metrics["fn"] == 359
+    frames = {int(line.split(",")[0]) for line in tracks.read_text().splitlines()}
+    assert min(frames) >= 1 and max(frames) == 71  # MOT numbers frames from 1: video frame 70 is 71
+    again = _posestream("eval", "--mot", str(sequence), "--results", str(tracks), "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    rescored = json.loads(out.read_text())["metrics"]
+    for key in ("MOTA", "IDF1", "HOTA", "recall", "precision"):
+        assert rescored[key] == pytest.approx(metrics[key], abs=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mot", "{t}/nope"], "MOT sequence folder not found"),
+    (["--mot", "{t}"], "seqinfo.ini is missing"),
+    (["--mot", "{s}/data/mot/TUD-Campus", "--results", "{t}/none.txt"], "results file not found"),
+    (["--mot", "{s}/data/mot/TUD-Campus", "--images", "{t}"], "--images goes with --gt FILE"),
+    (["--gt", "{s}/data/coco/person_keypoints.json", "--results", "{t}/r.txt"], "--results goes with --mot"),
+])
+def test_bad_mot_input_is_one_line(shared: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    result = _posestream("eval", *[a.format(s=shared, t=tmp_path) for a in args])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("posestream: error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr

@@ -1,5 +1,5 @@
 """MediaPipe's landmark models (BlazePose GHUM full body, hand, face mesh) from the PyPI wheel
-`mediapipe==0.10.21`, rebuilt by `engines.formats.tflite_graph` and exported to ONNX with a dynamic batch.
+`mediapipe==0.10.21`, and BlazePose GHUM heavy and lite from the npm package `@mediapipe/pose`, rebuilt by `engines.formats.tflite_graph` and exported to ONNX with a dynamic batch.
 
 The wheel is fetched with `pip download --no-deps` (or taken from `--from` as a local `.whl` or
 `.tflite`); mediapipe is never imported. Each ONNX file is checked against the torch network before
@@ -9,18 +9,15 @@ member, sha256 of the TFLite file, input normalisation, outputs).
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from posestream.engines.packages import MEDIAPIPE_POSE
+from posestream.engines.formats.npm_package import NpmPackage, NpmTarball, check_integrity, fetch_npm_package
+from posestream.engines.model_build import build_into, export_onnx, intact_card, verify_export
 from posestream.engines.model_card import ModelCard, sha256_file
-from posestream.engines.model_check import check_model_kind
-from posestream.engines.backends.onnxruntime_engine import OnnxRuntimeEngine
 from posestream.engines.formats.tflite_graph import TfliteNet, read_tflite
 from posestream.engines.wheels import extract_checkpoint, fetch_wheel
 from posestream.stream.core.errors import InputError, ModelError
@@ -30,6 +27,7 @@ log = logging.getLogger(__name__)
 
 WHEEL = "mediapipe==0.10.21"  # the last release that still ships the landmark .tflite files
 LICENCE = "Apache-2.0 (Google MediaPipe model files, shipped in the mediapipe wheel)"
+NPM_LICENCE = f"Apache-2.0 (Google MediaPipe model files, shipped in the npm package {MEDIAPIPE_POSE.spec})"
 INPUT_NAME = "image"
 MAX_MEMBER_BYTES = 32 << 20
 
@@ -45,6 +43,7 @@ class LandmarkModel:
     outputs: dict[int, str]
     description: str
     points: int
+    package: NpmPackage | None = None  # None: the mediapipe wheel; else this npm package
 
 
 MODELS: dict[str, LandmarkModel] = {
@@ -62,6 +61,12 @@ MODELS: dict[str, LandmarkModel] = {
         "mediapipe/modules/face_landmark/face_landmark.tflite", 192, "face468",
         {0: "landmarks", 1: "face_flag"},
         "MediaPipe face mesh: 468 x (x, y, z) in input pixels; face flag as a logit", 468),
+    "blazepose-heavy": LandmarkModel(
+        "pose_landmark_heavy.tflite", 256, "blazepose33", {0: "landmarks", 1: "pose_flag"},
+        "BlazePose GHUM heavy (the largest landmark network); outputs as blazepose-full", 33, MEDIAPIPE_POSE),
+    "blazepose-lite": LandmarkModel(
+        "pose_landmark_lite.tflite", 256, "blazepose33", {0: "landmarks", 1: "pose_flag"},
+        "BlazePose GHUM lite (the smallest landmark network); outputs as blazepose-full", 33, MEDIAPIPE_POSE),
 }
 
 
@@ -78,11 +83,26 @@ class _Kept(torch.nn.Module):
 
 
 def extract_tflite(source: Path, member: str, out_dir: Path) -> Path:
-    """The `.tflite` file from a wheel (or `source` itself when it is a `.tflite`)."""
+    """The `.tflite` file from a wheel or an npm tarball (or `source` itself when it is a `.tflite`)."""
     source = Path(source)
     if source.suffix == ".tflite":
         return source
+    if source.suffix == ".tgz":
+        out = out_dir / Path(member).name
+        out.write_bytes(NpmTarball(source).read(member))
+        return out
     return extract_checkpoint(source, member, out_dir, MAX_MEMBER_BYTES)
+
+
+def _source_file(spec: LandmarkModel, home: Path, source: Path | None) -> Path:
+    """The wheel or npm tarball that holds `spec`'s file: `source` when given, else fetched."""
+    if spec.package is None:
+        return Path(source) if source else fetch_wheel(WHEEL, Path(home) / "downloads")
+    if source is None:
+        return fetch_npm_package(spec.package, Path(home) / "downloads")
+    if Path(source).suffix == ".tgz":
+        check_integrity(Path(source), spec.package)
+    return Path(source)
 
 
 def build(tflite: Path, spec: LandmarkModel) -> _Kept:
@@ -91,35 +111,6 @@ def build(tflite: Path, spec: LandmarkModel) -> _Kept:
     if tuple(shape[1:]) != (spec.size, spec.size, 3):
         raise ModelError(f"{tflite}: input {list(shape)}, expected [1, {spec.size}, {spec.size}, 3]")
     return _Kept(net, list(spec.outputs))
-
-
-def export_onnx(model: _Kept, spec: LandmarkModel, path: Path, opset: int) -> None:
-    names = list(spec.outputs.values())
-    dummy = torch.zeros(1, 3, spec.size, spec.size)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=names,
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}},
-                          do_constant_folding=True)
-
-
-def verify_export(model: _Kept, spec: LandmarkModel, card: ModelCard, onnx_file: Path, threads: int) -> float:
-    """Largest |ONNX - torch| over every kept output on a seeded batch of 2 (the dynamic axis), after
-    checking that the file fits its card."""
-    x = torch.rand(2, 3, spec.size, spec.size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = [t.numpy() for t in model(x)]
-    with OnnxRuntimeEngine(onnx_file, threads=threads) as engine:
-        check_model_kind(engine, card)
-        got = engine.run({INPUT_NAME: x.numpy()})
-    worst = 0.0
-    for name, want in zip(spec.outputs.values(), expected):
-        diff = float(np.abs(got[name] - want).max())
-        if not diff <= 1e-3 * max(1.0, float(np.abs(want).max())):
-            raise ModelError(f"ONNX export of {onnx_file.name} output '{name}' differs from torch by {diff:.3g}")
-        worst = max(worst, diff)
-    return worst
 
 
 def make_card(name: str, spec: LandmarkModel, onnx_file: Path, tflite: Path, origin: str,
@@ -133,8 +124,8 @@ def make_card(name: str, spec: LandmarkModel, onnx_file: Path, tflite: Path, ori
         output={"decoder": "landmarks", "names": list(spec.outputs.values()),
                 **({"num_keypoints": spec.points} if spec.keypoint_format not in FORMATS else {}),
                 "description": spec.description},
-        licence=LICENCE,
-        source={"kind": "mediapipe-tflite", "wheel": origin, "member": spec.member,
+        licence=NPM_LICENCE if spec.package else LICENCE,
+        source={"kind": "mediapipe-tflite", ("package" if spec.package else "wheel"): origin, "member": spec.member,
                 "tflite_sha256": sha256_file(tflite)},
         extra={"opset": opset})
 
@@ -146,31 +137,27 @@ def prepare_landmark_model(name: str, home: Path, source: Path | None = None, *,
         raise InputError(f"unknown landmark model '{name}' (valid: {', '.join(MODELS)})")
     spec = MODELS[name]
     target = Path(home) / "models" / name
-    if not force and (target / "model.json").is_file():
-        card = ModelCard.load(target)
-        if not card.verify(target):
-            return card
-        log.info("model %s in %s is damaged; rebuilding", name, target)
-    models = target.parent
-    models.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=models))
-    try:
-        wheel = Path(source) if source else fetch_wheel(WHEEL, Path(home) / "downloads")
-        tflite = extract_tflite(wheel, spec.member, staging)
+    card = None if force else intact_card(target)
+    if card is not None:
+        return card
+    origin = _source_file(spec, home, source)
+
+    def build_model(staging: Path) -> ModelCard:
+        tflite = extract_tflite(origin, spec.member, staging)
         log.info("rebuilding %s from %s", name, spec.member)
         model = build(tflite, spec)
         onnx_file = staging / f"{name}.onnx"
-        export_onnx(model, spec, onnx_file, opset)
-        card = make_card(name, spec, onnx_file, tflite, wheel.name, opset)
-        diff = verify_export(model, spec, card, onnx_file, threads)
-        card.extra["onnx_vs_torch_max_abs_diff"] = diff
+        names = list(spec.outputs.values())
+        export_onnx(model, onnx_file, INPUT_NAME, names, torch.zeros(1, 3, spec.size, spec.size), {0: "batch"},
+                    opset)
+        card = make_card(name, spec, onnx_file, tflite, origin.name, opset)
+        example = torch.rand(2, 3, spec.size, spec.size, generator=torch.Generator().manual_seed(0))
+        card.extra["onnx_vs_torch_max_abs_diff"] = verify_export(model, card, onnx_file, example, threads)
         if tflite.parent == staging:
             tflite.unlink()
-        card.save(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    log.info("prepared %s in %s (ONNX vs torch max |diff| %.3g)", name, target, diff)
+        return card
+
+    card = build_into(target, build_model)
+    log.info("prepared %s in %s (ONNX vs torch max |diff| %.3g)", name, target,
+             card.extra["onnx_vs_torch_max_abs_diff"])
     return card

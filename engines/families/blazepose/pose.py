@@ -24,8 +24,8 @@ import numpy as np
 
 from posestream.engines.model_card import ModelCard
 from posestream.engines.crops import crop_to_frame, rotated_crop_matrices, warp_with
-from posestream.engines.topdown import Outputs, TopDownEstimator
 from posestream.engines.families.blazepose.wholebody import WholeBody
+from posestream.engines.topdown import Outputs, TopDownEstimator, merge_keypoints
 from posestream.stream.core.errors import InputError, ModelError
 from posestream.stream.core.keypoints import get_format
 from posestream.stream.core.results import Poses
@@ -47,8 +47,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def body_angles(keypoints: np.ndarray) -> np.ndarray:
     """Angle (radians) of the hips->shoulders axis from "up", per person, from COCO-17 keypoints
-    [N,17,3]; 0 where shoulders or hips are not confidently seen."""
+    [N,17,3] (0 where shoulders or hips are not confidently seen), or of the hip centre -> body
+    circle axis from the `mediapipe-person` detector's 4 keypoints."""
     angles = np.zeros(len(keypoints))
+    if keypoints.shape[1] == 4:  # MediaPipe's detector: hip centre -> body-circle point is "up"
+        axis = keypoints[:, 1, :2] - keypoints[:, 0, :2]
+        return np.arctan2(axis[:, 0], -axis[:, 1])
     if keypoints.shape[1] < 17:
         return angles
     shoulders, hips = keypoints[:, _SHOULDERS], keypoints[:, _HIPS]
@@ -86,7 +90,6 @@ class BlazePose(TopDownEstimator):
     def __init__(self, settings: Settings) -> None:
         self.output_format = settings.pose.landmark_format
         self.min_presence = settings.pose.landmark_min_presence
-        self.merge = settings.pose.landmark_merge
         self.wholebody: WholeBody | None = None
         super().__init__(settings)
         if self.output_format == "halpe136":
@@ -143,7 +146,7 @@ class BlazePose(TopDownEstimator):
         keypoints = to_format(points, np.concatenate(scores), body_format)
         presence = np.concatenate(flags)
         splits = np.cumsum([len(p) for p in kept])[:-1]
-        per_frame = [self._merge(kp, persons.keypoints)
+        per_frame = [merge_keypoints(kp, persons.keypoints, self.merge)
                      for kp, persons in zip(np.split(keypoints, splits), kept)]
         if self.wholebody is not None:
             per_frame = self.wholebody.extend(frames, np.split(points, splits),
@@ -166,20 +169,3 @@ class BlazePose(TopDownEstimator):
             self.wholebody.close()
             self.wholebody = None
         super().close()
-
-    def _merge(self, ours: np.ndarray, detected: np.ndarray) -> np.ndarray:
-        """`pose.landmark_merge`: per COCO keypoint, keep the detector's own point where it is the
-        more confident one (`confident`), or average both weighted by score (`average`)."""
-        if self.merge == "none" or detected.shape[1] != 17:
-            return ours
-        ours = ours.copy()
-        mine, theirs = ours[:, :17], detected
-        if self.merge == "confident":
-            take = theirs[:, :, 2:3] > mine[:, :, 2:3]
-            ours[:, :17] = np.where(take, theirs, mine)
-        else:
-            w1, w2 = mine[:, :, 2:3], theirs[:, :, 2:3]
-            total = np.maximum(w1 + w2, 1e-9)
-            ours[:, :17, :2] = (mine[:, :, :2] * w1 + theirs[:, :, :2] * w2) / total
-            ours[:, :17, 2] = np.maximum(mine[:, :, 2], theirs[:, :, 2])
-        return ours

@@ -1,5 +1,6 @@
 """OksByteTracker on real footage: the default YOLO11n-pose chain (detect + pose NMS, in one process,
-frame by frame) feeds the tracker, as the track stage sees it in the pipeline."""
+frame by frame) feeds the tracker, as the track stage sees it in the pipeline: with the frame's
+number and its pixels (camera-motion compensation is on by default)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -10,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from posestream.stream.core.contracts import IdAllocator
+from posestream.stream.core.contracts import IdAllocator, TrackFrame
 from posestream.plugins.trackers.oks_byte import OksByteTracker
 from posestream.stream.chain import PoseChain
 from posestream.stream.core.config import load_config
@@ -22,7 +23,8 @@ def track(frames, chain_overrides: dict) -> list[Poses]:
     config = load_config(overrides={"detector.threads": 2, "engine.precision": "fp32", **chain_overrides})
     tracker = OksByteTracker(config, IdAllocator())
     with PoseChain(config) as chain:
-        return [tracker.update(chain.process([frame])[0]) for frame in frames]
+        return [tracker.update(chain.process([frame])[0], TrackFrame(index, None, frame, 1.0))
+                for index, frame in enumerate(frames)]
 
 
 def centres(poses: Poses) -> np.ndarray:

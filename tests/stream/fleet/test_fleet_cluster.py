@@ -6,6 +6,7 @@ node removed; a clean stop. One cluster and one fleet for the module keep it to 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import zmq
 from posestream.benchmarks.processes import interrupt
 from posestream.stream.core import wire
 from posestream.stream.core.errors import InputError
+from posestream.stream.curve_keys import generate_key_pair
 
 pytestmark = pytest.mark.slow
 
@@ -127,13 +129,18 @@ def cluster(prepared_home: Path) -> Iterator[tuple[Any, Any, dict[str, str]]]:
             cluster.shutdown()
 
 
-def fleet_file(tmp: Path, shared: Path, publish: str, ports: int, **cameras: dict[str, Any]) -> Path:
+def fleet_file(tmp: Path, shared: Path, publish: str, ports: int, *extra: str,
+               **cameras: dict[str, Any]) -> Path:
+    """FLEET.toml; `extra`: more `[fleet]` lines; a camera's "set" becomes its `[camera.set]`."""
     lines = ["[fleet]", f'publish = "{publish}"', f"camera_port_first = {ports}", f"camera_port_last = {ports + 19}",
              "status_interval_s = 1.0", "restart_initial_s = 0.5", "restart_max_s = 4.0",
-             "actor_timeout_s = 15.0", ""]
+             "actor_timeout_s = 15.0", *extra, ""]
     for name, camera in cameras.items():
         lines += ["[[camera]]", f'name = "{name}"']
-        lines += [f"{key} = {value!r}".replace("'", '"') for key, value in camera.items()]
+        lines += [f"{key} = {value!r}".replace("'", '"') for key, value in camera.items() if key != "set"]
+        if "set" in camera:
+            lines += ["[camera.set]", *(f'"{key}" = {value!r}'.replace("'", '"')
+                                        for key, value in camera["set"].items())]
         lines.append("")
     path = tmp / "FLEET.toml"
     path.write_text("\n".join(lines))
@@ -265,5 +272,59 @@ def test_camera_without_room_waits_for_resources(cluster: Any, tmp_path: Path, s
         watch.close()
         interrupt(run)
         for camera in names:
+            for pid in worker_pids(camera):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_bad_keys_and_a_node_without_the_model_are_one_line_each(cluster: Any, tmp_path: Path) -> None:
+    """Fixed keys (`fleet.keys`): a FLEET.toml naming key files that do not exist is one error
+    before anything starts; at run time a camera whose key on its node is not its pinned one is
+    "refused", a camera whose node has no model in its cache keeps restarting with the model's
+    error, each in one line of `fleet status`, while the good camera publishes."""
+    ray_cluster, _, env = cluster
+    keys = tmp_path / "keys"
+    for name in ("fleet", "good", "badkey", "nocache", "other"):
+        generate_key_pair(keys, name)
+    shutil.copy(keys / "other.key_secret", keys / "badkey.key_secret")  # not badkey.key's pair
+    (keys / "other.key").unlink()
+    empty = tmp_path / "empty-home"
+    empty.mkdir()
+    publish = f"tcp://127.0.0.1:{free_port()}"
+    ports = 20000 + free_port() % 40000
+    source = {"source": "lavfi:testsrc=size=320x240:rate=5", "num_cpus": 0.25}
+
+    for keys_dir, message in ((tmp_path / "nowhere", f"fleet.keys: directory {tmp_path / 'nowhere'} not found"),
+                              (keys, f"fleet.keys: CURVE key file not found: {keys / 'other.key'}")):
+        path = fleet_file(tmp_path, Path(), publish, ports, f'keys = "{keys_dir}"', good=source, other=source)
+        done = cli("fleet", "run", str(path), "--address", ray_cluster.address, env=env)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, done.stderr
+        assert lines[0].startswith(f"posestream: error: {message}"), lines
+
+    path = fleet_file(tmp_path, Path(), publish, ports, f'keys = "{keys}"', good=source, badkey=source,
+                      nocache={**source, "set": {"paths.home": str(empty)}})
+    log = tmp_path / "fleet.log"
+    watch = StreamWatch(publish)
+    watch.start()
+    run = start_fleet(path, ray_cluster.address, env, log)
+    try:
+        wait_for("frames of the good camera", lambda: watch.frames.get("good"), START_TIMEOUT_S, log)
+        wait_for("the bad camera refused and the camera without a model restarting", lambda:
+                 watch.status.get("badkey", {}).get("detail") == "refused"
+                 and watch.status.get("nocache", {}).get("restarts", 0) >= 1, 90, log)
+        status = cli("fleet", "status", "--address", ray_cluster.address, env=env)
+        rows = {line.split()[0]: line for line in status.stdout.splitlines()[1:]}
+        assert set(rows) == {"good", "badkey", "nocache"}, status.stdout
+        assert " running " in rows["good"]
+        assert " refused " in rows["badkey"] and (
+            f"camera key {keys / 'badkey.key_secret'} does not match badkey.key") in rows["badkey"]
+        assert f"model 'yolo11n-pose' is not prepared in {empty / 'models'}" in rows["nocache"]
+        assert "badkey" not in watch.frames and "nocache" not in watch.frames
+        good_since = time.time()
+        wait_for("the good camera still publishing", lambda: watch.frames_after("good", good_since) > 3, 30, log)
+    finally:
+        watch.close()
+        interrupt(run)
+        for camera in ("good", "badkey", "nocache"):
             for pid in worker_pids(camera):
                 os.kill(pid, signal.SIGKILL)

@@ -65,6 +65,8 @@ def test_camera_config_applies_overrides_threads_and_live_policy() -> None:
     (doc(GOOD, fleet={"publish": "udp://x"}), "fleet.publish"),
     (doc(GOOD, {**GOOD, "name": "b"}, fleet={"camera_port_first": 6000, "camera_port_last": 6000}), "widen the range"),
     (doc(GOOD, fleet={"restart_max_s": 0.5}), "fleet.restart_max_s"),
+    (doc(GOOD, fleet={"lease_s": 9.0}), "fleet.unavailable_s = 8 must be greater than fleet.lease_s = 9"),
+    (doc(GOOD, fleet={"keys": "/no/such/keys"}), "fleet.keys: directory /no/such/keys not found"),
 ])
 def test_bad_fleet_files_are_one_clear_error(document: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -139,3 +141,19 @@ def test_every_fleet_state_maps_to_a_wire_state() -> None:
     for state in STATES:
         row = CameraStatus("cam", "n", state, 0.0, None, None, 0)
         wire.validate(status_message([row], now=1.0))
+
+
+def test_camera_configs_never_carry_the_aggregated_streams_keys(tmp_path: Path) -> None:
+    """`[zmq]` CURVE options protect the aggregated stream (and its key files must exist where
+    `fleet run` starts); a camera's own stream gets its keys on its node, never these."""
+    from posestream.stream.curve_keys import generate_key_pair
+
+    generate_key_pair(tmp_path, "server")
+    base = load_config(overrides={"zmq.curve": True, "zmq.server_secret_key": str(tmp_path / "server.key_secret"),
+                                  "zmq.allowed_clients": str(tmp_path / "server.key")})
+    spec = parse_fleet(doc(GOOD), base)
+    zmq = spec.camera_config(spec.cameras[0])["zmq"]
+    assert (zmq["curve"], zmq["server_secret_key"], zmq["allowed_clients"]) == (False, "", "")
+    base.zmq.server_secret_key = str(tmp_path / "gone.key_secret")
+    with pytest.raises(ConfigError, match="fleet.publish: CURVE key file not found: .*gone.key_secret"):
+        parse_fleet(doc(GOOD), base)

@@ -11,6 +11,7 @@ import pytest
 
 from posestream.engines.families.blazepose.mediapipe_import import prepare_landmark_model
 from posestream.engines.families.blazepose.pose import BlazePose, body_angles, to_format
+from posestream.engines.topdown import merge_keypoints
 from posestream.stream.chain import PoseChain
 from posestream.stream.core.settings import Settings
 from posestream.stream.core.keypoints import COCO17
@@ -101,14 +102,20 @@ def test_halpe26_derived_points():
     assert COCO17.num_keypoints == to_format(points, np.ones((1, 33)), "coco17").shape[1]
 
 
-def test_merge_keeps_the_more_confident_point(blazepose_home: Path, config: Settings):
-    with BlazePose(_topdown(config, landmark_merge="confident")) as plugin:
-        ours = np.zeros((1, 17, 3))
-        ours[0, :, 2] = 0.5
-        theirs = np.ones((1, 17, 3))
-        theirs[0, :8, 2] = 0.2
-        merged = plugin._merge(ours, theirs)
+def test_merge_keeps_the_more_confident_point():
+    """`pose.landmark_merge` (one function for every top-down SPPE): `confident` takes the detector's
+    point where it scores higher, `average` weights both by score, a detector without COCO points
+    changes nothing."""
+    ours = np.zeros((1, 17, 3))
+    ours[0, :, 2] = 0.5
+    theirs = np.ones((1, 17, 3))
+    theirs[0, :8, 2] = 0.2
+    merged = merge_keypoints(ours, theirs, "confident")
     assert np.all(merged[0, :8, :2] == 0) and np.all(merged[0, 8:, :2] == 1)
+    averaged = merge_keypoints(ours, theirs, "average")
+    np.testing.assert_allclose(averaged[0, :8, :2], 0.2 / 0.7)
+    np.testing.assert_allclose(averaged[0, 8:, 2], 1.0)
+    assert merge_keypoints(ours, np.ones((1, 4, 3)), "average") is ours
 
 
 def test_eval_cli_reports_ap(blazepose_home: Path, shared: Path):
@@ -125,3 +132,10 @@ def test_eval_cli_reports_ap(blazepose_home: Path, shared: Path):
     ap = float(next(line for line in out.stdout.splitlines() if "IoU=0.50:0.95 | area=   all" in line
                     and "Precision" in line).rsplit("=", 1)[1])
     assert ap >= 0.40
+
+
+def test_body_angle_from_the_mediapipe_detectors_axis():
+    """The `mediapipe-person` detector's hip centre -> body-circle point is the body's up."""
+    upright = [[100, 200, 1], [100, 150, 1], [0, 0, 0], [0, 0, 0]]
+    leaning = [[100, 200, 1], [150, 150, 1], [0, 0, 0], [0, 0, 0]]  # 45 degrees to the right
+    np.testing.assert_allclose(body_angles(np.array([upright, leaning], dtype=float)), [0.0, np.pi / 4])

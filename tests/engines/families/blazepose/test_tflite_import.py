@@ -129,6 +129,33 @@ def test_unsupported_op_is_named(wheel: Path, tmp_path: Path):
 def test_missing_file_and_unknown_model(tmp_path: Path, prepared_home: Path):
     with pytest.raises(InputNotFoundError):
         read_tflite(tmp_path / "none.tflite")
-    with pytest.raises(Exception, match="unknown landmark model 'blazepose-lite'"):
-        prepare_landmark_model("blazepose-lite", prepared_home)
+    with pytest.raises(Exception, match="unknown landmark model 'blazepose-huge'"):
+        prepare_landmark_model("blazepose-huge", prepared_home)
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.network
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("name", ["blazepose-heavy", "blazepose-lite"])
+def test_npm_blazepose_variants_match_tflite_interpreter(prepared_home: Path, shared: Path, tmp_path: Path, name: str):
+    """BlazePose heavy and lite from the npm package @mediapipe/pose, rebuilt by the same TFLite
+    path: landmarks within 0.5 px of Google's interpreter on the shared COCO persons, flag 1e-3."""
+    from posestream.engines.packages import MEDIAPIPE_POSE
+    from posestream.engines.formats.npm_package import fetch_npm_package
+
+    tarball = fetch_npm_package(MEDIAPIPE_POSE, prepared_home / "downloads")
+    card = prepare_landmark_model(name, prepared_home)
+    assert card.licence.startswith("Apache-2.0") and MEDIAPIPE_POSE.spec in card.licence
+    crops = _crops(shared, "body", 256)
+    interpreter = litert.Interpreter(model_path=str(extract_tflite(tarball, MODELS[name].member, tmp_path)))
+    interpreter.allocate_tensors()
+    details = interpreter.get_output_details()
+    with OnnxRuntimeEngine(prepared_home / "models" / name / f"{name}.onnx", threads=1) as engine:
+        ours = engine.run({"image": crops.transpose(0, 3, 1, 2).copy()})
+    for i, crop in enumerate(crops):
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], crop[None])
+        interpreter.invoke()
+        reference = [interpreter.get_tensor(d["index"]) for d in details]
+        xy_want = reference[0].reshape(-1, 5)[:, :2]
+        assert np.abs(ours["landmarks"][i].reshape(-1, 5)[:, :2] - xy_want).max() <= 0.5, f"{name} crop {i}"
+        assert abs(float(ours["pose_flag"][i, 0]) - float(reference[1].reshape(-1)[0])) <= 1e-3

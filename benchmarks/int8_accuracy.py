@@ -1,0 +1,439 @@
+"""Where INT8 loses accuracy and what a recipe costs: INT8 models built with `[quantize]` variants,
+compared with the FP32 model on images that are neither calibration nor evaluation data.
+
+For every recipe (the configured default plus `--recipe NAME=KEY=VALUE,...`) the INT8 model is built
+once into `--work` (a cache home per recipe, the FP32 ONNX files linked from the prepared home), then:
+
+- **agreement**: the FP32 persons (score >= 0.25) on the validation images are the truth; each is
+  matched to the INT8 person of the highest box IoU: the OKS of its keypoints (COCO sigmas, 0.53 x
+  box area, FP32 keypoints with confidence > 0.5; persons with none left out), persons missed (no
+  box of IoU >= 0.5, or OKS < 0.5), INT8 persons >= 0.25 with no FP32 box, and the mean |score
+  difference| of matched persons;
+- **sensitivity** (`--sensitivity [RECIPE]`, default: the configured recipe): that model's activation
+  quantizers of one group of layers at a time widened to 16 bits (near float; the CPU then runs that part in float), the rest
+  INT8: which part of the network the loss comes from;
+- **CPU time** of one inference of each model at 1x3x384x640 on one thread (alternated rounds;
+  CPU time stays comparable under load, wall time does not);
+- **eval** (`--eval`): COCO keypoint AP/AP50/AP75/AR and the mean OKS per annotated person on every
+  annotated set in `../shared/data`, FP32 and each recipe (reported, never used to choose).
+
+Validation images (`validation_images`): frames 420-780 of OpenCV's `vtest.avi` and its
+`basketball1/2.png`, `messi5.jpg` (Debian's `opencv-doc`, fetched with `apt-get download` and cached
+under `$POSESTREAM_HOME/downloads`), scikit-image's `camera.png` and matplotlib's `grace_hopper.jpg`
+when installed. None is in the default calibration set (two photos, the demo clip and what is made
+of them) or in an evaluation set.
+
+    python -m posestream.benchmarks.int8_accuracy [--recipe NAME=KEY=VALUE,...] [--sensitivity [NAME]]
+        [--eval] [--work DIR] [--out int8.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from posestream.benchmarks.report import emit
+from posestream.stream.core.config import home_dir, load_config, parse_value, shared_dir
+from posestream.stream.core.settings import Settings
+from posestream.stream.core.errors import InputError, InputNotFoundError
+
+log = logging.getLogger(__name__)
+
+GT_SCORE = 0.25  # FP32 persons scoring at least this are the agreement's truth
+SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]) / 10
+VALIDATION_FRAMES = range(420, 781, 40)  # vtest.avi frames (the default calibration takes frames < 400)
+LATENCY_SHAPE = (1, 3, 384, 640)
+# layer groups of the sensitivity study: (name, regex on the quantizer's name)
+GROUPS = [("all activations", r".*"), ("backbone (model.0-10)", r"/model\.(\d|10)/"),
+          ("neck (model.11-22)", r"/model\.(1[1-9]|2[0-2])/"), ("head (model.23)", r"/model\.23/"),
+          ("head box branch (cv2)", r"/model\.23/cv2"), ("head score branch (cv3)", r"/model\.23/cv3"),
+          ("head keypoint branch (cv4)", r"/model\.23/cv4"), ("attention (model.10)", r"/model\.10/"),
+          ("first conv (model.0)", r"/model\.0/|^(?!.*/model\.)")] + [
+          (f"model.{i}", rf"/model\.{i}/") for i in (1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 19, 22)]
+# OpenVINO 2026.4 cannot compile the attention block's qkv conv with a float input when its weights
+# are INT8 (ConvertWeightCompressedConv1x1ToMatmul): this quantizer always stays 8-bit.
+KEEP_8BIT = "/model.10/cv1/act"
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+def validation_images(config: Settings) -> list[tuple[str, np.ndarray]]:
+    """(name, BGR image) of the validation set (see the module docstring)."""
+    from posestream.engines.calibration import video_frames
+
+    names = ["vtest.avi", "basketball1.png", "basketball2.png", "messi5.jpg"]
+    clip, *photos = debian_files(config, "opencv-doc", [f"examples/data/{name}" for name in names])
+    images = [(f"vtest.avi#{i}", frame) for i, frame in zip(VALIDATION_FRAMES, video_frames(clip, list(VALIDATION_FRAMES)))]
+    images += [(path.name, _read(path)) for path in photos]
+    for package, member in (("skimage", "data/camera.png"), ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")):
+        path = _package_file(package, member)
+        if path is not None:
+            images.append((path.name, _read(path)))
+    return images
+
+
+def debian_files(config: Settings, package: str, members: list[str]) -> list[Path]:
+    """Files of a Debian package (`members`: paths under `/usr/share/doc/<package>/`), fetched with
+    `apt-get download` once and unpacked in one pass under `$POSESTREAM_HOME/downloads/debian`
+    (benchmark data; needs Debian's apt-get and dpkg-deb)."""
+    root = home_dir(config) / "downloads" / "debian" / package
+    targets = [root / member for member in members]
+    missing = [member for member, target in zip(members, targets) if not target.is_file()]
+    if not missing:
+        return targets
+    for tool in ("apt-get", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            raise InputNotFoundError(f"{', '.join(missing)} come(s) from the Debian package {package}, "
+                                     f"and {tool} is not available here")
+    root.mkdir(parents=True, exist_ok=True)
+    debs = sorted(root.glob(f"{package}_*.deb"))
+    if not debs:
+        log.info("fetching the Debian package %s (apt-get download) ...", package)
+        result = subprocess.run(["apt-get", "download", package], cwd=root, capture_output=True, text=True)
+        debs = sorted(root.glob(f"{package}_*.deb"))
+        if result.returncode != 0 or not debs:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
+            raise InputNotFoundError(f"apt-get download {package} failed: {' '.join(tail)}")
+    inner = [f"./usr/share/doc/{package}/{member}" for member in missing]
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        unpack = subprocess.run(f"dpkg-deb --fsys-tarfile '{debs[-1]}' | tar -x -C '{tmp}' "
+                                + " ".join(f"'{path}'" for path in inner), shell=True, capture_output=True, text=True)
+        for member, path in zip(missing, inner):
+            extracted = Path(tmp) / path
+            if not extracted.is_file():
+                raise InputNotFoundError(f"{debs[-1].name} holds no {path} ({unpack.stderr.strip()[:200]})")
+            (root / member).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(extracted), root / member)
+    return targets
+
+
+def _read(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(f"validation image not readable: {path}")
+    return image
+
+
+def _package_file(package: str, member: str) -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / member
+    return path if path.is_file() else None
+
+
+# -- models ---------------------------------------------------------------------------------------
+
+def recipe_home(config: Settings, work: Path, name: str, overrides: list[str]) -> Settings:
+    """The config of one recipe: the prepared home for the configured recipe, else its own cache
+    home under `work` (FP32 files linked from the prepared home), its INT8 model built there once
+    and reused while current."""
+    from posestream.stream.demo_clip import calibration_frames
+    from posestream.engines.models import load_card
+    from posestream.engines.quantize import ensure_int8
+
+    if not overrides:  # the configured recipe: the prepared home's own INT8 model
+        recipe = load_config(overrides={"engine.precision": "int8", "engine.backend": "openvino"})
+        card, directory = load_card(recipe, recipe["model"]["name"])
+        ensure_int8(recipe, card, directory, calibration_frames)
+        return recipe
+    source = home_dir(config) / "models" / config.model.name
+    home = work / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    model = home / "models" / config.model.name
+    model.mkdir(parents=True, exist_ok=True)
+    for path in source.glob("*.onnx"):
+        if not (model / path.name).exists():
+            os.symlink(path, model / path.name)
+    if not (model / "model.json").is_file():
+        card = json.loads((source / "model.json").read_text(encoding="utf-8"))
+        card["extra"].pop("int8", None)
+        (model / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    pairs = {key: parse_value(value) for key, value in (item.split("=", 1) for item in overrides)}
+    recipe = load_config(overrides={**pairs, "paths.home": str(home), "engine.precision": "int8",
+                                    "engine.backend": "openvino"})
+    card, directory = load_card(recipe, recipe["model"]["name"])
+    start = time.perf_counter()
+    ensure_int8(recipe, card, directory, calibration_frames)
+    log.info("recipe %s ready (%.0f s)", name, time.perf_counter() - start)
+    return recipe
+
+
+def int8_path(recipe: Settings) -> Path:
+    from posestream.engines.models import load_card
+
+    card, directory = load_card(recipe, recipe["model"]["name"])
+    return directory / card.extra["int8"]["file"]
+
+
+def fp32_path(config: Settings) -> Path:
+    from posestream.engines.models import load_card
+
+    card, directory = load_card(config, config.model.name)
+    return card.file(directory, "dynamic")
+
+
+class Runner:
+    """Decoded persons of one OpenVINO model (the detector's letterbox, thresholds and decoding),
+    compiled static per input shape; `widen` turns the matching activation quantizers to 16 bits."""
+
+    def __init__(self, path: Path, config: Settings, widen: str | None = None) -> None:
+        import openvino as ov
+
+        self.ov, self.core, self.config = ov, ov.Core(), config
+        self.model = self.core.read_model(str(path))
+        if widen is not None:
+            for op in self.model.get_ops():
+                name = op.get_friendly_name()
+                if op.get_type_name() == "FakeQuantize" and re.search(widen, name) and KEEP_8BIT not in name:
+                    op.set_attribute("levels", 65536)
+        self._compiled: dict[tuple[int, ...], Any] = {}
+
+    def request(self, shape: tuple[int, ...]) -> Any:
+        if shape not in self._compiled:
+            model = self.model.clone()
+            model.reshape({model.inputs[0]: self.ov.PartialShape(list(shape))})
+            self._compiled[shape] = self.core.compile_model(model, "CPU", {
+                "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
+        return self._compiled[shape]
+
+    def persons(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        from posestream.engines.preprocess import canvas_size, letterbox, to_input
+        from posestream.engines.families.yolo11.decode import decode_yolo_pose, to_frame_pixels
+
+        det = self.config.detector
+        found = []
+        for image in images:
+            height, width = image.shape[:2]
+            canvas, box = letterbox(image, canvas_size(height, width, det["input_size"], rectangular=True), 114)
+            x = to_input([canvas])
+            request = self.request(x.shape)
+            request.infer({0: x})
+            output = request.get_output_tensor(0).data[0].copy()
+            boxes, scores, keypoints = decode_yolo_pose(output, det["score_threshold"], det["iou_threshold"],
+                                                        det["max_persons"])
+            xywh, keypoints = to_frame_pixels(boxes, keypoints, box, height, width)
+            found.append((xywh, scores, keypoints))
+        return found
+
+
+# -- agreement ------------------------------------------------------------------------------------
+
+def _oks(truth: np.ndarray, box: np.ndarray, other: np.ndarray) -> float | None:
+    visible = truth[:, 2] > 0.5
+    if not visible.any():
+        return None
+    area = box[2] * box[3] * 0.53
+    d2 = ((truth[:, :2] - other[:, :2]) ** 2).sum(1)
+    return float(np.exp(-d2 / (2 * (2 * SIGMAS) ** 2 * (area + np.spacing(1))))[visible].mean())
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    union = a[2] * a[3] + b[2] * b[3] - w * h
+    return float(w * h / union) if union > 0 else 0.0
+
+
+def agreement(truth: list, test: list) -> dict[str, Any]:
+    """How closely `test` persons follow the FP32 persons `truth` (see the module docstring)."""
+    best_oks, score_diff, missed, extra = [], [], 0, 0
+    for (boxes, scores, keypoints), (t_boxes, t_scores, t_keypoints) in zip(truth, test):
+        for i in np.flatnonzero(scores >= GT_SCORE):
+            ious = [_iou(boxes[i], box) for box in t_boxes]
+            j = int(np.argmax(ious)) if ious else None
+            if j is None or ious[j] < 0.5:
+                missed += 1
+                best_oks.append(0.0)
+                continue
+            score_diff.append(abs(float(scores[i]) - float(t_scores[j])))
+            oks = _oks(keypoints[i], boxes[i], t_keypoints[j])
+            if oks is not None:  # None: no keypoint of this person is visible (e.g. cut by the frame edge)
+                best_oks.append(oks)
+                missed += oks < 0.5
+        extra += sum(not any(_iou(t_boxes[j], b) > 0.5 for b in boxes) for j in np.flatnonzero(t_scores >= GT_SCORE))
+    oks = np.asarray(best_oks)
+    return {"persons": int(oks.size), "mean_oks": round(float(oks.mean()), 4) if oks.size else None,
+            "p10_oks": round(float(np.percentile(oks, 10)), 4) if oks.size else None,
+            "missed": int(missed), "extra": int(extra),
+            "score_diff": round(float(np.mean(score_diff)), 4) if score_diff else None}
+
+
+def cpu_ms(paths: dict[str, Path], rounds: int = 6, runs: int = 10) -> dict[str, float]:
+    """Median CPU time (user + sys of this process) of one inference per model at `LATENCY_SHAPE` on
+    one thread, batches of `runs` alternated between the models for `rounds` rounds: CPU time, unlike
+    wall time, stays comparable when other work shares the cores."""
+    import openvino as ov
+
+    core = ov.Core()
+    x = np.random.default_rng(0).random(LATENCY_SHAPE, dtype=np.float32)
+    requests = {}
+    for name, path in paths.items():
+        model = core.read_model(str(path))
+        model.reshape({model.inputs[0]: ov.PartialShape(list(LATENCY_SHAPE))})
+        requests[name] = core.compile_model(model, "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": 1}).create_infer_request()
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, request in requests.items():
+            request.infer({0: x})
+            start = time.process_time()
+            for _ in range(runs):
+                request.infer({0: x})
+            times[name].append((time.process_time() - start) / runs)
+    return {name: round(1000 * statistics.median(t), 2) for name, t in times.items()}
+
+
+# -- evaluation on the shared sets ------------------------------------------------------------------
+
+SETS = [("COCO", "coco/person_keypoints.json", None), ("CrowdPose", "crowdpose/crowdpose_keypoints.json", None),
+        ("Halpe-26", "halpe/halpe26_keypoints.json", "coco/images"),
+        ("PoseTrack18", "posetrack/posetrack18_val_subset.json", None)]
+
+
+def evaluate(config: Settings) -> dict[str, dict[str, Any]]:
+    """AP/AP50/AP75/AR and the mean OKS per annotated person of `config` on every shared set."""
+    from posestream.stream.evaluation import coco_keypoint_summary, load_ground_truth, person_oks
+    from posestream.stream.image_inference import infer_images
+
+    data = shared_dir(config) / "data"
+    rows = {}
+    for name, gt_file, images in SETS:
+        gt_path = data / gt_file
+        if not gt_path.is_file():
+            continue
+        gt = load_ground_truth(gt_path)
+        folders = [data / images] if images else [gt_path.parent, gt_path.parent / "images"]
+        paths = {str(folder / image["file_name"]): int(image["id"]) for image in gt["images"]
+                 for folder in folders if (folder / image["file_name"]).is_file()}
+        results = []
+        for path, _, frame in infer_images(list(paths), config):
+            results.extend(frame.to_alphapose(paths[str(path)]))
+        metrics, _ = coco_keypoint_summary(gt_path, results, list(paths.values()))
+        oks = person_oks(gt_path, results, list(paths.values()))
+        rows[name] = {"AP": round(metrics["AP"], 3), "AP50": round(metrics["AP50"], 3),
+                      "AP75": round(metrics["AP75"], 3), "AR": round(metrics["AR"], 3),
+                      "mean_oks": round(float(np.mean(oks)), 4) if oks else None, "persons": len(oks)}
+    return rows
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+def parse_recipe(spec: str) -> tuple[str, list[str]]:
+    """`NAME=key=value,key=value` -> (NAME, ["quantize.key=value", ...]); keys without a table are
+    `[quantize]` keys."""
+    name, sep, rest = spec.partition("=")
+    if not sep or not name:
+        raise InputError(f"--recipe expects NAME=KEY=VALUE[,KEY=VALUE...], got '{spec}'")
+    items = [item for item in rest.split(",") if item]
+    return name, [item if "." in item.split("=", 1)[0] else f"quantize.{item}" for item in items]
+
+
+def format_result(result: dict[str, Any]) -> list[str]:
+    lines = [f"INT8 vs FP32 on {result['validation']['images']} validation images "
+             f"({result['validation']['persons']} FP32 persons >= {GT_SCORE}); load {result['load_avg'][0]}",
+             f"{'model':<34}{'mean OKS':>9}{'p10 OKS':>9}{'missed':>7}{'extra':>6}{'|dscore|':>9}"
+             f"{'CPU ms':>8}{'build s':>8}"]
+    for name, row in result["recipes"].items():
+        a = row["agreement"]
+        lines.append(f"{name[:33]:<34}{a['mean_oks']:>9.4f}{a['p10_oks']:>9.4f}{a['missed']:>7}{a['extra']:>6}"
+                     f"{a['score_diff']:>9.4f}{row.get('cpu_ms', float('nan')):>8.1f}"
+                     f"{row.get('build_s', float('nan')):>8.0f}")
+    if "fp32_cpu_ms" in result:
+        lines.append(f"{'FP32':<34}{'':>40}{result['fp32_cpu_ms']:>8.1f}")
+    if result.get("sensitivity"):
+        lines += ["", f"sensitivity of '{result['sensitivity_of']}': one group's activations at 16 bits, the rest INT8",
+                  f"{'group':<34}{'quantizers':>11}{'mean OKS':>9}{'p10 OKS':>9}{'|dscore|':>9}"]
+        for name, row in result["sensitivity"].items():
+            lines.append(f"{name:<34}{row['quantizers']:>11}{row['mean_oks']:>9.4f}{row['p10_oks']:>9.4f}"
+                         f"{row['score_diff']:>9.4f}")
+    if result.get("eval"):
+        lines += ["", f"{'set':<13}{'model':<34}{'AP':>7}{'AP50':>7}{'AP75':>7}{'AR':>7}{'OKS/person':>11}"]
+        for set_name, models in result["eval"].items():
+            for name, row in models.items():
+                oks = "-" if row["mean_oks"] is None else f"{row['mean_oks']:.4f}"
+                lines.append(f"{set_name:<13}{name[:33]:<34}{row['AP']:>7.3f}{row['AP50']:>7.3f}"
+                             f"{row['AP75']:>7.3f}{row['AR']:>7.3f}{oks:>11}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", action="append", default=[], metavar="NAME=KEY=VALUE,...",
+                        help="an extra INT8 recipe: [quantize] overrides, e.g. 'minmax=activation_ranges=minmax' "
+                             "(repeatable)")
+    parser.add_argument("--sensitivity", nargs="?", const="default", default=None, metavar="RECIPE",
+                        help="per layer group study of a recipe's model (default: the configured recipe)")
+    parser.add_argument("--eval", action="store_true", help="also AP on every shared annotated set")
+    parser.add_argument("--no-default", action="store_true", help="leave the configured recipe out")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="where recipe models are built and kept (default: $POSESTREAM_HOME/int8-recipes)")
+    parser.add_argument("--out", type=Path, help="write the result as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    config = load_config()
+    work = args.work or home_dir(config) / "int8-recipes"
+    recipes = {} if args.no_default else {"default": []}
+    recipes.update(parse_recipe(spec) for spec in args.recipe)
+    named = validation_images(config)
+    images = [image for _, image in named]
+    fp32 = Runner(fp32_path(config), config)
+    truth = fp32.persons(images)
+    result: dict[str, Any] = {
+        "benchmark": "int8 accuracy", "cpus": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()],
+        "validation": {"images": len(images), "names": [n for n, _ in named],
+                       "persons": int(sum((s >= GT_SCORE).sum() for _, s, _ in truth))},
+        "recipes": {}}
+    configs = {}
+    for name, overrides in recipes.items():
+        start = time.perf_counter()
+        configs[name] = recipe_home(config, work, name, overrides)
+        row: dict[str, Any] = {"overrides": overrides, "build_s": round(time.perf_counter() - start, 1)}
+        row["agreement"] = agreement(truth, Runner(int8_path(configs[name]), config).persons(images))
+        result["recipes"][name] = row
+        log.info("%s: %s", name, row["agreement"])
+    cpu = cpu_ms({"FP32": fp32_path(config), **{n: int8_path(c) for n, c in configs.items()}})
+    result["fp32_cpu_ms"] = cpu.pop("FP32")
+    for name, ms in cpu.items():
+        result["recipes"][name]["cpu_ms"] = ms
+    if args.sensitivity is not None:
+        if args.sensitivity not in configs:
+            raise InputError(f"--sensitivity {args.sensitivity}: no such recipe (have {', '.join(configs)})")
+        first = args.sensitivity
+        result["sensitivity_of"] = first
+        result["sensitivity"] = {}
+        for group, pattern in GROUPS:
+            runner = Runner(int8_path(configs[first]), config, widen=pattern)
+            count = sum(op.get_type_name() == "FakeQuantize" and op.get_attributes()["levels"] == 65536
+                        for op in runner.model.get_ops())
+            result["sensitivity"][group] = {"quantizers": int(count), **agreement(truth, runner.persons(images))}
+            log.info("sensitivity %s: %s", group, result["sensitivity"][group])
+    if args.eval:
+        fp32_config = load_config(overrides={"engine.precision": "fp32", "engine.backend": "openvino"})
+        per_model = {"FP32": evaluate(fp32_config), **{name: evaluate(c) for name, c in configs.items()}}
+        result["eval"] = {}
+        for model, rows in per_model.items():
+            for set_name, row in rows.items():
+                result["eval"].setdefault(set_name, {})[model] = row
+    emit(format_result(result), result, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
