@@ -21,7 +21,8 @@ def test_every_family_folder_is_registered_under_its_name() -> None:
 
 @pytest.mark.parametrize("task, family_module", [
     ("detector+pose", "yolo11"), ("pose-heatmap", "heatmap"), ("pose-simcc", "simcc"),
-    ("pose-landmarks", "blazepose")])
+    ("pose-landmarks", "blazepose"), ("pose-movenet", "movenet"), ("detector+pose-movenet", "movenet"),
+    ("detector-anchors", "mediapipe_detector")])
 def test_each_task_has_its_family_kind_check(task: str, family_module: str) -> None:
     check = registry.kind_check(task)
     assert check.__module__ == f"posestream.engines.families.{family_module}.check"
@@ -36,10 +37,12 @@ def test_lookups_name_what_is_offered() -> None:
     assert registry.default_model_preparer().__module__ == "posestream.engines.families.yolo11.family"
 
 
-def test_blazepose_offers_exactly_the_models_its_importer_builds() -> None:
-    from posestream.engines.families.blazepose.mediapipe_import import MODELS
+def test_families_offer_exactly_the_models_their_importers_build() -> None:
+    from posestream.engines.families.blazepose.mediapipe_import import MODELS as MEDIAPIPE
+    from posestream.engines.families.mediapipe_detector.prepare import NAME as PERSON_DETECTOR
+    from posestream.engines.families.movenet.network import MODELS as MOVENET
 
-    assert registry.model_names() == sorted(MODELS)
+    assert registry.model_names() == sorted([*MEDIAPIPE, *MOVENET, PERSON_DETECTOR])
 
 
 def test_the_torch_backend_gets_its_network_from_the_family(prepared_home: Path) -> None:

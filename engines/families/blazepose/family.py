@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from posestream.stream.core.settings import Settings
 
 _PREPARE = "posestream.engines.families.blazepose.family:prepare"
-LANDMARK_MODELS = ("blazepose-full", "mediapipe-hand", "mediapipe-face")  # mediapipe_import.MODELS
+LANDMARK_MODELS = ("blazepose-full", "blazepose-heavy", "blazepose-lite", "mediapipe-hand",
+                   "mediapipe-face")  # mediapipe_import.MODELS
 
 FAMILY = Family(
     name="blazepose",

@@ -152,8 +152,8 @@ def test_camera_configs_never_carry_the_aggregated_streams_keys(tmp_path: Path) 
     base = load_config(overrides={"zmq.curve": True, "zmq.server_secret_key": str(tmp_path / "server.key_secret"),
                                   "zmq.allowed_clients": str(tmp_path / "server.key")})
     spec = parse_fleet(doc(GOOD), base)
-    zmq = spec.camera_config(spec.cameras[0])["zmq"]
-    assert (zmq["curve"], zmq["server_secret_key"], zmq["allowed_clients"]) == (False, "", "")
-    base.zmq.server_secret_key = str(tmp_path / "gone.key_secret")
+    zmq = spec.camera_config(spec.cameras[0]).zmq
+    assert (zmq.curve, zmq.server_secret_key, zmq.allowed_clients) == (False, "", "")
+    base = base.with_overrides({"zmq.server_secret_key": str(tmp_path / "gone.key_secret")})
     with pytest.raises(ConfigError, match="fleet.publish: CURVE key file not found: .*gone.key_secret"):
         parse_fleet(doc(GOOD), base)
