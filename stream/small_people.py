@@ -94,6 +94,11 @@ class SmallPeopleDetector(Detector):
         self._streams: dict[Hashable, _StreamState] = {}
         self.frames = self.mosaics = 0  # frames detected, mosaics of windows run for them (the extra cost)
 
+    @property
+    def model_info(self) -> dict | None:
+        """What the wrapped detector's model runs as (the run's summary states it)."""
+        return getattr(self.inner, "model_info", None)
+
     # -- geometry of one frame size --------------------------------------------------------------------
     def _geometry(self, shape: tuple[int, int]) -> tuple[float, tuple[int, int], np.ndarray, tuple[float, float]] | None:
         """(full-pass scale, mosaic size, its slots, window size in frame px), None where no zoom applies."""

@@ -20,7 +20,7 @@ from posestream.stream.core.config import load_config
 # the first test prepares the models from the npm registry (a minute on a quiet machine, more under load)
 pytestmark = pytest.mark.timeout(1200)
 
-FIXTURE = Path(__file__).resolve().parents[1] / "data" / "movenet_reference.json"
+FIXTURE = Path(__file__).resolve().parents[3] / "data" / "movenet_reference.json"
 MOVENET = ("movenet-thunder", "movenet-lightning", "movenet-multipose")
 
 
