@@ -29,8 +29,10 @@ def wheel(prepared_home: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def landmark_models(prepared_home: Path, wheel: Path) -> Path:
-    for name in MODELS:
-        prepare_landmark_model(name, prepared_home, wheel)
+    """The models the mediapipe wheel holds (heavy and lite come from npm: tested below)."""
+    for name, spec in MODELS.items():
+        if spec.package is None:
+            prepare_landmark_model(name, prepared_home, wheel)
     return prepared_home / "models"
 
 
