@@ -90,7 +90,6 @@ class SmallPeopleDetector(Detector):
         self.memory, self.scan_every, self.max_mosaics = cfg.memory, cfg.scan_every, cfg.max_mosaics
         self.columns, self.rows = cfg.mosaic_columns, cfg.mosaic_rows
         self.in_flight = inner.in_flight
-        self.model_info = getattr(inner, "model_info", None)  # the run's summary names the inner model
         self.lag = max(inner.in_flight, det.batch) + 1
         self._streams: dict[Hashable, _StreamState] = {}
         self.frames = self.mosaics = 0  # frames detected, mosaics of windows run for them (the extra cost)
