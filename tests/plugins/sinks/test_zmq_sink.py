@@ -246,7 +246,7 @@ def _pipeline_config(config: Settings, **zmq: object) -> Settings:
 
 @pytest.mark.slow
 def test_pipeline_publishes_every_frame_on_tcp_and_ipc_like_the_json_sink(
-        shared: Path, config: dict, tmp_path: Path) -> None:
+        shared: Path, config: Settings, tmp_path: Path) -> None:
     from posestream.plugins.sinks.json_sink import read_alphapose_json
     from posestream.stream.pipeline import Pipeline
 
@@ -273,7 +273,7 @@ def test_pipeline_publishes_every_frame_on_tcp_and_ipc_like_the_json_sink(
 
 @pytest.mark.slow
 def test_pipeline_with_slow_subscribers_loses_their_frames_not_its_own(
-        shared: Path, config: dict, tmp_path: Path) -> None:
+        shared: Path, config: Settings, tmp_path: Path) -> None:
     from posestream.stream.pipeline import Pipeline
 
     endpoint = f"ipc://{tmp_path}/pose.sock"
