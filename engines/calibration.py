@@ -21,10 +21,9 @@ from posestream.engines.preprocess import canvas_size, letterbox, to_input
 from posestream.engines.wheels import fetch_wheel
 from posestream.stream.core.config import home_dir
 from posestream.stream.core.errors import InputError, InputNotFoundError
-from posestream.stream.core.images import list_images
+from posestream.stream.core.images import VIDEO_SUFFIXES, list_images
 from posestream.stream.core.settings import Settings
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".ts")
 
 # frames of the built-in demo clip, given by the caller (the clip is the runtime's, a layer above):
 # `frames(count)` -> BGR images

@@ -1,7 +1,9 @@
-"""The one image lister: which files are images, and a folder's images in a reproducible order.
+"""The one image lister: which files are images, and a folder's images in a reproducible order;
+and the one set of video-file suffixes.
 
 Image-folder sources, `posestream image`, INT8 calibration (`engines.quantize`) and TensorRT's
-calibration set (`engines.backends.tensorrt_build`) all list images here, with one set of suffixes.
+calibration set (`engines.backends.tensorrt_build`) all list images here, with one set of suffixes;
+calibration data and MOT sequences (`stream.mot`) tell a video file by `VIDEO_SUFFIXES`.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 from posestream.stream.core.errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
 
 
 def is_image_path(path: Path) -> bool:
