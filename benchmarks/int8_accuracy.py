@@ -148,8 +148,8 @@ def recipe_home(config: Settings, work: Path, name: str, overrides: list[str]) -
     from posestream.engines.quantize import ensure_int8
 
     if not overrides:  # the configured recipe: the prepared home's own INT8 model
-        recipe = load_config(overrides={"engine.precision": "int8", "engine.backend": "openvino"})
-        card, directory = load_card(recipe, recipe["model"]["name"])
+        recipe = config.with_overrides({"engine.precision": "int8", "engine.backend": "openvino"})
+        card, directory = load_card(recipe, recipe.model.name)
         ensure_int8(recipe, card, directory, calibration_frames)
         return recipe
     source = home_dir(config) / "models" / config.model.name
@@ -164,9 +164,9 @@ def recipe_home(config: Settings, work: Path, name: str, overrides: list[str]) -
         card["extra"].pop("int8", None)
         (model / "model.json").write_text(json.dumps(card), encoding="utf-8")
     pairs = {key: parse_value(value) for key, value in (item.split("=", 1) for item in overrides)}
-    recipe = load_config(overrides={**pairs, "paths.home": str(home), "engine.precision": "int8",
+    recipe = config.with_overrides({**pairs, "paths.home": str(home), "engine.precision": "int8",
                                     "engine.backend": "openvino"})
-    card, directory = load_card(recipe, recipe["model"]["name"])
+    card, directory = load_card(recipe, recipe.model.name)
     start = time.perf_counter()
     ensure_int8(recipe, card, directory, calibration_frames)
     log.info("recipe %s ready (%.0f s)", name, time.perf_counter() - start)
@@ -176,7 +176,7 @@ def recipe_home(config: Settings, work: Path, name: str, overrides: list[str]) -
 def int8_path(recipe: Settings) -> Path:
     from posestream.engines.models import load_card
 
-    card, directory = load_card(recipe, recipe["model"]["name"])
+    card, directory = load_card(recipe, recipe.model.name)
     return directory / card.extra["int8"]["file"]
 
 
@@ -219,13 +219,13 @@ class Runner:
         found = []
         for image in images:
             height, width = image.shape[:2]
-            canvas, box = letterbox(image, canvas_size(height, width, det["input_size"], rectangular=True), 114)
+            canvas, box = letterbox(image, canvas_size(height, width, det.input_size, rectangular=True), 114)
             x = to_input([canvas])
             request = self.request(x.shape)
             request.infer({0: x})
             output = request.get_output_tensor(0).data[0].copy()
-            boxes, scores, keypoints = decode_yolo_pose(output, det["score_threshold"], det["iou_threshold"],
-                                                        det["max_persons"])
+            boxes, scores, keypoints = decode_yolo_pose(output, det.score_threshold, det.iou_threshold,
+                                                        det.max_persons)
             xywh, keypoints = to_frame_pixels(boxes, keypoints, box, height, width)
             found.append((xywh, scores, keypoints))
         return found
@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             result["sensitivity"][group] = {"quantizers": int(count), **agreement(truth, runner.persons(images))}
             log.info("sensitivity %s: %s", group, result["sensitivity"][group])
     if args.eval:
-        fp32_config = load_config(overrides={"engine.precision": "fp32", "engine.backend": "openvino"})
+        fp32_config = config.with_overrides({"engine.precision": "fp32", "engine.backend": "openvino"})
         per_model = {"FP32": evaluate(fp32_config), **{name: evaluate(c) for name, c in configs.items()}}
         result["eval"] = {}
         for model, rows in per_model.items():

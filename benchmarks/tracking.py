@@ -22,6 +22,7 @@ dependency); without it its rows are skipped with one line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -42,6 +43,7 @@ from posestream.stream.core.config import home_dir, load_config, parse_value, sh
 from posestream.stream.core.settings import Settings
 from posestream.stream.core.contracts import IdAllocator, TrackFrame
 from posestream.stream.core.errors import InputNotFoundError
+from posestream.stream.core.images import list_images
 from posestream.stream.core.results import Poses
 
 PEER_TRACKERS = ("bytetrack", "botsort")
@@ -127,8 +129,7 @@ def read_frames(clip: Clip) -> list[np.ndarray]:
 
         path = open_sequence(path).frames
     if path.is_dir():
-        return [cv2.imread(str(p)) for p in sorted(path.iterdir())
-                if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+        return [cv2.imread(str(p)) for p in list_images(path)]
     if not path.is_file():
         raise InputNotFoundError(f"clip not found: {path}")
     with av.open(str(path)) as container:
@@ -141,9 +142,9 @@ def detections(clip: Clip, frames: list[np.ndarray], config: Settings, cache: Pa
     windows follow); cached per clip and the settings that shape them."""
     from posestream.stream.chain import PoseChain
 
-    tables = {name: config[name] for name in DETECTION_TABLES}
+    tables = {name: dataclasses.asdict(getattr(config, name)) for name in DETECTION_TABLES}
     digest = hashlib.sha256(json.dumps(tables, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    file = cache / f"{clip.name}-{config['detector']['input_size']}-{digest}.npz"
+    file = cache / f"{clip.name}-{config.detector.input_size}-{digest}.npz"
     if file.is_file():
         with np.load(file) as data:
             bounds = data["bounds"]
