@@ -141,6 +141,7 @@ def detections(clip: Clip, frames: list[np.ndarray], config: Settings, cache: Pa
     size it decodes them, the detector told the stream and frame number, which its small-person
     windows follow); cached per clip and the settings that shape them."""
     from posestream.stream.chain import PoseChain
+    from posestream.stream.links import Origin
 
     tables = {name: dataclasses.asdict(getattr(config, name)) for name in DETECTION_TABLES}
     digest = hashlib.sha256(json.dumps(tables, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -155,11 +156,7 @@ def detections(clip: Clip, frames: list[np.ndarray], config: Settings, cache: Pa
     with PoseChain(config) as chain:  # frame by frame as the pipeline's stages run it
         for index, frame in enumerate(frames):
             image, _ = as_decoded(frame, long_side) if long_side else (frame, 1.0)
-            poses = chain.detector.detect_frames([image], [(0, index)])
-            poses = [p.in_source_pixels(image.shape, frame.shape[:2]) for p in poses]
-            if chain.estimator is not None:
-                poses = chain.estimator.estimate([frame], poses)
-            found.append(chain.nms(poses[0]))
+            found += chain.process([image], [Origin((0, index), frame.shape[:2])])
     bounds = np.cumsum([0] + [len(p) for p in found])
     cache.mkdir(parents=True, exist_ok=True)
     joined = {name: np.concatenate([getattr(p, name) for p in found])
