@@ -4,7 +4,6 @@ close to FP32 on real images, and a plain install builds them (nncf is a depende
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 from pathlib import Path
