@@ -92,16 +92,24 @@ setup(
     entry_points={
         "console_scripts": ["posestream = posestream.cli:main"],
         "posestream.detectors": [
-            "yolo = posestream.plugins.detectors.yolo:YoloDetector",
-            "movenet-multipose = posestream.plugins.detectors.movenet_multipose:MoveNetMultiPose",
-            "mediapipe-person = posestream.plugins.detectors.mediapipe_person:MediaPipePersonDetector",
+            "yolo = posestream.engines.families.yolo11.detector:YoloDetector",
+            "movenet-multipose = posestream.engines.families.movenet.multipose:MoveNetMultiPose",
+            "mediapipe-person = posestream.engines.families.mediapipe_detector.detector:MediaPipePersonDetector",
         ],
         "posestream.pose": [
-            "yolo-crop = posestream.plugins.pose.yolo_crop:YoloCropPose",
-            "heatmap = posestream.plugins.pose.heatmap:HeatmapPose",
-            "simcc = posestream.plugins.pose.simcc:SimccPose",
-            "blazepose = posestream.plugins.pose.blazepose:BlazePose",
-            "movenet = posestream.plugins.pose.movenet:MoveNetPose",
+            "yolo-crop = posestream.engines.families.yolo11.crop_pose:YoloCropPose",
+            "heatmap = posestream.engines.families.heatmap.pose:HeatmapPose",
+            "simcc = posestream.engines.families.simcc.pose:SimccPose",
+            "blazepose = posestream.engines.families.blazepose.pose:BlazePose",
+            "movenet = posestream.engines.families.movenet.pose:MoveNetPose",
+        ],
+        "posestream.families": [
+            "yolo11 = posestream.engines.families.yolo11.family:FAMILY",
+            "heatmap = posestream.engines.families.heatmap.family:FAMILY",
+            "simcc = posestream.engines.families.simcc.family:FAMILY",
+            "blazepose = posestream.engines.families.blazepose.family:FAMILY",
+            "movenet = posestream.engines.families.movenet.family:FAMILY",
+            "mediapipe_detector = posestream.engines.families.mediapipe_detector.family:FAMILY",
         ],
         "posestream.trackers": [
             "none = posestream.plugins.trackers.none:NoTracker",

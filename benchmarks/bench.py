@@ -17,6 +17,7 @@ Sections (each a key of the JSON written with `--out`):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -30,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from posestream.benchmarks.report import emit
-from posestream.stream.core.config import Config, check_choice, check_range, shared_dir, with_copy
+from posestream.stream.core.config import add_config_args, config_from_args, shared_dir
+from posestream.stream.core.settings import BENCH_SINKS, BenchSettings, Settings
 from posestream.stream.core.errors import InputNotFoundError
 
 log = logging.getLogger(__name__)
 
-SINKS = ("json", "zmq", "video", "none")
 REFERENCE_VIDEO = "two_person_interaction_72f.mp4"
 # What users run today on the reference video on this machine (issue 8): a peer tool running the
 # same YOLO11n-pose checkpoint, out of the box and tuned (letterboxing 16:9 to 640x384).
@@ -66,7 +67,7 @@ def _same_outputs(a: Path, b: Path, tolerance: float = 0.5) -> bool | None:
     return True
 
 
-def run_pipeline_offline(config: Config, video: Path, sinks: list[str]) -> dict[str, Any]:
+def run_pipeline_offline(config: Settings, video: Path, sinks: list[str]) -> dict[str, Any]:
     """Every frame of `video` through the multi-process pipeline (offline policy). FPS is the sinks'
     steady rate (first to last frame out), comparable with the sequential loop, whose clock also
     starts after the models are loaded; `wall_fps` includes start-up and drain."""
@@ -86,20 +87,20 @@ def run_pipeline_offline(config: Config, video: Path, sinks: list[str]) -> dict[
             "report": report.to_dict()}
 
 
-def compute_bound(models: dict[str, Any], config: Config, persons: float) -> dict[str, Any]:
+def compute_bound(models: dict[str, Any], config: Settings, persons: float) -> dict[str, Any]:
     """The frame rate if the pipeline cost nothing but model inference (the configured backend
     and precision, as resolved on this machine)."""
     from posestream.benchmarks.model_latency import inference_ms_per_frame
-    from posestream.engines.factory import resolve_backend
+    from posestream.engines.backends.factory import resolve_backend
 
-    backend, device = resolve_backend(config["engine"]["backend"], config["engine"]["device"])
-    precision = config["engine"]["precision"] if backend == "openvino" else "fp32"
+    backend, device = resolve_backend(config.engine.backend, config.engine.device)
+    precision = config.engine.precision if backend == "openvino" else "fp32"
     ms = inference_ms_per_frame(models["rows"], config, persons, backend, device, precision)
     fps = 1e3 / ms["total_ms"] if ms["total_ms"] and not math.isnan(ms["total_ms"]) else None
     return {**ms, "persons_per_frame": persons, "fps": None if fps is None else round(fps, 2)}
 
 
-def run_accuracy(config: Config) -> dict[str, Any]:
+def run_accuracy(config: Settings) -> dict[str, Any]:
     """COCO keypoint AP/AR of the configured chain (what `posestream eval` reports) on the shared
     COCO ground truth."""
     from posestream.stream.evaluation import coco_keypoint_summary, load_ground_truth
@@ -117,7 +118,7 @@ def run_accuracy(config: Config) -> dict[str, Any]:
         results.extend(frame.to_alphapose(ids[path.name]))
     metrics, summary = coco_keypoint_summary(gt_path, results, ids.values())
     return {"gt": str(gt_path), "images": len(ids), "persons": len(results),
-            "pose_mode": config["pose"]["mode"],
+            "pose_mode": config.pose.mode,
             "metrics": {k: round(v, 4) for k, v in metrics.items()}, "summary": summary}
 
 
@@ -185,7 +186,7 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def run_bench(config: Config, videos: list[Path], scratch: Path, *, frames: int, live_seconds: float,
+def run_bench(config: Settings, videos: list[Path], scratch: Path, *, frames: int, live_seconds: float,
               live_fps: float, sink: str, quick: bool = False, trend_window_s: float = 5.0,
               repeat: int = 1, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run every section; returns the JSON-ready result (see the module docstring). The offline
@@ -196,11 +197,9 @@ def run_bench(config: Config, videos: list[Path], scratch: Path, *, frames: int,
     from posestream.benchmarks.sequential import run_sequential
     from posestream.stream.pipeline import parse_sink
 
-    check_choice("bench.sink", sink, SINKS)
-    check_range("bench.frames", frames, 1, 10_000_000)
-    check_range("bench.live_seconds", live_seconds, 0, 86_400)
-    check_range("bench.live_fps", live_fps, 0, 1000)
-    check_range("bench.repeat", repeat, 1, 100)
+    for key, value in (("sink", sink), ("frames", frames), ("live_seconds", live_seconds),
+                       ("live_fps", live_fps), ("repeat", repeat)):
+        BenchSettings.checked(key, value)  # a flag's value within its [bench] key's bound
     for video in videos:
         if not video.is_file():
             raise InputNotFoundError(f"video not found: {video}")
@@ -210,10 +209,10 @@ def run_bench(config: Config, videos: list[Path], scratch: Path, *, frames: int,
         "machine": {"python": platform.python_version(), "machine": platform.machine(),
                     "processor": platform.processor(), "cpus": os.cpu_count(),
                     "load_avg_before": [round(x, 2) for x in os.getloadavg()]},
-        "config": {"detector": config["detector"], "pose": {k: config["pose"][k] for k in
-                                                            ("mode", "plugin", "model", "batch", "threads")},
-                   "engine": config["engine"], "tracker": config["tracker"]["plugin"],
-                   "pose_nms": config["pose_nms"]["kind"], "ring_slots": config["pipeline"]["ring_slots"],
+        "config": {"detector": dataclasses.asdict(config.detector),
+                   "pose": {k: getattr(config.pose, k) for k in ("mode", "plugin", "model", "batch", "threads")},
+                   "engine": dataclasses.asdict(config.engine), "tracker": config.tracker.plugin,
+                   "pose_nms": config.pose_nms.kind, "ring_slots": config.pipeline.ring_slots,
                    "sink": sink},
         "videos": [],
     }
@@ -277,7 +276,7 @@ def run_bench(config: Config, videos: list[Path], scratch: Path, *, frames: int,
     return result
 
 
-def _native_fps(video: Path, config: Config) -> float:
+def _native_fps(video: Path, config: Settings) -> float:
     from posestream.stream.sources import open_source
 
     with open_source(str(video), config) as source:
@@ -381,7 +380,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--live-fps", type=float, help="live replay rate; 0 = native (default bench.live_fps)")
     parser.add_argument("--repeat", type=int, help="offline runs per video, alternating sequential and "
                         "pipeline; the fastest of each is kept (default bench.repeat)")
-    parser.add_argument("--sink", choices=SINKS, help="sink of the throughput runs (default bench.sink)")
+    parser.add_argument("--sink", choices=BENCH_SINKS, help="sink of the throughput runs (default bench.sink)")
     parser.add_argument("--skip", action="append", default=[], choices=("live", "frame_bus", "accuracy", "peer"),
                         help="leave a section out (repeatable)")
     parser.add_argument("--out", type=Path, metavar="PATH", help="write the results as JSON")
@@ -398,7 +397,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "few timing runs (numbers are not measurements)")
 
 
-def run_from_args(args: argparse.Namespace, config: Config) -> int:
+def run_from_args(args: argparse.Namespace, config: Settings) -> int:
     from posestream.benchmarks.plot import check_plotting, write_plot
 
     if args.soak is not None:
@@ -413,21 +412,21 @@ def run_from_args(args: argparse.Namespace, config: Config) -> int:
 
     if args.plot:
         check_plotting()  # fail before minutes of measuring, not after
-    table = config["bench"]
+    table = config.bench
     quick = bool(args.quick)
-    frames = args.frames if args.frames is not None else (QUICK["frames"] if quick else table["frames"])
+    frames = args.frames if args.frames is not None else (QUICK["frames"] if quick else table.frames)
     live_seconds = (args.live_seconds if args.live_seconds is not None
-                    else QUICK["live_seconds"] if quick else table["live_seconds"])
-    live_fps = args.live_fps if args.live_fps is not None else table["live_fps"]
+                    else QUICK["live_seconds"] if quick else table.live_seconds)
+    live_fps = args.live_fps if args.live_fps is not None else table.live_fps
     with tempfile.TemporaryDirectory(prefix="posestream-bench-") as tmp:
         scratch = Path(tmp)
         from posestream.benchmarks.clips import default_videos
 
         videos = list(args.video) or default_videos(config, scratch)
-        result = run_bench(with_copy(config), videos, scratch, frames=frames, live_seconds=live_seconds,
-                           live_fps=live_fps, sink=args.sink or table["sink"], quick=quick,
-                           trend_window_s=QUICK["trend_window_s"] if quick else table["trend_window_s"],
-                           repeat=args.repeat if args.repeat is not None else table["repeat"],
+        result = run_bench(config, videos, scratch, frames=frames, live_seconds=live_seconds,
+                           live_fps=live_fps, sink=args.sink or table.sink, quick=quick,
+                           trend_window_s=QUICK["trend_window_s"] if quick else table.trend_window_s,
+                           repeat=args.repeat if args.repeat is not None else table.repeat,
                            skip=tuple(args.skip))
     emit(format_report(result), result, args.out)
     if args.plot:
@@ -436,8 +435,6 @@ def run_from_args(args: argparse.Namespace, config: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from posestream.commands.common import add_config_args, config_from_args
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
     add_config_args(parser)

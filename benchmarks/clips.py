@@ -15,14 +15,15 @@ from pathlib import Path
 
 import av
 
-from posestream.stream.core.config import Config, shared_dir
+from posestream.stream.core.config import shared_dir
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import InputError, InputNotFoundError
 
 DEFAULT_VIDEO = "two_person_interaction_72f.mp4"
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")  # needs no escaping inside a filter graph
 
 
-def default_videos(config: Config, scratch: Path) -> list[Path]:
+def default_videos(config: Settings, scratch: Path) -> list[Path]:
     """The shared videos when present (the issue's reference clip first), else the demo clip."""
     folder = shared_dir(config) / "data" / "video"
     videos = sorted(folder.glob("*.mp4")) if folder.is_dir() else []

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from posestream.benchmarks.report import emit
-from posestream.stream.core.config import Config, check_range, with_copy
+from posestream.stream.core.settings import Settings, check_range
 from posestream.stream.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -54,12 +54,12 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def device_info(config: Config) -> dict[str, Any]:
+def device_info(config: Settings) -> dict[str, Any]:
     """What ran: backend, device, GPU name and versions (the label of every figure)."""
     import torch
 
-    device = str(config["engine"]["device"])
-    info: dict[str, Any] = {"backend": config["engine"]["backend"], "device": device,
+    device = config.engine.device
+    info: dict[str, Any] = {"backend": config.engine.backend, "device": device,
                             "torch": torch.__version__, "cpu_count": os.cpu_count(),
                             "platform": platform.platform(), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
     if device.startswith("cuda") and torch.cuda.is_available():
@@ -82,13 +82,12 @@ def make_clip(scratch: Path, size: tuple[int, int], frames: int) -> Path:
     return clip
 
 
-def run_streams(config: Config, clip: Path, count: int, scratch: Path, max_batch: int,
+def run_streams(config: Settings, clip: Path, count: int, scratch: Path, max_batch: int,
                 policy: str = "live") -> dict[str, Any]:
     """`count` copies of `clip` through one pipeline (one detect stage, batch = count)."""
     from posestream.stream.pipeline import Pipeline
 
-    config = with_copy(config)
-    config["detector"]["batch"] = max(1, min(count, max_batch))
+    config = config.with_overrides({"detector.batch": max(1, min(count, max_batch))})
     sources = []
     for i in range(count):  # distinct paths, so each stream is its own source with its own name
         link = scratch / f"stream{i:02d}.mp4"
@@ -100,7 +99,7 @@ def run_streams(config: Config, clip: Path, count: int, scratch: Path, max_batch
     streams = report.streams.values()
     p99 = [s["latency_ms"].get("p99") for s in streams if s["latency_ms"].get("p99") is not None]
     frames_out = sum(s["frames_out"] for s in streams)
-    return {"streams": count, "policy": policy, "detector_batch": config["detector"]["batch"],
+    return {"streams": count, "policy": policy, "detector_batch": config.detector.batch,
             "aggregate_fps": report.stages["sinks"]["fps"], "frames_out": frames_out,
             "frames_in": sum(s["frames_in"] for s in streams), "dropped": sum(s["dropped"] for s in streams),
             "p99_ms_max": max(p99) if p99 else None, "p99_ms_per_stream": p99,
@@ -108,28 +107,26 @@ def run_streams(config: Config, clip: Path, count: int, scratch: Path, max_batch
             "elapsed_s": round(report.elapsed_s, 2)}
 
 
-def model_rows(config: Config, size: tuple[int, int]) -> list[dict[str, Any]]:
+def model_rows(config: Settings, size: tuple[int, int]) -> list[dict[str, Any]]:
     """The bare network per batch: eager, and with CUDA graphs on CUDA (ms per batch, frames/s).
     Batch 1 and 16 with 20 timed runs on CUDA; batch 1 and 4 with 2 runs on a CPU."""
     import torch
 
     from posestream.engines.models import load_card
     from posestream.engines.preprocess import canvas_size
-    from posestream.engines.torch_engine import TorchEngine
-    from posestream.engines.torch_settings import TorchSettings
+    from posestream.engines.backends.torch_engine import TorchEngine
 
-    card, directory = load_card(config, config["model"]["name"])
-    height, width = canvas_size(size[1], size[0], int(config["detector"]["input_size"]),
-                                rectangular=bool(config["detector"]["rectangular"]))
-    device = str(config["engine"]["device"])
+    card, directory = load_card(config, config.model.name)
+    height, width = canvas_size(size[1], size[0], config.detector.input_size,
+                                rectangular=config.detector.rectangular)
+    device = config.engine.device
     on_cuda = device.startswith("cuda")
     modes = [False, True] if on_cuda else [False]
     batches, runs, warmup = ((1, 16), 20, 3) if on_cuda else ((1, 4), 2, 1)
     rows = []
     for graphs in modes:
-        settings = TorchSettings(cuda_graphs=graphs)
-        with TorchEngine(card.file(directory, "dynamic"), device, threads=int(config["detector"]["threads"]),
-                         settings=settings) as engine:
+        with TorchEngine(card.file(directory, "dynamic"), device, threads=config.detector.threads,
+                         settings=config.torch.with_values(cuda_graphs=graphs)) as engine:
             for batch in batches:
                 x = torch.rand(batch, 3, height, width, device=engine.torch_device)
                 for _ in range(warmup):
@@ -194,8 +191,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "frame; repeatable: each count runs under each policy)")
 
 
-def run_from_args(args: argparse.Namespace, config: Config) -> int:
-    import posestream.engines.torch_engine  # noqa: F401  (its OpenMP policy must precede torch's loading)
+def run_from_args(args: argparse.Namespace, config: Settings) -> int:
+    import posestream.engines.backends.torch_engine  # noqa: F401  (its OpenMP policy must precede torch's loading)
 
     counts = parse_counts(args.streams)
     size = parse_size(args.stream_size)
@@ -206,7 +203,7 @@ def run_from_args(args: argparse.Namespace, config: Config) -> int:
         clip = args.video[0] if getattr(args, "video", None) else make_clip(scratch, size, args.stream_frames)
         result["clip"] = {"path": str(clip), "size": list(size) if not getattr(args, "video", None) else None,
                           "frames_per_stream": args.stream_frames}
-        if config["engine"]["backend"] == "torch":
+        if config.engine.backend == "torch":
             result["model"] = model_rows(config, size)
         for policy in args.stream_policy or ["live"]:
             for count in counts:

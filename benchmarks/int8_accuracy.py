@@ -46,7 +46,8 @@ import cv2
 import numpy as np
 
 from posestream.benchmarks.report import emit
-from posestream.stream.core.config import Config, home_dir, load_config, parse_value, shared_dir
+from posestream.stream.core.config import home_dir, load_config, parse_value, shared_dir
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import InputError, InputNotFoundError
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ KEEP_8BIT = "/model.10/cv1/act"
 
 # -- data -----------------------------------------------------------------------------------------
 
-def validation_images(config: Config) -> list[tuple[str, np.ndarray]]:
+def validation_images(config: Settings) -> list[tuple[str, np.ndarray]]:
     """(name, BGR image) of the validation set (see the module docstring)."""
     from posestream.engines.calibration import video_frames
 
@@ -84,7 +85,7 @@ def validation_images(config: Config) -> list[tuple[str, np.ndarray]]:
     return images
 
 
-def debian_files(config: Config, package: str, members: list[str]) -> list[Path]:
+def debian_files(config: Settings, package: str, members: list[str]) -> list[Path]:
     """Files of a Debian package (`members`: paths under `/usr/share/doc/<package>/`), fetched with
     `apt-get download` once and unpacked in one pass under `$POSESTREAM_HOME/downloads/debian`
     (benchmark data; needs Debian's apt-get and dpkg-deb)."""
@@ -138,22 +139,22 @@ def _package_file(package: str, member: str) -> Path | None:
 
 # -- models ---------------------------------------------------------------------------------------
 
-def recipe_home(config: Config, work: Path, name: str, overrides: list[str]) -> Config:
+def recipe_home(config: Settings, work: Path, name: str, overrides: list[str]) -> Settings:
     """The config of one recipe: the prepared home for the configured recipe, else its own cache
     home under `work` (FP32 files linked from the prepared home), its INT8 model built there once
     and reused while current."""
-    from posestream.commands.models import demo_frames
+    from posestream.stream.demo_clip import calibration_frames
     from posestream.engines.models import load_card
     from posestream.engines.quantize import ensure_int8
 
     if not overrides:  # the configured recipe: the prepared home's own INT8 model
-        recipe = load_config(overrides={"engine.precision": "int8", "engine.backend": "openvino"})
-        card, directory = load_card(recipe, recipe["model"]["name"])
-        ensure_int8(recipe, card, directory, demo_frames)
+        recipe = config.with_overrides({"engine.precision": "int8", "engine.backend": "openvino"})
+        card, directory = load_card(recipe, recipe.model.name)
+        ensure_int8(recipe, card, directory, calibration_frames)
         return recipe
-    source = home_dir(config) / "models" / config["model"]["name"]
+    source = home_dir(config) / "models" / config.model.name
     home = work / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-    model = home / "models" / config["model"]["name"]
+    model = home / "models" / config.model.name
     model.mkdir(parents=True, exist_ok=True)
     for path in source.glob("*.onnx"):
         if not (model / path.name).exists():
@@ -163,26 +164,26 @@ def recipe_home(config: Config, work: Path, name: str, overrides: list[str]) -> 
         card["extra"].pop("int8", None)
         (model / "model.json").write_text(json.dumps(card), encoding="utf-8")
     pairs = {key: parse_value(value) for key, value in (item.split("=", 1) for item in overrides)}
-    recipe = load_config(overrides={**pairs, "paths.home": str(home), "engine.precision": "int8",
+    recipe = config.with_overrides({**pairs, "paths.home": str(home), "engine.precision": "int8",
                                     "engine.backend": "openvino"})
-    card, directory = load_card(recipe, recipe["model"]["name"])
+    card, directory = load_card(recipe, recipe.model.name)
     start = time.perf_counter()
-    ensure_int8(recipe, card, directory, demo_frames)
+    ensure_int8(recipe, card, directory, calibration_frames)
     log.info("recipe %s ready (%.0f s)", name, time.perf_counter() - start)
     return recipe
 
 
-def int8_path(recipe: Config) -> Path:
+def int8_path(recipe: Settings) -> Path:
     from posestream.engines.models import load_card
 
-    card, directory = load_card(recipe, recipe["model"]["name"])
+    card, directory = load_card(recipe, recipe.model.name)
     return directory / card.extra["int8"]["file"]
 
 
-def fp32_path(config: Config) -> Path:
+def fp32_path(config: Settings) -> Path:
     from posestream.engines.models import load_card
 
-    card, directory = load_card(config, config["model"]["name"])
+    card, directory = load_card(config, config.model.name)
     return card.file(directory, "dynamic")
 
 
@@ -190,7 +191,7 @@ class Runner:
     """Decoded persons of one OpenVINO model (the detector's letterbox, thresholds and decoding),
     compiled static per input shape; `widen` turns the matching activation quantizers to 16 bits."""
 
-    def __init__(self, path: Path, config: Config, widen: str | None = None) -> None:
+    def __init__(self, path: Path, config: Settings, widen: str | None = None) -> None:
         import openvino as ov
 
         self.ov, self.core, self.config = ov, ov.Core(), config
@@ -212,19 +213,19 @@ class Runner:
 
     def persons(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         from posestream.engines.preprocess import canvas_size, letterbox, to_input
-        from posestream.engines.yolo_decode import decode_yolo_pose, to_frame_pixels
+        from posestream.engines.families.yolo11.decode import decode_yolo_pose, to_frame_pixels
 
-        det = self.config["detector"]
+        det = self.config.detector
         found = []
         for image in images:
             height, width = image.shape[:2]
-            canvas, box = letterbox(image, canvas_size(height, width, det["input_size"], rectangular=True), 114)
+            canvas, box = letterbox(image, canvas_size(height, width, det.input_size, rectangular=True), 114)
             x = to_input([canvas])
             request = self.request(x.shape)
             request.infer({0: x})
             output = request.get_output_tensor(0).data[0].copy()
-            boxes, scores, keypoints = decode_yolo_pose(output, det["score_threshold"], det["iou_threshold"],
-                                                        det["max_persons"])
+            boxes, scores, keypoints = decode_yolo_pose(output, det.score_threshold, det.iou_threshold,
+                                                        det.max_persons)
             xywh, keypoints = to_frame_pixels(boxes, keypoints, box, height, width)
             found.append((xywh, scores, keypoints))
         return found
@@ -305,7 +306,7 @@ SETS = [("COCO", "coco/person_keypoints.json", None), ("CrowdPose", "crowdpose/c
         ("PoseTrack18", "posetrack/posetrack18_val_subset.json", None)]
 
 
-def evaluate(config: Config) -> dict[str, dict[str, Any]]:
+def evaluate(config: Settings) -> dict[str, dict[str, Any]]:
     """AP/AP50/AP75/AR and the mean OKS per annotated person of `config` on every shared set."""
     from posestream.stream.evaluation import coco_keypoint_summary, load_ground_truth, person_oks
     from posestream.stream.image_inference import infer_images
@@ -424,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             result["sensitivity"][group] = {"quantizers": int(count), **agreement(truth, runner.persons(images))}
             log.info("sensitivity %s: %s", group, result["sensitivity"][group])
     if args.eval:
-        fp32_config = load_config(overrides={"engine.precision": "fp32", "engine.backend": "openvino"})
+        fp32_config = config.with_overrides({"engine.precision": "fp32", "engine.backend": "openvino"})
         per_model = {"FP32": evaluate(fp32_config), **{name: evaluate(c) for name, c in configs.items()}}
         result["eval"] = {}
         for model, rows in per_model.items():

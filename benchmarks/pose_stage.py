@@ -22,7 +22,8 @@ from posestream.benchmarks.report import emit
 from posestream.benchmarks.bench import run_pipeline_offline
 from posestream.benchmarks.clips import default_videos, looped_clip
 from posestream.stream.chain import build_detector, build_estimator
-from posestream.stream.core.config import Config, load_config, with_copy
+from posestream.stream.core.config import load_config
+from posestream.stream.core.settings import Settings
 from posestream.stream.sources import open_source
 
 BATCHES = (1, 4, 8)
@@ -30,7 +31,7 @@ THREADS = (1, 2)
 SPLITS = ((1, 1), (2, 1), (1, 2), (2, 2))  # (detector threads, pose threads)
 
 
-def _frames_and_detections(config: Config, video: Path, count: int) -> tuple[list[np.ndarray], list[Any]]:
+def _frames_and_detections(config: Settings, video: Path, count: int) -> tuple[list[np.ndarray], list[Any]]:
     frames = []
     with open_source(str(video), config) as source:
         for frame in source.frames():
@@ -44,11 +45,10 @@ def _frames_and_detections(config: Config, video: Path, count: int) -> tuple[lis
         detector.close()
 
 
-def crops_per_second(config: Config, frames: list[np.ndarray], detections: list[Any],
+def crops_per_second(config: Settings, frames: list[np.ndarray], detections: list[Any],
                      batch: int, threads: int, repeat: int = 3) -> dict[str, Any]:
     """Best of `repeat` passes over all frames, all their persons batched across frames."""
-    trial = with_copy(config)
-    trial["pose"].update(mode="topdown", batch=batch, threads=threads)
+    trial = config.with_overrides({"pose": {"mode": "topdown", "batch": batch, "threads": threads}})
     estimator = build_estimator(trial)
     try:
         estimator.estimate(frames[:2], detections[:2])  # warm-up
@@ -65,20 +65,19 @@ def crops_per_second(config: Config, frames: list[np.ndarray], detections: list[
             "crops_per_s": round(crops / best, 1), "ms_per_crop": round(1e3 * best / crops, 2)}
 
 
-def thread_splits(config: Config, video: Path) -> list[dict[str, Any]]:
+def thread_splits(config: Settings, video: Path) -> list[dict[str, Any]]:
     """Offline pipeline FPS in top-down mode for each detector/pose thread split."""
     rows = []
     for detector_threads, pose_threads in SPLITS:
-        trial = with_copy(config)
-        trial["pose"].update(mode="topdown", threads=pose_threads)
-        trial["detector"]["threads"] = detector_threads
+        trial = config.with_overrides({"pose": {"mode": "topdown", "threads": pose_threads},
+                                       "detector.threads": detector_threads})
         result = run_pipeline_offline(trial, video, [])
         rows.append({"detector_threads": detector_threads, "pose_threads": pose_threads,
                      "fps": result["fps"], "frames": result["frames"]})
     return rows
 
 
-def run(config: Config, video: Path, frames: int, scratch: Path) -> dict[str, Any]:
+def run(config: Settings, video: Path, frames: int, scratch: Path) -> dict[str, Any]:
     images, detections = _frames_and_detections(config, video, frames)
     crops = [crops_per_second(config, images, detections, b, t) for t in THREADS for b in BATCHES]
     clip, _ = looped_clip(video, 4 * frames, scratch / "pose_stage_clip.mp4")
@@ -86,7 +85,7 @@ def run(config: Config, video: Path, frames: int, scratch: Path) -> dict[str, An
     best = max(splits, key=lambda r: r["fps"] or 0)
     return {"video": str(video), "frames": frames, "persons_per_frame":
             round(sum(len(d) for d in detections) / len(detections), 2),
-            "plugin": config["pose"]["plugin"], "model": config["pose"]["model"],
+            "plugin": config.pose.plugin, "model": config.pose.model,
             "crops": crops, "splits": splits,
             "best_split": {"detector_threads": best["detector_threads"], "pose_threads": best["pose_threads"]}}
 

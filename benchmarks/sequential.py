@@ -1,6 +1,7 @@
 """The sequential baseline: one process, one loop, decode -> detect -> pose -> NMS -> track -> sinks.
 
-Same source reader, plugins, engines, threads and sinks as the pipeline, so the only difference
+Same source reader, chain links (from `stage_graph.GRAPH`, as the pipeline's stages build them),
+plugins, engines, threads and sinks as the pipeline, so the only difference
 measured is the pipeline's overlap of stages (and its overhead). It is also what a user writes
 first, and what the pipeline must beat. Model loading happens before the clock starts, as in the
 pipeline, whose stages load their models before the first frame.
@@ -19,41 +20,34 @@ from typing import Any
 import numpy as np
 
 from posestream.benchmarks.report import emit
-from posestream.stream.core.config import Config, load_config
+from posestream.stream.core.config import load_config
+from posestream.stream.core.settings import Settings
 from posestream.stream.metrics import percentiles_ms
 
-STAGES = ("decode", "detect", "pose", "nms", "track", "sinks")
-
-
-def run_sequential(config: Config, video: Path, sink_specs: list[tuple[str, str]],
+def run_sequential(settings: Settings, video: Path, sink_specs: list[tuple[str, str]],
                    max_frames: int | None = None) -> dict[str, Any]:
     """Process `video` frame by frame; returns FPS, per-stage time per frame and persons per frame
     (detections entering the pose stage, the count top-down pose cost grows with)."""
+    from posestream.stream.chain import PoseChain
     from posestream.stream.core.contracts import IdAllocator, TrackFrame
     from posestream.stream.core.registry import load_plugin
-    from posestream.stream.core.settings import Settings
-    from posestream.stream.chain import build_detector, build_estimator, build_nms
-    from posestream.stream.core.results import FrameResult
+    from posestream.stream.core.results import FrameResult, Poses
+    from posestream.stream.links import Origin
     from posestream.stream.sources import open_source
     from posestream.stream.stage_graph import decode_long_side, plan
 
-    spent: dict[str, list[float]] = {name: [] for name in STAGES}
     detections = 0
     with contextlib.ExitStack() as stack:
-        detector = build_detector(config)
-        stack.callback(detector.close)
-        estimator = build_estimator(config)
-        if estimator is not None:
-            stack.callback(estimator.close)
-        nms = build_nms(config)
-        settings = Settings.from_config(config)
+        chain = stack.enter_context(PoseChain(settings))
+        spent: dict[str, list[float]] = {name: [] for name in ("decode", *(n for n, _ in chain.steps),
+                                                               "track", "sinks")}
         tracker_cls = load_plugin("posestream.trackers", settings.tracker.plugin)
         tracker = tracker_cls(settings, IdAllocator())
         tracker_pixels = tracker_cls.reads_pixels(settings)
-        source = stack.enter_context(open_source(str(video), config))
+        source = stack.enter_context(open_source(str(video), settings))
         # decode at the size the pipeline would (the detector's, when only it reads pixels)
         sink_pixels = any(load_plugin("posestream.sinks", kind).needs_pixels for kind, _ in sink_specs)
-        long_side = decode_long_side(config, plan(config, 1, sink_pixels))
+        long_side = decode_long_side(settings, plan(settings, 1, sink_pixels))
         if long_side is not None:
             source.scale_down_to(long_side)
         sinks = []
@@ -69,28 +63,27 @@ def run_sequential(config: Config, video: Path, sink_specs: list[tuple[str, str]
             frame = next(frames, None)
             if frame is None:
                 break
-            t1 = time.perf_counter()
-            poses = detector.detect_frames([frame.image], [(0, frame.index)])  # as the detect stage calls it
-            poses = [p.in_source_pixels(frame.image.shape, frame.source_hw) for p in poses]
-            detections += len(poses[0])
+            spent["decode"].append(time.perf_counter() - t0)
+            poses = [Poses.empty()]
+            origins = [Origin((0, frame.index), frame.source_hw)]  # as the detect stage hears it
+            for index, (name, step) in enumerate(chain.steps):
+                t1 = time.perf_counter()
+                poses = step.process([frame.image], poses, origins)
+                spent[name].append(time.perf_counter() - t1)
+                if index == 0:
+                    detections += len(poses[0])  # what enters the pose stage
             t2 = time.perf_counter()
-            if estimator is not None:
-                poses = estimator.estimate([frame.image], poses)
-            t3 = time.perf_counter()
-            kept = nms(poses[0])
-            t4 = time.perf_counter()
             height, width = frame.source_hw or frame.image.shape[:2]
-            tracked = tracker.update(kept, TrackFrame(frame.index, frame.pts,
-                                                      frame.image if tracker_pixels else None,
-                                                      frame.image.shape[1] / width))
-            t5 = time.perf_counter()
+            tracked = tracker.update(poses[0], TrackFrame(frame.index, frame.pts,
+                                                          frame.image if tracker_pixels else None,
+                                                          frame.image.shape[1] / width))
+            t3 = time.perf_counter()
+            spent["track"].append(t3 - t2)
             result = FrameResult(source.info.name, frame.index, width, height, tracked, frame.pts,
                                  frame.capture_ts, frame.image_id)
             for sink in sinks:
                 sink.write(result, frame.image if sink.needs_pixels else None)
-            t6 = time.perf_counter()
-            for name, a, b in zip(STAGES, (t0, t1, t2, t3, t4, t5), (t1, t2, t3, t4, t5, t6)):
-                spent[name].append(b - a)
+            spent["sinks"].append(time.perf_counter() - t3)
             count += 1
         elapsed = time.perf_counter() - start
     return {

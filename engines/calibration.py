@@ -18,11 +18,12 @@ import cv2
 import numpy as np
 
 from posestream.engines.preprocess import canvas_size, letterbox, to_input
-from posestream.stream.core.config import Config, home_dir
+from posestream.engines.wheels import fetch_wheel
+from posestream.stream.core.config import home_dir
 from posestream.stream.core.errors import InputError, InputNotFoundError
+from posestream.stream.core.images import VIDEO_SUFFIXES, list_images
+from posestream.stream.core.settings import Settings
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".ts")
 
 # frames of the built-in demo clip, given by the caller (the clip is the runtime's, a layer above):
 # `frames(count)` -> BGR images
@@ -40,23 +41,21 @@ def _read_zip_image(archive: zipfile.ZipFile, member: str) -> np.ndarray:
     return image
 
 
-def default_calibration(config: Config, demo: DemoFrames | None = None) -> tuple[list[np.ndarray], str]:
+def default_calibration(config: Settings, demo: DemoFrames | None = None) -> tuple[list[np.ndarray], str]:
     """Ultralytics' sample photos from its PyPI wheel plus demo-clip frames, each also mirrored, plus
     the mosaics and lighting variants `varied` makes of them (`[quantize] mosaics`, `lighting`).
     (Random crops of the photos were tried as extra samples in recipe v2 and measured worse.)"""
-    from posestream.engines.yolo_prepare import fetch_wheel
-
-    cfg = config["quantize"]
-    wheel = fetch_wheel(cfg["assets_wheel"], home_dir(config) / "downloads")
+    cfg = config.quantize
+    wheel = fetch_wheel(cfg.assets_wheel, home_dir(config) / "downloads")
     with zipfile.ZipFile(wheel) as archive:
-        photos = [_read_zip_image(archive, member) for member in cfg["assets"]]
-    clip = demo(cfg["demo_frames"]) if demo is not None and cfg["demo_frames"] else []
+        photos = [_read_zip_image(archive, member) for member in cfg.assets]
+    clip = demo(cfg.demo_frames) if demo is not None and cfg.demo_frames else []
     base = photos + clip
-    extra = varied(base, cfg["mosaics"], cfg["lighting"])
-    names = ", ".join(Path(m).name for m in cfg["assets"])
-    source = f"{cfg['assets_wheel']} ({names}) + {len(clip)} demo-clip frames, mirrored"
+    extra = varied(base, cfg.mosaics, cfg.lighting)
+    names = ", ".join(Path(m).name for m in cfg.assets)
+    source = f"{cfg.assets_wheel} ({names}) + {len(clip)} demo-clip frames, mirrored"
     if extra:
-        source += f", + {len(extra)} made from them ({cfg['mosaics']} mosaics" + (", lighting)" if cfg["lighting"] else ")")
+        source += f", + {len(extra)} made from them ({cfg.mosaics} mosaics" + (", lighting)" if cfg.lighting else ")")
     return base + [cv2.flip(image, 1) for image in base] + extra, source
 
 
@@ -147,13 +146,11 @@ def user_calibration(path: Path, count: int) -> tuple[list[np.ndarray], str]:
     if not path.exists():
         raise InputNotFoundError(f"calibration data not found: {path}")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
+        files = list_images(path)[:count]
         images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in files]
         unreadable = [p.name for p, image in zip(files, images) if image is None]
         if unreadable:
             raise InputError(f"calibration images not readable: {', '.join(unreadable[:5])}")
-        if not images:
-            raise InputError(f"calibration folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         return images, f"{path} ({len(images)} images)"
     if path.suffix.lower() in VIDEO_SUFFIXES:
         frames = spread_frames(path, count)

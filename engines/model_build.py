@@ -20,7 +20,7 @@ import torch
 
 from posestream.engines.model_card import ModelCard
 from posestream.engines.model_check import check_model_kind
-from posestream.engines.onnxruntime_engine import OnnxRuntimeEngine
+from posestream.engines.backends.onnxruntime_engine import OnnxRuntimeEngine
 from posestream.stream.core.errors import ModelError
 
 log = logging.getLogger(__name__)

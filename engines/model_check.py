@@ -4,15 +4,10 @@ A card that says "heatmap pose model for coco17" on a file that emits YOLO rows 
 heatmaps would otherwise fail later as garbage keypoints or an index error deep in a decoder. Here it
 is one `ModelError` that names the model, the declared kind and the tensor that does not fit.
 
-What each task expects (K = keypoints of the card's format, B/N dynamic or any size):
-- every task: one float input [B, 3, H, W]; H, W equal the card's `input["size"]` when both are known.
-- `pose-heatmap`: one output [B, K, H/stride, W/stride] (`output["stride"]`, when given).
-- `detector+pose`: one output [B, 5 + 3K, N] (box cx, cy, w, h, score, then K x (x, y, conf)).
-- `pose-simcc`: two outputs [B, K, L]; with `output["split_ratio"]` the lengths are W*r and H*r.
-- `pose-movenet` / `detector+pose-movenet`: MoveNet's named heads on one stride-4 grid
-  (`engines/families/movenet/kind.py`).
-- `detector-anchors`: SSD scores [B, N, 1] and regressors [B, N, 4 + 2K] for the card's N anchors
-  (`engines/families/mediapipe_detector/kind.py`).
+Every task expects one float input [B, 3, H, W]; H, W equal the card's `input["size"]` when both are
+known (checked here). The outputs are checked by the family that owns the card's task (its
+`check.py`, e.g. `families/heatmap/check.py`: one output [B, K, H/stride, W/stride]), found through
+`engines.family`.
 
 When the file leaves output dimensions symbolic (exporters do after a Reshape or Flatten), one batch
 of zeros is run to learn the real shapes, so such a file cannot slip through unchecked.
@@ -26,13 +21,12 @@ the cache must not make the runtime read anything outside the cache.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from posestream.engines.base import Engine, TensorSpec
-from posestream.engines.families.mediapipe_detector.kind import check_anchor_detector
-from posestream.engines.families.movenet.kind import check_movenet
+from posestream.engines.backends.base import Engine, TensorSpec
+from posestream.engines.family import kind_check
 from posestream.engines.model_card import ModelCard
 from posestream.stream.core.errors import ModelError
 from posestream.stream.core.keypoints import FORMATS
@@ -41,11 +35,11 @@ if TYPE_CHECKING:
     import onnx
 
 
-def _shape(spec: TensorSpec) -> str:
+def shape_text(spec: TensorSpec) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in spec.shape) + "]"
 
 
-def _fits(actual: int | None, wanted: int | None) -> bool:
+def fits(actual: int | None, wanted: int | None) -> bool:
     """A dynamic or unknown dimension fits anything."""
     return actual is None or wanted is None or actual == wanted
 
@@ -70,17 +64,17 @@ def _input_size(engine: Engine, card: ModelCard) -> tuple[tuple[int | None, int 
     inputs = engine.inputs
     if len(inputs) != 1:
         return (None, None), f"expected one image input, the model has {len(inputs)}: " + ", ".join(
-            f"{i.name} {_shape(i)}" for i in inputs)
+            f"{i.name} {shape_text(i)}" for i in inputs)
     spec = inputs[0]
-    if len(spec.shape) != 4 or not _fits(spec.shape[1], 3):
-        return (None, None), f"input '{spec.name}' is {_shape(spec)}, expected [B, 3, H, W]"
+    if len(spec.shape) != 4 or not fits(spec.shape[1], 3):
+        return (None, None), f"input '{spec.name}' is {shape_text(spec)}, expected [B, 3, H, W]"
     if not np.issubdtype(spec.dtype, np.floating):
         return (None, None), f"input '{spec.name}' is {spec.dtype}, expected a float tensor"
     size = card.input.get("size")
     height, width = spec.shape[2], spec.shape[3]
     if size is not None:
-        if not (_fits(height, size[0]) and _fits(width, size[1])):
-            return (None, None), (f"input '{spec.name}' is {_shape(spec)}, the card's input size is "
+        if not (fits(height, size[0]) and fits(width, size[1])):
+            return (None, None), (f"input '{spec.name}' is {shape_text(spec)}, the card's input size is "
                                   f"{list(size)} (H, W)")
         height, width = height or size[0], width or size[1]
     return (height, width), None
@@ -101,86 +95,13 @@ def _probed_outputs(engine: Engine, size: tuple[int | None, int | None]) -> list
     return [TensorSpec(o.name, (None, *results[o.name].shape[1:]), o.dtype) for o in outputs]
 
 
-def _check_heatmap(outputs: list[TensorSpec], keypoints: int, size: tuple[int | None, int | None],
-                   card: ModelCard) -> str | None:
-    if len(outputs) != 1:
-        return f"expected one heatmap output, the model has {len(outputs)}"
-    spec = outputs[0]
-    if len(spec.shape) != 4:
-        return f"output '{spec.name}' is {_shape(spec)}, expected heatmaps [B, {keypoints}, H, W]"
-    if not _fits(spec.shape[1], keypoints):
-        return (f"output '{spec.name}' is {_shape(spec)}: {spec.shape[1]} heatmap channels, "
-                f"but format '{card.keypoint_format}' has {keypoints} keypoints")
-    stride = card.output.get("stride")
-    if stride:
-        wanted = tuple(None if s is None else s // stride for s in size)
-        if not (_fits(spec.shape[2], wanted[0]) and _fits(spec.shape[3], wanted[1])):
-            return (f"output '{spec.name}' is {_shape(spec)}, expected {wanted[0]}x{wanted[1]} "
-                    f"heatmaps (input {size[0]}x{size[1]} at stride {stride})")
-    return None
-
-
-def _check_detector_pose(outputs: list[TensorSpec], keypoints: int,
-                         size: tuple[int | None, int | None], card: ModelCard) -> str | None:
-    rows = 5 + 3 * keypoints
-    if len(outputs) != 1:
-        return f"expected one output [B, {rows}, N], the model has {len(outputs)}"
-    spec = outputs[0]
-    if len(spec.shape) != 3 or not _fits(spec.shape[1], rows):
-        return (f"output '{spec.name}' is {_shape(spec)}, expected [B, {rows}, N] "
-                f"(box, score and {keypoints} x (x, y, conf))")
-    return None
-
-
-def _check_simcc(outputs: list[TensorSpec], keypoints: int, size: tuple[int | None, int | None],
-                 card: ModelCard) -> str | None:
-    if len(outputs) != 2:
-        return f"expected two SimCC outputs (x, y), the model has {len(outputs)}"
-    for spec in outputs:
-        if len(spec.shape) != 3 or not _fits(spec.shape[1], keypoints):
-            return f"output '{spec.name}' is {_shape(spec)}, expected [B, {keypoints}, L]"
-    ratio = card.output.get("split_ratio")
-    if ratio and None not in size:
-        wanted = sorted(int(round(s * ratio)) for s in size)
-        lengths = [spec.shape[2] for spec in outputs]
-        if None not in lengths and sorted(lengths) != wanted:
-            return (f"SimCC lengths are {lengths}, expected W*{ratio} and H*{ratio} = "
-                    f"{wanted[::-1]}")
-    return None
-
-
-def _check_landmarks(outputs: list[TensorSpec], keypoints: int, size: tuple[int | None, int | None],
-                     card: ModelCard) -> str | None:
-    names = card.output.get("names") or []
-    by_name = {spec.name: spec for spec in outputs}
-    missing = [name for name in names if name not in by_name]
-    if not names or missing:
-        return (f"card output.names {names} do not match the model's outputs "
-                f"{', '.join(by_name)}")
-    spec = by_name[names[0]]
-    length = spec.shape[-1]
-    if len(spec.shape) != 2 or (length is not None and length < 3 * keypoints):
-        return f"output '{spec.name}' is {_shape(spec)}, expected [B, L] with at least {keypoints} x 3 values"
-    return None
-
-
-_CHECKS: dict[str, Callable[..., str | None]] = {
-    "pose-movenet": check_movenet,
-    "detector+pose-movenet": check_movenet,
-    "detector-anchors": check_anchor_detector,
-    "pose-landmarks": _check_landmarks,
-    "pose-heatmap": _check_heatmap,
-    "detector+pose": _check_detector_pose,
-    "pose-simcc": _check_simcc,
-}
-
-
 def check_model_kind(engine: Engine, card: ModelCard) -> None:
-    """Raise a `ModelError` when the engine's inputs/outputs do not fit `card.task` and its format."""
-    check = _CHECKS.get(card.task)
-    if check is None:
-        raise ModelError(f"model '{card.name}': no kind check for task '{card.task}' "
-                         f"(checked: {', '.join(_CHECKS)})")
+    """Raise a `ModelError` when the engine's inputs/outputs do not fit `card.task` and its format
+    (the output check is the family's that owns the task, `engines.family.kind_check`)."""
+    try:
+        check = kind_check(card.task)
+    except ModelError as exc:
+        raise ModelError(f"model '{card.name}': {exc}") from None
     keypoints = declared_keypoints(card)
     size, problem = _input_size(engine, card)
     if problem is None:

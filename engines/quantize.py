@@ -23,8 +23,8 @@ import numpy as np
 
 from posestream.engines.calibration import DemoFrames, default_calibration, network_inputs, user_calibration
 from posestream.engines.model_card import ModelCard, sha256_file
-from posestream.stream.core.config import Config, check_choice, check_range
 from posestream.stream.core.errors import InputError, ModelError
+from posestream.stream.core.settings import QuantizeSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,6 @@ EDGE_FLOAT_PATTERNS = [r".*/model\.0/conv/Conv", r".*/model\.23/cv[234]\.\d/cv[2
 # The backbone's attention block (C2PSA, `model.10`: MatMul/Softmax attention and its convs, at 1/32
 # of the input's size, so float costs little time): its activations moved the person scores most.
 ATTENTION_FLOAT_PATTERNS = [r".*/model\.10/.*"]
-PRESETS = ("mixed", "performance")
-# NNCF's activation range estimators: its default (min/max averaged over samples) or histogram-fitted
-# ranges (clip outliers where the rounding error is least), which kept more COCO AP here.
-ACTIVATION_RANGES = ("minmax", "histogram")
 
 
 def nncf_available() -> str | None:
@@ -59,10 +55,10 @@ def nncf_available() -> str | None:
 
 # -- quantization -------------------------------------------------------------------------------------
 
-def float_patterns(cfg: dict[str, Any]) -> list[str]:
+def float_patterns(cfg: QuantizeSettings) -> list[str]:
     """NNCF ignored-scope patterns of the `[quantize]` table: the layers kept in float."""
-    return ((HEAD_FLOAT_PATTERNS if cfg["head_in_float"] else []) + (EDGE_FLOAT_PATTERNS if cfg["edges_in_float"] else [])
-            + (ATTENTION_FLOAT_PATTERNS if cfg["attention_in_float"] else []))
+    return ((HEAD_FLOAT_PATTERNS if cfg.head_in_float else []) + (EDGE_FLOAT_PATTERNS if cfg.edges_in_float else [])
+            + (ATTENTION_FLOAT_PATTERNS if cfg.attention_in_float else []))
 
 
 def quantize_ir(fp32_onnx: Path, samples: list[np.ndarray], out_xml: Path, preset: str = "mixed",
@@ -73,8 +69,8 @@ def quantize_ir(fp32_onnx: Path, samples: list[np.ndarray], out_xml: Path, prese
     reason = nncf_available()
     if reason is not None:
         raise ModelError(f"cannot build the INT8 model: {reason}")
-    check_choice("quantize.preset", preset, PRESETS)
-    check_choice("quantize.activation_ranges", activation_ranges, ACTIVATION_RANGES)
+    QuantizeSettings.checked("preset", preset)  # the choices [quantize] declares
+    QuantizeSettings.checked("activation_ranges", activation_ranges)
     if not samples:
         raise InputError("INT8 quantization needs at least one calibration image")
     import nncf
@@ -109,16 +105,15 @@ def _versions() -> dict[str, str]:
     return {"nncf": nncf.__version__, "openvino": ov.__version__.split("-")[0]}
 
 
-def recipe_settings(config: Config) -> dict[str, Any]:
+def recipe_settings(config: Settings) -> dict[str, Any]:
     """The `[quantize]` settings that shape the INT8 model (a change makes a cached one stale)."""
-    cfg = config["quantize"]
-    return {"preset": cfg["preset"], "head_in_float": bool(cfg["head_in_float"]),
-            "edges_in_float": bool(cfg["edges_in_float"]), "attention_in_float": bool(cfg["attention_in_float"]),
-            "fast_bias_correction": bool(cfg["fast_bias_correction"]),
-            "activation_ranges": cfg["activation_ranges"]}
+    cfg = config.quantize
+    return {"preset": cfg.preset, "head_in_float": cfg.head_in_float, "edges_in_float": cfg.edges_in_float,
+            "attention_in_float": cfg.attention_in_float, "fast_bias_correction": cfg.fast_bias_correction,
+            "activation_ranges": cfg.activation_ranges}
 
 
-def int8_problems(card: ModelCard, directory: Path, config: Config | None = None) -> list[str]:
+def int8_problems(card: ModelCard, directory: Path, config: Settings | None = None) -> list[str]:
     """Why the card's INT8 model cannot be used as it is (empty = usable); with `config`, also
     when it was built with other `[quantize]` settings."""
     entry = card.extra.get(INT8_KEY)
@@ -140,27 +135,26 @@ def int8_problems(card: ModelCard, directory: Path, config: Config | None = None
     return problems
 
 
-def build_int8(config: Config, card: ModelCard, directory: Path, calibration: Path | None = None,
+def build_int8(config: Settings, card: ModelCard, directory: Path, calibration: Path | None = None,
                count: int | None = None, demo: DemoFrames | None = None) -> ModelCard:
     """Quantize the card's FP32 dynamic model into `directory` and record it in the card
     (`calibration` None: the default data, with the demo-clip frames `demo` gives)."""
-    cfg = config["quantize"]
-    count = int(cfg["images"] if count is None else count)
-    check_range("quantize.images", count, 1, 10000)
+    cfg = config.quantize
+    count = cfg.images if count is None else QuantizeSettings.checked("images", count)
     if calibration is None:
         images, source = default_calibration(config, demo)
     else:
         images, source = user_calibration(calibration, count)
     images = images[:count]
     pad = int(card.input.get("letterbox_pad", 114))
-    samples = network_inputs(images, int(config["detector"]["input_size"]), pad)
+    samples = network_inputs(images, config.detector.input_size, pad)
     fp32 = card.file(directory, FP32_VARIANT)
     stem = Path(card.files[FP32_VARIANT]["file"]).stem + "-int8"
     log.info("quantizing %s to INT8 on %d calibration images (%s) ...", fp32.name, len(samples), source)
     with tempfile.TemporaryDirectory(dir=directory, prefix=".int8-") as tmp:
         out = Path(tmp) / f"{stem}.xml"
-        quantize_ir(fp32, samples, out, cfg["preset"], float_patterns(cfg), cfg["fast_bias_correction"],
-                    cfg["activation_ranges"])
+        quantize_ir(fp32, samples, out, cfg.preset, float_patterns(cfg), cfg.fast_bias_correction,
+                    cfg.activation_ranges)
         for suffix in (".xml", ".bin"):
             shutil.move(str(out.with_suffix(suffix)), directory / f"{stem}{suffix}")
     card.extra[INT8_KEY] = {
@@ -175,7 +169,7 @@ def build_int8(config: Config, card: ModelCard, directory: Path, calibration: Pa
     return card
 
 
-def ensure_int8(config: Config, card: ModelCard, directory: Path, demo: DemoFrames | None = None) -> ModelCard:
+def ensure_int8(config: Settings, card: ModelCard, directory: Path, demo: DemoFrames | None = None) -> ModelCard:
     """Keep a usable INT8 model (whatever its calibration); rebuild it on the default data when stale."""
     problems = int8_problems(card, directory, config)
     if not problems:

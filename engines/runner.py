@@ -12,14 +12,12 @@ import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
-from posestream.engines.base import Engine
-from posestream.engines.engine_cache import TensorRTSettings
-from posestream.engines.factory import create_engine
+from posestream.engines.backends.base import Engine
+from posestream.engines.backends.factory import create_engine
+from posestream.engines.backends.torch_inputs import TorchInputs, torch_inputs_for
 from posestream.engines.model_card import ModelCard, sha256_file
 from posestream.engines.model_check import check_model_kind
-from posestream.engines.models import load_card, openvino_options, runtime_model_file
-from posestream.engines.torch_inputs import TorchInputs, torch_inputs_for
-from posestream.engines.torch_settings import TorchSettings
+from posestream.engines.models import load_card, runtime_model_file
 from posestream.stream.core.errors import ModelError
 from posestream.stream.core.settings import Settings
 
@@ -43,10 +41,7 @@ class ModelRunner:
         path = runtime_model_file(settings, self.card, directory, self.variant)  # OpenVINO: INT8 model
         int8 = path != self.card.file(directory, self.variant)
         self.engine = create_engine(path, device=settings.engine.device, backend=settings.engine.backend,
-                                    threads=threads, tensorrt=TensorRTSettings.from_config(settings.to_config()),
-                                    normalization=self.card.input,
-                                    torch_settings=TorchSettings.from_config(settings.to_config()),
-                                    openvino=openvino_options(settings))
+                                    threads=threads, normalization=self.card.input, settings=settings)
         # what actually runs, for the run's summary and metrics (the stage reports it)
         self.model_info = {"model": self.card.name, "file": path.name, "backend": self.engine.backend,
                            "precision": "int8" if int8 else str(getattr(self.engine, "precision", "") or "fp32")}

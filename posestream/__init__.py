@@ -5,8 +5,9 @@ The public API, imported lazily so that `import posestream` (and the command lin
     from posestream import Subscriber, Pipeline, load_config
 
 Everything else lives in the sub-packages: `posestream.stream` (core types and the streaming
-runtime), `posestream.engines` (inference backends and model preparation), `posestream.plugins`
-(detectors, pose estimators, trackers, sinks) and `posestream.benchmarks`.
+runtime), `posestream.engines` (inference backends, shared model plumbing and one folder per model
+family, with the detector and pose estimator plugins), `posestream.plugins` (trackers, sinks) and
+`posestream.benchmarks`.
 """
 from __future__ import annotations
 

@@ -16,7 +16,6 @@ by default (the publishers are CURVE servers admitting only the aggregator's key
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import multiprocessing
 import os
 import resource
@@ -33,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from posestream.stream import curve_keys  # noqa: E402
 from posestream.stream.core.config import load_config  # noqa: E402
 from posestream.stream.curve_keys import KeyPair  # noqa: E402
-from posestream.stream.core.settings import Settings  # noqa: E402
 from posestream.stream.fleet.aggregator import Aggregator  # noqa: E402
 from posestream.stream.fleet.spec import load_fleet  # noqa: E402
 
@@ -135,7 +133,7 @@ def _publishers(persons: int, ready: "multiprocessing.synchronize.Event", done: 
 
 
 def aggregator_bench(persons: int, curve: bool) -> None:
-    zmq_settings = dataclasses.replace(Settings.from_config(load_config()).zmq, hwm=1000, linger_ms=0)
+    zmq_settings = load_config().zmq.with_values(hwm=1000, linger_ms=0)
     client, server = (curve_keys.new_key_pair(), curve_keys.new_key_pair()) if curve else (None, None)
     aggregator = Aggregator(BENCH_OUT, zmq_settings, 10.0, client)
     aggregator.start()

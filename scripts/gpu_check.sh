@@ -82,8 +82,8 @@ step prepare timeout -k 10 120 "$PY" -m posestream models prepare --from "$CKPT_
 
 # 4. GPU tests, with the log kept
 start=$SECONDS
-(cd "$ROOT" && timeout -k 10 180 "$PY" -m pytest -m gpu -ra -p no:cacheprovider tests/engines/test_torch_engine.py \
-  tests/engines/test_tensorrt_gpu.py tests/plugins/test_torch_preprocess_path.py) > "$OUT/pytest.log" 2>&1
+(cd "$ROOT" && timeout -k 10 180 "$PY" -m pytest -m gpu -ra -p no:cacheprovider tests/engines/backends/test_torch_engine.py \
+  tests/engines/backends/test_tensorrt_gpu.py tests/engines/test_torch_preprocess_path.py) > "$OUT/pytest.log" 2>&1
 PYTEST_RC=$?
 echo "pytest rc=$PYTEST_RC seconds=$((SECONDS - start))" | tee -a "$STEPS"
 

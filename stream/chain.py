@@ -1,74 +1,59 @@
-"""The per-frame processing chain (detect -> pose -> pose NMS), built from config.
+"""The per-frame chain (detect -> pose -> pose NMS) in one process, built from the stage graph.
 
-The streaming stages each own one link of it; single-image inference, evaluation and the
-sequential benchmark baseline run the links in one loop through `PoseChain`. Plugins are resolved
-by name through entry points, so this module imports no inference runtime.
+The pipeline runs each link in its own stage; single-image inference, evaluation and the sequential
+benchmark baseline run the same links, from the same rows of `stage_graph.GRAPH`, in one loop
+through `PoseChain`.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from posestream.stream.core import registry
-from posestream.stream.core.config import Config
-from posestream.stream.core.contracts import Detector, PoseEstimator
+from posestream.stream.core.contracts import Detector
 from posestream.stream.core.results import Poses
 from posestream.stream.core.settings import POSE_MODES, Settings
+from posestream.stream.links import DetectLink, Link, Origin, build_detector, build_estimator
+from posestream.stream.stage_graph import links
 
-__all__ = ["POSE_MODES", "PoseChain", "build_detector", "build_estimator", "build_nms"]
-
-
-def build_detector(config: Config | Settings) -> Detector:
-    """The configured detector plugin, inside the small-people windows when `small_people.enabled`."""
-    settings = Settings.of(config)
-    detector_class = registry.load_plugin("posestream.detectors", settings.detector.plugin)
-    if not settings.small_people.enabled:
-        return detector_class(settings)
-    from posestream.stream.small_people import SmallPeopleDetector, hint_settings
-
-    return SmallPeopleDetector(detector_class(hint_settings(settings)), settings)
-
-
-def build_estimator(config: Config | Settings) -> PoseEstimator | None:
-    """The SPPE for `pose.mode = "topdown"`; None in one-stage mode (the detector's keypoints are kept)."""
-    settings = Settings.of(config)
-    if settings.pose.mode == "onestage":
-        return None
-    return registry.load_plugin("posestream.pose", settings.pose.plugin)(settings)
-
-
-def build_nms(config: Config) -> Callable[[Poses], Poses]:
-    from posestream.stream.pose_nms import make_pose_nms
-
-    return make_pose_nms(config)
+__all__ = ["POSE_MODES", "PoseChain", "build_detector", "build_estimator"]
 
 
 class PoseChain:
-    """detect -> (pose) -> NMS for a batch of frames, in one process."""
+    """The enabled links of the graph for `settings`, in graph order; `steps` pairs each with its
+    stage name (the sequential benchmark times them one by one)."""
 
-    def __init__(self, config: Config) -> None:
-        self.detector = build_detector(config)
-        self.estimator = build_estimator(config)
-        self.nms = build_nms(config)
+    def __init__(self, settings: Settings) -> None:
+        self.steps: list[tuple[str, Link]] = []
+        try:
+            for name, link in links(settings):
+                self.steps.append((name, link(settings)))
+        except BaseException:
+            self.close()
+            raise
 
-    def process(self, frames: Sequence[np.ndarray]) -> list[Poses]:
-        detections = self.detector.detect(frames)
-        if self.estimator is not None:
-            detections = self.estimator.estimate(frames, detections)
-        return [self.nms(poses) for poses in detections]
+    @property
+    def detector(self) -> Detector:
+        return next(step.detector for _, step in self.steps if isinstance(step, DetectLink))
+
+    def process(self, frames: Sequence[np.ndarray], origins: Sequence[Origin] | None = None) -> list[Poses]:
+        """The poses of `frames` (still images, each on its own, unless `origins` say otherwise)."""
+        poses: list[Poses] = [Poses.empty() for _ in frames]
+        origins = origins if origins is not None else [Origin()] * len(frames)
+        for _, step in self.steps:
+            poses = step.process(frames, poses, origins)
+        return poses
 
     def models(self) -> list[str]:
         """What each model of the chain runs as ('detector yolo11n-pose INT8 (...) on openvino (...)')."""
         from posestream.stream.metrics import describe_model
 
-        plugins = (("detector", self.detector), ("pose", self.estimator))
-        return [f"{role} {describe_model(p.model_info)}" for role, p in plugins if getattr(p, "model_info", None)]
+        return [f"{step.label} {describe_model(step.model_info)}" for _, step in self.steps if step.model_info]
 
     def close(self) -> None:
-        self.detector.close()
-        if self.estimator is not None:
-            self.estimator.close()
+        for _, step in reversed(self.steps):
+            step.close()
+        self.steps.clear()
 
     def __enter__(self) -> "PoseChain":
         return self

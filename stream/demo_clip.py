@@ -73,3 +73,9 @@ def make_demo_clip(path: Path, seconds: float = 4.0, fps: int = 15,
         for frame in demo_frames(seconds, fps, size):
             writer.write(frame)
     return path
+
+
+def calibration_frames(count: int) -> list[np.ndarray]:
+    """`count` frames of the built-in clip (1280x720, 10 fps): part of the default INT8 calibration
+    data (`posestream models prepare|quantize` and the INT8 accuracy benchmark pass them on)."""
+    return demo_frames(seconds=count / 10.0, fps=10, size=(1280, 720))

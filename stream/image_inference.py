@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 
 from posestream.stream.chain import PoseChain
-from posestream.stream.core.config import Config
 from posestream.stream.core.errors import InputError, InputNotFoundError
 from posestream.stream.core.results import FrameResult
-from posestream.stream.sources.images import list_images
+from posestream.stream.core.settings import Settings
+from posestream.stream.core.images import list_images
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,12 @@ def read_image(path: Path) -> np.ndarray:
     return image
 
 
-def infer_images(paths: Iterable[str | Path], config: Config,
+def infer_images(paths: Iterable[str | Path], settings: Settings,
                  chain: PoseChain | None = None) -> Iterator[tuple[Path, np.ndarray, FrameResult]]:
     """Yield (path, image, result) per image, in order. Images are checked before the model loads."""
     files = expand_paths(paths)
     own = chain is None
-    chain = chain or PoseChain(config)
+    chain = chain or PoseChain(settings)
     try:
         for index, path in enumerate(files):
             image = read_image(path)

@@ -30,10 +30,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from posestream.stream.core.errors import BackendUnavailableError, InputError, InputNotFoundError
-from posestream.stream.sources.images import IMAGE_SUFFIXES
+from posestream.stream.core.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_image_path
 
 GT_FILES = ("gt/gt.txt", "gt.txt")  # MOTChallenge's layout first, then a flat folder
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
 MOT_CLASSES = range(1, 14)  # MOT16/17/20 class ids (1 = pedestrian ... 13 = crowd)
 RULES = {
     "MOT15": "MOT15 rules: every GT row counts except those with confidence 0 (the class column holds "
@@ -109,7 +108,7 @@ def _frames(folder: Path, image_dir: str) -> Path:
     """The frame folder (images named by frame number) or the one video file of the sequence."""
     images = folder / image_dir
     if images.is_dir():
-        names = [p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        names = [p for p in images.iterdir() if is_image_path(p)]
         if not names:
             raise InputError(f"MOT sequence {folder}: {image_dir}/ holds no images ({', '.join(IMAGE_SUFFIXES)})")
         unnumbered = [p.name for p in names if not p.stem.isdigit()]

@@ -1,7 +1,7 @@
 """The streaming pipeline: sources -> detect -> [pose] -> nms -> track -> sinks, one process per
 stage, laid out by the table in `stage_graph` (the pose stage runs in top-down mode only).
 
-`Pipeline(config, sources, sinks, policy)` is a context manager; `run()` starts the stages, hands
+`Pipeline(settings, sources, sinks, policy)` is a context manager; `run()` starts the stages, hands
 each source a frame ring sized from what the source announced, supervises until every stream has
 ended (or a signal asks to stop), and returns a `RunReport`. Leaving the context always stops every
 process and unlinks every shared-memory segment, whatever happened.
@@ -17,13 +17,12 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
-from posestream.stream.core.config import Config, check_choice
 from posestream.stream.core.errors import ConfigError, StageError
-from posestream.stream.core.settings import POLICIES, PipelineSettings
+from posestream.stream.core.settings import Settings
 from posestream.stream.metrics import QueueDepths, RunReport, percentiles_ms, stage_summary
 from posestream.stream.progress import Display, Snapshot
 from posestream.stream.ring import FrameRing
-from posestream.stream.stage_graph import PlannedStage, decode_long_side, holders, plan
+from posestream.stream.stage_graph import PlannedStage, decode_long_side, holders, inference_threads, plan
 from posestream.stream.stage_runtime import StageIO
 from posestream.stream.supervisor import SignalTrap, Supervisor, SupervisorSettings
 
@@ -59,21 +58,20 @@ class Pipeline:
     """One run over one or more sources. `policy` None means `pipeline.policy` ("auto" = by source
     kind: cameras and network streams are live, files and folders offline)."""
 
-    def __init__(self, config: Config, sources: list[str], sinks: list[str], policy: str | None = None,
+    def __init__(self, settings: Settings, sources: list[str], sinks: list[str], policy: str | None = None,
                  progress: Callable[[bool, int | None], Display] | None = None) -> None:
         if not sources:
             raise ConfigError("at least one --source is required")
-        self.config = config
-        self.settings = PipelineSettings.from_config(config)
-        policy = policy or self.settings.policy
-        check_choice("pipeline.policy", policy, POLICIES)
+        self.run_settings = settings
+        self.settings = settings.pipeline
+        policy = self.settings.policy if policy is None else settings.pipeline.checked("policy", policy)
         self.policy = None if policy == "auto" else policy
         self.sources = list(sources)
         self.sinks = [parse_sink(s) for s in sinks]
         self.progress = progress
         sink_pixels = any(sink_class(kind).needs_pixels for kind, _ in self.sinks)
-        self._plan = plan(config, len(self.sources), sink_pixels)
-        self._scale_to = decode_long_side(config, self._plan)
+        self._plan = plan(settings, len(self.sources), sink_pixels)
+        self._scale_to = decode_long_side(settings, self._plan)
         self._source_stages = [stage.name for stage in self._plan if stage.spec.per_source]
         self._last_stage = self._plan[-1].name
         self._stack = contextlib.ExitStack()
@@ -81,13 +79,11 @@ class Pipeline:
         self._warn_threads()
 
     def _warn_threads(self) -> None:
-        threads = int(self.config["detector"]["threads"])
-        if self.config["pose"]["mode"] != "onestage":
-            threads += int(self.config["pose"]["threads"])
+        threads = inference_threads(self.run_settings, self._plan)
         cores = os.cpu_count() or 1
         if threads > cores:
-            log.warning("detector.threads + pose.threads = %d exceeds the %d CPU cores; stages will "
-                        "compete for them", threads, cores)
+            keys = " + ".join(stage.spec.threads for stage in self._plan if stage.spec.threads)
+            log.warning("%s = %d exceeds the %d CPU cores; stages will compete for them", keys, threads, cores)
 
     def __enter__(self) -> "Pipeline":
         return self
@@ -128,9 +124,10 @@ class Pipeline:
         for stage in self._plan:
             io = StageIO([pipes[f][0] for f in stage.inputs],
                          pipes[stage.name][1] if stage.name in pipes else None,
-                         self._conds, n, stage.batch, stage.bit)
-            sup.add(stage.name, stage.spec.body, {"io": io, **self._extra(stage)}, self.config,
-                    nice=0 if stage.spec.model else s.light_stage_nice)
+                         self._conds, n, stage.batch, stage.bit, stage.claims)
+            sup.add(stage.name, stage.spec.body, {"io": io, **self._params(stage)}, self.run_settings,
+                    nice=0 if stage.spec.threads else s.light_stage_nice,
+                    flush_on_parent_death=stage.spec.flush_on_parent_death)
         sup.start_all()
 
         streams = self._handshake(sup, trap)
@@ -140,23 +137,23 @@ class Pipeline:
         return self._supervise(sup, trap, streams)
 
     def _host_side(self, kind: str, target: str) -> tuple[str, str]:
-        """Start the supervisor-side half of a sink that has one (`in_supervisor(config, target)`,
+        """Start the supervisor-side half of a sink that has one (`in_supervisor(settings, target)`,
         e.g. the web viewer's server); its sinks-process half gets `sink_target` instead."""
         start = getattr(sink_class(kind), "in_supervisor", None)
         if start is None:
             return kind, target
-        host = self._stack.enter_context(start(self.config, target))
+        host = self._stack.enter_context(start(self.run_settings, target))
         self._hosts.append(host)
         return kind, host.sink_target
 
-    def _extra(self, stage: PlannedStage) -> dict[str, Any]:
-        """The parameters only one body takes."""
-        if stage.spec.per_source:
-            return {"spec": self.sources[stage.stream_id], "stream_id": stage.stream_id,
-                    "policy": self.policy, "scale_to": self._scale_to}
-        if stage.spec.name == "sinks":
-            return {"sink_specs": self._sink_specs, "latency_window": self.settings.latency_window}
-        return {}
+    def _params(self, stage: PlannedStage) -> dict[str, Any]:
+        """What the stage's body takes besides `io`, as its row says (`takes`), from what this run has."""
+        offered: dict[str, Any] = {"policy": self.policy, "scale_to": self._scale_to,
+                                   "sink_specs": self._sink_specs, "latency_window": self.settings.latency_window,
+                                   "link": stage.spec.link}
+        if stage.stream_id is not None:
+            offered.update(spec=self.sources[stage.stream_id], stream_id=stage.stream_id)
+        return {name: offered[name] for name in stage.spec.takes}
 
     def _handshake(self, sup: Supervisor, trap: SignalTrap) -> list[dict[str, Any]] | None:
         """Wait for every source's announcement, create the rings, tell sources and sinks the stream names."""

@@ -9,44 +9,18 @@ Both work on all pairs at once with numpy; only the greedy loop is Python, one s
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Callable
 
 import numpy as np
 
-from posestream.stream.core.config import Config, check_choice, check_range
+from posestream.stream.core.settings import PoseNmsSettings, Settings
 from posestream.stream.core.keypoints import KeypointFormat, get_format
 from posestream.stream.core.results import Poses
 from posestream.stream.core.similarity import oks_matrix
 
-NMS_KINDS = ("parametric", "oks", "none")
 _MATCH_RADIUS_CAP = 7.0  # px; AlphaPose caps the keypoint-matching radius (PCK_match)
 _MERGE_RADIUS_CAP = 15.0  # px; ... and the radius within which cluster keypoints are merged (p_merge)
 _ZERO_SCORE = 1e-5  # AlphaPose lifts zero keypoint scores so that merge weights never sum to zero
-
-
-@dataclass(frozen=True)
-class ParametricNmsParams:
-    """AlphaPose's constants (`alphapose/utils/pPose_nms.py`); the defaults are its values."""
-
-    delta1: float = 1.0
-    mu: float = 1.7
-    delta2: float = 2.65
-    gamma: float = 22.48
-    score_threshold: float = 0.3
-    match_threshold: int = 5
-    alpha: float = 0.1
-    area_threshold: float = 0.0
-
-    @classmethod
-    def from_config(cls, table: Mapping[str, Any]) -> "ParametricNmsParams":
-        params = cls(**{name: table[name] for name in cls.__dataclass_fields__})
-        for name in ("delta1", "delta2", "alpha"):
-            check_range(f"pose_nms.{name}", getattr(params, name), 1e-9)
-        for name in ("mu", "gamma", "area_threshold", "score_threshold"):
-            check_range(f"pose_nms.{name}", getattr(params, name), 0.0)
-        check_range("pose_nms.match_threshold", params.match_threshold, 1)
-        return params
 
 
 def _pairwise_distances(points: np.ndarray) -> np.ndarray:
@@ -54,7 +28,7 @@ def _pairwise_distances(points: np.ndarray) -> np.ndarray:
     return np.sqrt(((points[:, None] - points[None, :]) ** 2).sum(axis=-1))
 
 
-def parametric_pose_nms(poses: Poses, params: ParametricNmsParams = ParametricNmsParams()) -> Poses:
+def parametric_pose_nms(poses: Poses, params: PoseNmsSettings) -> Poses:
     """AlphaPose's parametric pose NMS. Survivors keep their box, box score and id; their keypoints
     become the merge of their cluster and their pose score the best pose score in it (ranking by mean
     keypoint score may pick a pose from a weaker box; measured on COCO val boxes (AP_H_56, yolo-crop):
@@ -142,17 +116,11 @@ def oks_nms(poses: Poses, threshold: float = 0.9, fmt: KeypointFormat | None = N
     return poses.select(np.array(keep))
 
 
-def make_pose_nms(config: Config) -> Callable[[Poses], Poses]:
-    """The pose NMS chosen by `[pose_nms] kind`, with its settings checked now rather than per frame."""
-    table = config["pose_nms"]
-    kind = table["kind"]
-    check_choice("pose_nms.kind", kind, NMS_KINDS)
-    if kind == "parametric":
-        params = ParametricNmsParams.from_config(table)
-        return lambda poses: parametric_pose_nms(poses, params)
-    if kind == "oks":
-        threshold, keypoint_score = table["oks_threshold"], table["keypoint_score"]
-        check_range("pose_nms.oks_threshold", threshold, 0.0, 1.0)
-        check_range("pose_nms.keypoint_score", keypoint_score, 0.0, 1.0)
-        return lambda poses: oks_nms(poses, threshold, keypoint_score=keypoint_score)
+def make_pose_nms(settings: Settings) -> Callable[[Poses], Poses]:
+    """The pose NMS chosen by `[pose_nms] kind` (AlphaPose's constants are its table's defaults)."""
+    table = settings.pose_nms
+    if table.kind == "parametric":
+        return lambda poses: parametric_pose_nms(poses, table)
+    if table.kind == "oks":
+        return lambda poses: oks_nms(poses, table.oks_threshold, keypoint_score=table.keypoint_score)
     return lambda poses: poses

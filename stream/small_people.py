@@ -90,10 +90,14 @@ class SmallPeopleDetector(Detector):
         self.memory, self.scan_every, self.max_mosaics = cfg.memory, cfg.scan_every, cfg.max_mosaics
         self.columns, self.rows = cfg.mosaic_columns, cfg.mosaic_rows
         self.in_flight = inner.in_flight
-        self.model_info = getattr(inner, "model_info", None)  # the run's summary names the inner model
         self.lag = max(inner.in_flight, det.batch) + 1
         self._streams: dict[Hashable, _StreamState] = {}
         self.frames = self.mosaics = 0  # frames detected, mosaics of windows run for them (the extra cost)
+
+    @property
+    def model_info(self) -> dict | None:
+        """What the wrapped detector's model runs as (the run's summary states it)."""
+        return getattr(self.inner, "model_info", None)
 
     # -- geometry of one frame size --------------------------------------------------------------------
     def _geometry(self, shape: tuple[int, int]) -> tuple[float, tuple[int, int], np.ndarray, tuple[float, float]] | None:

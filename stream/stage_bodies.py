@@ -17,6 +17,7 @@ import numpy as np
 
 from posestream.stream.core.results import FrameResult
 from posestream.stream.core.settings import Settings
+from posestream.stream.links import Link, Origin
 from posestream.stream.metrics import LatencyRecorder
 from posestream.stream.ring import FrameRef, FrameRing
 from posestream.stream.sink_guard import GuardedSink
@@ -33,7 +34,7 @@ def run_source(rt: StageRuntime, io: StageIO, spec: str, stream_id: int, policy:
     from posestream.stream.sources import open_source
 
     with contextlib.ExitStack() as stack:
-        source = stack.enter_context(open_source(spec, rt.config))
+        source = stack.enter_context(open_source(spec, rt.settings))
         if scale_to is not None:
             source.scale_down_to(scale_to)
         live = source.info.live if policy is None else policy == "live"
@@ -127,54 +128,56 @@ def _serve(rt: StageRuntime, io: StageIO, process: Callable[[list[Work]], list[W
                 open_streams -= 1
 
 
-def _on_pixels(rings: RingCache, works: list[Work], bit: int,
-               infer: Callable[[list[Any]], list[Any]]) -> list[Work]:
-    """Run `infer` on the works' frames, read in place from their rings; release this stage's lease
-    on every frame whatever happens, and store the poses `infer` returns on the works."""
-    try:
-        found = infer([rings.get(w.ref).view(w.ref) for w in works])
-    finally:
-        for w in works:
-            rings.get(w.ref).release(w.ref, bit)
-    for w, poses in zip(works, found):
-        w.poses = poses
-    return works
-
-
-def report_model(rt: StageRuntime, plugin: Any) -> None:
+def report_model(rt: StageRuntime, step: Link) -> None:
     """Tell the supervisor which model file, backend and precision this stage runs (a plugin that
     runs a model has `model_info`, see `engines.runner.ModelRunner`): the run's summary states it."""
-    info = getattr(plugin, "model_info", None)
+    info = step.model_info
     if info:
         rt.report("model", dict(info))
 
 
-def run_detect(rt: StageRuntime, io: StageIO) -> None:
-    """Find persons in every frame (batched across streams, or frame by frame overlapped when the
-    detector says `in_flight`); skip references a live source reclaimed."""
-    from posestream.stream.chain import build_detector
+def origin(ref: FrameRef) -> Origin:
+    """What a link hears of a frame: its stream and number, and the source's size."""
+    return Origin((ref.stream_id, ref.frame_id), ref.source_hw)
 
-    detector = build_detector(rt.config)
-    report_model(rt, detector)
+
+def run_link(rt: StageRuntime, io: StageIO, link: Callable[[Settings], Link]) -> None:
+    """One link of the chain (detect, pose or NMS; which, the graph's row says), batched across
+    streams. A stage with a lease reads its frames in place from the rings; the first reader after
+    the sources claims each frame (`io.claims`) and skips references a live source reclaimed. A link
+    that overlaps frames (`in_flight`) is fed one frame at a time."""
+    step = link(rt.settings)
+    report_model(rt, step)
     rings = RingCache(io.conds)
 
     def process(works: list[Work]) -> list[Work]:
-        taken = [w for w in works if rings.get(w.ref).take(w.ref)]
-        keys = [(w.ref.stream_id, w.ref.frame_id) for w in taken]
-        done = _on_pixels(rings, taken, io.bit, lambda frames: detector.detect_frames(frames, keys)) if taken else []
-        for work in done:
-            work.poses = work.poses.in_source_pixels(work.ref.shape, work.ref.source_hw)
-        return done
+        if io.claims:
+            works = [w for w in works if rings.get(w.ref).take(w.ref)]
+        if not works:
+            return works
+        poses = [w.poses for w in works]
+        origins = [origin(w.ref) for w in works]
+        if io.bit:
+            try:
+                found = step.process([rings.get(w.ref).view(w.ref) for w in works], poses, origins)
+            finally:
+                for w in works:
+                    rings.get(w.ref).release(w.ref, io.bit)
+        else:
+            found = step.process([], poses, origins)
+        for w, result in zip(works, found):
+            w.poses = result
+        return works
 
-    with contextlib.closing(detector), contextlib.closing(rings):
-        if detector.in_flight:
-            _serve_overlapped(rt, io, detector, rings)
+    with contextlib.closing(step), contextlib.closing(rings):
+        if step.in_flight:
+            _serve_overlapped(rt, io, step, rings)
         else:
             _serve(rt, io, process)
 
 
-def _serve_overlapped(rt: StageRuntime, io: StageIO, detector: Any, rings: RingCache) -> None:
-    """`_serve` for a detector that overlaps frames (`Detector.in_flight`): each frame is started as
+def _serve_overlapped(rt: StageRuntime, io: StageIO, step: Any, rings: RingCache) -> None:
+    """`_serve` for a link that overlaps frames (`Detector.in_flight`): each frame is started as
     it arrives and its slot released at once; results leave in arrival order as they finish, so
     the engine is never idle while this process decodes, sends or waits for the next frame."""
     rt.ready()
@@ -185,7 +188,7 @@ def _serve_overlapped(rt: StageRuntime, io: StageIO, detector: Any, rings: RingC
     def finish_oldest() -> None:
         nonlocal finished
         work, handle, enter = started.popleft()
-        work.poses = detector.finish(handle).in_source_pixels(work.ref.shape, work.ref.source_hw)
+        work.poses = step.finish(handle, work.ref.shape, origin(work.ref))
         work.timings[rt.name] = (enter, time.time())
         rt.send(io.output, work)
         finished += 1
@@ -203,50 +206,19 @@ def _serve_overlapped(rt: StageRuntime, io: StageIO, detector: Any, rings: RingC
                 open_streams -= 1
                 continue
             ring = rings.get(item.ref)
-            if not ring.take(item.ref):
+            if io.claims and not ring.take(item.ref):
                 continue  # a live source reclaimed the slot
             started_at = time.time()
             try:
-                handle = detector.start_frame(ring.view(item.ref), (item.ref.stream_id, item.ref.frame_id))
+                handle = step.start(ring.view(item.ref), origin(item.ref))
             finally:
                 ring.release(item.ref, io.bit)
             started.append((item, handle, started_at))
-            while len(started) > detector.in_flight:
+            while len(started) > step.in_flight:
                 finish_oldest()
-        while started and detector.finished(started[0][1]):
+        while started and step.finished(started[0][1]):
             finish_oldest()
         rt.counters.work(enter, time.time(), finished)  # busy: everything but waiting for input
-
-
-def run_pose(rt: StageRuntime, io: StageIO) -> None:
-    """Keypoints inside the detected boxes (top-down mode only: in one-stage mode the graph leaves
-    this stage out and the detector's keypoints go straight to NMS)."""
-    from posestream.stream.chain import build_estimator
-
-    estimator = build_estimator(rt.config)
-    report_model(rt, estimator)
-    rings = RingCache(io.conds)
-
-    def process(works: list[Work]) -> list[Work]:
-        return _on_pixels(rings, works, io.bit,
-                          lambda frames: estimator.estimate(frames, [w.poses for w in works]))
-
-    with contextlib.closing(estimator), contextlib.closing(rings):
-        _serve(rt, io, process)
-
-
-def run_nms(rt: StageRuntime, io: StageIO) -> None:
-    """Pose NMS per frame."""
-    from posestream.stream.chain import build_nms
-
-    nms = build_nms(rt.config)
-
-    def process(works: list[Work]) -> list[Work]:
-        for w in works:
-            w.poses = nms(w.poses)
-        return works
-
-    _serve(rt, io, process)
 
 
 def run_track(rt: StageRuntime, io: StageIO) -> None:
@@ -256,7 +228,7 @@ def run_track(rt: StageRuntime, io: StageIO) -> None:
     from posestream.stream.core.contracts import IdAllocator
     from posestream.stream.core.registry import load_plugin
 
-    settings = Settings.from_config(rt.config)
+    settings = rt.settings
     tracker_cls = load_plugin("posestream.trackers", settings.tracker.plugin)
     ids = IdAllocator()
     trackers: dict[int, Any] = {}
@@ -297,7 +269,7 @@ def run_sinks(rt: StageRuntime, io: StageIO, sink_specs: list[tuple[str, str]],
     stream has ended (with the last frame written); measure end-to-end latency."""
     from posestream.stream.core.registry import load_plugin
 
-    settings = Settings.from_config(rt.config)
+    settings = rt.settings
     recorder = LatencyRecorder(latency_window)
     frames_out: dict[str, int] = {}
     last_frame: dict[str, int] = {}

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
-from posestream.stream.core.config import Config
 from posestream.stream.core.errors import PosestreamError, StageError
 from posestream.stream.core.results import Poses
+from posestream.stream.core.settings import Settings
 from posestream.stream.metrics import StageCounters
 from posestream.stream.orphans import exit_with_parent, name_process
 from posestream.stream.ring import FrameRef, FrameRing
@@ -102,10 +102,11 @@ class StageContext:
     control: Connection    # child end of the duplex control pipe
     stop: Any              # Event: finish the input and drain (sources stop reading)
     abort: Any             # Event: leave now
-    config: Config
+    settings: Settings
     heartbeat_s: float
     log_level: int = logging.INFO
     nice: int = 0          # added to the process's niceness (light stages yield to model stages)
+    flush_on_parent_death: bool = False  # a dead supervisor: finish writing (sinks) rather than stop at once
 
 
 @dataclass
@@ -118,6 +119,7 @@ class StageIO:
     streams: int               # how many streams end before this stage may finish
     batch: int                 # most messages taken at once
     bit: int                   # this stage's holder bit on the frame rings; 0: reads no pixels
+    claims: bool = False       # the first reader after the sources: claims each frame (`FrameRing.take`)
 
 
 class StageRuntime:
@@ -126,7 +128,7 @@ class StageRuntime:
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx
         self.name = ctx.name
-        self.config = ctx.config
+        self.settings = ctx.settings
         self.counters = StageCounters(ctx.counters, ctx.row)
         # A source's watcher thread reports too; a Connection is not safe for concurrent senders.
         self._send_lock = threading.Lock()
@@ -229,7 +231,7 @@ def stage_main(ctx: StageContext, body: Callable[..., None], params: dict[str, A
     # The supervisor owns Ctrl-C: it starts stages with SIGINT blocked; ignore it too in case a
     # stage was started another way. SIGTERM keeps its default so terminate() works.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    exit_with_parent(ctx.abort, graceful=ctx.name == "sinks")  # a SIGKILLed supervisor leaves no stage behind
+    exit_with_parent(ctx.abort, graceful=ctx.flush_on_parent_death)  # a SIGKILLed supervisor leaves no stage behind
     name_process(ctx.name)  # ps/top show "ps:detect" etc.
     if ctx.nice:
         os.nice(ctx.nice)

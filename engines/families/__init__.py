@@ -1,1 +1,2 @@
-"""Model families: one folder per family (network, preparation, pre/post-processing, kind check)."""
+"""Model families: one folder per family (network, preparation, pre/post-processing, kind check,
+plugin classes and its `Family` registration in `family.py`)."""

@@ -1,1 +1,2 @@
-"""Readers of model file formats (TensorFlow.js graph models), each rebuilding a network in torch."""
+"""Readers of model file formats (TFLite flatbuffers, TensorFlow.js graph models), each rebuilding a
+network in torch."""

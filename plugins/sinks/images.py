@@ -13,7 +13,6 @@ import numpy as np
 from posestream.plugins.sinks.output_paths import (StreamNames, check_render_write, image_name, safe_stream_name,
                                         writable_dir)
 from posestream.plugins.sinks.render_settings import Renderer
-from posestream.stream.core.config import Config
 from posestream.stream.core.contracts import Sink
 from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import ConfigError, StageError
@@ -25,8 +24,7 @@ class ImagesSink(Sink):
 
     needs_pixels = True
 
-    def __init__(self, settings: Settings | Config, target: str, streams: Sequence[str] = ()) -> None:
-        settings = Settings.of(settings)
+    def __init__(self, settings: Settings, target: str, streams: Sequence[str] = ()) -> None:
         if not target:
             raise ConfigError("images sink needs an output folder, e.g. --sink images:out/")
         quality = settings.sinks.images_quality

@@ -31,7 +31,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from posestream.plugins.sinks.output_paths import StreamNames, image_name, writable_dir
-from posestream.stream.core.config import Config
 from posestream.stream.core.contracts import Sink
 from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import InputError, InputNotFoundError, StageError
@@ -59,8 +58,8 @@ class JsonSink(Sink):
 
     needs_pixels = False
 
-    def __init__(self, settings: Settings | Config, target: str = "", streams: Sequence[str] = ()) -> None:
-        self._flush_every = Settings.of(settings).sinks.json_flush_every
+    def __init__(self, settings: Settings, target: str = "", streams: Sequence[str] = ()) -> None:
+        self._flush_every = settings.sinks.json_flush_every
         self.path = resolve_target(target)
         writable_dir(self.path.parent, "json sink directory")
         self._streams = StreamNames(streams, f"json sink {self.path}")

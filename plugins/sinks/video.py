@@ -18,7 +18,6 @@ import numpy as np
 
 from posestream.plugins.sinks.output_paths import StreamNames, check_render_write, safe_stream_name, writable_dir
 from posestream.plugins.sinks.render_settings import Renderer
-from posestream.stream.core.config import Config
 from posestream.stream.core.contracts import Sink
 from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import ConfigError, InputError, StageError
@@ -36,8 +35,8 @@ class VideoSink(Sink):
 
     needs_pixels = True
 
-    def __init__(self, settings: Settings | Config, target: str, streams: Sequence[str] = ()) -> None:
-        table = Settings.of(settings).sinks
+    def __init__(self, settings: Settings, target: str, streams: Sequence[str] = ()) -> None:
+        table = settings.sinks
         if not target:
             raise ConfigError("video sink needs an output file, e.g. --sink video:out.mp4")
         self.path = Path(target).expanduser()

@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 
 from posestream.plugins.sinks.render_settings import Renderer
-from posestream.stream.core.config import Config
 from posestream.stream.core.contracts import Sink
 from posestream.stream.core.settings import Settings
 from posestream.plugins.sinks.output_paths import check_render_write
@@ -53,8 +52,7 @@ class WindowSink(Sink):
 
     needs_pixels = True
 
-    def __init__(self, settings: Settings | Config, target: str = "", streams: Sequence[str] = ()) -> None:
-        settings = Settings.of(settings)
+    def __init__(self, settings: Settings, target: str = "", streams: Sequence[str] = ()) -> None:
         backend = gui_backend()
         if backend.upper() == "NONE":
             raise BackendUnavailableError(

@@ -29,7 +29,6 @@ import socket as _socket
 import threading
 import time
 import uuid
-from dataclasses import asdict
 from typing import Sequence
 
 import numpy as np
@@ -38,7 +37,6 @@ import zmq
 from posestream.stream import curve_keys
 from posestream.stream.client import check_endpoint, warn_if_exposed
 from posestream.stream.core import wire
-from posestream.stream.core.config import Config
 from posestream.stream.core.contracts import Sink
 from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import ConfigError, StageError
@@ -55,15 +53,14 @@ class ZmqSink(Sink):
 
     needs_pixels = False
 
-    def __init__(self, settings: Settings | Config, target: str = "", streams: Sequence[str] = ()) -> None:
-        zmq_settings = Settings.of(settings).zmq  # bounds checked by ZmqSettings
-        settings = asdict(zmq_settings)
-        self.endpoint = check_endpoint(target or settings["endpoint"],
+    def __init__(self, settings: Settings, target: str = "", streams: Sequence[str] = ()) -> None:
+        table = settings.zmq
+        self.endpoint = check_endpoint(target or table.endpoint,
                                        "zmq sink target" if target else "zmq.endpoint")
-        self._linger_ms = settings["linger_ms"]
-        self.heartbeat_s: float = float(settings["heartbeat_s"])
-        self.epoch: int | None = settings["epoch"] or None
-        server_keys, allowed = curve_keys.server_keys(zmq_settings)
+        self._linger_ms = table.linger_ms
+        self.heartbeat_s: float = float(table.heartbeat_s)
+        self.epoch: int | None = table.epoch or None
+        server_keys, allowed = curve_keys.server_keys(table)
         warn_if_exposed(self.endpoint, server_keys is not None, "zmq sink")
         self.publisher_id = f"{_socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.started = time.time()
@@ -85,10 +82,10 @@ class ZmqSink(Sink):
             if server_keys is not None:
                 self._auth = curve_keys.start_authenticator(self._context, allowed)
             self._socket = self._context.socket(zmq.XPUB)
-            self._socket.sndhwm = settings["hwm"]
+            self._socket.sndhwm = table.hwm
             self._socket.linger = self._linger_ms
-            if settings["sndbuf"]:
-                self._socket.sndbuf = settings["sndbuf"]
+            if table.sndbuf:
+                self._socket.sndbuf = table.sndbuf
             if server_keys is not None:
                 curve_keys.configure_server(self._socket, server_keys)
             self._socket.bind(self.endpoint)
@@ -99,7 +96,7 @@ class ZmqSink(Sink):
             self.close()
             raise
         self.bound_endpoint: str = self._socket.last_endpoint.decode()
-        self._wait_until = time.monotonic() + settings["wait_for_subscriber_s"]
+        self._wait_until = time.monotonic() + table.wait_for_subscriber_s
         self._subscribed = False
         self._thread = threading.Thread(target=self._beat_loop, daemon=True,
                                         name=f"zmq-sink heartbeat {self.bound_endpoint}")

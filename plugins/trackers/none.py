@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from posestream.stream.core.config import Config
 from posestream.stream.core.contracts import IdAllocator, Tracker, TrackFrame
 from posestream.stream.core.results import Poses
 from posestream.stream.core.settings import Settings
@@ -13,7 +12,7 @@ class NoTracker(Tracker):
     """`NoTracker(settings, ids)`: for single images or when ids are not wanted; keeps no state and
     never takes an id from the allocator."""
 
-    def __init__(self, settings: Settings | Config, ids: IdAllocator) -> None:
+    def __init__(self, settings: Settings, ids: IdAllocator) -> None:
         del settings, ids  # the contract's constructor; nothing to configure
 
     def update(self, poses: Poses, frame: TrackFrame | None = None) -> Poses:

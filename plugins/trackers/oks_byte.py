@@ -40,7 +40,6 @@ from posestream.plugins.trackers import appearance, camera_motion
 from posestream.plugins.trackers.association import assign
 from posestream.plugins.trackers.frame_gap import FrameClock
 from posestream.plugins.trackers.kalman import BoxKalman, xywh_to_cxcywh
-from posestream.stream.core.config import Config
 from posestream.stream.core.contracts import IdAllocator, Tracker, TrackFrame
 from posestream.stream.core.similarity import iou_matrix, oks_matrix
 from posestream.stream.core.errors import InputError
@@ -113,8 +112,8 @@ class OksByteTracker(Tracker):
     """`OksByteTracker(settings, ids)`: one instance per stream; `update(poses, frame)` once per frame.
     The `[tracker]` bounds and the rules between its keys are checked by `TrackerSettings`."""
 
-    def __init__(self, settings: Settings | Config, ids: IdAllocator) -> None:
-        s = Settings.of(settings).tracker
+    def __init__(self, settings: Settings, ids: IdAllocator) -> None:
+        s = settings.tracker
         self.high_score = s.high_score
         self.low_score = s.low_score
         self.new_track_score = s.new_track_score

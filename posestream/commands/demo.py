@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from posestream.commands.common import add_config_args, config_from_args
-from posestream.stream.core.config import Config
 from posestream.stream.core.errors import ConfigError
+from posestream.stream.core.settings import Settings
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-def _run_web(config: Config, clip: Path, target: str, quiet: bool) -> int:
+def _run_web(config: Settings, clip: Path, target: str, quiet: bool) -> int:
     """The clip as an endless live stream (FFmpeg loops it at 30 fps in real time) into the viewer."""
     from posestream.plugins.sinks.web.settings import url_of, web_settings
     from posestream.stream.pipeline import Pipeline

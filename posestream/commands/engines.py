@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 from posestream.commands.common import add_config_args, config_from_args
 
@@ -41,27 +40,23 @@ def pick_variant(files: dict[str, dict], wanted: str | None) -> str:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from posestream.engines.base import tensorrt_available
-    from posestream.engines.engine_cache import TensorRTSettings
+    from posestream.engines.backends.base import tensorrt_available
+    from posestream.engines.backends.engine_cache import BatchProfile
     from posestream.engines.models import load_card
-    from posestream.stream.core.config import home_dir
     from posestream.stream.core.errors import BackendUnavailableError
 
     config = config_from_args(args, **{"tensorrt.precision": args.precision,
                                        "tensorrt.calibration_images": args.calibration_images})
-    settings = TensorRTSettings.from_config(config)
-    if args.max_batch is not None:
-        settings = replace(settings, batch=settings.batch.with_max(args.max_batch))
+    profile = None if args.max_batch is None else BatchProfile.of(config.tensorrt).with_max(args.max_batch)
     card, directory = load_card(config, args.model)
     variant = pick_variant(card.files, args.variant)
     reason = tensorrt_available()
     if reason is not None:
         raise BackendUnavailableError(f"cannot build a TensorRT engine here: {reason}")
-    from posestream.engines.tensorrt_engine import TensorRTEngine
+    from posestream.engines.backends.tensorrt_engine import TensorRTEngine
 
-    with TensorRTEngine.from_onnx(card.file(directory, variant), device=args.device, settings=settings,
-                                  home=home_dir(config), normalization=card.input,
-                                  rebuild=args.rebuild) as engine:
+    with TensorRTEngine.from_onnx(card.file(directory, variant), config, device=args.device, profile=profile,
+                                  normalization=card.input, rebuild=args.rebuild) as engine:
         print(f"{card.name} {variant} {engine.precision} -> {engine.engine_path}")
         for name, (low, opt, high) in engine.profile.items():
             print(f"  input {name}: min {list(low)} opt {list(opt)} max {list(high)}")
@@ -71,11 +66,11 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from posestream.engines.engine_cache import EngineCache, TensorRTSettings, cache_root
+    from posestream.engines.backends.engine_cache import EngineCache, cache_root
     from posestream.stream.core.config import home_dir
 
     config = config_from_args(args)
-    root = cache_root(settings=TensorRTSettings.from_config(config), home=home_dir(config))
+    root = cache_root(config.tensorrt, home_dir(config))
     rows = list(EngineCache(root).entries())
     if not rows:
         print(f"no TensorRT engines in {root} (build one with `posestream engines build --model NAME`)")

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from posestream.commands.common import add_config_args, config_from_args
-from posestream.stream.core.config import Config
 from posestream.stream.core.errors import InputError, InputNotFoundError
 from posestream.stream.core.results import FrameResult, Poses
+from posestream.stream.core.settings import Settings
 
 if TYPE_CHECKING:
     from posestream.stream.mot import MotSequence
@@ -108,13 +108,13 @@ def _load_detections(path: Path, image_ids: set[int]) -> dict[int, Poses]:
 
 
 def _run_on_boxes(images: list[tuple[Path, int]], detections: dict[int, Poses],
-                  config: Config) -> Iterator[tuple[int, FrameResult]]:
-    from posestream.stream.core import registry
-    from posestream.stream.chain import build_nms
+                  config: Settings) -> Iterator[tuple[int, FrameResult]]:
     from posestream.stream.image_inference import read_image
+    from posestream.stream.links import build_estimator
+    from posestream.stream.pose_nms import make_pose_nms
 
-    estimator = registry.load("posestream.pose", config["pose"]["plugin"])(config)
-    nms = build_nms(config)
+    estimator = build_estimator(config)
+    nms = make_pose_nms(config)
     try:
         for index, (path, image_id) in enumerate(images):
             image = read_image(path)
@@ -125,7 +125,7 @@ def _run_on_boxes(images: list[tuple[Path, int]], detections: dict[int, Poses],
         estimator.close()
 
 
-def _run_chain(images: list[tuple[Path, int]], config: Config, ran: list[str]) -> Iterator[tuple[int, FrameResult]]:
+def _run_chain(images: list[tuple[Path, int]], config: Settings, ran: list[str]) -> Iterator[tuple[int, FrameResult]]:
     """The whole chain on the images; `ran` receives what its models ran as."""
     from posestream.stream.chain import PoseChain
     from posestream.stream.image_inference import infer_images
@@ -137,7 +137,7 @@ def _run_chain(images: list[tuple[Path, int]], config: Config, ran: list[str]) -
             yield ids[str(path)], result
 
 
-def track_sequence(config: Config, sequence: "MotSequence", scratch: Path) -> tuple[Path, str]:
+def track_sequence(config: Settings, sequence: "MotSequence", scratch: Path) -> tuple[Path, str]:
     """Run the configured pipeline (offline, JSON sink) on the sequence's frames; the MOTChallenge
     results file it gives and a line saying what was left out."""
     from posestream.plugins.sinks.json_sink import read_alphapose_json
@@ -157,7 +157,7 @@ def track_sequence(config: Config, sequence: "MotSequence", scratch: Path) -> tu
     return results, note
 
 
-def run_mot(args: argparse.Namespace, config: Config) -> int:
+def run_mot(args: argparse.Namespace, config: Settings) -> int:
     import shutil
     import tempfile
 
@@ -215,10 +215,10 @@ def run(args: argparse.Namespace) -> int:
                         args.detections.name, ", ".join(uncovered))
         images = [(p, i) for p, i in images if i in detections]
         frames = _run_on_boxes(images, detections, config)
-        what = f"pose stage on the boxes of {args.detections.name} ({config['pose']['plugin']})"
+        what = f"pose stage on the boxes of {args.detections.name} ({config.pose.plugin})"
     else:
         frames = _run_chain(images, config, ran)
-        what = f"pipeline (pose mode {config['pose']['mode']})"
+        what = f"pipeline (pose mode {config.pose.mode})"
     results: list[dict[str, Any]] = []
     for image_id, frame in frames:
         results.extend(frame.to_alphapose(image_id))

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 def _reach(args: argparse.Namespace) -> tuple[Any, Any]:
     from posestream.stream.fleet.cluster import connect, find_controller
 
-    namespace = config_from_args(args)["fleet"]["namespace"]
+    namespace = config_from_args(args).fleet.namespace
     ray = connect(args.address, namespace)
     return ray, find_controller(ray, namespace)
 

@@ -36,7 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_config_args(listing)
     listing.set_defaults(func=run_list)
     imp = actions.add_parser("import", help="import a model from another project")
-    imp.add_argument("kind", choices=["alphapose-fastpose"], help="what kind of checkpoint PATH is")
+    imp.add_argument("kind", help="what kind of checkpoint PATH is (a model family's importer, e.g. "
+                     "alphapose-fastpose)")
     imp.add_argument("path", type=Path, help="checkpoint file, e.g. fast_res50_256x192.pth")
     imp.add_argument("--format", dest="fmt", default="coco17", choices=["coco17", "halpe26", "halpe136"],
                      help="keypoint format of the checkpoint's head")
@@ -48,6 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_prepare(args: argparse.Namespace) -> int:
     from posestream.engines.catalog import models_of, prepare_model
     from posestream.engines.models import model_dir
+    from posestream.stream.demo_clip import calibration_frames
 
     config = config_from_args(args)
     names = [args.name] if args.name else models_of(config)
@@ -55,7 +57,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         raise ConfigError(f"--from names one file, but {len(names)} models are to be prepared "
                           f"({', '.join(names)}); name one of them")
     for name in names:
-        card = prepare_model(name, config, args.source, args.force, demo=demo_frames)
+        card = prepare_model(name, config, args.source, args.force, demo=calibration_frames)
         directory = model_dir(config, card.name)
         for variant, entry in card.files.items():
             print(f"{card.name} {variant:18s} {directory / entry['file']}")
@@ -68,26 +70,19 @@ def run_quantize(args: argparse.Namespace) -> int:
     from posestream.engines.models import load_card
     from posestream.engines.quantize import INT8_KEY, build_int8
     from posestream.stream.core.errors import ModelError
+    from posestream.stream.demo_clip import calibration_frames
 
     config = config_from_args(args)
     card, directory = load_card(config, args.name)
     if card.task != "detector+pose":
         raise ModelError(f"model '{card.name}' is a {card.task} model; INT8 quantization covers the "
                          "YOLO-pose detector models")
-    card = build_int8(config, card, directory, calibration=args.calibration, count=args.images, demo=demo_frames)
+    card = build_int8(config, card, directory, calibration=args.calibration, count=args.images, demo=calibration_frames)
     entry = card.extra[INT8_KEY]
     calibration = entry["quantization"]["calibration"]
     print(f"{card.name} {'int8 (openvino)':18s} {directory / entry['file']}")
     print(f"calibrated on {calibration['count']} images: {calibration['source']}")
     return 0
-
-
-def demo_frames(count: int) -> list:
-    """`count` frames of the built-in demo clip (1280x720, 10 fps): part of the default INT8
-    calibration data."""
-    from posestream.stream.demo_clip import demo_frames as frames
-
-    return frames(seconds=count / 10.0, fps=10, size=(1280, 720))
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -108,12 +103,11 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from posestream.engines.fastpose_import import import_alphapose_fastpose
-    from posestream.stream.core.config import home_dir
+    from posestream.engines.family import import_kinds, importer
 
     config = config_from_args(args)
-    directory = import_alphapose_fastpose(args.path, args.fmt, home_dir(config), name=args.name,
-                                          opset=config["model"]["opset"],
-                                          threads=config["engine"]["intra_op_threads"])
+    if args.kind not in import_kinds():
+        raise ConfigError(f"unknown model kind '{args.kind}' to import (valid: {', '.join(import_kinds())})")
+    directory = importer(args.kind)(config, args.path, args.fmt, args.name)
     print(f"imported {args.path} as {directory}")
     return 0

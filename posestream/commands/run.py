@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from posestream.commands.common import add_config_args, config_from_args
-from posestream.engines.factory import backend_names
+from posestream.engines.backends.factory import backend_names
 
 STRICT_EXIT = 3  # the run completed, but an input lost frames and --strict was asked for
 
@@ -25,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="process every frame exactly once, in order (blocks the source)")
     parser.add_argument("--backend", choices=backend_names(),
                         help="inference backend (default: engine.backend); auto = the first of "
-                             "engines/factory.py's table that runs here (TensorRT on a GPU, else torch on a "
+                             "engines/backends/factory.py's table that runs here (TensorRT on a GPU, else torch on a "
                              "visible GPU, else OpenVINO on the CPU when installed, else ONNX Runtime)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: engine.device)")
     parser.add_argument("--metrics", metavar="PATH", help="write the run's metrics as JSON")
@@ -42,13 +42,13 @@ def run(args: argparse.Namespace) -> int:
     from posestream.stream.progress import make_display
 
     config = config_from_args(args, **{"engine.backend": args.backend, "engine.device": args.device})
-    engine = config["engine"]
-    if engine["backend"] != "auto":
+    engine = config.engine
+    if engine.backend != "auto":
         # An explicitly chosen backend that cannot run here fails before any stage starts: one line,
         # no processes to tear down. (`auto` always finds one; the stages report their choice.)
-        from posestream.engines.factory import resolve_backend
+        from posestream.engines.backends.factory import resolve_backend
 
-        resolve_backend(engine["backend"], engine["device"])
+        resolve_backend(engine.backend, engine.device)
     progress = None if args.quiet else make_display
     with Pipeline(config, args.source, args.sink, args.policy, progress=progress) as pipeline:
         report = pipeline.run()
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"input damaged: {line}\n")
     if args.metrics:
         report.write_json(args.metrics)
-    strict = config["pipeline"]["strict"] if args.strict is None else args.strict
+    strict = config.pipeline.strict if args.strict is None else args.strict
     if damage and strict and not report.exit_code:
         sys.stderr.write("posestream: error: input lost frames and --strict is on (exit 3)\n")
         return STRICT_EXIT

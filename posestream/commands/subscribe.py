@@ -16,6 +16,7 @@ from posestream.stream.client import Subscriber, SubscriberStats
 from posestream.commands.common import add_config_args, config_from_args
 from posestream.stream.curve_keys import ClientCurve
 from posestream.stream.core.errors import ConfigError, SourceTimeoutError
+from posestream.stream.core.settings import ZmqSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,9 @@ def summary_line(message: dict[str, Any], now: float) -> str:
             f"{'' if len(persons) == 1 else 's'} ids {ids} age {age_ms:.1f} ms")
 
 
-def _curve(args: argparse.Namespace, settings: dict[str, Any]) -> ClientCurve | None:
-    client = args.client_key or settings["client_secret_key"]
-    server = args.server_key or settings["server_public_key"]
+def _curve(args: argparse.Namespace, settings: ZmqSettings) -> ClientCurve | None:
+    client = args.client_key or settings.client_secret_key
+    server = args.server_key or settings.server_public_key
     if bool(client) != bool(server):
         raise ConfigError("CURVE needs both --client-key (.key_secret) and --server-key (.key)")
     return ClientCurve.from_files(client, server) if client else None
@@ -66,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--count must be >= 0, got {args.count}")
     if args.timeout < 0:
         raise ConfigError(f"--timeout must be >= 0, got {args.timeout}")
-    settings = config_from_args(args)["zmq"]
-    url = args.url or settings["endpoint"]
+    settings = config_from_args(args).zmq
+    url = args.url or settings.endpoint
     received = 0
     # control=True: end messages must come back to us (for --until-end) even when no frame follows;
     # only frames are printed.

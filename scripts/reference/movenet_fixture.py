@@ -1,6 +1,6 @@
 """One-off: MoveNet's expected outputs from the reference runtime (TensorFlow.js, pure-JS CPU
 backend, run by Node: scripts/reference/tfjs_run.js) on documented inputs cut from the shared COCO
-images, written to tests/data/movenet_reference.json for tests/engines/test_movenet.py.
+images, written to tests/data/movenet_reference.json for tests/engines/families/movenet/test_movenet.py.
 
     npm install @tensorflow/tfjs-core@4.22.0 @tensorflow/tfjs-backend-cpu@4.22.0 @tensorflow/tfjs-converter@4.22.0
     python scripts/reference/movenet_fixture.py HUMAN_MODELS_DIR NODE_MODULES_PARENT

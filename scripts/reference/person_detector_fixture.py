@@ -1,7 +1,7 @@
 """One-off: the MediaPipe person detector's raw outputs from the reference runtime (TensorFlow.js,
 pure-JS CPU backend, run by Node: scripts/reference/tfjs_run.js) on the shared COCO images
 letterboxed to 224x224 (engines.preprocess.letterbox, black padding, [-1, 1]); the 20 best-scoring
-anchors' rows go to tests/data/mediapipe_person_reference.json for tests/engines/test_person_detector.py.
+anchors' rows go to tests/data/mediapipe_person_reference.json for tests/engines/families/mediapipe_detector/test_person_detector.py.
 
     python scripts/reference/person_detector_fixture.py HUMAN_MODELS_DIR NODE_MODULES_PARENT
 """

@@ -1,31 +1,28 @@
 """Configuration: `config.toml` holds every default; a user file and flags override it.
 
-Values are checked where they enter: an unknown section or key, or a value whose type differs from
-the default's, is a `ConfigError` that names the key and what was expected; then every table is
-parsed into its frozen settings type (`stream.core.settings`, where each key's bound is declared),
-so a bad value fails here, at start-up, with one line. The plain dict stays available for code that
-still takes it; plugins and stages read `Settings`.
+`load_config` returns the frozen `Settings` (`stream.core.settings`, where each key's type and bound
+are declared): the shipped file is parsed into it, then the user's file and `--set` overrides make
+new ones (`Settings.with_overrides`). An unknown section or key, a wrong type or a value out of its
+bound is one `ConfigError` that names the key, at start-up. Only `Settings` flows from here on.
 """
 from __future__ import annotations
 
-import copy
+import argparse
 import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping
 
 from posestream.stream.core.errors import ConfigError, InputNotFoundError
-from posestream.stream.core.settings import Settings, check_choice, check_range
+from posestream.stream.core.settings import Settings
 
-__all__ = ["ENV_CONFIG", "Config", "Settings", "check_choice", "check_range", "default_config_path",
-           "home_dir", "load_config", "parse_value", "preset_path", "shared_dir", "with_copy"]
+__all__ = ["ENV_CONFIG", "Settings", "add_config_args", "config_from_args", "default_config_path", "home_dir",
+           "load_config", "parse_value", "preset_path", "shared_dir"]
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
-
-Config = dict[str, dict[str, Any]]
 
 # Installed, this module is posestream/stream/core/config.py and the wheel carries the defaults as
 # posestream/default_config.toml; in a source checkout it is stream/core/config.py below config.toml.
@@ -62,36 +59,6 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
-def _type_name(value: Any) -> str:
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
-
-
-def _same_kind(default: Any, value: Any) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    return isinstance(value, type(default))
-
-
-def _merge(base: dict[str, Any], update: Mapping[str, Any], where: str) -> None:
-    for key, value in update.items():
-        name = f"{where}.{key}" if where else key
-        if key not in base:
-            known = ", ".join(sorted(base)) or "none"
-            raise ConfigError(f"unknown config key '{name}' (known here: {known})")
-        default = base[key]
-        if isinstance(default, dict):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"config key '{name}' must be a table, got {value!r}")
-            _merge(default, value, name)
-        elif not _same_kind(default, value):
-            raise ConfigError(f"config key '{name}' must be {_type_name(default)}, got {value!r}")
-        else:
-            base[key] = float(value) if isinstance(default, float) else value
-
-
 def parse_value(text: str) -> Any:
     """Parse a `--set key=value` right-hand side as a TOML value (bare words become strings)."""
     try:
@@ -104,49 +71,58 @@ ENV_CONFIG = "POSESTREAM_CONFIG"  # a config file every command applies before i
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
-                preset: str | None = None) -> Config:
-    """Defaults, then a shipped preset (`--preset`), then the file named by `$POSESTREAM_CONFIG`
-    (settings for every command of a machine or container, and the test suite's CPU variations),
-    then the user's file, then dotted-key overrides such as `{"detector.input_size": 320}`."""
-    config = _read_toml(default_config_path())
+                preset: str | None = None) -> Settings:
+    """The frozen `Settings`: defaults, then a shipped preset (`--preset`), then the file named by
+    `$POSESTREAM_CONFIG` (settings for every command of a machine or container, and the test suite's
+    CPU variations), then the user's file, then dotted-key overrides such as
+    `{"detector.input_size": 320}`; every key checked once, here."""
+    settings = Settings.from_config(_read_toml(default_config_path()))
     if preset:
-        _merge(config, _read_toml(preset_path(preset)), "")
+        settings = settings.with_overrides(_read_toml(preset_path(preset)))
     machine_file = os.environ.get(ENV_CONFIG, "")
     if machine_file:
         if not Path(machine_file).is_file():
             raise InputNotFoundError(f"config file not found: {machine_file} (named by ${ENV_CONFIG})")
-        _merge(config, _read_toml(Path(machine_file)), "")
+        settings = settings.with_overrides(_read_toml(Path(machine_file)))
     if path is not None:
-        _merge(config, _read_toml(Path(path)), "")
-    for dotted, value in (overrides or {}).items():
-        *parents, leaf = dotted.split(".")
-        nested: dict[str, Any] = {leaf: value}
-        for parent in reversed(parents):
-            nested = {parent: nested}
-        _merge(config, nested, "")
-    Settings.from_config(config)  # every table's bounds, checked once here: a bad value stops start-up
-    return config
+        settings = settings.with_overrides(_read_toml(Path(path)))
+    return settings.with_overrides(overrides or {})
 
 
-def home_dir(config: "Config | Settings | None" = None) -> Path:
+def home_dir(settings: Settings | None = None) -> Path:
     """The model/engine cache: `paths.home`, else `$POSESTREAM_HOME`, else `~/.cache/posestream`."""
-    if isinstance(config, Settings):
-        configured = config.paths.home
-    else:
-        configured = (config or {}).get("paths", {}).get("home", "")
+    configured = settings.paths.home if settings is not None else ""
     env = os.environ.get("POSESTREAM_HOME", "")
     return Path(configured or env or Path.home() / ".cache" / "posestream").expanduser()
 
 
-def shared_dir(config: Config | None = None) -> Path:
+def shared_dir(settings: Settings | None = None) -> Path:
     """Evaluation data and golden outputs: `$POSESTREAM_SHARED`, else `paths.shared` (relative paths
     are taken from the source checkout's root)."""
     env = os.environ.get("POSESTREAM_SHARED", "")
-    configured = (config or load_config())["paths"]["shared"]
+    configured = (settings or load_config()).paths.shared
     path = Path(env or configured).expanduser()
     return path if path.is_absolute() else (_TOP_DIR / path).resolve()
 
 
-def with_copy(config: Config) -> Config:
-    """A deep copy, for code that adjusts a config without touching the caller's."""
-    return copy.deepcopy(config)
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """`--preset NAME`, `--config FILE` and `--set key=value`, the flags every command and benchmark
+    takes."""
+    parser.add_argument("--config", metavar="FILE", help="config file overriding config.toml defaults")
+    parser.add_argument("--preset", metavar="NAME", help="shipped settings applied before --config and --set: "
+                        "apache = models whose every weight is Apache-2.0/MIT")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set detector.input_size=320 (repeatable)")
+
+
+def config_from_args(args: argparse.Namespace, **flags: object) -> Settings:
+    """Defaults, then `--preset`, then `--config`, then `--set`, then command-specific flags (dotted
+    keys, None = unset)."""
+    overrides: dict[str, object] = {}
+    for item in getattr(args, "overrides", []):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
+        overrides[key.strip()] = parse_value(value.strip())
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    return load_config(getattr(args, "config", None), overrides, getattr(args, "preset", None))

@@ -8,8 +8,7 @@
 | `Sink` (posestream.sinks)         | `Sink(settings, target, streams)`   | `write(result, frame)`, `end_stream(stream, last_frame)`, `close()` |
 
 `settings` is the run's frozen `Settings` (`stream.core.settings`); a plugin reads its own table
-(`settings.detector`, `settings.sinks`, ...). A plain config dict is accepted too and parsed with
-`Settings.of` (for callers that still hold one). `ids` is the run's `IdAllocator`; `target` is what
+(`settings.detector`, `settings.sinks`, ...). `ids` is the run's `IdAllocator`; `target` is what
 followed `KIND:` on the command line; `streams` are the names of every stream of the run.
 
 Everything the runtime calls is required, not probed: `needs_pixels` (a class attribute: whether

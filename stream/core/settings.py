@@ -7,14 +7,17 @@ value fails at start-up with one `ConfigError` that names the key and what is al
 
     config key 'detector.input_size' = 700 must be a multiple of 32 in [64, 4096]
 
-Plugins and stages read `Settings` (`settings.detector.input_size`), never the raw dict. Adding a key:
-add it to `config.toml` with its comment and a field here (with its bound); nothing else.
+`Settings` is the one configuration object that flows: plugins, engines and (pickled) every stage
+process read it (`settings.detector.input_size`); `with_overrides` makes a changed copy, and
+`Table.checked` checks a value taken from a flag against the field's bound. Adding a key: add it to
+`config.toml` with its comment and a field here (with its bound); nothing else.
 """
 from __future__ import annotations
 
+import json
 import re
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar, Mapping, TypeVar
 
 from posestream.stream.core.errors import ConfigError
@@ -84,7 +87,8 @@ def choice(*choices: str) -> Any:
 
 
 def _kind(kind: type) -> str:
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}[kind]
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+            list: "a list"}[kind]
 
 
 @dataclass(frozen=True)
@@ -96,42 +100,40 @@ class Table:
     @classmethod
     def parse(cls: type[T], raw: Mapping[str, Any]) -> T:
         """The table from a raw `config.toml` table; unknown, missing or mistyped keys are errors."""
-        hints = typing.get_type_hints(cls)
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(raw) - set(names))
-        if unknown:
-            raise ConfigError(f"unknown config key '{cls.section}.{unknown[0]}' "
-                              f"(known here: {', '.join(sorted(names))})")
-        values: dict[str, Any] = {}
+        _check_known(raw, sorted(f.name for f in fields(cls)), f"{cls.section}.")
         for f in fields(cls):
-            name = f"{cls.section}.{f.name}"
             if f.name not in raw:
-                raise ConfigError(f"config key '{name}' is missing (is config.toml from this version?)")
-            value, kind = raw[f.name], hints[f.name]
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
-                raise ConfigError(f"config key '{name}' must be {_kind(kind)}, got {value!r}")
-            rule = f.metadata.get("rule")
-            if rule is not None:
-                rule.check(name, value)
-            values[f.name] = value
-        table = cls(**values)
+                raise ConfigError(f"config key '{cls.section}.{f.name}' is missing "
+                                  "(is config.toml from this version?)")
+        return cls._build(raw)
+
+    @classmethod
+    def _build(cls: type[T], raw: Mapping[str, Any]) -> T:
+        _check_known(raw, sorted(f.name for f in fields(cls)), f"{cls.section}.")
+        table = cls(**{key: cls.checked(key, value) for key, value in raw.items()})
         table.check()
         return table
 
     @classmethod
-    def from_config(cls: type[T], config: Mapping[str, Mapping[str, Any]]) -> T:
-        """This table of a whole config dict."""
-        return cls.parse(config.get(cls.section, {}))
-
-    @classmethod
-    def check_key(cls, key: str, value: Any) -> None:
-        """Check one value against `key`'s declared bound, for code that takes it from elsewhere (a
-        flag, an API argument), so the bound still lives only on the field."""
-        rule = next(f for f in fields(cls) if f.name == key).metadata.get("rule")
+    def checked(cls, key: str, value: Any, name: str = "") -> Any:
+        """`value` for `key` once its type and declared bound are checked (an int becomes a float
+        where the field is a float): for the file, `--set`, and code that takes a value from a flag
+        or an API argument, so the bound still lives only on the field. `name`: what the message
+        calls the value (default `table.key`)."""
+        f = next(f for f in fields(cls) if f.name == key)
+        name, kind = name or f"{cls.section}.{key}", typing.get_type_hints(cls)[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+            raise ConfigError(f"config key '{name}' must be {_kind(kind)}, got {value!r}")
+        rule = f.metadata.get("rule")
         if rule is not None:
-            rule.check(f"{cls.section}.{key}", value)
+            rule.check(name, value)
+        return value
+
+    def with_values(self: T, **values: Any) -> T:
+        """A new table with `values` replaced, each checked as the file's are, then the table's rules."""
+        return self._build({**{f.name: getattr(self, f.name) for f in fields(self)}, **values})
 
     def check(self) -> None:
         """Rules between keys of the table (a single key's bound sits on its field)."""
@@ -262,9 +264,9 @@ class WebSettings(Table):
 
 
 @dataclass(frozen=True)
-class TensorRTTable(Table):
-    """The `[tensorrt]` table as written; `engines.engine_cache.TensorRTSettings` derives the
-    batch profile and cache paths from it."""
+class TensorRTSettings(Table):
+    """The `[tensorrt]` table of the TensorRT backend (`engines.backends.engine_cache` makes the
+    batch profile and cache paths of it)."""
 
     section: ClassVar[str] = "tensorrt"
     precision: str = choice(*PRECISIONS)
@@ -283,10 +285,18 @@ class TensorRTTable(Table):
             raise ConfigError(f"config keys tensorrt.min_batch, opt_batch, max_batch = {self.min_batch}, "
                               f"{self.opt_batch}, {self.max_batch}: the batch profile needs min <= opt <= max")
 
+    @property
+    def workspace_bytes(self) -> int:
+        return self.workspace_mib << 20
+
+    @property
+    def max_hw(self) -> tuple[int, int]:
+        return self.max_input_size, self.max_input_size
+
 
 @dataclass(frozen=True)
-class TorchTable(Table):
-    """The `[torch]` table of the torch backend, as written (`engines.torch_settings` reads it)."""
+class TorchSettings(Table):
+    """The `[torch]` table of the torch backend (`engines.backends.torch_engine`)."""
 
     section: ClassVar[str] = "torch"
     precision: str = choice("auto", "fp32", "fp16")
@@ -483,8 +493,9 @@ class FleetSettings(Table):
 
 @dataclass(frozen=True)
 class Settings:
-    """Every table of a config, parsed and checked once. Frozen and picklable (it crosses to the
-    stage processes); `to_config()` gives the plain dict back for code that still takes one."""
+    """Every table of a config, parsed and checked once: the one configuration object that flows
+    (to plugins, engines and, pickled, to every stage process). Frozen: `with_overrides` makes a
+    changed copy, checked as the file is."""
 
     paths: PathsSettings
     model: ModelSettings
@@ -494,8 +505,8 @@ class Settings:
     small_people: SmallPeopleSettings
     zmq: ZmqSettings
     web: WebSettings
-    tensorrt: TensorRTTable
-    torch: TorchTable
+    tensorrt: TensorRTSettings
+    torch: TorchSettings
     tracker: TrackerSettings
     source: SourceSettings
     pose: PoseSettings
@@ -507,19 +518,45 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Mapping[str, Any]]) -> "Settings":
-        """Parse every table; the first bad key raises one `ConfigError`."""
+        """Parse every table of a whole `config.toml` document; the first bad key raises one
+        `ConfigError`."""
         hints = typing.get_type_hints(cls)
-        unknown = sorted(set(config) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"unknown config key '{unknown[0]}' "
-                              f"(known here: {', '.join(f.name for f in fields(cls))})")
-        return cls(**{f.name: hints[f.name].from_config(config) for f in fields(cls)})
+        _check_known(config, [f.name for f in fields(cls)], "")
+        for name, table in config.items():
+            if not isinstance(table, Mapping):
+                raise ConfigError(f"config key '{name}' must be a table, got {table!r}")
+        return cls(**{f.name: hints[f.name].parse(config.get(f.name, {})) for f in fields(cls)})
+
+    def to_json(self) -> str:
+        """Its own serialisation, for a process that is not a `spawn` child (the fleet's camera
+        pipelines get theirs over a pipe); `from_json` parses and checks it again."""
+        return json.dumps({f.name: asdict(getattr(self, f.name)) for f in fields(self)})
 
     @classmethod
-    def of(cls, value: "Settings | Mapping[str, Mapping[str, Any]]") -> "Settings":
-        """`value` itself, or the settings of a config dict (callers that still hold one)."""
-        return value if isinstance(value, Settings) else cls.from_config(value)
+    def from_json(cls, text: str) -> "Settings":
+        return cls.from_config(json.loads(text))
 
-    def to_config(self) -> dict[str, dict[str, Any]]:
-        """The plain `Config` dict (a fresh copy: changing it changes nothing here)."""
-        return asdict(self)
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "Settings":
+        """A new `Settings` with dotted keys replaced (`{"detector.input_size": 320}`) or whole
+        tables merged (`{"detector": {"input_size": 320}}`, as a user's config file has them)."""
+        by_table: dict[str, dict[str, Any]] = {}
+        names = [f.name for f in fields(self)]
+        for dotted, value in overrides.items():
+            section, _, key = dotted.partition(".")
+            _check_known({section: None}, names, "")
+            if key:
+                if "." in key:
+                    raise ConfigError(f"unknown config key '{dotted}' (tables are one level deep)")
+                by_table.setdefault(section, {})[key] = value
+            elif isinstance(value, Mapping):
+                by_table.setdefault(section, {}).update(value)
+            else:
+                raise ConfigError(f"config key '{section}' must be a table, got {value!r}")
+        return replace(self, **{section: getattr(self, section).with_values(**values)
+                                for section, values in by_table.items()})
+
+
+def _check_known(given: Mapping[str, Any], names: list[str], where: str) -> None:
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown config key '{where}{unknown[0]}' (known here: {', '.join(names)})")

@@ -1,7 +1,7 @@
 """Pairwise similarities between persons: box IoU and keypoint OKS, one implementation each.
 
-Used by the detector's box NMS (`engines/yolo_decode.py`), the top-down crop matcher
-(`plugins/pose/yolo_crop.py`), the OKS pose NMS (`stream/pose_nms.py`) and the tracker's
+Used by the detector's box NMS (`engines/families/yolo11/decode.py`), the top-down crop matcher
+(`engines/families/yolo11/crop_pose.py`), the OKS pose NMS (`stream/pose_nms.py`) and the tracker's
 association (`plugins/trackers/oks_byte.py`). Plain numpy over stacked arrays, float64 throughout.
 
 Visibility rule (one for every OKS user): a keypoint counts when its score is **at least** the

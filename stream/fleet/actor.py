@@ -26,7 +26,6 @@ to drop anything from a stale incarnation.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ import time
 from typing import Any
 
 from posestream.stream.core.errors import PosestreamError
+from posestream.stream.core.settings import Settings
 from posestream.stream.curve_keys import KeyPair
 from posestream.stream.fleet.keys import KeyFolder, camera_keys
 from posestream.stream.fleet.worker import EXIT_UNREACHABLE
@@ -205,13 +205,12 @@ class CameraActor:
             self.public_key = self._pair.public.decode("ascii")
         return KeyFolder(self.job["name"], self._pair, self.job["client_public"].encode("ascii"))
 
-    def _config(self, keys: KeyFolder | None) -> dict[str, Any]:
-        """The job's config with this incarnation's stream settings: CURVE files and epoch."""
-        config = copy.deepcopy(self.job["config"])
-        config["zmq"].update(curve=keys is not None, epoch=self.epoch,
-                             server_secret_key=str(keys.server_secret_key) if keys else "",
-                             allowed_clients=str(keys.allowed_clients) if keys else "")
-        return config
+    def _config(self, keys: KeyFolder | None) -> Settings:
+        """The job's settings with this incarnation's stream settings: CURVE files and epoch."""
+        return self.job["config"].with_overrides({"zmq": {
+            "curve": keys is not None, "epoch": self.epoch,
+            "server_secret_key": str(keys.server_secret_key) if keys else "",
+            "allowed_clients": str(keys.allowed_clients) if keys else ""}})
 
     def _run_once(self, keys: KeyFolder | None) -> int:
         """Start one pipeline incarnation and wait for it to exit (its exit code), or stop it when
@@ -224,7 +223,7 @@ class CameraActor:
         # Strictly growing per camera: the controller's clock at this actor's creation plus the
         # actor's own monotonic time since (never goes back, whatever the node's wall clock says).
         self.epoch = self.job["generation"] + int((time.monotonic() - self._born) * 1000)
-        work = {"camera": self.job["name"], "source": self.job["source"], "config": self._config(keys),
+        work = {"camera": self.job["name"], "source": self.job["source"], "config": self._config(keys).to_json(),
                 "endpoint": endpoint, "stop_timeout_s": self.job["stop_timeout_s"],
                 "error_file": self._error_file, "key_folder": str(keys.path) if keys else ""}
         with contextlib.suppress(OSError):

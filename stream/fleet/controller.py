@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from posestream.stream.core.settings import Settings
 from posestream.stream.fleet.actor import CameraActor
 from posestream.stream.fleet.aggregator import Aggregator
 from posestream.stream.fleet.keys import aggregator_keys, pinned_key
@@ -70,8 +69,7 @@ class FleetController:
         settings = spec.settings
         # The aggregator's secret is made (or read) here and never leaves this process.
         self.client = aggregator_keys(settings)
-        self.aggregator = Aggregator(settings.publish, Settings.from_config(spec.config).zmq,
-                                     settings.stats_window_s, self.client)
+        self.aggregator = Aggregator(settings.publish, spec.config.zmq, settings.stats_window_s, self.client)
         self.slots = [Slot(camera, i, pinned=pinned_key(settings, camera.name))
                       for i, camera in enumerate(spec.cameras)]
         # Nodes that lost a camera, with a probe task each: Ray may list a cut-off node as alive

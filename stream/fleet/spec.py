@@ -8,7 +8,6 @@ A camera that is merely unreachable is not an error here: it is retried at run t
 """
 from __future__ import annotations
 
-import copy
 import re
 import sys
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from posestream.stream.client import check_endpoint
-from posestream.stream.core.config import Config, check_range, load_config
+from posestream.stream.core.config import load_config
 from posestream.stream.core.errors import ConfigError, InputError, InputNotFoundError
 from posestream.stream.core.settings import FleetSettings, Settings
 from posestream.stream.curve_keys import server_keys
@@ -54,34 +53,26 @@ class CameraSpec:
 class FleetSpec:
     settings: FleetSettings
     cameras: tuple[CameraSpec, ...]
-    config: Config  # the base configuration every camera starts from (before its own overrides)
+    config: Settings  # the base configuration every camera starts from (before its own overrides)
 
-    def camera_config(self, camera: CameraSpec) -> Config:
+    def camera_config(self, camera: CameraSpec) -> Settings:
         """The camera's full configuration: base, its `[camera.set]`, then threads from its CPUs."""
         return camera_config(self.config, camera)
 
 
-def camera_config(base: Config, camera: CameraSpec) -> Config:
-    config = copy.deepcopy(base)
-    for dotted, value in camera.overrides.items():
-        *parents, leaf = dotted.split(".")
-        table: Any = config
-        for parent in parents:
-            table = table[parent]
-        table[leaf] = value
+def camera_config(base: Settings, camera: CameraSpec) -> Settings:
+    settings = base.with_overrides(camera.overrides)
     threads = camera.threads
-    if config["pose"]["mode"] == "onestage":
-        config["detector"]["threads"] = threads
+    changes: dict[str, Any] = {"engine.intra_op_threads": threads, "pipeline.policy": "live"}
+    if settings.pose.mode == "onestage":
+        changes["detector.threads"] = threads
     else:  # the detector and the SPPE share what the camera was given
-        config["detector"]["threads"] = max(1, (threads + 1) // 2)
-        config["pose"]["threads"] = max(1, threads // 2)
-    config["engine"]["intra_op_threads"] = threads
+        changes.update({"detector.threads": max(1, (threads + 1) // 2), "pose.threads": max(1, threads // 2)})
     if camera.num_gpus > 0 and "engine.device" not in camera.overrides:
-        config["engine"]["device"] = "cuda"  # Ray's CUDA_VISIBLE_DEVICES names the GPU it gave
-    config["pipeline"]["policy"] = "live"
+        changes["engine.device"] = "cuda"  # Ray's CUDA_VISIBLE_DEVICES names the GPU it gave
     # [zmq]'s CURVE keys are the aggregated stream's; a camera's stream gets its own on its node.
-    config["zmq"].update(curve=False, server_secret_key="", allowed_clients="", epoch=0)
-    return config
+    changes["zmq"] = {"curve": False, "server_secret_key": "", "allowed_clients": "", "epoch": 0}
+    return settings.with_overrides(changes)
 
 
 def _check_source(where: str, source: Any) -> str:
@@ -124,7 +115,7 @@ def _number(where: str, value: Any, default: float) -> float:
     return float(value)
 
 
-def _camera(index: int, table: Any, settings: FleetSettings, base: Config) -> CameraSpec:
+def _camera(index: int, table: Any, settings: FleetSettings, base: Settings) -> CameraSpec:
     where = f"camera[{index}]"
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table ([[camera]]), got {table!r}")
@@ -139,8 +130,8 @@ def _camera(index: int, table: Any, settings: FleetSettings, base: Config) -> Ca
     source = _check_source(where, table.get("source"))
     num_cpus = _number(f"{where}.num_cpus", table.get("num_cpus"), settings.num_cpus)
     num_gpus = _number(f"{where}.num_gpus", table.get("num_gpus"), settings.num_gpus)
-    check_range(f"{where}.num_cpus", num_cpus, 0.01, 1024)
-    check_range(f"{where}.num_gpus", num_gpus, 0, 64)
+    settings.checked("num_cpus", num_cpus, f"{where}.num_cpus")  # the bounds of [fleet]'s defaults
+    settings.checked("num_gpus", num_gpus, f"{where}.num_gpus")
     overrides = table.get("set", {})
     if not isinstance(overrides, dict):
         raise ConfigError(f"{where}.set must be a table of config keys, got {overrides!r}")
@@ -148,41 +139,32 @@ def _camera(index: int, table: Any, settings: FleetSettings, base: Config) -> Ca
         if key.split(".", 1)[0] == "fleet":
             raise ConfigError(f"{where}.set: '{key}' is a fleet setting; put it in [fleet]")
     try:  # unknown keys and wrong types, named by config.toml's own checks
-        load_config(None, overrides)
+        base.with_overrides(overrides)
     except ConfigError as exc:
         raise ConfigError(f"{where}.set: {exc}") from None
     spec = CameraSpec(name, source, num_cpus, num_gpus, dict(overrides))
     try:  # the camera's whole configuration, threads from its CPUs included, within every bound
-        Settings.from_config(camera_config(base, spec))
+        camera_config(base, spec)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return spec
 
 
-def parse_fleet(document: Mapping[str, Any], base: Config) -> FleetSpec:
+def parse_fleet(document: Mapping[str, Any], base: Settings) -> FleetSpec:
     """A `FleetSpec` from a parsed FLEET.toml and the base configuration."""
     unknown = sorted(set(document) - {"fleet", "camera"})
     if unknown:
         raise ConfigError(f"FLEET.toml: unknown table '{unknown[0]}' (known: fleet, camera)")
-    table = dict(base["fleet"])
     own = document.get("fleet", {})
     if not isinstance(own, dict):
         raise ConfigError("FLEET.toml: [fleet] must be a table")
-    for key, value in own.items():
-        if key not in table:
-            raise ConfigError(f"FLEET.toml: unknown key 'fleet.{key}' (known: {', '.join(sorted(table))})")
-        table[key] = value
-    try:
-        load_config(None, {f"fleet.{k}": v for k, v in own.items()})  # type checks per key
-    except ConfigError as exc:
-        raise ConfigError(f"FLEET.toml: {exc}") from None
-    try:
-        settings = FleetSettings.parse(table)
+    try:  # unknown keys, types and bounds, as config.toml's own
+        settings = base.fleet.with_values(**own)
     except ConfigError as exc:
         raise ConfigError(f"FLEET.toml: {exc}") from None
     check_endpoint(settings.publish, "fleet.publish")
     try:  # the aggregated stream's key files, read where `fleet run` starts (as the controller does)
-        server_keys(Settings.from_config(base).zmq)
+        server_keys(base.zmq)
     except (InputError, InputNotFoundError) as exc:
         raise ConfigError(f"fleet.publish: {exc}") from None
     cameras_raw = document.get("camera", [])
@@ -205,7 +187,7 @@ def parse_fleet(document: Mapping[str, Any], base: Config) -> FleetSpec:
     return FleetSpec(settings, tuple(cameras), base)
 
 
-def load_fleet(path: str | Path, base: Config | None = None) -> FleetSpec:
+def load_fleet(path: str | Path, base: Settings | None = None) -> FleetSpec:
     """Read and validate FLEET.toml (`base` = the configuration cameras start from)."""
     path = Path(path)
     if not path.is_file():

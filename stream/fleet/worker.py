@@ -31,6 +31,7 @@ import sys
 import time
 
 from posestream.stream.core.errors import InputError, PosestreamError, SourceTimeoutError
+from posestream.stream.core.settings import Settings
 
 EXIT_UNREACHABLE = 3
 EXIT_CRASHED = 1
@@ -105,7 +106,8 @@ def _pipeline(job: dict) -> int:
     from posestream.stream.pipeline import Pipeline
 
     try:
-        with Pipeline(job["config"], [job["source"]], [f"zmq:{job['endpoint']}"], "live") as pipeline:
+        with Pipeline(Settings.from_json(job["config"]), [job["source"]], [f"zmq:{job['endpoint']}"],
+                      "live") as pipeline:
             report = pipeline.run()
     except PosestreamError as exc:
         logging.getLogger(__name__).error("camera %s: %s", job["camera"], exc)

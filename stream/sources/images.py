@@ -10,20 +10,16 @@ import cv2
 from PIL import Image, UnidentifiedImageError
 
 from posestream.stream.core.errors import InputError, InputNotFoundError
+from posestream.stream.core.images import IMAGE_SUFFIXES, is_image_path, list_images
 from posestream.stream.sources.base import Frame, Source, SourceInfo
 from posestream.stream.sources.damage import note, summary
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # EXIF orientations 5..8 rotate by 90 degrees; cv2.imread applies them, so the decoded frame is
 # taller than the header says.
 _ROTATED_ORIENTATIONS = (5, 6, 7, 8)
 _EXIF_ORIENTATION = 0x0112
-
-
-def is_image_path(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def header_size(path: Path) -> tuple[int, int] | None:
@@ -37,15 +33,6 @@ def header_size(path: Path) -> tuple[int, int] | None:
             return width, height
     except (UnidentifiedImageError, OSError, ValueError):
         return None
-
-
-def list_images(folder: Path) -> list[Path]:
-    """The folder's image files (not recursive), sorted by name so runs are reproducible; none is an
-    `InputError`. The one image listing: image sources and `posestream image` both use it."""
-    paths = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
-    if not paths:
-        raise InputError(f"image folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
-    return paths
 
 
 class ImageSource(Source):

@@ -25,7 +25,7 @@ def describe(exc: BaseException) -> str:
 def open_container(target: str, what: str, *, format: str | None = None,
                    options: dict[str, str] | None = None,
                    timeout: tuple[float, float] | None = None) -> Any:
-    """`av.open` for reading, with every failure turned into one `stream.errors` error naming `what`.
+    """`av.open` for reading, with every failure turned into one `stream.core.errors` error naming `what`.
     With `timeout` = (open, read) seconds, an open that fails only when its time is up is a
     `SourceTimeoutError`, whatever FFmpeg called it (its RTSP demuxer reports an interrupted
     handshake as "invalid data")."""

@@ -5,10 +5,11 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from posestream.stream.core.config import Config
 from posestream.stream.core.errors import InputError, InputNotFoundError
-from posestream.stream.sources.base import Source, SourceSettings
-from posestream.stream.sources.images import is_image_path, open_image_folder, open_image_list
+from posestream.stream.core.settings import Settings
+from posestream.stream.sources.base import Source
+from posestream.stream.core.images import is_image_path
+from posestream.stream.sources.images import open_image_folder, open_image_list
 from posestream.stream.sources.network import NETWORK_SCHEMES, NetworkSource
 from posestream.stream.sources.video_file import open_lavfi, open_video_file
 from posestream.stream.sources.webcam import WebcamSource, webcam_index
@@ -16,7 +17,7 @@ from posestream.stream.sources.webcam import WebcamSource, webcam_index
 LAVFI_PREFIX = "lavfi:"
 
 
-def open_source(spec: str | os.PathLike | Sequence[str | os.PathLike], config: Config,
+def open_source(spec: str | os.PathLike | Sequence[str | os.PathLike], settings: Settings,
                 name: str | None = None) -> Source:
     """Open what `spec` names, checked in this order:
 
@@ -30,30 +31,30 @@ def open_source(spec: str | os.PathLike | Sequence[str | os.PathLike], config: C
     Raises `InputNotFoundError` for a path that does not exist, `InputError` for one that cannot
     be used, `SourceTimeoutError` for a camera that does not answer in time.
     """
-    settings = SourceSettings.from_config(config)
+    source_settings = settings.source
     if isinstance(spec, (list, tuple)):
         return open_image_list([Path(p) for p in spec], name)
     text = os.fspath(spec).strip()
     if not text:
         raise InputError("empty source: give a file, folder, image list, webcam or URL")
     if text.startswith(LAVFI_PREFIX):
-        return open_lavfi(text[len(LAVFI_PREFIX):], settings, name)
+        return open_lavfi(text[len(LAVFI_PREFIX):], source_settings, name)
     scheme, sep, _ = text.partition("://")
     if sep:
         if scheme.lower() not in NETWORK_SCHEMES:
             raise InputError(f"unsupported source URL scheme '{scheme}' in {text!r} "
                              f"(supported: {', '.join(NETWORK_SCHEMES)})")
-        return NetworkSource(text, settings, name)
+        return NetworkSource(text, source_settings, name)
     index = webcam_index(text)
     if index is not None:
-        return WebcamSource(index, settings, name or f"webcam{index}")
+        return WebcamSource(index, source_settings, name or f"webcam{index}")
     path = Path(text).expanduser()
     if path.is_dir():
         return open_image_folder(path, name)
     if path.is_file():
         if is_image_path(path):
             return open_image_list([path], name or path.stem)
-        return open_video_file(path, settings, name)
+        return open_video_file(path, source_settings, name)
     if "," in text:
         return open_image_list([Path(p.strip()).expanduser() for p in text.split(",") if p.strip()],
                                name)

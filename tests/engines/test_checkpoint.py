@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from posestream.engines.checkpoint import load_checkpoint, module_state_dict
-from posestream.engines.yolo_prepare import YOLO_CHECKPOINT_CLASSES
+from posestream.engines.families.yolo11.prepare import YOLO_CHECKPOINT_CLASSES
 from posestream.stream.core.errors import InputNotFoundError, ModelError, UnsafeCheckpointError
 
 

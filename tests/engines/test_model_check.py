@@ -12,7 +12,7 @@ from torch import nn
 
 from posestream.engines.model_card import ModelCard
 from posestream.engines.model_check import check_model_kind, declared_keypoints
-from posestream.engines.onnxruntime_engine import OnnxRuntimeEngine
+from posestream.engines.backends.onnxruntime_engine import OnnxRuntimeEngine
 from posestream.stream.core.errors import ModelError
 
 
@@ -197,7 +197,7 @@ WEIGHTS = np.arange(4, dtype=np.float32)
 
 
 def test_a_sound_model_with_external_data_in_its_folder_loads(tmp_path: Path) -> None:
-    from posestream.engines.factory import create_engine
+    from posestream.engines.backends.factory import create_engine
     from posestream.engines.model_check import check_onnx_file
 
     path = _add_model(tmp_path / "model", WEIGHTS, external="weights.bin")
@@ -214,7 +214,7 @@ def test_a_sound_model_with_external_data_in_its_folder_loads(tmp_path: Path) ->
     ("nowhere.bin", "missing"),
 ])
 def test_external_data_outside_the_folder_is_refused(tmp_path: Path, location: str, match: str) -> None:
-    from posestream.engines.factory import create_engine
+    from posestream.engines.backends.factory import create_engine
 
     secret = tmp_path / "secret.bin"
     secret.write_bytes(WEIGHTS.tobytes())  # a file the model must not get the runtime to read

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from posestream.engines.preprocess import canvas_size, letterbox, to_input
-from posestream.engines.yolo_decode import decode_yolo_pose, to_frame_pixels
+from posestream.engines.families.yolo11.decode import decode_yolo_pose, to_frame_pixels
 
 
 @pytest.mark.parametrize("hw, long_side, rectangular, expected", [

@@ -4,7 +4,6 @@ close to FP32 on real images, and a plain install builds them (nncf is a depende
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 from pathlib import Path
@@ -16,8 +15,9 @@ import pytest
 from posestream.engines.calibration import default_calibration, mosaic, user_calibration, varied
 from posestream.engines.models import load_card, prepare_default_model, runtime_model_file
 from posestream.engines.quantize import INT8_KEY, RECIPE, build_int8, ensure_int8, int8_problems, nncf_available
-from posestream.stream.core.config import Config, load_config
+from posestream.stream.core.config import load_config
 from posestream.stream.core.errors import InputError, InputNotFoundError, ModelError
+from posestream.stream.core.settings import Settings
 
 pytestmark = pytest.mark.skipif(nncf_available() is not None, reason=str(nncf_available()))
 
@@ -38,7 +38,7 @@ def _fresh_home(prepared_home: Path, target: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def int8_home(prepared_home: Path, shared: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Path]:
+def int8_home(prepared_home: Path, shared: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Path]:
     """A cache with an INT8 model calibrated on 6 frames of a shared video (fast to build)."""
     home = _fresh_home(prepared_home, tmp_path_factory.mktemp("int8-home"))
     config = load_config(overrides={"paths.home": str(home), "engine.precision": "int8"})
@@ -47,7 +47,7 @@ def int8_home(prepared_home: Path, shared: Path, tmp_path_factory: pytest.TempPa
     return config, directory
 
 
-def test_int8_model_is_built_with_its_card(int8_home: tuple[Config, Path]) -> None:
+def test_int8_model_is_built_with_its_card(int8_home: tuple[Settings, Path]) -> None:
     config, directory = int8_home
     card, _ = load_card(config, "yolo11n-pose")
     entry = card.extra[INT8_KEY]
@@ -59,18 +59,18 @@ def test_int8_model_is_built_with_its_card(int8_home: tuple[Config, Path]) -> No
     assert quant["from_sha256"] == card.files["dynamic"]["sha256"]
     assert int8_problems(card, directory) == []
     assert card.verify(directory) == [] and set(card.files) == {"640", "320", "320-dynamic-batch", "dynamic"}
-    openvino = {**config, "engine": {**config["engine"], "backend": "openvino"}}
-    ort = {**config, "engine": {**config["engine"], "backend": "onnxruntime"}}
+    openvino = config.with_overrides({"engine.backend": "openvino"})
+    ort = config.with_overrides({"engine.backend": "onnxruntime"})
     assert runtime_model_file(openvino, card, directory, "dynamic") == directory / entry["file"]
     assert runtime_model_file(ort, card, directory, "dynamic") == card.file(directory, "dynamic")
     assert runtime_model_file(openvino, card, directory, "640") == card.file(directory, "640")
-    fp32 = load_config(overrides={"paths.home": config["paths"]["home"], "engine.precision": "fp32",
+    fp32 = load_config(overrides={"paths.home": config.paths.home, "engine.precision": "fp32",
                                   "engine.backend": "openvino"})
     assert runtime_model_file(fp32, card, directory, "dynamic") == card.file(directory, "dynamic")
 
 
-def test_int8_detector_finds_the_same_people_as_fp32(int8_home: tuple[Config, Path], shared: Path) -> None:
-    from posestream.plugins.detectors.yolo import YoloDetector
+def test_int8_detector_finds_the_same_people_as_fp32(int8_home: tuple[Settings, Path], shared: Path) -> None:
+    from posestream.engines.families.yolo11.detector import YoloDetector
 
     config, _ = int8_home
     capture = cv2.VideoCapture(str(shared / VIDEO))
@@ -78,7 +78,7 @@ def test_int8_detector_finds_the_same_people_as_fp32(int8_home: tuple[Config, Pa
     capture.release()
     found = {}
     for precision in ("fp32", "int8"):
-        cfg = load_config(overrides={"paths.home": config["paths"]["home"], "engine.backend": "openvino",
+        cfg = load_config(overrides={"paths.home": config.paths.home, "engine.backend": "openvino",
                                      "engine.precision": precision, "detector.batch": 3})
         detector = YoloDetector(cfg)
         try:
@@ -96,7 +96,7 @@ def test_int8_detector_finds_the_same_people_as_fp32(int8_home: tuple[Config, Pa
         assert np.median(error) < 6.0, np.median(error)  # pixels in a 1920x1080 frame
 
 
-def test_intact_int8_model_is_reused_and_a_stale_one_rebuilt(int8_home: tuple[Config, Path]) -> None:
+def test_intact_int8_model_is_reused_and_a_stale_one_rebuilt(int8_home: tuple[Settings, Path]) -> None:
     config, directory = int8_home
     card, _ = load_card(config, "yolo11n-pose")
     xml = directory / card.extra[INT8_KEY]["file"]
@@ -114,7 +114,7 @@ def test_intact_int8_model_is_reused_and_a_stale_one_rebuilt(int8_home: tuple[Co
     weights = directory / card.extra[INT8_KEY]["weights"]
     weights.write_bytes(weights.read_bytes()[:-16])  # damaged
     assert any("damaged" in p for p in int8_problems(card, directory))
-    small = load_config(overrides={"paths.home": config["paths"]["home"], "quantize.demo_frames": 2,
+    small = load_config(overrides={"paths.home": config.paths.home, "quantize.demo_frames": 2,
                                    "quantize.mosaics": 0, "quantize.lighting": False, "quantize.images": 4})
     rebuilt = ensure_int8(small, card, directory)
     assert int8_problems(rebuilt, directory) == []
@@ -123,7 +123,7 @@ def test_intact_int8_model_is_reused_and_a_stale_one_rebuilt(int8_home: tuple[Co
 
 
 def test_default_calibration_needs_no_model_hub(prepared_home: Path) -> None:
-    from posestream.commands.models import demo_frames
+    from posestream.stream.demo_clip import calibration_frames as demo_frames
 
     config = load_config(overrides={"quantize.demo_frames": 3, "quantize.mosaics": 0, "quantize.lighting": False})
     images, source = default_calibration(config, demo_frames)
@@ -160,7 +160,7 @@ def test_user_calibration_data_and_its_errors(shared: Path, tmp_path: Path) -> N
     assert len(frames) == 5 and frames[0].shape == (1080, 1920, 3)
     with pytest.raises(InputNotFoundError):
         user_calibration(tmp_path / "nothing", 3)
-    with pytest.raises(InputError, match="holds no images"):
+    with pytest.raises(InputError, match="has no images"):
         user_calibration(tmp_path, 3)
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
@@ -212,7 +212,7 @@ def test_prepared_int8_model_agrees_with_fp32_on_real_images(prepared_home: Path
     >= 0.97, |score difference| <= 0.013, OKS >= 0.94; the bounds (0.85, 0.12, 0.85) leave room for
     other CPUs' INT8 arithmetic (VNNI/AVX-512) and sit above what a broken model gives (a lost or
     moved person: IoU or OKS < 0.5)."""
-    from posestream.plugins.detectors.yolo import YoloDetector
+    from posestream.engines.families.yolo11.detector import YoloDetector
 
     home = load_config()
     card, _ = load_card(home, "yolo11n-pose")

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posestream.engines import factory
-from posestream.engines.base import Engine
+from posestream.engines.backends import factory
+from posestream.engines.backends.base import Engine
 from posestream.engines.model_card import ModelCard
-from posestream.plugins.detectors.yolo import YoloDetector
-from posestream.plugins.pose.heatmap import HeatmapPose
-from posestream.stream.core.config import Config, load_config
+from posestream.engines.families.yolo11.detector import YoloDetector
+from posestream.engines.families.heatmap.pose import HeatmapPose
+from posestream.stream.core.config import load_config
 from posestream.stream.core.errors import BackendUnavailableError, ConfigError, ModelError
 from posestream.stream.core.settings import Settings
 
@@ -21,9 +21,9 @@ ENGINES = Path(factory.__file__).parent
 
 
 @pytest.fixture
-def copied_home(tmp_path: Path, prepared_home: Path, config: Config) -> tuple[Path, ModelCard, Path]:
+def copied_home(tmp_path: Path, prepared_home: Path, config: Settings) -> tuple[Path, ModelCard, Path]:
     """A cache holding a real copy of the default model's card and its `dynamic` file."""
-    name = config["model"]["name"]
+    name = config.model.name
     source = prepared_home / "models" / name
     target = tmp_path / "models" / name
     target.mkdir(parents=True)
@@ -68,8 +68,8 @@ def test_the_card_kind_is_checked(copied_home):
         HeatmapPose(config)
 
 
-def test_plugins_take_settings_or_a_config_dict(config: Config):
-    with YoloDetector(Settings.from_config(config)) as a, YoloDetector(config) as b:
+def test_plugins_take_the_run_settings(config: Settings):
+    with YoloDetector(config) as a, YoloDetector(config.with_overrides({"detector.threads": 1})) as b:
         expected = factory.resolve_backend("auto")[0]  # the default backend is auto
         assert a.variant == b.variant and a.engine.backend == b.engine.backend == expected
     a.close()  # safe twice
@@ -108,4 +108,4 @@ def test_engine_base_imports_no_backend_and_no_factory():
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     backends = {target.partition(":")[0] for _, target in factory.BACKENDS.values()}
-    assert not imported & (backends | {"posestream.engines.factory"}), imported
+    assert not imported & (backends | {"posestream.engines.backends.factory"}), imported

@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from posestream.stream.core.config import ENV_CONFIG, check_range, default_config_path, load_config
+from posestream.stream.core.config import ENV_CONFIG, default_config_path, load_config
 from posestream.stream.core.errors import ConfigError, InputNotFoundError
+from posestream.stream.core.settings import check_range
 
 
 def test_defaults_load_and_every_key_has_a_comment() -> None:
     config = load_config()
-    assert config["detector"]["input_size"] == 640
+    assert config.detector.input_size == 640
     for line in default_config_path().read_text().splitlines():
         if "=" in line and not line.lstrip().startswith("#"):
             assert "#" in line, f"config.toml line without a comment: {line}"
@@ -21,6 +22,9 @@ def test_defaults_load_and_every_key_has_a_comment() -> None:
     ("[detector]\ninput_size = 320\n", {}, None, None),
     ("[detector]\nnot_a_key = 1\n", {}, ConfigError, "unknown config key 'detector.not_a_key'"),
     ("[nosuchsection]\nx = 1\n", {}, ConfigError, "unknown config key 'nosuchsection'"),
+    ("detector = 5\n", {}, ConfigError, "config key 'detector' must be a table"),
+    ("", {"detector.bogus": 1}, ConfigError, "unknown config key 'detector.bogus'"),
+    ("", {"nosuch.key": 1}, ConfigError, "unknown config key 'nosuch'"),
     ("[detector]\ninput_size = 'big'\n", {}, ConfigError, "must be an integer"),
     ("[detector\ninput_size = 1\n", {}, ConfigError, "not valid TOML"),
     ("", {"detector.score_threshold": "high"}, ConfigError, "must be a number"),
@@ -58,9 +62,9 @@ def test_machine_config_file_comes_between_defaults_and_the_users(
     user = tmp_path / "user.toml"
     user.write_text("[detector]\ninput_size = 480\n")
     monkeypatch.setenv(ENV_CONFIG, str(machine))
-    assert load_config()["detector"]["input_size"] == 320
+    assert load_config().detector.input_size == 320
     config = load_config(user, {"detector.score_threshold": 0.5})
-    assert (config["detector"]["input_size"], config["detector"]["threads"]) == (480, 1)
+    assert (config.detector.input_size, config.detector.threads) == (480, 1)
     monkeypatch.setenv(ENV_CONFIG, str(tmp_path / "gone.toml"))
     with pytest.raises(InputNotFoundError, match=r"gone.toml \(named by \$POSESTREAM_CONFIG\)"):
         load_config()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from posestream.benchmarks.clips import looped_clip
-from posestream.stream.core.config import Config
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import ConfigError, PluginNotFoundError
 from posestream.stream.pipeline import Pipeline
 from posestream.stream.progress import ProgressBar
@@ -29,10 +29,8 @@ SHORT_B = "data/video/soccer_posetrack_000001_5f.mp4"
 FAST = {"detector.threads": 1, "detector.input_size": 320}  # keep tests light on 2 shared cores
 
 
-def _fast(config: Config) -> Config:
-    config["detector"]["threads"] = 1
-    config["detector"]["input_size"] = 320
-    return config
+def _fast(config: Settings) -> Settings:
+    return config.with_overrides(FAST)
 
 
 def _frames_in(path: Path) -> list[str]:
@@ -85,7 +83,7 @@ def _read_stderr_until(proc: subprocess.Popen[str], pattern: str, timeout: float
 
 
 @pytest.mark.slow
-def test_offline_video_every_frame_in_order_and_deterministic(config: Config, shared: Path,
+def test_offline_video_every_frame_in_order_and_deterministic(config: Settings, shared: Path,
                                                               tmp_path: Path) -> None:
     outputs = []
     for run in range(2):
@@ -105,7 +103,7 @@ def test_offline_video_every_frame_in_order_and_deterministic(config: Config, sh
 
 
 @pytest.mark.slow
-def test_several_sources_have_their_own_streams(config: Config, shared: Path, tmp_path: Path) -> None:
+def test_several_sources_have_their_own_streams(config: Settings, shared: Path, tmp_path: Path) -> None:
     out = tmp_path / "both.json"
     sources = [str(shared / SHORT_A), str(shared / SHORT_B)]
     with Pipeline(_fast(config), sources, [f"json:{out}"]) as pipeline:
@@ -124,7 +122,7 @@ class _Terminal(io.StringIO):
 
 
 @pytest.mark.slow
-def test_progress_bar_gets_the_total_frame_count(config: Config, shared: Path, tmp_path: Path) -> None:
+def test_progress_bar_gets_the_total_frame_count(config: Settings, shared: Path, tmp_path: Path) -> None:
     calls: list[tuple[bool, int | None]] = []
     out = _Terminal()
 
@@ -146,7 +144,7 @@ def test_progress_bar_gets_the_total_frame_count(config: Config, shared: Path, t
     (["x.mp4"], [":out"], None, ConfigError, "KIND:TARGET"),
     (["x.mp4"], [], "sometimes", ConfigError, "pipeline.policy"),
 ])
-def test_bad_arguments_fail_before_anything_starts(config: Config, sources: list[str], sinks: list[str],
+def test_bad_arguments_fail_before_anything_starts(config: Settings, sources: list[str], sinks: list[str],
                                                    policy: str | None, error: type, text: str) -> None:
     with pytest.raises(error, match=re.escape(text)):
         Pipeline(config, sources, sinks, policy)

@@ -8,10 +8,12 @@ import pytest
 from posestream.stream.core.config import load_config
 from posestream.stream.core.errors import ConfigError
 from posestream.stream.core.keypoints import COCO17
-from posestream.stream.pose_nms import (ParametricNmsParams, make_pose_nms, oks_nms,
+from posestream.stream.pose_nms import (make_pose_nms, oks_nms,
                              parametric_pose_nms)
 from posestream.stream.core.results import Poses
 from posestream.stream.core.similarity import oks_matrix
+
+ALPHAPOSE = load_config().pose_nms  # AlphaPose's constants, the shipped defaults
 
 SKIERS_IMAGE = 197388
 
@@ -56,7 +58,7 @@ def nearest_gt(result: Poses, gt: Poses) -> np.ndarray:
 
 
 def test_distinct_overlapping_skiers_all_survive(skiers):
-    out = parametric_pose_nms(skiers)
+    out = parametric_pose_nms(skiers, ALPHAPOSE)
     assert sorted(out.ids.tolist()) == [0, 1, 2, 3, 4]
     np.testing.assert_allclose(out.keypoints[np.argsort(out.ids)], skiers.keypoints, atol=1e-4)
 
@@ -64,7 +66,7 @@ def test_distinct_overlapping_skiers_all_survive(skiers):
 def test_jittered_duplicates_collapse_into_one_merged_pose_each(skiers):
     noisy = with_duplicates(skiers, copies=3, jitter=2.0)
     assert len(noisy) == 20
-    out = parametric_pose_nms(noisy)
+    out = parametric_pose_nms(noisy, ALPHAPOSE)
     assert len(out) == 5
     assert sorted(nearest_gt(out, skiers).tolist()) == [0, 1, 2, 3, 4]
     # Merging averages the copies' jitter away: the survivors sit closer to the truth than the copies.
@@ -84,7 +86,7 @@ def test_merge_is_the_score_weighted_mean():
     kp[1, :, 0] += 3.0  # the weaker copy is 3 px to the right
     # The clearer pose (higher keypoint scores) survives; it takes the cluster's best pose score.
     poses = Poses(np.array([[0, 0, 170, 100]] * 2), [0.5, 0.8], kp, [0.45, 0.6], [7, 8])
-    out = parametric_pose_nms(poses)
+    out = parametric_pose_nms(poses, ALPHAPOSE)
     assert out.ids.tolist() == [7] and out.box_scores[0] == pytest.approx(0.5)
     assert out.scores[0] == pytest.approx(0.6)
     np.testing.assert_allclose(out.keypoints[0, :, 0], np.arange(17) * 10.0 + 3.0 * 0.3 / 1.2, atol=1e-5)
@@ -94,15 +96,15 @@ def test_merge_is_the_score_weighted_mean():
 def test_score_and_area_filters(skiers):
     weak = Poses(skiers.boxes[:1], [0.9], np.concatenate(
         [skiers.keypoints[:1, :, :2], np.full((1, 17, 1), 0.2)], axis=-1), [0.2], [9])
-    assert len(parametric_pose_nms(weak)) == 0  # best keypoint 0.2 < score_threshold 0.3
+    assert len(parametric_pose_nms(weak, ALPHAPOSE)) == 0  # best keypoint 0.2 < score_threshold 0.3
     areas = [1.5 ** 2 * np.prod(np.ptp(k[:, :2], axis=0)) for k in skiers.keypoints]
     cut = float(np.median(areas))
-    out = parametric_pose_nms(skiers, ParametricNmsParams(area_threshold=cut))
+    out = parametric_pose_nms(skiers, ALPHAPOSE.with_values(area_threshold=cut))
     assert len(out) == sum(a >= cut for a in areas) == 3
 
 
 def test_empty_input():
-    assert len(parametric_pose_nms(Poses.empty())) == 0
+    assert len(parametric_pose_nms(Poses.empty(), ALPHAPOSE)) == 0
     assert len(oks_nms(Poses.empty())) == 0
 
 

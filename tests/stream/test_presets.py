@@ -15,8 +15,8 @@ from posestream.stream.core.errors import ConfigError
 
 def test_apache_preset_runs_only_permissive_models():
     config = load_config(preset="apache")
-    assert config["pose"]["mode"] == "topdown"
-    assert models_of(config) == [config["model"]["name"], config["pose"]["model"]]
+    assert config.pose.mode == "topdown"
+    assert models_of(config) == [config.model.name, config.pose.model]
     assert all(name.startswith("movenet-") for name in models_of(config))  # Google MoveNet, Apache-2.0
 
 
@@ -24,9 +24,9 @@ def test_preset_sits_under_config_file_and_flags(tmp_path):
     user = tmp_path / "user.toml"
     user.write_text('[pose]\nmodel = "movenet-lightning"\n')
     config = load_config(user, {"detector.input_size": 320}, preset="apache")
-    assert config["pose"]["model"] == "movenet-lightning"
-    assert config["detector"]["input_size"] == 320
-    assert config["detector"]["plugin"] == "movenet-multipose"
+    assert config.pose.model == "movenet-lightning"
+    assert config.detector.input_size == 320
+    assert config.detector.plugin == "movenet-multipose"
 
 
 @pytest.mark.parametrize("name", ["gpl", "../config"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from posestream.engines.base import tensorrt_available
+from posestream.engines.backends.base import tensorrt_available
 
 
 @pytest.mark.skipif(tensorrt_available() is None, reason="TensorRT runs here; the error path cannot be shown")

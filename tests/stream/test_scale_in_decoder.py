@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from posestream.stream.core.config import Config, load_config
+from posestream.stream.core.config import load_config
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.results import Poses
 from posestream.stream.pipeline import Pipeline
 from posestream.stream.ring import FrameRef
@@ -66,16 +67,16 @@ def test_image_folder_of_mixed_sizes_fits_the_ring(shared: Path) -> None:
 
 
 @pytest.mark.parametrize("enabled, zoom, long_side", [(True, 2.0, 1280), (True, 3.0, 1920), (False, 2.0, 640)])
-def test_decoded_size_follows_the_small_people_zoom(config: Config, enabled: bool, zoom: float,
+def test_decoded_size_follows_the_small_people_zoom(config: Settings, enabled: bool, zoom: float,
                                                     long_side: int) -> None:
     """The windows look at `zoom` times the full pass's detail, so frames are decoded that large."""
-    config["small_people"].update(enabled=enabled, zoom=zoom)
+    config = config.with_overrides({"small_people": dict(enabled=enabled, zoom=zoom)})
     assert decode_long_side(config, plan(config, 1, False)) == long_side
     assert decode_long_side(config, plan(config, 1, True)) is None  # a sink draws: full size
 
 
-def _run(config: Config, video: Path, out: Path, sinks: list[str], scale: bool) -> str:
-    config["source"]["scale_in_decoder"] = scale
+def _run(config: Settings, video: Path, out: Path, sinks: list[str], scale: bool) -> str:
+    config = config.with_overrides({"source.scale_in_decoder": scale})
     with Pipeline(config, [str(video)], [f"json:{out}", *sinks]) as pipeline:
         report = pipeline.run()
     assert report.status == "completed"
@@ -83,7 +84,7 @@ def _run(config: Config, video: Path, out: Path, sinks: list[str], scale: bool) 
 
 
 @pytest.mark.slow
-def test_results_match_full_size_decoding(config: Config, shared: Path, tmp_path: Path,
+def test_results_match_full_size_decoding(config: Settings, shared: Path, tmp_path: Path,
                                           caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="posestream.stream.pipeline")
     scaled = json.loads(_run(config, shared / VIDEO_72, tmp_path / "small.json", [], True))
@@ -104,7 +105,7 @@ def test_results_match_full_size_decoding(config: Config, shared: Path, tmp_path
 
 
 @pytest.mark.slow
-def test_a_sink_that_draws_gets_full_size_frames(config: Config, shared: Path, tmp_path: Path,
+def test_a_sink_that_draws_gets_full_size_frames(config: Settings, shared: Path, tmp_path: Path,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="posestream.stream.pipeline")
     clip = shared / "data" / "video" / "street_walk_5f.mp4"  # 960x540

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import re
+import sys
 import typing
 
 import pytest
@@ -12,21 +13,47 @@ from posestream.stream.core.config import default_config_path, load_config
 from posestream.stream.core.errors import ConfigError
 from posestream.stream.core.settings import Settings
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
-def test_defaults_round_trip_and_pickle():
-    config = load_config()
-    settings = Settings.from_config(config)
-    assert settings.to_config() == config
+
+def _raw() -> dict:
+    """The shipped file as parsed TOML (what `Settings.from_config` parses)."""
+    return tomllib.loads(default_config_path().read_text())
+
+
+def test_load_config_gives_frozen_settings_that_pickle():
+    settings = load_config()
+    assert isinstance(settings, Settings) and settings == Settings.from_config(_raw())
     assert pickle.loads(pickle.dumps(settings)) == settings  # it crosses to the stage processes
-    assert Settings.of(settings) is settings and Settings.of(config) == settings
+    assert Settings.from_json(settings.to_json()) == settings  # and, serialised, to a fleet's pipelines
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.detector.input_size = 320  # type: ignore[misc]
+
+
+def test_overrides_make_new_settings_checked_like_the_file():
+    settings = load_config()
+    changed = settings.with_overrides({"detector.input_size": 320, "pose": {"mode": "topdown", "batch": 4}})
+    assert (changed.detector.input_size, changed.pose.mode, changed.pose.batch) == (320, "topdown", 4)
+    assert settings.detector.input_size == 640 and settings.pose.mode == "onestage"  # untouched
+    assert changed.tracker is settings.tracker  # tables without overrides are shared, not copied
+    assert dataclasses.replace(settings, pose=changed.pose).pose.batch == 4
+    assert settings.detector.with_values(score_threshold=1).score_threshold == 1.0  # int for a float
+    with pytest.raises(ConfigError, match=r"'detector.input_size' = 700 must be a multiple of 32"):
+        settings.with_overrides({"detector.input_size": 700})
+    with pytest.raises(ConfigError, match="unknown config key 'detector.extra'"):
+        settings.with_overrides({"detector.extra": 1})
+    with pytest.raises(ConfigError, match="min <= opt <= max"):  # the table's own rules, after all its keys
+        settings.with_overrides({"tensorrt.max_batch": 2, "tensorrt.opt_batch": 4})
+    assert settings.with_overrides({"tensorrt.max_batch": 8, "tensorrt.opt_batch": 4}).tensorrt.opt_batch == 4
 
 
 def test_every_key_of_config_toml_has_a_typed_field_and_back():
     """Parsing the shipped file already proves it (unknown and missing keys are errors); this also
     checks the types match the defaults, so a field typed int with a float default cannot slip in."""
-    settings = Settings.from_config(load_config())
+    settings = load_config()
     for table in dataclasses.fields(settings):
         section = getattr(settings, table.name)
         for name, kind in typing.get_type_hints(type(section)).items():
@@ -74,8 +101,8 @@ def test_a_bad_value_fails_at_load_with_one_line_naming_the_key(overrides, match
     assert "\n" not in str(info.value)
 
 
-def test_a_dict_changed_after_loading_is_checked_when_parsed():
-    config = load_config()
+def test_a_raw_document_is_checked_when_parsed():
+    config = _raw()
     config["detector"]["batch"] = 0
     with pytest.raises(ConfigError, match=r"detector.batch.*\[1, 256\]"):
         Settings.from_config(config)
@@ -88,20 +115,18 @@ def test_a_dict_changed_after_loading_is_checked_when_parsed():
 
 
 def test_ints_are_accepted_for_floats_but_not_bools_for_ints():
-    assert Settings.from_config(load_config(overrides={"detector.score_threshold": 1})).detector.score_threshold == 1.0
-    config = load_config()
-    config["detector"]["batch"] = True
+    assert load_config(overrides={"detector.score_threshold": 1}).detector.score_threshold == 1.0
     with pytest.raises(ConfigError, match="'detector.batch' must be an integer, got True"):
-        Settings.from_config(config)
+        load_config(overrides={"detector.batch": True})
 
 
 def test_one_bound_serves_other_entry_points_too():
     """The ring and the TensorRT profile take these values from code, not only from config.toml:
     they check them against the same declared bound."""
-    from posestream.engines.engine_cache import BatchProfile
+    from posestream.engines.backends.engine_cache import BatchProfile
     from posestream.stream.core.settings import PipelineSettings
 
     with pytest.raises(ConfigError, match=r"'pipeline.ring_slots' = 300 is outside the allowed range \[2, 256\]"):
-        PipelineSettings.check_key("ring_slots", 300)
+        PipelineSettings.checked("ring_slots", 300)
     with pytest.raises(ConfigError, match=r"'tensorrt.max_batch' = 2000 .*\[1, 1024\]"):
         BatchProfile(1, 1, 2000)

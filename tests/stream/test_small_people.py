@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from posestream.stream.chain import build_detector
-from posestream.stream.core.config import Config
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.results import Poses
 from posestream.stream.small_people import SmallPeopleDetector
 
@@ -53,14 +53,14 @@ def _same(a: list[Poses], b: list[Poses]) -> None:
         np.testing.assert_allclose(x.box_scores, y.box_scores, atol=1e-3)
 
 
-def test_windows_find_far_people_the_full_pass_misses(config: Config, far_frames: list[np.ndarray]) -> None:
-    config["small_people"]["enabled"] = False
+def test_windows_find_far_people_the_full_pass_misses(config: Settings, far_frames: list[np.ndarray]) -> None:
+    config = config.with_overrides({"small_people.enabled": False})
     plain = build_detector(config)
     try:
         without = sum(len(p) for p in _stream(plain, far_frames))
     finally:
         plain.close()
-    config["small_people"]["enabled"] = True
+    config = config.with_overrides({"small_people.enabled": True})
     detector = build_detector(config)
     assert isinstance(detector, SmallPeopleDetector)
     try:
@@ -75,7 +75,7 @@ def test_windows_find_far_people_the_full_pass_misses(config: Config, far_frames
     assert heights.size and heights.max() < 130  # the far people, nothing larger
 
 
-def test_overlapped_and_batched_frames_give_the_same_persons(config: Config, far_frames: list[np.ndarray]) -> None:
+def test_overlapped_and_batched_frames_give_the_same_persons(config: Settings, far_frames: list[np.ndarray]) -> None:
     """Frame t's windows depend only on frames up to t - lag, so how frames overlap does not matter."""
     first, second = build_detector(config), build_detector(config)
     try:
@@ -86,14 +86,14 @@ def test_overlapped_and_batched_frames_give_the_same_persons(config: Config, far
         second.close()
 
 
-def test_large_people_cost_little_and_change_nothing(config: Config, shared: Path) -> None:
+def test_large_people_cost_little_and_change_nothing(config: Settings, shared: Path) -> None:
     """The 1080p two-person clip (decoded at 1280x720 as the pipeline does): the same persons as
     without windows, and after the first frame's scan one mosaic per `scan_every` frames at most."""
     frames = [cv2.resize(f, (1280, 720), interpolation=cv2.INTER_AREA)
               for f in _video(shared / "data/video/two_person_interaction_72f.mp4", 12)]
-    config["small_people"]["enabled"] = False
+    config = config.with_overrides({"small_people.enabled": False})
     plain = build_detector(config)
-    config["small_people"]["enabled"] = True
+    config = config.with_overrides({"small_people.enabled": True})
     detector = build_detector(config)
     try:
         _same(_stream(plain, frames), _stream(detector, frames))
@@ -106,7 +106,7 @@ def test_large_people_cost_little_and_change_nothing(config: Config, shared: Pat
     assert grid_mosaics <= 7 + 2  # 25 windows in 7 mosaics, plus at most a hint look or a scan
 
 
-def test_still_images_get_windows_from_their_own_hints(config: Config, far_frames: list[np.ndarray],
+def test_still_images_get_windows_from_their_own_hints(config: Settings, far_frames: list[np.ndarray],
                                                        shared: Path) -> None:
     detector = build_detector(config)
     try:
@@ -125,7 +125,7 @@ def test_still_images_get_windows_from_their_own_hints(config: Config, far_frame
     [(2000, 1)] * 3 + [(1, 2000)] * 2,          # 1-pixel-wide, then 1-pixel-high frames
     [(720, 1280), (1080, 1920), (480, 640), (720, 1280), (1080, 1920)],  # resolution changes
 ])
-def test_bad_streams_give_one_result_per_frame(config: Config, shapes: list[tuple[int, int]]) -> None:
+def test_bad_streams_give_one_result_per_frame(config: Settings, shapes: list[tuple[int, int]]) -> None:
     frames = [np.full((*shape, 3), 128, dtype=np.uint8) for shape in shapes]
     first, second = build_detector(config), build_detector(config)
     try:
@@ -138,7 +138,7 @@ def test_bad_streams_give_one_result_per_frame(config: Config, shapes: list[tupl
 
 
 @pytest.mark.slow
-def test_pipeline_on_a_stream_that_changes_size(config: Config, shared: Path, tmp_path: Path) -> None:
+def test_pipeline_on_a_stream_that_changes_size(config: Settings, shared: Path, tmp_path: Path) -> None:
     """An image folder is a stream whose resolution may change at every frame: far people at 1280x720,
     the same at 1920x1080, a grey frame, a 1-pixel-wide frame, large people: every frame comes out."""
     from posestream.stream.pipeline import Pipeline

@@ -20,7 +20,7 @@ from PIL import Image
 from posestream.stream.core.config import load_config, shared_dir
 from posestream.stream.core.errors import ConfigError, InputError, InputNotFoundError, SourceTimeoutError
 from posestream.stream.sources import Frame, Source, open_source
-from posestream.stream.sources.images import is_image_path
+from posestream.stream.core.images import is_image_path
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -387,7 +387,7 @@ def test_rtsp_frozen_server_is_lost_within_timeout(rtsp_server,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="posestream.stream.sources")
     config = load_config(overrides=LIVE_CONFIG)
-    read_timeout = config["source"]["read_timeout_s"]
+    read_timeout = config.source.read_timeout_s
     source = open_source(rtsp_server.url, config, name="cam")
     collector = Collector(source)
     try:
@@ -415,7 +415,7 @@ def test_rtsp_close_does_not_hang_on_a_frozen_server(rtsp_server) -> None:
     time.sleep(0.5)
     started = time.monotonic()
     collector.stop()
-    limit = config["source"]["connect_timeout_s"] + config["source"]["read_timeout_s"] + 1.5
+    limit = config.source.connect_timeout_s + config.source.read_timeout_s + 1.5
     assert time.monotonic() - started < limit
 
 
@@ -426,7 +426,7 @@ def test_rtsp_frozen_at_first_connect_is_a_timeout(rtsp_server) -> None:
     started = time.monotonic()
     with pytest.raises(SourceTimeoutError, match="no answer within"):
         open_source(rtsp_server.url, config)
-    assert time.monotonic() - started < config["source"]["connect_timeout_s"] + 2.0
+    assert time.monotonic() - started < config.source.connect_timeout_s + 2.0
 
 
 # ---------------------------------------------------------------- HTTP camera
@@ -468,7 +468,8 @@ def test_http_camera_that_drops_the_connection_is_reconnected(mjpeg_server,
 def test_image_cli_and_image_sources_list_a_folder_alike(tmp_path: Path) -> None:
     """One image listing: `posestream image DIR` and an image-folder source see the same files."""
     from posestream.stream.image_inference import expand_paths
-    from posestream.stream.sources.images import list_images, open_image_folder
+    from posestream.stream.core.images import list_images
+    from posestream.stream.sources.images import open_image_folder
 
     src = next(p for p in sorted(COCO_IMAGES.iterdir()) if is_image_path(p))
     for name in ("b.JPG", "a.png", "c.webp"):

@@ -13,7 +13,7 @@ import torch
 
 from posestream.engines.families.mediapipe_detector.decode import KEYPOINTS, anchors
 from posestream.engines.families.mediapipe_detector.network import MEMBER, OUTPUTS, SIZE, PersonDetectorNet
-from posestream.engines.families.packages import HUMAN_MODELS, human_models_graph
+from posestream.engines.packages import HUMAN_MODELS, human_models_graph
 from posestream.engines.model_build import build_into, export_onnx, intact_card, verify_export
 from posestream.engines.model_card import ModelCard, sha256_file
 from posestream.stream.core.errors import InputError

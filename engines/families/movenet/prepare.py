@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from posestream.engines.families.movenet.network import MODELS, MoveNetHeads, distance_offset
-from posestream.engines.families.packages import HUMAN_MODELS, human_models_graph
+from posestream.engines.packages import HUMAN_MODELS, human_models_graph
 from posestream.engines.model_build import build_into, export_onnx, intact_card, verify_export
 from posestream.engines.model_card import ModelCard, sha256_file
 from posestream.stream.core.errors import InputError

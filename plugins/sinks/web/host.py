@@ -29,7 +29,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from posestream.plugins.sinks.web.feed import TOPIC_FRAME, TOPIC_KEYPOINTS, topic, unpack
 from posestream.plugins.sinks.web.server import Item, serve
 from posestream.plugins.sinks.web.settings import warn_if_exposed, web_settings
-from posestream.stream.core.config import Config
 from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import ConfigError
 
@@ -54,8 +53,7 @@ class Snapshot:
 class WebHost:
     """A context manager; `sink_target` is what the web sink in the sinks process connects to."""
 
-    def __init__(self, settings: Settings | Config, target: str = "") -> None:
-        settings = Settings.of(settings)
+    def __init__(self, settings: Settings, target: str = "") -> None:
         self.settings = web_settings(settings, target)
         warn_if_exposed(self.settings)
         self.heartbeat_timeout_s = settings.pipeline.heartbeat_timeout_s

@@ -2,10 +2,8 @@
 applied, and what the viewer derives from them (loopback or not, its URL)."""
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import logging
-from typing import Mapping
 
 from posestream.stream.core.errors import ConfigError
 from posestream.stream.core.settings import Settings, WebSettings
@@ -15,13 +13,9 @@ log = logging.getLogger(__name__)
 LOOPBACK_NAMES = ("localhost", "ip6-localhost")
 
 
-def web_settings(settings: Settings | Mapping, target: str = "") -> WebSettings:
-    """The `[web]` table of `settings` (or of a config dict), host/port replaced by `target`."""
-    web = Settings.of(settings).web
-    fields = parse_target(target) if target else {}
-    if "port" in fields:
-        WebSettings.check_key("port", fields["port"])
-    return dataclasses.replace(web, **fields)
+def web_settings(settings: Settings, target: str = "") -> WebSettings:
+    """The `[web]` table of `settings`, host/port replaced by `target` (checked as the table's)."""
+    return settings.web.with_values(**(parse_target(target) if target else {}))
 
 
 def parse_target(target: str) -> dict[str, object]:

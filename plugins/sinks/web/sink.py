@@ -22,7 +22,6 @@ import zmq
 
 from posestream.plugins.sinks.web.feed import TOPIC_FRAME, TOPIC_KEYPOINTS, pack, topic
 from posestream.plugins.sinks.web.settings import web_settings
-from posestream.stream.core.config import Config
 from posestream.stream.core.contracts import Sink
 from posestream.stream.core.errors import ConfigError, StageError
 from posestream.stream.core.results import FrameResult
@@ -57,13 +56,13 @@ class WebSink(Sink):
     needs_pixels = True
 
     @classmethod
-    def in_supervisor(cls, config: Settings | Config, target: str) -> "WebHost":
+    def in_supervisor(cls, config: Settings, target: str) -> "WebHost":
         """The server half, started by the pipeline in the supervisor process before the stages."""
         from posestream.plugins.sinks.web.host import WebHost
 
         return WebHost(config, target)
 
-    def __init__(self, settings: Settings | Config, target: str = "", streams: Sequence[str] = ()) -> None:
+    def __init__(self, settings: Settings, target: str = "", streams: Sequence[str] = ()) -> None:
         if not target.startswith("ipc://"):
             raise ConfigError(f"web sink: '{target}' is not a viewer feed; the web sink runs inside "
                               "`posestream run --sink web[:HOST:PORT]`, which starts its server")

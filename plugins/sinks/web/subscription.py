@@ -17,7 +17,6 @@ import zmq.asyncio
 from posestream.plugins.sinks.web.server import Item, serve
 from posestream.plugins.sinks.web.settings import warn_if_exposed, web_settings
 from posestream.stream.client import check_endpoint
-from posestream.stream.core.config import Config
 from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import InputError
 from posestream.stream.core.wire import decode, message_type
@@ -49,7 +48,7 @@ async def zmq_items(endpoint: str, topics: Iterable[str] = ()) -> AsyncIterator[
         context.term()
 
 
-def serve_subscription(endpoint: str, config: Settings | Config, target: str = "") -> None:
+def serve_subscription(endpoint: str, config: Settings, target: str = "") -> None:
     """Serve the viewer for the ZMQ stream at `endpoint` until Ctrl-C (KeyboardInterrupt)."""
     settings = web_settings(config, target)
     warn_if_exposed(settings)

@@ -25,15 +25,14 @@ from posestream.benchmarks.processes import interrupt
 from posestream.plugins.sinks.web.host import WebHost
 from posestream.plugins.sinks.web.settings import parse_target, warn_if_exposed, web_settings
 from posestream.plugins.sinks.web.sink import WebSink
-from posestream.stream.core.config import Config, load_config
+from posestream.stream.core.config import load_config
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import ConfigError
 from coco_frames import video_results
 
 
-def web_config(**web: Any) -> Config:
-    config = load_config()
-    config["web"].update({"port": 0, **web})
-    return config
+def web_config(**web: Any) -> Settings:
+    return load_config().with_overrides({"web": {"port": 0, **web}})
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:

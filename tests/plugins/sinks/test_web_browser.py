@@ -156,8 +156,7 @@ def test_page_with_token_in_its_address_reaches_its_socket(tmp_path: Path) -> No
 
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"{CHROMIUM} missing (scripts/setup.sh installs Debian's chromium)")
-    config = load_config()
-    config["web"].update(port=0, token="tok-123")
+    config = load_config(overrides={"web.port": 0, "web.token": "tok-123"})
     frames = video_results(24, stream="cam0")
     stop = threading.Event()
     with WebHost(config) as host:

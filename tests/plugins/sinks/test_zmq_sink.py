@@ -1,7 +1,6 @@
 """ZMQ sink over real loopback sockets (tcp and ipc), with real persons from the COCO annotations."""
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import socket
@@ -19,6 +18,7 @@ from posestream.stream.core.config import load_config
 from posestream.stream.curve_keys import generate_key_pair
 from posestream.stream.core.errors import ConfigError, InputError, InputNotFoundError, StageError
 from posestream.stream.core.results import FrameResult, Poses
+from posestream.stream.core.settings import Settings
 from posestream.stream.core.wire import frame_message
 
 
@@ -239,16 +239,14 @@ def _free_tcp_endpoint() -> str:
         return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def _pipeline_config(config: dict, **zmq: object) -> dict:
-    config = copy.deepcopy(config)
-    config["detector"]["input_size"] = 320  # fast enough for a test on a shared CPU
-    config["zmq"].update(zmq)
-    return config
+def _pipeline_config(config: Settings, **zmq: object) -> Settings:
+    return config.with_overrides({"detector.input_size": 320,  # fast enough for a test on a shared CPU
+                                  "zmq": zmq})
 
 
 @pytest.mark.slow
 def test_pipeline_publishes_every_frame_on_tcp_and_ipc_like_the_json_sink(
-        shared: Path, config: dict, tmp_path: Path) -> None:
+        shared: Path, config: Settings, tmp_path: Path) -> None:
     from posestream.plugins.sinks.json_sink import read_alphapose_json
     from posestream.stream.pipeline import Pipeline
 
@@ -275,7 +273,7 @@ def test_pipeline_publishes_every_frame_on_tcp_and_ipc_like_the_json_sink(
 
 @pytest.mark.slow
 def test_pipeline_with_slow_subscribers_loses_their_frames_not_its_own(
-        shared: Path, config: dict, tmp_path: Path) -> None:
+        shared: Path, config: Settings, tmp_path: Path) -> None:
     from posestream.stream.pipeline import Pipeline
 
     endpoint = f"ipc://{tmp_path}/pose.sock"

@@ -202,7 +202,7 @@ def test_trackers_meet_the_contract(cls):
 
 
 def test_default_config_selects_oks_byte():
-    assert load_config()["tracker"]["plugin"] == "oks-byte"
+    assert load_config().tracker.plugin == "oks-byte"
 
 
 def test_no_tracker_returns_no_ids(make_poses):

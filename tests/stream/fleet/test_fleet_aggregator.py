@@ -2,7 +2,6 @@
 out; CURVE camera streams (only the trusted key gets through) and epoch fencing."""
 from __future__ import annotations
 
-import dataclasses
 import socket
 import time
 from typing import Any
@@ -16,14 +15,13 @@ from posestream.stream.core import wire
 from posestream.stream.core.config import load_config
 from posestream.stream.core.errors import ConfigError
 from posestream.stream.core.results import FrameResult, Poses
-from posestream.stream.core.settings import Settings, ZmqSettings
+from posestream.stream.core.settings import ZmqSettings
 from posestream.stream.fleet.aggregator import Aggregator
 from posestream.stream.fleet.status import CameraStatus
 
 
 def zmq_settings(**changes: Any) -> ZmqSettings:
-    return dataclasses.replace(Settings.from_config(load_config()).zmq,
-                               **{"hwm": 1000, "linger_ms": 0, **changes})
+    return load_config().zmq.with_values(**{"hwm": 1000, "linger_ms": 0, **changes})
 
 
 def free_port() -> int:

@@ -2,7 +2,6 @@
 starts, what a camera's node reads or makes, and the private folder its pipeline reads them from."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
 import subprocess
@@ -14,13 +13,12 @@ import pytest
 
 from posestream.stream.core.config import load_config
 from posestream.stream.core.errors import ConfigError
-from posestream.stream.core.settings import Settings
 from posestream.stream.curve_keys import generate_key_pair, load_allowed_keys, load_key_pair
 from posestream.stream.fleet import keys as fleet_keys
 
 
 def fleet_settings(**changes: object):
-    return dataclasses.replace(Settings.from_config(load_config()).fleet, **changes)
+    return load_config().fleet.with_values(**changes)
 
 
 def test_fresh_pairs_by_default_and_none_without_curve() -> None:

@@ -32,22 +32,22 @@ def test_minimal_fleet_takes_defaults_from_config_toml() -> None:
 def test_camera_config_applies_overrides_threads_and_live_policy() -> None:
     spec = parse_fleet(doc({**GOOD, "num_cpus": 3, "set": {"detector.input_size": 320}}), load_config())
     config = spec.camera_config(spec.cameras[0])
-    assert config["detector"]["input_size"] == 320
-    assert config["detector"]["threads"] == 3 and config["engine"]["intra_op_threads"] == 3
-    assert config["pipeline"]["policy"] == "live"
+    assert config.detector.input_size == 320
+    assert config.detector.threads == 3 and config.engine.intra_op_threads == 3
+    assert config.pipeline.policy == "live"
     topdown = parse_fleet(doc({**GOOD, "num_cpus": 3, "set": {"pose.mode": "topdown"}}), load_config())
     config = topdown.camera_config(topdown.cameras[0])
-    assert (config["detector"]["threads"], config["pose"]["threads"]) == (2, 1)
+    assert (config.detector.threads, config.pose.threads) == (2, 1)
     small = parse_fleet(doc({**GOOD, "num_cpus": 0.25}), load_config())
-    assert small.camera_config(small.cameras[0])["detector"]["threads"] == 1
+    assert small.camera_config(small.cameras[0]).detector.threads == 1
     gpu = parse_fleet(doc({**GOOD, "num_gpus": 0.5}), load_config())
-    assert gpu.camera_config(gpu.cameras[0])["engine"]["device"] == "cuda"
+    assert gpu.camera_config(gpu.cameras[0]).engine.device == "cuda"
 
 
 @pytest.mark.parametrize("document, message", [
     (doc(GOOD, dict(GOOD)), "duplicate camera name 'door'"),
     (doc({**GOOD, "fps": 5}), "camera[0]: unknown key 'fps'"),
-    (doc(GOOD, fleet={"publsh": "tcp://127.0.0.1:1"}), "unknown key 'fleet.publsh'"),
+    (doc(GOOD, fleet={"publsh": "tcp://127.0.0.1:1"}), "unknown config key 'fleet.publsh'"),
     (doc(GOOD, cameras=[]), "unknown table 'cameras'"),
     (doc(), "no cameras"),
     (doc({"name": "a b", "source": "0"}), "camera[0].name must be"),
@@ -152,8 +152,8 @@ def test_camera_configs_never_carry_the_aggregated_streams_keys(tmp_path: Path) 
     base = load_config(overrides={"zmq.curve": True, "zmq.server_secret_key": str(tmp_path / "server.key_secret"),
                                   "zmq.allowed_clients": str(tmp_path / "server.key")})
     spec = parse_fleet(doc(GOOD), base)
-    zmq = spec.camera_config(spec.cameras[0])["zmq"]
-    assert (zmq["curve"], zmq["server_secret_key"], zmq["allowed_clients"]) == (False, "", "")
-    base["zmq"]["server_secret_key"] = str(tmp_path / "gone.key_secret")
+    zmq = spec.camera_config(spec.cameras[0]).zmq
+    assert (zmq.curve, zmq.server_secret_key, zmq.allowed_clients) == (False, "", "")
+    base = base.with_overrides({"zmq.server_secret_key": str(tmp_path / "gone.key_secret")})
     with pytest.raises(ConfigError, match="fleet.publish: CURVE key file not found: .*gone.key_secret"):
         parse_fleet(doc(GOOD), base)

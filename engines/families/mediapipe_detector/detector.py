@@ -1,0 +1,65 @@
+"""`mediapipe-person` detector: MediaPipe's pose detector (the person finder of BlazePose) on whole
+frames, for top-down use: boxes placed as MediaPipe places its landmark crops, no body keypoints.
+
+Frames are letterboxed (black) to 224x224 and scaled to [-1, 1]; anchors scoring at least
+`detector.score_threshold` are decoded and merged by MediaPipe's weighted NMS (at most
+`detector.max_persons`). Each person's box is the square around its whole-body circle (centre: hip
+centre, radius: distance to the circle point); its 4 keypoints (format `mediapipe-roi4`) carry the
+body axis, which the `blazepose` plugin turns its crops by. The points are not COCO keypoints, so
+this detector needs `pose.mode = "topdown"`.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from posestream.engines.families.mediapipe_detector.decode import (anchors, body_boxes, decode_detections,
+                                                                   weighted_nms)
+from posestream.engines.preprocess import letterbox
+from posestream.engines.runner import ModelRunner
+from posestream.stream.core.contracts import Detector
+from posestream.stream.core.errors import ConfigError
+from posestream.stream.core.results import Poses
+from posestream.stream.core.settings import Settings
+
+
+class MediaPipePersonDetector(ModelRunner, Detector):
+    """`MediaPipePersonDetector(settings)`: `model.name` names the prepared `mediapipe-person`."""
+
+    tasks = ("detector-anchors",)
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.pose.mode != "topdown":
+            raise ConfigError("detector.plugin = 'mediapipe-person' finds boxes without COCO keypoints; "
+                              "it needs pose.mode = 'topdown'")
+        cfg = settings.detector
+        self.score_threshold = cfg.score_threshold
+        self.max_persons = cfg.max_persons
+        super().__init__(settings, settings.model.name, cfg.threads)
+        self.size = int(self.card.input["size"][0])
+        self.pad = int(self.card.input.get("letterbox_pad", 0))
+        self._scale = float(self.card.input.get("scale", 1 / 127.5))
+        self._mean = np.asarray(self.card.input.get("mean", [1.0, 1.0, 1.0]), dtype=np.float32).reshape(1, 3, 1, 1)
+        self._anchors = anchors(self.size)
+        self._input_name = self.engine.inputs[0].name
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[Poses]:
+        if not frames:
+            return []
+        boxed = [letterbox(frame, (self.size, self.size), self.pad) for frame in frames]
+        batch = np.stack([canvas for canvas, _ in boxed])[..., ::-1].transpose(0, 3, 1, 2)
+        x = np.ascontiguousarray(batch, dtype=np.float32) * np.float32(self._scale) - self._mean
+        out = self.run({self._input_name: x})
+        return [self._poses(out["scores"][i], out["regressors"][i], box, frame.shape[:2])
+                for i, ((_, box), frame) in enumerate(zip(boxed, frames))]
+
+    def _poses(self, scores: np.ndarray, regressors: np.ndarray, box, hw: tuple[int, int]) -> Poses:
+        boxes, points, probability = decode_detections(scores, regressors, self._anchors, self.score_threshold)
+        boxes, points, probability = weighted_nms(boxes, points, probability)
+        points, probability = points[:self.max_persons], probability[:self.max_persons]
+        if not len(probability):
+            return Poses.empty(4, "mediapipe-roi4")
+        frame_points = box.to_frame(points * self.size - 0.5)
+        keypoints = np.concatenate([frame_points, np.repeat(probability[:, None, None], 4, 1)], -1)
+        return Poses(body_boxes(frame_points), probability, keypoints, probability.copy(), format="mediapipe-roi4")

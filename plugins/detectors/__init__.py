@@ -1,1 +1,0 @@
-"""detectors plugins."""

@@ -1,1 +1,0 @@
-"""pose plugins."""
