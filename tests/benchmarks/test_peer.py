@@ -41,6 +41,17 @@ def test_missing_peer_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None
     assert reason is not None and reason.startswith("peer not installed") and "pip install ultralytics" in reason
 
 
+def test_peer_interpreter_without_ultralytics_is_named() -> None:
+    """`--peer-python` points at another venv; one without ultralytics (here: a Python without it) is
+    named in the line, and a path that is no interpreter is the same line, not a traceback."""
+    import shutil
+
+    other = shutil.which("python3", path="/usr/bin") or "/usr/bin/python3"
+    for python in (other, "/nonexistent/bin/python"):
+        reason = peer.peer_available(python)
+        assert reason is not None and reason.startswith("peer not installed") and python in reason
+
+
 @pytest.mark.parametrize("spec, expected", [
     ("fp32=engine.precision=fp32", ("fp32", ["engine.precision=fp32"])),
     ("ort=engine.backend=onnxruntime,detector.batch=1", ("ort", ["engine.backend=onnxruntime", "detector.batch=1"])),
