@@ -26,6 +26,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "set (ONEDNN_MAX_CPU_ISA: SSE41, AVX2, AVX512_CORE, ...)")
     group.addoption("--inference-threads", metavar="N", type=int,
                     help="every model session runs with N threads (detector, pose, engine)")
+    parser.getgroup("posestream").addoption(
+        "--soak", action="store_true",
+        help="also run the tests marked soak (the pipeline for minutes; not part of every CI run)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Soak tests run only with --soak: they take minutes and the CI run must stay well under its
+    30-minute limit (docs/testing.md)."""
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="a soak test: runs with --soak (docs/testing.md)")
+    for item in items:
+        if item.get_closest_marker("soak"):
+            item.add_marker(skip)
 
 
 def pytest_configure(config: pytest.Settings) -> None:

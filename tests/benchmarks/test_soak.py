@@ -49,6 +49,7 @@ def test_warmup_is_left_out_of_the_slope() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.timeout(900)
 def test_sixty_second_soak_is_flat(prepared_home: Path, tmp_path: Path) -> None:
     """60 s measured after a 120 s warm-up: the detector's RSS climbs for its first ~100 s here
