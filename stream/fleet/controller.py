@@ -231,7 +231,10 @@ class FleetController:
                     except Exception:  # noqa: BLE001 - one camera's surprise must not stop the rest
                         log.exception("fleet: camera %s: check failed", slot.camera.name)
             if now - last_status >= self.spec.settings.status_interval_s:
-                self.aggregator.publish_status(self.status())
+                try:
+                    self.aggregator.publish_status(self.status())
+                except Exception:  # noqa: BLE001 - a bad status row must not end the watch over every camera
+                    log.exception("fleet: status message not published")
                 last_status = now
             self._stopping.wait(TICK_S)
 

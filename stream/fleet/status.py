@@ -76,7 +76,8 @@ class FrameStats:
     def figures(self, now: float) -> tuple[float, float | None, float | None]:
         """(fps, p99 latency ms, last-frame age s) as of `now`."""
         self._trim(now)
-        age = None if self.last_arrival is None else now - self.last_arrival
+        # an arrival recorded after the caller read its clock is fresh, not from the future
+        age = None if self.last_arrival is None else max(0.0, now - self.last_arrival)
         if len(self._arrivals) < 2:
             return 0.0, (self._arrivals[0][1] * 1000.0 if self._arrivals else None), age
         span = self._arrivals[-1][0] - self._arrivals[0][0]

@@ -120,6 +120,17 @@ def test_frame_stats_fps_p99_and_age_over_the_window() -> None:
     assert (fps, p99) == (0.0, None) and age == pytest.approx(90.2)
 
 
+def test_frame_arriving_after_the_status_clock_is_age_zero() -> None:
+    """The controller reads its clock, then the aggregator records a frame: the status row (and the
+    wire's `last_frame_age_s >= 0`) must not see it as arriving from the future (a CI run once
+    killed the controller's watch thread with an age of -0.06 s)."""
+    stats = FrameStats(window_s=10.0)
+    stats.add(100.06, 0.1)
+    assert stats.figures(100.0)[2] == 0.0
+    row = CameraStatus("door", "10.0.0.5", "running", 5.0, 100.0, stats.figures(100.0)[2], 0)
+    status_message([row])  # validated against the wire schema: raised InputError before
+
+
 def test_status_message_follows_the_wire_schema_and_table() -> None:
     rows = [CameraStatus("door", "10.0.0.5", "running", 14.96, 83.25, 0.04, 1, "", "ab12cd34"),
             CameraStatus("yard", "", "waiting for resources", 0.0, None, None, 0, "needs 2 CPU")]
