@@ -14,6 +14,10 @@ once into `--work` (a cache home per recipe, the FP32 ONNX files linked from the
   INT8: which part of the network the loss comes from;
 - **CPU time** of one inference of each model at 1x3x384x640 on one thread (alternated rounds;
   CPU time stays comparable under load, wall time does not);
+- **accuracy control** (`--accuracy-control MAX_DROP`): NNCF's accuracy-aware quantization of the
+  configured recipe, its metric the agreement above (mean OKS - mean |score difference|, FP32 = 1)
+  on the validation images: which layers it puts back in float, and what that model then agrees
+  and costs;
 - **eval** (`--eval`): COCO keypoint AP/AP50/AP75/AR and the mean OKS per annotated person on every
   annotated set in `../shared/data`, FP32 and each recipe (reported, never used to choose).
 
@@ -24,7 +28,7 @@ when installed. None is in the default calibration set (two photos, the demo cli
 of them) or in an evaluation set.
 
     python -m posestream.benchmarks.int8_accuracy [--recipe NAME=KEY=VALUE,...] [--sensitivity [NAME]]
-        [--eval] [--work DIR] [--out int8.json]
+        [--accuracy-control MAX_DROP [--iterations N]] [--eval] [--work DIR] [--out int8.json]
 """
 from __future__ import annotations
 
@@ -273,6 +277,67 @@ def agreement(truth: list, test: list) -> dict[str, Any]:
             "score_diff": round(float(np.mean(score_diff)), 4) if score_diff else None}
 
 
+def agreement_metric(row: dict[str, Any]) -> float:
+    """One number of an `agreement` row for NNCF's accuracy control: mean OKS - mean |score
+    difference| (1 = the FP32 persons exactly; no person to compare counts as agreeing)."""
+    oks = 1.0 if row["mean_oks"] is None else row["mean_oks"]
+    return float(oks - (row["score_diff"] or 0.0))
+
+
+def float_compute_ops(model: Any) -> set[str]:
+    """Names of the convolutions and matrix products whose data input is not quantized."""
+    names = set()
+    for op in model.get_ops():
+        if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul"):
+            source = op.input_value(0).get_node()
+            if source.get_type_name() != "FakeQuantize":
+                names.add(op.get_friendly_name())
+    return names
+
+
+def accuracy_controlled(config: Settings, images: list[np.ndarray], truth: list, max_drop: float,
+                        iterations: int, out_xml: Path) -> dict[str, Any]:
+    """NNCF's accuracy-aware quantization of the configured recipe (see the module docstring);
+    the model is saved to `out_xml`. Returns the layers it put back in float and the build time."""
+    import openvino as ov
+
+    from posestream.engines.calibration import default_calibration, network_inputs
+    from posestream.engines.families.yolo11.decode import decode_yolo_pose, to_frame_pixels
+    from posestream.engines.preprocess import canvas_size, letterbox, to_input
+    from posestream.engines.quantize import quantize_with_accuracy_control
+    from posestream.stream.demo_clip import calibration_frames
+
+    det = config.detector
+    calibration, _ = default_calibration(config, calibration_frames)
+    samples = network_inputs(calibration[:config.quantize.images], det.input_size, 114)
+    items = []
+    for index, image in enumerate(images):
+        height, width = image.shape[:2]
+        canvas, box = letterbox(image, canvas_size(height, width, det.input_size, rectangular=True), 114)
+        items.append((to_input([canvas]), box, height, width, index))
+
+    def validate(compiled: Any, data: Any) -> tuple[float, list[float]]:
+        found, wanted = [], []
+        for x, box, height, width, index in data:
+            output = compiled({0: x})[compiled.outputs[0]][0]
+            boxes, scores, keypoints = decode_yolo_pose(output, det.score_threshold, det.iou_threshold,
+                                                        det.max_persons)
+            xywh, keypoints = to_frame_pixels(boxes, keypoints, box, height, width)
+            found.append((xywh, scores, keypoints))
+            wanted.append(truth[index])
+        per_item = [agreement_metric(agreement([t], [f])) for t, f in zip(wanted, found)]
+        return agreement_metric(agreement(wanted, found)), per_item
+
+    start = time.perf_counter()
+    model = quantize_with_accuracy_control(fp32_path(config), samples, config.quantize, items, validate,
+                                           max_drop, iterations)
+    out_xml.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(out_xml), compress_to_fp16=False)
+    plain = ov.Core().read_model(str(int8_path(config)))
+    return {"max_drop": max_drop, "iterations": iterations, "build_s": round(time.perf_counter() - start, 1),
+            "put_back_in_float": sorted(float_compute_ops(model) - float_compute_ops(plain))}
+
+
 def cpu_ms(paths: dict[str, Path], rounds: int = 6, runs: int = 10) -> dict[str, float]:
     """Median CPU time (user + sys of this process) of one inference per model at `LATENCY_SHAPE` on
     one thread, batches of `runs` alternated between the models for `rounds` rounds: CPU time, unlike
@@ -356,6 +421,9 @@ def format_result(result: dict[str, Any]) -> list[str]:
                      f"{row.get('build_s', float('nan')):>8.0f}")
     if "fp32_cpu_ms" in result:
         lines.append(f"{'FP32':<34}{'':>40}{result['fp32_cpu_ms']:>8.1f}")
+    for name, row in result["recipes"].items():
+        if "put_back_in_float" in row:
+            lines.append(f"{name}: put back in float: {', '.join(row['put_back_in_float']) or 'none'}")
     if result.get("sensitivity"):
         lines += ["", f"sensitivity of '{result['sensitivity_of']}': one group's activations at 16 bits, the rest INT8",
                   f"{'group':<34}{'quantizers':>11}{'mean OKS':>9}{'p10 OKS':>9}{'|dscore|':>9}"]
@@ -379,6 +447,11 @@ def main(argv: list[str] | None = None) -> int:
                              "(repeatable)")
     parser.add_argument("--sensitivity", nargs="?", const="default", default=None, metavar="RECIPE",
                         help="per layer group study of a recipe's model (default: the configured recipe)")
+    parser.add_argument("--accuracy-control", type=float, default=None, metavar="MAX_DROP",
+                        help="also NNCF's accuracy-aware quantization of the configured recipe, allowed to "
+                             "lose MAX_DROP of the agreement metric (mean OKS - mean |score diff|)")
+    parser.add_argument("--iterations", type=int, default=6,
+                        help="most rounds of putting layers back in float (--accuracy-control)")
     parser.add_argument("--eval", action="store_true", help="also AP on every shared annotated set")
     parser.add_argument("--no-default", action="store_true", help="leave the configured recipe out")
     parser.add_argument("--work", type=Path, default=None,
@@ -408,7 +481,17 @@ def main(argv: list[str] | None = None) -> int:
         row["agreement"] = agreement(truth, Runner(int8_path(configs[name]), config).persons(images))
         result["recipes"][name] = row
         log.info("%s: %s", name, row["agreement"])
-    cpu = cpu_ms({"FP32": fp32_path(config), **{n: int8_path(c) for n, c in configs.items()}})
+    paths = {"FP32": fp32_path(config), **{n: int8_path(c) for n, c in configs.items()}}
+    if args.accuracy_control is not None:
+        if "default" not in configs:
+            raise InputError("--accuracy-control starts from the configured recipe: leave out --no-default")
+        name = f"accuracy control (max drop {args.accuracy_control})"
+        paths[name] = work / "accuracy-control" / "model.xml"
+        row = accuracy_controlled(config, images, truth, args.accuracy_control, max(1, args.iterations), paths[name])
+        row["agreement"] = agreement(truth, Runner(paths[name], config).persons(images))
+        result["recipes"][name] = row
+        log.info("%s: %s; put back in float: %s", name, row["agreement"], ", ".join(row["put_back_in_float"]) or "none")
+    cpu = cpu_ms(paths)
     result["fp32_cpu_ms"] = cpu.pop("FP32")
     for name, ms in cpu.items():
         result["recipes"][name]["cpu_ms"] = ms

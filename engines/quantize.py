@@ -61,11 +61,10 @@ def float_patterns(cfg: QuantizeSettings) -> list[str]:
             + (ATTENTION_FLOAT_PATTERNS if cfg.attention_in_float else []))
 
 
-def quantize_ir(fp32_onnx: Path, samples: list[np.ndarray], out_xml: Path, preset: str = "mixed",
-                patterns: list[str] | None = None, fast_bias_correction: bool = True,
-                activation_ranges: str = "minmax") -> None:
-    """NNCF post-training quantization of `fp32_onnx` on `samples`, the layers matching `patterns`
-    kept in float; writes `out_xml` + `.bin`."""
+def _nncf_inputs(fp32_onnx: Path, samples: list[np.ndarray], preset: str, patterns: list[str] | None,
+                 fast_bias_correction: bool, activation_ranges: str) -> tuple[Any, Any, dict[str, Any]]:
+    """The OpenVINO model, the calibration dataset and the keyword arguments of the recipe, shared
+    by plain post-training quantization and NNCF's accuracy-aware variant."""
     reason = nncf_available()
     if reason is not None:
         raise ModelError(f"cannot build the INT8 model: {reason}")
@@ -83,19 +82,52 @@ def quantize_ir(fp32_onnx: Path, samples: list[np.ndarray], out_xml: Path, prese
     # and its shape subgraphs remain (the INT8 model then ran ~25 % slower at 640x384).
     model = ov.convert_model(str(fp32_onnx))
     input_name = model.inputs[0].get_any_name()
-    ignored = nncf.IgnoredScope(patterns=list(patterns), validate=False) if patterns else None
     nncf.set_log_level(logging.ERROR)  # its per-layer INFO lines would drown the command's output
     # NNCF's default overflow fix (the first layer's weights at 7 bits) is kept: CPUs without VNNI
     # (AVX2) add u8 x s8 products in 16 bits, and without it the first conv saturates there
     # (agreement with FP32 fell from 0.989 to 0.902 mean OKS, `benchmarks/int8_accuracy.py`).
-    quantized = nncf.quantize(
-        model, nncf.Dataset(samples, lambda x: {input_name: x}), subset_size=len(samples),
-        preset=nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
-        ignored_scope=ignored, fast_bias_correction=fast_bias_correction,
-        advanced_parameters=(AdvancedQuantizationParameters(
+    kwargs = {"subset_size": len(samples),
+              "preset": nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
+              "ignored_scope": nncf.IgnoredScope(patterns=list(patterns), validate=False) if patterns else None,
+              "fast_bias_correction": fast_bias_correction}
+    if activation_ranges == "histogram":
+        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(
             activations_range_estimator_params=RangeEstimatorParametersSet.HISTOGRAM)
-            if activation_ranges == "histogram" else None))
-    ov.save_model(quantized, str(out_xml), compress_to_fp16=False)
+    return model, nncf.Dataset(samples, lambda x: {input_name: x}), kwargs
+
+
+def quantize_ir(fp32_onnx: Path, samples: list[np.ndarray], out_xml: Path, preset: str = "mixed",
+                patterns: list[str] | None = None, fast_bias_correction: bool = True,
+                activation_ranges: str = "minmax") -> None:
+    """NNCF post-training quantization of `fp32_onnx` on `samples`, the layers matching `patterns`
+    kept in float; writes `out_xml` + `.bin`."""
+    import nncf
+    import openvino as ov
+
+    model, dataset, kwargs = _nncf_inputs(fp32_onnx, samples, preset, patterns, fast_bias_correction,
+                                          activation_ranges)
+    ov.save_model(nncf.quantize(model, dataset, **kwargs), str(out_xml), compress_to_fp16=False)
+
+
+def quantize_with_accuracy_control(fp32_onnx: Path, samples: list[np.ndarray], cfg: QuantizeSettings,
+                                   validation: list[Any], validate: Any, max_drop: float,
+                                   iterations: int) -> Any:
+    """NNCF's accuracy-aware quantization with the `[quantize]` recipe: layers go back to float,
+    most harmful first, until `validate(compiled_model, items) -> (metric, per-item values)` on
+    `validation` (its items' first element is the network input) drops at most `max_drop` below
+    FP32's, or `iterations` rounds are spent. Returns the OpenVINO model (benchmarks only)."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    model, dataset, kwargs = _nncf_inputs(fp32_onnx, samples, cfg.preset, float_patterns(cfg),
+                                          cfg.fast_bias_correction, cfg.activation_ranges)
+    name = model.inputs[0].get_any_name()
+    advanced = kwargs.pop("advanced_parameters", None)
+    return nncf.quantize_with_accuracy_control(
+        model, dataset, nncf.Dataset(validation, lambda item: {name: item[0]}), validate,
+        max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=advanced,
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=iterations),
+        **kwargs)
 
 
 def _versions() -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from posestream.benchmarks.int8_accuracy import agreement, parse_recipe
+from posestream.benchmarks.int8_accuracy import agreement, agreement_metric, float_compute_ops, parse_recipe
 from posestream.stream.core.errors import InputError
 
 
@@ -33,3 +33,28 @@ def test_recipes_parse_into_quantize_overrides() -> None:
         "v2", ["quantize.attention_in_float=false", "quantize.mosaics=0", "detector.input_size=320"])
     with pytest.raises(InputError, match="NAME=KEY=VALUE"):
         parse_recipe("no-settings")
+
+
+def test_agreement_metric_is_one_for_fp32_itself_and_falls_with_moves_and_score_drift() -> None:
+    truth = [_persons([[10, 10, 50, 150]], [0.9])]
+    assert agreement_metric(agreement(truth, truth)) == 1.0
+    drifted = agreement(truth, [_persons([[10, 10, 50, 150]], [0.7], shift=2.0)])
+    assert agreement_metric(drifted) == pytest.approx(drifted["mean_oks"] - 0.2)
+    nobody = [_persons([], [])]
+    assert agreement_metric(agreement(nobody, nobody)) == 1.0  # nothing to compare: no loss
+
+
+def test_float_compute_ops_names_the_convolutions_without_a_quantized_input() -> None:
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="x")
+    weights = ops.constant(np.ones((4, 3, 1, 1), np.float32))
+    low, high = ops.constant(np.float32(0)), ops.constant(np.float32(1))
+    quantized = ops.fake_quantize(x, low, high, low, high, 256)
+    int8_conv = ops.convolution(quantized, weights, [1, 1], [0, 0], [0, 0], [1, 1])
+    int8_conv.set_friendly_name("int8_conv")
+    float_conv = ops.convolution(x, weights, [1, 1], [0, 0], [0, 0], [1, 1])
+    float_conv.set_friendly_name("float_conv")
+    model = ov.Model([int8_conv, float_conv], [x])
+    assert float_compute_ops(model) == {"float_conv"}
