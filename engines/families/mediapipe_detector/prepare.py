@@ -14,9 +14,8 @@ import torch
 from posestream.engines.families.mediapipe_detector.decode import KEYPOINTS, anchors
 from posestream.engines.families.mediapipe_detector.network import MEMBER, OUTPUTS, SIZE, PersonDetectorNet
 from posestream.engines.packages import HUMAN_MODELS, human_models_graph
-from posestream.engines.model_build import build_into, export_onnx, intact_card, verify_export
+from posestream.engines.model_build import build_into, export_onnx, prepared_card, verify_export
 from posestream.engines.model_card import ModelCard, sha256_file
-from posestream.stream.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +28,7 @@ LICENCE = ("Apache-2.0 (Google MediaPipe pose detection weights; TensorFlow.js c
 def prepare_person_detector(name: str, home: Path, source: Path | None = None, *, opset: int = 17,
                             threads: int = 2, force: bool = False) -> ModelCard:
     """Build the detector into `home/models/mediapipe-person/`; an intact cache is reused."""
-    if name != NAME:
-        raise InputError(f"unknown MediaPipe detector '{name}' (valid: {NAME})")
-    target = Path(home) / "models" / name
-    card = None if force else intact_card(target)
+    target, card = prepared_card(home, name, [NAME], "MediaPipe detector", force)
     if card is not None:
         return card
     graph, origin = human_models_graph(home, source, MEMBER)

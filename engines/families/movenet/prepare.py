@@ -11,9 +11,8 @@ import torch
 
 from posestream.engines.families.movenet.network import MODELS, MoveNetHeads, distance_offset
 from posestream.engines.packages import HUMAN_MODELS, human_models_graph
-from posestream.engines.model_build import build_into, export_onnx, intact_card, verify_export
+from posestream.engines.model_build import build_into, export_onnx, prepared_card, verify_export
 from posestream.engines.model_card import ModelCard, sha256_file
-from posestream.stream.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +24,10 @@ LICENCE = ("Apache-2.0 (Google MoveNet weights; TensorFlow.js conversion shipped
 def prepare_movenet(name: str, home: Path, source: Path | None = None, *, opset: int = 17,
                     threads: int = 2, force: bool = False) -> ModelCard:
     """Build `name` (a key of `MODELS`) into `home/models/<name>/`; an intact cache is reused."""
-    if name not in MODELS:
-        raise InputError(f"unknown MoveNet model '{name}' (valid: {', '.join(MODELS)})")
-    spec = MODELS[name]
-    target = Path(home) / "models" / name
-    card = None if force else intact_card(target)
+    target, card = prepared_card(home, name, MODELS, "MoveNet model", force)
     if card is not None:
         return card
+    spec = MODELS[name]
     graph, origin = human_models_graph(home, source, spec.member)
     single = spec.kind == "single"
 
