@@ -24,7 +24,7 @@ from posestream.stream.progress import Display, Snapshot
 from posestream.stream.ring import FrameRing
 from posestream.stream.stage_graph import PlannedStage, decode_long_side, holders, inference_threads, plan
 from posestream.stream.stage_runtime import StageIO
-from posestream.stream.supervisor import SignalTrap, Supervisor, SupervisorSettings
+from posestream.stream.supervisor import SignalTrap, StageProcess, Supervisor, SupervisorSettings
 
 log = logging.getLogger(__name__)
 
@@ -207,14 +207,20 @@ class Pipeline:
         last_processed = {name: 0.0 for name in sup.stages}
         last_tick = start
         stop_deadline: float | None = None
+
+        def take(stage: StageProcess, kind: str, payload: Any) -> None:
+            """A stage's message: the sinks' report, a source's counts or the model a stage runs."""
+            nonlocal sink_report
+            if kind == "report":
+                sink_report = payload
+            elif kind == "source_stats":
+                source_stats[stage.name] = payload
+            elif kind == "model":
+                self._models[stage.name] = payload
+
         while not sup.all_finished():
             for stage, kind, payload in sup.poll(TICK_S):
-                if kind == "report":
-                    sink_report = payload
-                elif kind == "source_stats":
-                    source_stats[stage.name] = payload
-                elif kind == "model":
-                    self._models[stage.name] = payload
+                take(stage, kind, payload)
             now = time.time()
             for stage, feeders in upstream.items():
                 sent = sum(sup.stages[f].counters.get("sent") for f in feeders)
@@ -244,12 +250,7 @@ class Pipeline:
         sup.close()
         for stage in sup.stages.values():
             for kind, payload in stage.messages:
-                if kind == "report":
-                    sink_report = payload
-                elif kind == "source_stats":
-                    source_stats[stage.name] = payload
-                elif kind == "model":
-                    self._models[stage.name] = payload
+                take(stage, kind, payload)
         return self._report(sup, streams, depths, sink_report, source_stats, elapsed, trap.first)
 
     def _report(self, sup: Supervisor, streams: list[dict[str, Any]], depths: QueueDepths,
