@@ -1,12 +1,15 @@
 """The default tracker: OKS + IoU association, Kalman box motion, ByteTrack-style two passes.
 
 Per frame (`update`), after predicting every track one frame ahead:
-1. high-score poses vs tracked (confirmed, seen last frame) tracks, by `oks_weight * OKS +
-   iou_weight * IoU` against the predicted box and the last pose moved onto it;
+1. high-score poses vs confirmed tracks, tracked (seen last frame) and lost alike, by
+   `oks_weight * OKS + iou_weight * IoU` against the predicted box and the last pose moved onto it
+   (ByteTrack's first pass pools them: a person hidden for a while reappears where the motion model
+   put them);
 2. low-score poses vs the tracked tracks still unmatched (ByteTrack's second pass: an occluded
    person's weak detection keeps its track alive instead of being thrown away);
-3. re-identification: remaining high-score poses vs lost tracks by pose similarity alone (OKS with
-   the last pose placed at the predicted box or where it was last seen, whichever fits better);
+3. re-identification: remaining high-score poses vs lost tracks still unmatched, by pose
+   similarity alone (OKS with the last pose placed at the predicted box or where it was last seen,
+   whichever fits better): a person who reappears away from the prediction;
 4. remaining high-score poses vs tentative tracks;
 5. poses still unmatched with score >= `new_track_score` start tentative tracks.
 
@@ -214,7 +217,7 @@ class OksByteTracker(Tracker):
         high = np.flatnonzero(scores >= self.high_score)
         low = np.flatnonzero((scores >= self.low_score) & (scores < self.high_score))
         tracked = np.flatnonzero(tracks.state == TRACKED)
-        match(high, tracked, self.match_similarity)
+        match(high, np.flatnonzero(tracks.state != TENTATIVE), self.match_similarity)
         match(low, tracked, self.low_match_similarity)
         match(high, np.flatnonzero(lost), self.reid_similarity, reid=True)
         match(high, np.flatnonzero(tracks.state == TENTATIVE), self.match_similarity)

@@ -63,6 +63,21 @@ def test_person_hidden_while_crossing_gets_its_id_back(tracker_factory, make_pos
     assert ids.next() == 3
 
 
+def test_person_back_where_the_motion_put_them_keeps_the_id_though_the_pose_changed(
+        tracker_factory, make_poses):
+    """A walker hidden for 8 frames comes out a little ahead of where the Kalman prediction put
+    them, arms now raised: the pose alone is too far from the last one (OKS under
+    reid_similarity), but box and pose together at the predicted box match in the first pass,
+    where lost tracks join the tracked ones (ByteTrack's pool)."""
+    tracker, ids = tracker_factory(camera_motion="off")
+    frames = [{"p": (200 + 8 * t, 300, 200, "down", 0.9)} for t in range(10)]
+    frames += [{} for _ in range(8)]
+    frames += [{"p": (200 + 8 * t + 15, 300, 200, "up", 0.9)} for t in range(18, 24)]
+    history = by_label(tracker, make_poses, frames)
+    assert history["p"] == [1] * 10 + [None] * 8 + [1] * 6
+    assert ids.next() == 2
+
+
 @pytest.mark.parametrize("speed", [0.0, 6.0], ids=["standing", "walking"])
 @pytest.mark.parametrize("missing, same_id", [(1, True), (4, True), (10, True), (11, False),
                                               (20, False)])
