@@ -1,5 +1,10 @@
 """The default tracker: OKS + IoU association, Kalman box motion, ByteTrack-style two passes.
 
+Scores here are the detector's box scores (`Poses.box_scores`): the thresholds are ByteTrack's,
+set for detector confidences, and what is matched is the box. The pose score means something else
+per pose mode (one-stage: the best score of the poses that pose NMS merged, which can lift a weak
+partial box; top-down: box score times mean keypoint score).
+
 Per frame (`update`), after predicting every track one frame ahead:
 1. high-score poses vs confirmed tracks, tracked (seen last frame) and lost alike, by
    `oks_weight * OKS + iou_weight * IoU` against the predicted box and the last pose moved onto it
@@ -213,7 +218,7 @@ class OksByteTracker(Tracker):
             free_tracks[track_rows[cols]] = False
             pairs.append((track_rows[cols], pose_rows[rows]))
 
-        scores = poses.scores
+        scores = poses.box_scores
         high = np.flatnonzero(scores >= self.high_score)
         low = np.flatnonzero((scores >= self.low_score) & (scores < self.high_score))
         tracked = np.flatnonzero(tracks.state == TRACKED)

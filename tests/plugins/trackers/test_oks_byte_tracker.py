@@ -227,3 +227,16 @@ def test_no_tracker_returns_no_ids(make_poses):
         out = tracker.update(make_poses([(200, 300, 200, "down", 0.9), (600, 300, 180, "up", 0.9)]))
         assert out.ids.tolist() == [-1, -1]
     assert ids.next() == 1
+
+
+def test_tracker_reads_box_scores_not_pose_scores(tracker_factory, make_poses):
+    """Pose NMS gives a merged pose the best score of its cluster, so a weak partial box can carry a
+    high pose score (and top-down pose scores fall with keypoint scores): the thresholds are for
+    detector confidences, and the tracker reads each box's own."""
+    tracker, _ = tracker_factory()
+    for _ in range(6):
+        poses = make_poses([(200, 300, 200, "down", 0.9), (600, 300, 200, "down", 0.9)])
+        poses.box_scores = np.array([0.05, 0.9], dtype=np.float32)   # first: strong pose, weak box
+        poses.scores = np.array([0.9, 0.05], dtype=np.float32)       # second: weak pose, strong box
+        ids = tracker.update(poses).ids
+    assert ids[0] == -1 and ids[1] >= 0
