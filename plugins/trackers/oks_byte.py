@@ -45,7 +45,6 @@ import logging
 import numpy as np
 
 from posestream.plugins.trackers import appearance, camera_motion
-from posestream.plugins.trackers.association import assign
 from posestream.plugins.trackers.frame_gap import FrameClock
 from posestream.plugins.trackers.kalman import BoxKalman, xywh_to_cxcywh
 from posestream.stream.core.contracts import IdAllocator, Tracker, TrackFrame
@@ -150,6 +149,11 @@ class OksByteTracker(Tracker):
         self._sigmas = np.zeros(0)
         self._segments = appearance.segments(())
         self._first_frame = True
+        # The matcher's scipy.optimize takes ~0.4 s to import, and the supervisor imports this class
+        # only to ask `reads_pixels` while it plans the stages: it is imported with an instance, in
+        # the track stage's own process, while the detector starts.
+        from posestream.plugins.trackers.association import assign
+        self._assign = assign
 
     @classmethod
     def reads_pixels(cls, settings: Settings) -> bool:
@@ -213,7 +217,7 @@ class OksByteTracker(Tracker):
                 similarity = self._with_looks(tracks, track_rows, similarity, colours[pose_rows],
                                               colour_counts[pose_rows], boxes[pose_rows],
                                               predicted_boxes)
-            rows, cols = assign(similarity, min_similarity)
+            rows, cols = self._assign(similarity, min_similarity)
             free_poses[pose_rows[rows]] = False
             free_tracks[track_rows[cols]] = False
             pairs.append((track_rows[cols], pose_rows[rows]))
