@@ -91,7 +91,10 @@ def test_auto_picks_openvino_on_the_cpu_when_installed(monkeypatch: pytest.Monke
     with pytest.raises(BackendUnavailableError, match="CPU"):
         resolve_backend("openvino", "cuda")
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider"])
+    assert resolve_backend("auto") == ("openvino", "cpu")  # a CUDA build of onnxruntime, no NVIDIA device
+    monkeypatch.setattr(factory, "nvidia_device_present", lambda: True)
     assert resolve_backend("auto") == ("onnxruntime", "cuda")  # a GPU beats the CPU
+    monkeypatch.setattr(factory, "nvidia_device_present", lambda: False)
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
     real = factory.importable
     monkeypatch.setattr(factory, "importable", lambda package: package != "openvino" and real(package))
