@@ -186,6 +186,8 @@ def run_posestream(clip: Path, frames: int, scratch: Path, overrides: list[str],
         stages = json.loads(metrics.read_text(encoding="utf-8")).get("stages", {})
         row["loop_fps"] = stages.get("sinks", {}).get("fps")
         row["busy_pct"] = {name: s.get("busy_pct") for name, s in stages.items()}  # where the time goes
+        row["cpu_ms_per_frame"] = {name: round(1000 * s["cpu_s"] / frames, 2)  # what each stage costs
+                                   for name, s in stages.items() if s.get("cpu_s") is not None}
     if out.is_file():
         persons = json.loads(out.read_text(encoding="utf-8"))
         row["persons_per_frame"] = round(len(persons) / frames, 2)
