@@ -76,3 +76,15 @@ def test_table_shows_rounds_ratio_and_target() -> None:
     lines = peer.format_result(result)
     assert any("60.0 66.0" in line and "1.26x" in line for line in lines)
     assert lines[-1].startswith("target default / peer >= 1.2: 1.26x met")
+
+
+def test_posestream_row_says_what_each_stage_cost(shared: Path, prepared_home: Path, tmp_path: Path) -> None:
+    """A real `posestream run` of the 5-frame street clip: the row has the whole command's FPS and,
+    per stage, the busy share and the CPU per frame the run's metrics reported (the windows' cost
+    was found from these)."""
+    clip = shared / "data" / "video" / "street_walk_5f.mp4"
+    row = peer.run_posestream(clip, 5, tmp_path, [], "row")
+    assert row["fps"] > 0 and row["persons_per_frame"] > 0
+    assert set(row["cpu_ms_per_frame"]) == set(row["busy_pct"]) >= {"source0", "detect", "track", "sinks"}
+    assert row["cpu_ms_per_frame"]["detect"] > 1.0  # a 5-frame run of the INT8 detector, start-up included
+    assert all(value >= 0 for value in row["cpu_ms_per_frame"].values())
