@@ -222,23 +222,23 @@ def _serve_overlapped(rt: StageRuntime, io: StageIO, step: Any, rings: RingCache
 
 
 def run_track(rt: StageRuntime, io: StageIO) -> None:
-    """One tracker per stream; ids from one allocator, so they are unique across streams. Each
-    tracker hears the frame's number and clock (`TrackFrame`), and its pixels when the graph gave
-    this stage a lease (`io.bit`: the tracker `reads_pixels`), released as soon as it returns."""
+    """One tracker per stream (stream ids are the sources' indices), made before the first frame
+    arrives, so what a tracker loads (the matcher's scipy) loads while the detector starts; ids from
+    one allocator, so they are unique across streams. Each tracker hears the frame's number and clock
+    (`TrackFrame`), and its pixels when the graph gave this stage a lease (`io.bit`: the tracker
+    `reads_pixels`), released as soon as it returns."""
     from posestream.stream.core.contracts import IdAllocator
     from posestream.stream.core.registry import load_plugin
 
     settings = rt.settings
     tracker_cls = load_plugin("posestream.trackers", settings.tracker.plugin)
     ids = IdAllocator()
-    trackers: dict[int, Any] = {}
+    trackers = [tracker_cls(settings, ids) for _ in range(io.streams)]
     rings = RingCache(io.conds)
 
     def process(works: list[Work]) -> list[Work]:
         for w in works:
-            tracker = trackers.get(w.ref.stream_id)
-            if tracker is None:
-                tracker = trackers[w.ref.stream_id] = tracker_cls(settings, ids)
+            tracker = trackers[w.ref.stream_id]
             if not io.bit:
                 w.poses = tracker.update(w.poses, track_frame(w.ref, None))
                 continue
