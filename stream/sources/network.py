@@ -16,6 +16,7 @@ from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import av
+from av.video.reformatter import VideoReformatter
 
 from posestream.stream.core.errors import InputError, PosestreamError
 from posestream.stream.sources.base import Frame, Source, SourceInfo, SourceSettings
@@ -83,6 +84,7 @@ class NetworkSource(Source):
         self._slot = threading.Condition()
         self._latest: tuple[Any, float] | None = None
         self._failure: BaseException | None = None
+        self._reformatter = VideoReformatter()  # to_bgr's scaler, kept between frames (consumer's thread)
         container, frames, first = self._connect()
         self._put(first)
         self.info = SourceInfo(name=name or default_name(url), kind="network", live=True,
@@ -192,7 +194,7 @@ class NetworkSource(Source):
                     raise InputError(f"{self._what}: reader failed: {self._failure}")
                 frame, capture_ts = self._latest
                 self._latest = None
-            image = to_bgr(frame, self.decode_size(frame.width, frame.height))
+            image = to_bgr(frame, self.decode_size(frame.width, frame.height), self._reformatter)
             yield self._frame(image, frame.time, capture_ts, source_hw=(frame.height, frame.width))
 
     def _interrupt(self) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import av
+from av.video.reformatter import VideoReformatter
 
 from posestream.stream.core.errors import InputError
 from posestream.stream.sources.base import Frame, Source, SourceInfo, SourceSettings
@@ -26,6 +27,7 @@ class PyAVSource(Source):
         super().__init__()
         self._container = container
         self._what = what
+        self._reformatter = VideoReformatter()  # to_bgr's scaler, kept between frames
         try:
             self._stream = video_stream(container, what, settings.decode_threads)
             width = self._stream.codec_context.width
@@ -48,7 +50,7 @@ class PyAVSource(Source):
         stand, and the loss is logged and kept in `stats` (a `--strict` run fails on it)."""
         try:
             for frame in decode_frames(self._container, self._stream, self.stats, self._what):
-                image = to_bgr(frame, self.decode_size(frame.width, frame.height))
+                image = to_bgr(frame, self.decode_size(frame.width, frame.height), self._reformatter)
                 yield self._frame(image, frame.time, time.time(), source_hw=(frame.height, frame.width))
         except av.FFmpegError as exc:
             if self.stats.frames_read == 0:
