@@ -41,6 +41,17 @@ def nvidia_device_present() -> bool:
     return any(Path("/dev").glob("nvidia[0-9]*"))
 
 
+def onnxruntime_cuda_usable() -> bool:
+    """Whether `auto` may run ONNX Runtime on the GPU: an NVIDIA device is present and this
+    onnxruntime build has the CUDA provider. Without a device onnxruntime is not imported (0.2 s of
+    every detect stage's start on a CPU machine)."""
+    if not nvidia_device_present():
+        return False
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
 def backend_names() -> tuple[str, ...]:
     """Every valid `engine.backend` value."""
     return (*BACKENDS, "auto")

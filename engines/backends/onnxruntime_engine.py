@@ -51,10 +51,9 @@ class OnnxRuntimeEngine(Engine):
     def placement(cls, device: str, auto: bool) -> str:
         """Any device this onnxruntime has a provider for; `auto` on `cpu` takes CUDA when this build
         has its provider and an NVIDIA device is present."""
-        from posestream.engines.backends.factory import nvidia_device_present
+        from posestream.engines.backends.factory import onnxruntime_cuda_usable
 
-        if (auto and device == "cpu" and "CUDAExecutionProvider" in ort.get_available_providers()
-                and nvidia_device_present()):
+        if auto and device == "cpu" and onnxruntime_cuda_usable():
             return "cuda"
         return device
 

@@ -156,17 +156,13 @@ class OpenVinoEngine(Engine):
 
     @classmethod
     def placement(cls, device: str, auto: bool) -> str:
-        """The CPU only. With `auto`, an ONNX Runtime CUDA provider on an NVIDIA device is preferred to
-        the CPU (without a device, onnxruntime is not imported: 0.2 s of every detect stage's start)."""
-        from posestream.engines.backends.factory import nvidia_device_present
+        """The CPU only. With `auto`, ONNX Runtime on an NVIDIA GPU is preferred to the CPU."""
+        from posestream.engines.backends.factory import onnxruntime_cuda_usable
 
         if device != "cpu":
             raise BackendUnavailableError(f"backend 'openvino' runs on the CPU here, not on '{device}'")
-        if auto and nvidia_device_present():
-            import onnxruntime
-
-            if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-                raise BackendUnavailableError("a CUDA device is present (ONNX Runtime runs there)")
+        if auto and onnxruntime_cuda_usable():
+            raise BackendUnavailableError("a CUDA device is present (ONNX Runtime runs there)")
         return "cpu"
 
     @classmethod

@@ -18,7 +18,7 @@ from posestream.stream.core.config import load_config
 from posestream.stream.sources import open_source
 from posestream.stream.stage_runtime import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[2] == "keep" else None
-faults, frames = [], 0
+frames = 0
 with open_source(sys.argv[1], load_config()) as source:
     source.scale_down_to(1280)
     for frame in source.frames():
