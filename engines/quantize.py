@@ -6,13 +6,16 @@ the model card's `extra["int8"]` (apart from `files`, which lists ONNX variants 
 files and where it came from (the FP32 file's sha256, the calibration source and count, the recipe
 and its settings, the NNCF and OpenVINO versions). `ensure_int8` rebuilds it when it is missing,
 damaged, made from another FP32 file, by another recipe or with other settings; it keeps a model
-calibrated on the user's own data (`--calibration`) while that model is current.
+calibrated on the user's own data (`--calibration`) while that model is current. The overflow fix
+depends on the CPU that builds and runs the model (`int8_products_saturate`): a model built without
+it (VNNI) is refused where INT8 sums saturate, and `models prepare` rebuilds it there.
 
 Where the loss comes from and how the recipe was chosen: `benchmarks/int8_accuracy.py` and
 docs/benchmarks.md.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import tempfile
@@ -53,6 +56,35 @@ def nncf_available() -> str | None:
     return None
 
 
+@functools.cache
+def int8_products_saturate() -> bool:
+    """Whether OpenVINO's CPU plugin, here, adds INT8 products in 16 bits with saturation (CPUs
+    without VNNI/AMX, or kernels capped by `ONEDNN_MAX_CPU_ISA`): one 1x1 convolution whose u8 x s8
+    pairs (255 x 127, twice) overflow 16 bits is run, and its output compared with the exact sum.
+    A functional probe, not a flag list, so it also holds for capped ISAs and other CPU families."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    channels, x, w = 16, np.float32(2.55), np.float32(1.27)  # u8 255 and s8 127 at scale 0.01
+    image = ops.parameter([1, channels, 1, 1], np.float32, name="image")
+    zero = ops.constant(np.float32(0))
+    pixels = ops.fake_quantize(image, zero, ops.constant(x), zero, ops.constant(x), 256)
+    low, high = ops.constant(np.float32(-1.28)), ops.constant(w)
+    weights = ops.fake_quantize(ops.constant(np.full((1, channels, 1, 1), w, np.float32)), low, high, low, high, 256)
+    conv = ops.convolution(pixels, weights, [1, 1], [0, 0], [0, 0], [1, 1])
+    compiled = ov.Core().compile_model(ov.Model([conv], [image]), "CPU", {"INFERENCE_NUM_THREADS": 1})
+    out = float(compiled(np.full((1, channels, 1, 1), x, np.float32))[0].ravel()[0])
+    return out < 0.9 * channels * float(x) * float(w)  # saturated pairs give about half
+
+
+def overflow_fix(cfg: QuantizeSettings) -> str:
+    """NNCF's overflow fix for the `[quantize] overflow_fix` setting: `auto` = the first layer's
+    weights at 7 bits only where INT8 products saturate (`int8_products_saturate`), none elsewhere."""
+    if cfg.overflow_fix != "auto":
+        return cfg.overflow_fix
+    return "first_layer" if int8_products_saturate() else "disable"
+
+
 # -- quantization -------------------------------------------------------------------------------------
 
 def float_patterns(cfg: QuantizeSettings) -> list[str]:
@@ -61,20 +93,17 @@ def float_patterns(cfg: QuantizeSettings) -> list[str]:
             + (ATTENTION_FLOAT_PATTERNS if cfg.attention_in_float else []))
 
 
-def _nncf_inputs(fp32_onnx: Path, samples: list[np.ndarray], preset: str, patterns: list[str] | None,
-                 fast_bias_correction: bool, activation_ranges: str) -> tuple[Any, Any, dict[str, Any]]:
-    """The OpenVINO model, the calibration dataset and the keyword arguments of the recipe, shared
-    by plain post-training quantization and NNCF's accuracy-aware variant."""
+def _nncf_inputs(fp32_onnx: Path, samples: list[np.ndarray], cfg: QuantizeSettings) -> tuple[Any, Any, dict[str, Any]]:
+    """The OpenVINO model, the calibration dataset and the keyword arguments of the `[quantize]`
+    recipe, shared by plain post-training quantization and NNCF's accuracy-aware variant."""
     reason = nncf_available()
     if reason is not None:
         raise ModelError(f"cannot build the INT8 model: {reason}")
-    QuantizeSettings.checked("preset", preset)  # the choices [quantize] declares
-    QuantizeSettings.checked("activation_ranges", activation_ranges)
     if not samples:
         raise InputError("INT8 quantization needs at least one calibration image")
     import nncf
     import openvino as ov
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     # convert_model (not read_model) applies OpenVINO's front-end fusions first: SiLU becomes one
@@ -83,29 +112,29 @@ def _nncf_inputs(fp32_onnx: Path, samples: list[np.ndarray], preset: str, patter
     model = ov.convert_model(str(fp32_onnx))
     input_name = model.inputs[0].get_any_name()
     nncf.set_log_level(logging.ERROR)  # its per-layer INFO lines would drown the command's output
-    # NNCF's default overflow fix (the first layer's weights at 7 bits) is kept: CPUs without VNNI
-    # (AVX2) add u8 x s8 products in 16 bits, and without it the first conv saturates there
-    # (agreement with FP32 fell from 0.989 to 0.902 mean OKS, `benchmarks/int8_accuracy.py`).
+    # The overflow fix (the first layer's weights at 7 bits) is for CPUs that add u8 x s8 products
+    # in 16 bits (no VNNI): without it their first conv saturates (agreement with FP32 0.989 -> 0.902
+    # mean OKS); with VNNI it only coarsens those weights (`overflow_fix`, docs/benchmarks.md).
+    fix = {"first_layer": OverflowFix.FIRST_LAYER, "disable": OverflowFix.DISABLE}[overflow_fix(cfg)]
+    advanced: dict[str, Any] = {"overflow_fix": fix}
+    if cfg.activation_ranges == "histogram":
+        advanced["activations_range_estimator_params"] = RangeEstimatorParametersSet.HISTOGRAM
+    patterns = float_patterns(cfg)
     kwargs = {"subset_size": len(samples),
-              "preset": nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
-              "ignored_scope": nncf.IgnoredScope(patterns=list(patterns), validate=False) if patterns else None,
-              "fast_bias_correction": fast_bias_correction}
-    if activation_ranges == "histogram":
-        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(
-            activations_range_estimator_params=RangeEstimatorParametersSet.HISTOGRAM)
+              "preset": nncf.QuantizationPreset.MIXED if cfg.preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
+              "ignored_scope": nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else None,
+              "fast_bias_correction": cfg.fast_bias_correction,
+              "advanced_parameters": AdvancedQuantizationParameters(**advanced)}
     return model, nncf.Dataset(samples, lambda x: {input_name: x}), kwargs
 
 
-def quantize_ir(fp32_onnx: Path, samples: list[np.ndarray], out_xml: Path, preset: str = "mixed",
-                patterns: list[str] | None = None, fast_bias_correction: bool = True,
-                activation_ranges: str = "minmax") -> None:
-    """NNCF post-training quantization of `fp32_onnx` on `samples`, the layers matching `patterns`
-    kept in float; writes `out_xml` + `.bin`."""
+def quantize_ir(fp32_onnx: Path, samples: list[np.ndarray], out_xml: Path, cfg: QuantizeSettings) -> None:
+    """NNCF post-training quantization of `fp32_onnx` on `samples` by the `[quantize]` recipe `cfg`;
+    writes `out_xml` + `.bin`."""
     import nncf
     import openvino as ov
 
-    model, dataset, kwargs = _nncf_inputs(fp32_onnx, samples, preset, patterns, fast_bias_correction,
-                                          activation_ranges)
+    model, dataset, kwargs = _nncf_inputs(fp32_onnx, samples, cfg)
     ov.save_model(nncf.quantize(model, dataset, **kwargs), str(out_xml), compress_to_fp16=False)
 
 
@@ -119,10 +148,9 @@ def quantize_with_accuracy_control(fp32_onnx: Path, samples: list[np.ndarray], c
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-    model, dataset, kwargs = _nncf_inputs(fp32_onnx, samples, cfg.preset, float_patterns(cfg),
-                                          cfg.fast_bias_correction, cfg.activation_ranges)
+    model, dataset, kwargs = _nncf_inputs(fp32_onnx, samples, cfg)
     name = model.inputs[0].get_any_name()
-    advanced = kwargs.pop("advanced_parameters", None)
+    advanced = kwargs.pop("advanced_parameters")
     return nncf.quantize_with_accuracy_control(
         model, dataset, nncf.Dataset(validation, lambda item: {name: item[0]}), validate,
         max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=advanced,
@@ -164,6 +192,12 @@ def int8_problems(card: ModelCard, directory: Path, config: Settings | None = No
         problems.append(f"recipe {quant.get('recipe')} is not {RECIPE}")
     if config is not None and quant.get("settings") != recipe_settings(config):
         problems.append("built with other [quantize] settings")
+    built_fix = quant.get("overflow_fix", "first_layer")  # cards from before the setting: NNCF's default
+    if built_fix == "disable" and int8_products_saturate():
+        problems.append("built without the overflow fix (for CPUs with VNNI), but this CPU adds INT8 products "
+                        "in 16 bits and would saturate")
+    elif config is not None and config.quantize.overflow_fix not in ("auto", built_fix):
+        problems.append(f"built with overflow_fix = {built_fix}, not {config.quantize.overflow_fix}")
     return problems
 
 
@@ -185,8 +219,7 @@ def build_int8(config: Settings, card: ModelCard, directory: Path, calibration: 
     log.info("quantizing %s to INT8 on %d calibration images (%s) ...", fp32.name, len(samples), source)
     with tempfile.TemporaryDirectory(dir=directory, prefix=".int8-") as tmp:
         out = Path(tmp) / f"{stem}.xml"
-        quantize_ir(fp32, samples, out, cfg.preset, float_patterns(cfg), cfg.fast_bias_correction,
-                    cfg.activation_ranges)
+        quantize_ir(fp32, samples, out, cfg)
         for suffix in (".xml", ".bin"):
             shutil.move(str(out.with_suffix(suffix)), directory / f"{stem}{suffix}")
     card.extra[INT8_KEY] = {
@@ -195,15 +228,19 @@ def build_int8(config: Settings, card: ModelCard, directory: Path, calibration: 
         "input_shape": card.files[FP32_VARIANT]["input_shape"], "format": "openvino-ir",
         "quantization": {"recipe": RECIPE, "from_sha256": card.files[FP32_VARIANT]["sha256"],
                          "calibration": {"source": source, "count": len(samples)},
-                         "settings": recipe_settings(config), **_versions()},
+                         "settings": recipe_settings(config), "overflow_fix": overflow_fix(cfg), **_versions()},
     }
     card.save(directory)
     return card
 
 
 def ensure_int8(config: Settings, card: ModelCard, directory: Path, demo: DemoFrames | None = None) -> ModelCard:
-    """Keep a usable INT8 model (whatever its calibration); rebuild it on the default data when stale."""
+    """Keep a usable INT8 model (whatever its calibration); rebuild it on the default data when stale,
+    or when `overflow_fix` resolves otherwise on this CPU (a model built for another CPU class)."""
     problems = int8_problems(card, directory, config)
+    built_fix = card.extra.get(INT8_KEY, {}).get("quantization", {}).get("overflow_fix", "first_layer")
+    if not problems and built_fix != overflow_fix(config.quantize):
+        problems = [f"built with overflow_fix = {built_fix} where this CPU wants {overflow_fix(config.quantize)}"]
     if not problems:
         log.info("INT8 model of %s is prepared and intact", card.name)
         return card

@@ -195,6 +195,7 @@ class QuantizeSettings(Table):
     attention_in_float: bool
     fast_bias_correction: bool
     activation_ranges: str = choice("minmax", "histogram")
+    overflow_fix: str = choice("auto", "first_layer", "disable")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -14,7 +17,8 @@ import pytest
 
 from posestream.engines.calibration import default_calibration, mosaic, user_calibration, varied
 from posestream.engines.models import load_card, prepare_default_model, runtime_model_file
-from posestream.engines.quantize import INT8_KEY, RECIPE, build_int8, ensure_int8, int8_problems, nncf_available
+from posestream.engines.quantize import (INT8_KEY, RECIPE, build_int8, ensure_int8, int8_problems, int8_products_saturate,
+                                         nncf_available, overflow_fix)
 from posestream.stream.core.config import load_config
 from posestream.stream.core.errors import InputError, InputNotFoundError, ModelError
 from posestream.stream.core.settings import Settings
@@ -120,6 +124,51 @@ def test_intact_int8_model_is_reused_and_a_stale_one_rebuilt(int8_home: tuple[Se
     assert int8_problems(rebuilt, directory) == []
     assert "ultralytics" in rebuilt.extra[INT8_KEY]["quantization"]["calibration"]["source"]
     assert load_card(config, "yolo11n-pose")[0].extra[INT8_KEY] == rebuilt.extra[INT8_KEY]
+    # a model built for the other CPU class (overflow fix or not) is rebuilt for this one by prepare
+    wanted = overflow_fix(small.quantize)
+    assert rebuilt.extra[INT8_KEY]["quantization"]["overflow_fix"] == wanted
+    rebuilt.extra[INT8_KEY]["quantization"]["overflow_fix"] = {"disable": "first_layer", "first_layer": "disable"}[wanted]
+    before = xml.stat().st_mtime_ns
+    again = ensure_int8(small, rebuilt, directory)
+    assert xml.stat().st_mtime_ns != before and again.extra[INT8_KEY]["quantization"]["overflow_fix"] == wanted
+
+
+def test_a_model_without_the_overflow_fix_is_refused_where_int8_sums_saturate(int8_home: tuple[Settings, Path]) -> None:
+    config, directory = int8_home
+    card, _ = load_card(config, "yolo11n-pose")
+    card.extra[INT8_KEY]["quantization"]["overflow_fix"] = "disable"  # as built on a VNNI CPU
+    refused = any("would saturate" in p for p in int8_problems(card, directory, config))
+    assert refused == int8_products_saturate()
+    card.extra[INT8_KEY]["quantization"]["overflow_fix"] = "first_layer"  # correct on every CPU
+    assert int8_problems(card, directory, config) == []
+    explicit = config.with_overrides({"quantize.overflow_fix": "disable"})
+    assert any("overflow_fix = first_layer, not disable" in p for p in int8_problems(card, directory, explicit))
+    assert overflow_fix(explicit.quantize) == "disable"
+    card.extra[INT8_KEY]["quantization"].pop("overflow_fix")  # a card from before the setting: NNCF's default
+    assert int8_problems(card, directory, config) == []
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN's ISA cap is x86")
+def test_the_overflow_probe_sees_16_bit_int8_sums() -> None:
+    """With oneDNN's kernels capped at AVX2 INT8 products are added in 16 bits on every x86 CPU; uncapped
+    they saturate only without VNNI/AMX (the CPU flags say which)."""
+    code = "from posestream.engines.quantize import int8_products_saturate as p; print(p())"
+
+    def probe(isa: str | None) -> bool:
+        env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+        if isa:
+            env["ONEDNN_MAX_CPU_ISA"] = isa
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.strip() == "True"
+
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    assert probe("AVX2") is True
+    assert probe(None) is not bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def test_default_calibration_needs_no_model_hub(prepared_home: Path) -> None:
