@@ -14,7 +14,7 @@ what can be read without it: ids made, id fragments (an id that disappears and c
 how many of the main people's frames their longest ids cover (`people` per clip below).
 
     python -m posestream.benchmarks.tracking [--input-size 640,1280] [--clips NAME,...]
-        [--variant NAME=KEY=VALUE,...] [--no-peer] [--out tracking.json]
+        [--variant NAME=KEY=VALUE,...] [--video NAME=PATH:PEOPLE] [--no-peer] [--out tracking.json]
 
 The peer is optional (`pip install ultralytics lapx` into the same venv; never a posestream
 dependency); without it its rows are skipped with one line.
@@ -77,6 +77,17 @@ def shared_clips(config: Settings, scratch: Path) -> list[Clip]:
               Clip("soccer_posetrack_000001_5f", data / "video/soccer_posetrack_000001_5f.mp4", people=3),
               Clip("posetrack_000001_10f", data / "posetrack/sequences/000001_mpiinew_test", people=3)]
     return [clip for clip in clips if clip.path.exists()]
+
+
+def own_clip(spec: str) -> Clip:
+    """`NAME=PATH:PEOPLE` (`--video`) as a clip without GT."""
+    name, _, rest = spec.partition("=")
+    path, _, people = rest.rpartition(":")
+    if not name or not path or not people.isdigit():
+        raise SystemExit(f"--video wants NAME=PATH:PEOPLE, got {spec!r}")
+    if not Path(path).exists():
+        raise InputNotFoundError(f"--video {name}: {path} not found")
+    return Clip(name, Path(path), people=int(people))
 
 
 def panning_copy(folder: Path, out: Path, zoom: float = 1.25, cycles: float = 1.0) -> Path:
@@ -384,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE,...",
                         help="a posestream row with these config overrides (repeatable); "
                              "'posestream' (the configured tracker) is always there")
+    parser.add_argument("--video", action="append", default=[], metavar="NAME=PATH:PEOPLE",
+                        help="also a clip of your own without GT (a video or image folder, about PEOPLE "
+                             "persons), e.g. OpenCV's vtest.avi (repeatable)")
     parser.add_argument("--no-peer", action="store_true", help="leave out the peer's rows")
     parser.add_argument("--cache", type=Path, help="detections cache (default $POSESTREAM_HOME/tracking-cache)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
@@ -397,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.clips:
         wanted = args.clips.split(",")
         clips = [c for c in clips if c.name in wanted]
+    clips += [own_clip(spec) for spec in args.video]
     variants = {"posestream": {}, **parse_variants(args.variant)}
     missing = None if args.no_peer else peer_missing()
     rows = run(clips, [int(s) for s in args.input_size.split(",")], variants,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from posestream.benchmarks import tracking
+from posestream.stream.core.errors import InputNotFoundError
 from posestream.stream.mot import open_sequence, read_mot_file
 
 TUD = "data/mot/TUD-Campus"
@@ -56,3 +57,14 @@ def test_posestream_row_on_tud_campus(prepared_home: Path, shared: Path, tmp_pat
     assert 0.6 < row["MOTA"] < 0.9 and 0.6 < row["IDF1"] < 0.9 and row["gt_ids"] == 8
     assert len(row["timelines"]) == 8
     assert len(list(tmp_path.glob("TUD-Campus-640-*.npz"))) == 1  # the detections, cached
+
+
+def test_own_clips_are_named_with_their_people(shared: Path) -> None:
+    video = shared / "data/video/street_walk_5f.mp4"
+    clip = tracking.own_clip(f"street={video}:1")
+    assert clip == tracking.Clip("street", video, people=1)
+    for bad in ("street", f"street={video}", f"street={video}:one", f"={video}:1"):
+        with pytest.raises(SystemExit, match="NAME=PATH:PEOPLE"):
+            tracking.own_clip(bad)
+    with pytest.raises(InputNotFoundError, match="not found"):
+        tracking.own_clip("gone=/nonexistent/clip.mp4:2")
