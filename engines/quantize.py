@@ -236,11 +236,18 @@ def build_int8(config: Settings, card: ModelCard, directory: Path, calibration: 
 
 def ensure_int8(config: Settings, card: ModelCard, directory: Path, demo: DemoFrames | None = None) -> ModelCard:
     """Keep a usable INT8 model (whatever its calibration); rebuild it on the default data when stale,
-    or when `overflow_fix` resolves otherwise on this CPU (a model built for another CPU class)."""
+    or, when it was calibrated on the default data, when `overflow_fix` resolves otherwise on this
+    CPU (built for another CPU class; a model calibrated on the user's footage is kept, with a hint)."""
     problems = int8_problems(card, directory, config)
-    built_fix = card.extra.get(INT8_KEY, {}).get("quantization", {}).get("overflow_fix", "first_layer")
-    if not problems and built_fix != overflow_fix(config.quantize):
-        problems = [f"built with overflow_fix = {built_fix} where this CPU wants {overflow_fix(config.quantize)}"]
+    quant = card.extra.get(INT8_KEY, {}).get("quantization", {})
+    built_fix, wanted = quant.get("overflow_fix", "first_layer"), overflow_fix(config.quantize)
+    if not problems and built_fix != wanted:
+        reason = f"built with overflow_fix = {built_fix} where this CPU wants {wanted}"
+        if quant.get("calibration", {}).get("source", "").startswith(config.quantize.assets_wheel):
+            problems = [reason]
+        else:
+            log.info("INT8 model of %s: %s; kept, since it was calibrated on your data (rebuild it for this "
+                     "CPU with `posestream models quantize %s --calibration ...`)", card.name, reason, card.name)
     if not problems:
         log.info("INT8 model of %s is prepared and intact", card.name)
         return card

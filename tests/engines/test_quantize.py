@@ -148,6 +148,23 @@ def test_a_model_without_the_overflow_fix_is_refused_where_int8_sums_saturate(in
     assert int8_problems(card, directory, config) == []
 
 
+def test_prepare_keeps_a_model_calibrated_on_your_data_built_for_the_other_cpu_class(
+        int8_home: tuple[Settings, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from posestream.engines import quantize
+
+    config, directory = int8_home
+    card, _ = load_card(config, "yolo11n-pose")
+    monkeypatch.setattr(quantize, "int8_products_saturate", lambda: False)  # as on a VNNI CPU
+    card.extra[INT8_KEY]["quantization"]["overflow_fix"] = "first_layer"
+    card.extra[INT8_KEY]["quantization"]["calibration"]["source"] = "/cameras/gate.mp4 (6 frames)"
+    xml = directory / card.extra[INT8_KEY]["file"]
+    before = xml.stat().st_mtime_ns
+    with caplog.at_level("INFO", logger="posestream.engines.quantize"):
+        kept = ensure_int8(config, card, directory)
+    assert xml.stat().st_mtime_ns == before and kept.extra[INT8_KEY]["quantization"]["overflow_fix"] == "first_layer"
+    assert "calibrated on your data" in caplog.text and "models quantize yolo11n-pose --calibration" in caplog.text
+
+
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN's ISA cap is x86")
 def test_the_overflow_probe_sees_16_bit_int8_sums() -> None:
     """With oneDNN's kernels capped at AVX2 INT8 products are added in 16 bits on every x86 CPU; uncapped
