@@ -24,7 +24,7 @@ Cues beyond box and pose (each has its setting; see docs/tracking.md for what ea
   a stale track is deleted rather than handed to whoever appears next;
 - camera motion (`camera_motion`, `tracker.camera_motion = "flow"`): the global affine between this
   frame and the last moves the predictions, last boxes and last poses;
-- appearance (`appearance`, `tracker.appearance_weight` > 0; off by default): colours along the
+- appearance (`appearance`, `tracker.appearance_weight` > 0; on by default): colours along the
   skeleton, kept per track, blended into the re-identification score of pass 3 (only raising it,
   only for candidates overlapping the lost track's predicted or last seen box).
 

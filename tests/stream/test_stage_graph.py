@@ -34,7 +34,7 @@ def test_onestage_has_no_pose_stage_and_detect_feeds_nms(config: Settings) -> No
 
 
 def test_track_stage_leases_pixels_only_when_its_cues_need_them(config: Settings) -> None:
-    config = config.with_overrides({"tracker.camera_motion": "off"})
+    config = config.with_overrides({"tracker.camera_motion": "off", "tracker.appearance_weight": 0.0})
     stages = {stage.name: stage for stage in plan(config, 1, False)}
     assert stages["track"].bit == 0 and holders(list(stages.values())) == stages["detect"].bit
     config = config.with_overrides({"tracker.appearance_weight": 0.5})
