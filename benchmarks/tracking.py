@@ -155,6 +155,7 @@ def detections(clip: Clip, frames: list[np.ndarray], config: Settings, cache: Pa
     from posestream.stream.links import Origin
 
     tables = {name: dataclasses.asdict(getattr(config, name)) for name in DETECTION_TABLES}
+    tables["clip"] = str(clip.path.resolve())  # two `--video` clips may share a name
     digest = hashlib.sha256(json.dumps(tables, sort_keys=True, default=str).encode()).hexdigest()[:12]
     file = cache / f"{clip.name}-{config.detector.input_size}-{digest}.npz"
     if file.is_file():
