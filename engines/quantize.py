@@ -166,7 +166,8 @@ def _versions() -> dict[str, str]:
 
 
 def recipe_settings(config: Settings) -> dict[str, Any]:
-    """The `[quantize]` settings that shape the INT8 model (a change makes a cached one stale)."""
+    """The `[quantize]` settings that shape the INT8 model (a change makes a cached one stale);
+    `overflow_fix` is recorded and checked on its own, since `auto` depends on the CPU."""
     cfg = config.quantize
     return {"preset": cfg.preset, "head_in_float": cfg.head_in_float, "edges_in_float": cfg.edges_in_float,
             "attention_in_float": cfg.attention_in_float, "fast_bias_correction": cfg.fast_bias_correction,
