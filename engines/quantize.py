@@ -77,6 +77,12 @@ def int8_products_saturate() -> bool:
     return out < 0.9 * channels * float(x) * float(w)  # saturated pairs give about half
 
 
+def built_overflow_fix(card: ModelCard) -> str:
+    """The overflow fix the card's INT8 model was built with (cards from before the setting: NNCF's
+    default, the first layer's)."""
+    return card.extra.get(INT8_KEY, {}).get("quantization", {}).get("overflow_fix", "first_layer")
+
+
 def overflow_fix(cfg: QuantizeSettings) -> str:
     """NNCF's overflow fix for the `[quantize] overflow_fix` setting: `auto` = the first layer's
     weights at 7 bits only where INT8 products saturate (`int8_products_saturate`), none elsewhere."""
@@ -193,7 +199,7 @@ def int8_problems(card: ModelCard, directory: Path, config: Settings | None = No
         problems.append(f"recipe {quant.get('recipe')} is not {RECIPE}")
     if config is not None and quant.get("settings") != recipe_settings(config):
         problems.append("built with other [quantize] settings")
-    built_fix = quant.get("overflow_fix", "first_layer")  # cards from before the setting: NNCF's default
+    built_fix = built_overflow_fix(card)
     if built_fix == "disable" and int8_products_saturate():
         problems.append("built without the overflow fix (for CPUs with VNNI), but this CPU adds INT8 products "
                         "in 16 bits and would saturate")
@@ -241,7 +247,7 @@ def ensure_int8(config: Settings, card: ModelCard, directory: Path, demo: DemoFr
     CPU (built for another CPU class; a model calibrated on the user's footage is kept, with a hint)."""
     problems = int8_problems(card, directory, config)
     quant = card.extra.get(INT8_KEY, {}).get("quantization", {})
-    built_fix, wanted = quant.get("overflow_fix", "first_layer"), overflow_fix(config.quantize)
+    built_fix, wanted = built_overflow_fix(card), overflow_fix(config.quantize)
     if not problems and built_fix != wanted:
         reason = f"built with overflow_fix = {built_fix} where this CPU wants {wanted}"
         if quant.get("calibration", {}).get("source", "").startswith(config.quantize.assets_wheel):
