@@ -15,8 +15,8 @@ FEATURES = (("AVX2", ("avx2",)), ("AVX-512", ("avx512f",)),
             ("VNNI", ("avx512_vnni", "avx_vnni")), ("AMX", ("amx_tile",)))
 
 
-def cpu_line(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """One line: CPU model, core count and the instruction sets that change model arithmetic."""
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]]:
+    """The first CPU's model name and feature flags (`/proc/cpuinfo`; unknown and none elsewhere)."""
     model, flags = "unknown CPU", set()
     if cpuinfo.is_file():
         for line in cpuinfo.read_text(errors="replace").splitlines():
@@ -25,6 +25,12 @@ def cpu_line(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
                 model = value.strip()
             elif key.strip() == "flags" and not flags:
                 flags = set(value.split())
+    return model, flags
+
+
+def cpu_line(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """One line: CPU model, core count and the instruction sets that change model arithmetic."""
+    model, flags = cpu_info(cpuinfo)
     present = ", ".join(f"{name} {'yes' if flags & set(names) else 'no'}" for name, names in FEATURES)
     return f"machine: {model}; {os.cpu_count()} cores; {present}"
 

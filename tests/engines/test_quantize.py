@@ -22,6 +22,7 @@ from posestream.engines.quantize import (INT8_KEY, RECIPE, build_int8, ensure_in
 from posestream.stream.core.config import load_config
 from posestream.stream.core.errors import InputError, InputNotFoundError, ModelError
 from posestream.stream.core.settings import Settings
+from machine import FEATURES, cpu_info
 
 pytestmark = pytest.mark.skipif(nncf_available() is not None, reason=str(nncf_available()))
 
@@ -179,13 +180,10 @@ def test_the_overflow_probe_sees_16_bit_int8_sums() -> None:
         assert out.returncode == 0, out.stderr[-2000:]
         return out.stdout.strip() == "True"
 
-    flags = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
+    _, flags = cpu_info()
+    sums_in_32_bits = {flag for name, names in FEATURES if name in ("VNNI", "AMX") for flag in names}
     assert probe("AVX2") is True
-    assert probe(None) is not bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    assert probe(None) is not bool(flags & sums_in_32_bits)
 
 
 def test_default_calibration_needs_no_model_hub(prepared_home: Path) -> None:
