@@ -7,7 +7,8 @@ say which model task they read and how to decode its outputs (`decode`).
 
 With TensorRT (or `engine.preprocess = "torch"`) the crops are sampled in torch on the engine's
 device from one upload per frame (`engines.backends.torch_inputs`) and never come back to the host; only the
-model outputs do, for decoding.
+model outputs do, for decoding. With OpenVINO the uint8 crops go in as they are and the model
+normalises them (`Engine.accept_images`; `engine.preprocess = "numpy"` feeds `preprocess`'s floats).
 """
 from __future__ import annotations
 
@@ -82,6 +83,9 @@ class TopDownEstimator(ModelRunner, PoseEstimator):
             self._input_name = self.engine.inputs[0].name
             self._input_dtype = self.engine.inputs[0].dtype
             self._setup_normalisation(self.card)
+            # `auto` on the CPU: uint8 crops straight in where the engine normalises inside the model
+            self.takes_images = (self.torch_inputs is None and settings.engine.preprocess == "auto"
+                                 and self.engine.accept_images(self.card.input))
             self.setup(self.card)
         except BaseException:
             self.close()
@@ -181,7 +185,7 @@ class TopDownEstimator(ModelRunner, PoseEstimator):
                                               self._std.ravel().tolist(), self._to_rgb, self.static_batch)
             outputs = self.run({self._input_name: x})
             return {name: to_numpy(value[:n]) for name, value in outputs.items()}
-        x = self.preprocess(crops)
+        x = np.ascontiguousarray(crops) if self.takes_images else self.preprocess(crops)
         if self.static_batch is not None:
             x = np.concatenate([x, np.zeros((self.static_batch - n, *x.shape[1:]), x.dtype)])
         outputs = self.run({self._input_name: x})

@@ -1,7 +1,8 @@
 """Torch pre-processing for the detector and SPPE plugins: frames go to the engine's device once.
 
 `engine.preprocess` picks the path: `auto` uses it when the engine runs on a GPU (TensorRT, or the
-torch backend on CUDA), `torch` forces it (on the CPU with ONNX Runtime: how the tests compare it with the numpy path), `numpy`
+torch backend on CUDA; on the CPU, OpenVINO normalises the detector's uint8 canvases inside the
+model instead, `Engine.accept_images`), `torch` forces it (on the CPU with ONNX Runtime: how the tests compare it with the numpy path), `numpy`
 never uses it. On this path a plugin uploads each frame it is given once per call, letterboxes,
 normalises and crops it there (`engines.backends.gpu_preprocess`), and feeds the engine device tensors
 (`run_device`); only the model outputs come back to the host, for numpy decoding, in one copy per

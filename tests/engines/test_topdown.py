@@ -112,6 +112,24 @@ def test_batch_size_does_not_change_results(home, scene):
             np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-4)
 
 
+@pytest.mark.parametrize("cls, model", [(HeatmapPose, "dots-heatmap"), (HeatmapPose, "dots-heatmap-b4"),
+                                        (SimccPose, "dots-simcc"), (HeatmapPose, "bgr-card")])
+def test_normalising_inside_the_model_gives_the_numpy_results(home, scene, cls, model):
+    """With OpenVINO (`engine.preprocess = "auto"`) uint8 crops go into the model, which applies the
+    card's normalisation; numpy's float crops give the same keypoints (fixed batch padding, flip
+    test and the card's colour order included)."""
+    frames, detections, _ = scene
+    outs = []
+    for mode in ("auto", "numpy"):
+        config = make_config(home, model=model, flip_test=True, batch=2).with_overrides(
+            {"engine.backend": "openvino", "engine.preprocess": mode})
+        with cls(config) as sppe:
+            assert sppe.takes_images == (mode == "auto")
+            outs.append(sppe.estimate(frames, detections))
+    for a, b in zip(*outs):
+        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
+
+
 def test_colour_order_comes_from_the_card(home, scene):
     """The same file with a card that says BGR sees red and blue swapped: keypoints of colour R land
     on the blue dot. Proves the card's colour order is applied (and that the test can fail)."""

@@ -2,7 +2,9 @@
 
 Frames are letterboxed to the model's input (square, or the frame's aspect with the dynamic model
 when `detector.rectangular`), frames of equal size are batched up to `detector.batch`, and the
-raw output is decoded with `engines.families.yolo11.decode`. With TensorRT (or `engine.preprocess = "torch"`)
+raw output is decoded with `engines.families.yolo11.decode`. With OpenVINO the uint8 canvases go in
+as they are and the model normalises them (`Engine.accept_images`; `engine.preprocess = "numpy"`
+feeds numpy's float NCHW instead). With TensorRT (or `engine.preprocess = "torch"`)
 the letterbox and normalisation run in torch on the engine's device (`engines.backends.torch_inputs`) and
 only the anchors above the score threshold are copied back for decoding.
 """
@@ -40,6 +42,9 @@ class YoloDetector(ModelRunner, Detector):
         self.pad = int(self.card.input.get("letterbox_pad", 114))
         self.num_keypoints = int(self.card.output.get("num_keypoints", 17))
         self.format = self.card.keypoint_format
+        # `auto` on the CPU: uint8 canvases straight in where the engine normalises inside the model
+        self.takes_images = (self.torch_inputs is None and settings.engine.preprocess == "auto"
+                             and self.engine.accept_images(self.card.input))
         self.static_batch = self.engine.inputs[0].shape[0] == 1
         self._input_name = self.engine.inputs[0].name
         self._output_name = self.engine.outputs[0].name
@@ -78,12 +83,16 @@ class YoloDetector(ModelRunner, Detector):
         """Raw outputs [5 + 3K, anchors] of same-sized frames, and where each frame sits on the canvas."""
         if self.torch_inputs is None:
             boxed = [letterbox(frame, hw, self.pad) for frame in frames]
-            output = self.run({self._input_name: to_input([c for c, _ in boxed])})[self._output_name]
+            output = self.run({self._input_name: self._feed([c for c, _ in boxed])})[self._output_name]
             return list(output), [b for _, b in boxed]
         x, box = self.torch_inputs.letterboxed(frames, hw, self.pad)
         output = self.run({self._input_name: x})[self._output_name]
         # decoding starts by dropping the anchors below the threshold: drop them before the copy
         return rows_above(output, 4, self.score_threshold), [box] * len(frames)  # one copy per batch
+
+    def _feed(self, canvases: list[np.ndarray]) -> np.ndarray:
+        """The model's input for letterboxed BGR canvases: as they are, or float NCHW RGB."""
+        return np.stack(canvases) if self.takes_images else to_input(canvases)
 
     # -- overlapped frames (OpenVINO's async requests): see `Detector.in_flight` --------------------
     def start(self, frame: np.ndarray) -> object:
@@ -93,7 +102,7 @@ class YoloDetector(ModelRunner, Detector):
         canvas, box = letterbox(frame, self.canvas_for(height, width), self.pad)
         tag = self._next_tag
         self._next_tag += 1
-        self.engine.submit(tag, {self._input_name: to_input([canvas])})
+        self.engine.submit(tag, {self._input_name: self._feed([canvas])})
         self._started[tag] = (box, height, width)
         return tag
 

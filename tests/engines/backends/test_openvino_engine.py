@@ -62,6 +62,48 @@ def test_async_requests_give_the_same_outputs_as_run(shared: Path, config: Setti
             engine.collect(99)
 
 
+@pytest.mark.parametrize("variant,size,int8", [("640", 640, False), ("dynamic", 320, False),
+                                                ("dynamic", 640, True)])
+def test_images_normalised_inside_the_model_give_the_float_inputs_outputs(
+        shared: Path, config: Settings, variant: str, size: int, int8: bool) -> None:
+    """`accept_images` folds the card's normalisation into the graph: uint8 BGR canvases in give
+    what numpy's float NCHW RGB inputs give, for the FP32 files and the INT8 model."""
+    from posestream.engines.models import runtime_model_file
+
+    card, directory = load_card(config, "yolo11n-pose")
+    path = runtime_model_file(config, card, directory, variant) if int8 else card.file(directory, variant)
+    assert (path.suffix == ".xml") == int8
+    folder = shared / "golden/yolo11n-pose"
+    canvases = [cv2.imread(str(folder / e["input_png_bgr"]))
+                for e in json.loads((folder / "index.json").read_text()) if e["imgsz"] == size]
+    assert canvases
+    with OpenVinoEngine(path, threads=1) as floats, OpenVinoEngine(path, threads=1) as images:
+        assert images.accept_images(card.input)
+        assert images.inputs[0].dtype == np.uint8 and images.inputs[0].shape[-1] == 3
+        for i, canvas in enumerate(canvases):
+            assert_outputs_close(images.run1(canvas[None]), floats.run1(to_input([canvas])),
+                                 yolo_pose_channels(), f"canvas {i}")
+
+
+def test_images_inside_the_model_follow_the_cards_mean_std_and_colour(config: Settings) -> None:
+    """x = (pixel * scale - mean) / std in the card's colour order, as `TopDownPose.preprocess`
+    computes it; what the graph cannot express is refused and the float input stays."""
+    card, directory = load_card(config, "yolo11n-pose")
+    path = card.file(directory, "320")
+    norm = {"color": "BGR", "scale": 1 / 127.5, "mean": [1.0, 0.5, 0.0], "std": [0.5, 1.0, 2.0]}
+    canvas = np.random.default_rng(0).integers(0, 256, (320, 320, 3), dtype=np.uint8)
+    x = (canvas.transpose(2, 0, 1)[None].astype(np.float32) * np.float32(1 / 127.5)
+         - np.float32([1.0, 0.5, 0.0]).reshape(1, 3, 1, 1)) / np.float32([0.5, 1.0, 2.0]).reshape(1, 3, 1, 1)
+    with OpenVinoEngine(path, threads=1) as floats, OpenVinoEngine(path, threads=1) as images:
+        assert images.accept_images(norm)
+        assert_outputs_close(images.run1(canvas[None]), floats.run1(x), yolo_pose_channels())
+    with OpenVinoEngine(path, threads=1) as engine:
+        assert not engine.accept_images({**card.input, "layout": "NHWC"})
+        assert not engine.accept_images({**card.input, "color": "GRAY"})
+        assert engine.inputs[0].dtype == np.float32  # unchanged
+        engine.run1(np.zeros((1, 3, 320, 320), np.float32))
+
+
 def test_bad_inputs_are_one_clear_error(tmp_path: Path, config: Settings) -> None:
     with pytest.raises(InputNotFoundError):
         OpenVinoEngine(tmp_path / "missing.onnx")
@@ -115,6 +157,7 @@ def test_overlapped_detector_gives_what_detect_gives(shared: Path, config: Setti
     config = config.with_overrides({"engine.backend": "openvino"})
     with YoloDetector(config) as detector:
         assert detector.in_flight == config.engine.openvino_requests >= 2
+        assert detector.takes_images  # uint8 canvases in, normalised inside the model
         expected = [detector.detect([frame])[0] for frame in frames]
         handles = [detector.start(frame) for frame in frames[:2]]
         got = [detector.finish(handles[0])]
@@ -127,7 +170,12 @@ def test_overlapped_detector_gives_what_detect_gives(shared: Path, config: Setti
         got.append(detector.finish(handles[-1]))
         with pytest.raises(ModelError, match="no inference was submitted"):
             detector.engine.collect(handles[0])  # collected once only
-    for want, have in zip(expected, got):
-        assert len(want) == len(have) == 2
+    with YoloDetector(config.with_overrides({"engine.preprocess": "numpy"})) as detector:
+        assert not detector.takes_images  # float NCHW from numpy, as before
+        floats = [detector.detect([frame])[0] for frame in frames]
+    for want, have, numpy_path in zip(expected, got, floats):
+        assert len(want) == len(have) == len(numpy_path) == 2
         np.testing.assert_allclose(have.boxes, want.boxes, atol=1.0)
         np.testing.assert_allclose(have.keypoints[..., :2], want.keypoints[..., :2], atol=2.0)
+        np.testing.assert_allclose(numpy_path.boxes, want.boxes, atol=1.0)
+        np.testing.assert_allclose(numpy_path.keypoints[..., :2], want.keypoints[..., :2], atol=2.0)
