@@ -80,7 +80,7 @@ def detector_rows(config: Settings, frame: np.ndarray, backend: str, device: str
     """The detector engine on the letterboxed `frame`, at batch 1 and `detector.batch`. An engine
     with async requests (OpenVINO) runs `detector.batch` single frames in flight, as the detect
     stage does, instead of one batched call."""
-    from posestream.engines.preprocess import letterbox, to_input
+    from posestream.engines.preprocess import letterbox
     from posestream.stream.chain import build_detector
 
     rows = []
@@ -97,10 +97,10 @@ def detector_rows(config: Settings, frame: np.ndarray, backend: str, device: str
             batches = [1] if detector.static_batch else _batches(cfg.detector.batch)
             for batch in batches:
                 if batch > 1 and hasattr(engine, "submit"):
-                    x = to_input([canvas])
+                    x = detector.model_input([canvas])
                     call = lambda: _in_flight(engine, x, batch)  # noqa: E731
                 else:
-                    x = to_input([canvas] * batch)
+                    x = detector.model_input([canvas] * batch)
                     call = lambda: engine.run1(x)  # noqa: E731
                 times = time_call(call, **timing)
                 rows.append(_row("detector", cfg.model.name, engine.backend, device,

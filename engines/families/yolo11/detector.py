@@ -83,15 +83,16 @@ class YoloDetector(ModelRunner, Detector):
         """Raw outputs [5 + 3K, anchors] of same-sized frames, and where each frame sits on the canvas."""
         if self.torch_inputs is None:
             boxed = [letterbox(frame, hw, self.pad) for frame in frames]
-            output = self.run({self._input_name: self._feed([c for c, _ in boxed])})[self._output_name]
+            output = self.run({self._input_name: self.model_input([c for c, _ in boxed])})[self._output_name]
             return list(output), [b for _, b in boxed]
         x, box = self.torch_inputs.letterboxed(frames, hw, self.pad)
         output = self.run({self._input_name: x})[self._output_name]
         # decoding starts by dropping the anchors below the threshold: drop them before the copy
         return rows_above(output, 4, self.score_threshold), [box] * len(frames)  # one copy per batch
 
-    def _feed(self, canvases: list[np.ndarray]) -> np.ndarray:
-        """The model's input for letterboxed BGR canvases: as they are, or float NCHW RGB."""
+    def model_input(self, canvases: list[np.ndarray]) -> np.ndarray:
+        """The engine's input for letterboxed BGR canvases of one size: stacked as they are where the
+        model normalises them (`takes_images`), else numpy's float NCHW RGB."""
         return np.stack(canvases) if self.takes_images else to_input(canvases)
 
     # -- overlapped frames (OpenVINO's async requests): see `Detector.in_flight` --------------------
@@ -102,7 +103,7 @@ class YoloDetector(ModelRunner, Detector):
         canvas, box = letterbox(frame, self.canvas_for(height, width), self.pad)
         tag = self._next_tag
         self._next_tag += 1
-        self.engine.submit(tag, {self._input_name: self._feed([canvas])})
+        self.engine.submit(tag, {self._input_name: self.model_input([canvas])})
         self._started[tag] = (box, height, width)
         return tag
 
