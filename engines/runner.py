@@ -55,6 +55,13 @@ class ModelRunner:
             self.close()
             raise
 
+    def images_in_model(self, settings: Settings) -> bool:
+        """For subclasses that feed one image batch as the card normalises it: with
+        `engine.preprocess = "auto"` on the numpy path, ask the engine to take the uint8 BGR images
+        as they are and normalise them inside the model (`Engine.accept_images`); whether it does."""
+        return (self.torch_inputs is None and settings.engine.preprocess == "auto"
+                and self.engine is not None and self.engine.accept_images(self.card.input))
+
     def choose_variant(self, card: ModelCard) -> str:
         """Which of the card's files to open (hook; default: the first)."""
         return next(iter(card.files))

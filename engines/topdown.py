@@ -83,9 +83,7 @@ class TopDownEstimator(ModelRunner, PoseEstimator):
             self._input_name = self.engine.inputs[0].name
             self._input_dtype = self.engine.inputs[0].dtype
             self._setup_normalisation(self.card)
-            # `auto` on the CPU: uint8 crops straight in where the engine normalises inside the model
-            self.takes_images = (self.torch_inputs is None and settings.engine.preprocess == "auto"
-                                 and self.engine.accept_images(self.card.input))
+            self.takes_images = self.images_in_model(settings)  # uint8 crops in (OpenVINO)
             self.setup(self.card)
         except BaseException:
             self.close()

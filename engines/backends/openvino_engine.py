@@ -158,8 +158,8 @@ class OpenVinoEngine(Engine):
         """Fold the card's normalisation into the model with OpenVINO's `PrePostProcessor`: the
         first input becomes uint8 BGR NHWC, converted, colour-swapped and scaled inside the graph.
         The CPU then skips numpy's float NCHW copy (4 bytes per value instead of 1) and fuses the
-        arithmetic into the first layer: the INT8 detector at 640x384 took ~1.8 ms less per frame
-        with identical outputs. Refused (False) for what the graph cannot express here: several
+        arithmetic into the first layer: the INT8 detector at 640x384 took 1.2-1.6 ms (5-7 %) less
+        per inference with the same outputs (docs/benchmarks.md). Refused (False) for what the graph cannot express here: several
         inputs, an input that is not float32 NCHW with 3 channels, or a colour order other than
         RGB/BGR."""
         ov = self._ov

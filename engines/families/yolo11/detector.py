@@ -42,9 +42,7 @@ class YoloDetector(ModelRunner, Detector):
         self.pad = int(self.card.input.get("letterbox_pad", 114))
         self.num_keypoints = int(self.card.output.get("num_keypoints", 17))
         self.format = self.card.keypoint_format
-        # `auto` on the CPU: uint8 canvases straight in where the engine normalises inside the model
-        self.takes_images = (self.torch_inputs is None and settings.engine.preprocess == "auto"
-                             and self.engine.accept_images(self.card.input))
+        self.takes_images = self.images_in_model(settings)  # uint8 canvases in (OpenVINO)
         self.static_batch = self.engine.inputs[0].shape[0] == 1
         self._input_name = self.engine.inputs[0].name
         self._output_name = self.engine.outputs[0].name
