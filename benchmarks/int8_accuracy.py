@@ -414,10 +414,13 @@ def format_result(result: dict[str, Any]) -> list[str]:
              f"({result['validation']['persons']} FP32 persons >= {GT_SCORE}); load {result['load_avg'][0]}",
              f"{'model':<34}{'mean OKS':>9}{'p10 OKS':>9}{'missed':>7}{'extra':>6}{'|dscore|':>9}"
              f"{'CPU ms':>8}{'build s':>8}"]
+    def value(number: float | None) -> str:  # None: no FP32 person was found to compare with
+        return "-" if number is None else f"{number:.4f}"
+
     for name, row in result["recipes"].items():
         a = row["agreement"]
-        lines.append(f"{name[:33]:<34}{a['mean_oks']:>9.4f}{a['p10_oks']:>9.4f}{a['missed']:>7}{a['extra']:>6}"
-                     f"{a['score_diff']:>9.4f}{row.get('cpu_ms', float('nan')):>8.1f}"
+        lines.append(f"{name[:33]:<34}{value(a['mean_oks']):>9}{value(a['p10_oks']):>9}{a['missed']:>7}{a['extra']:>6}"
+                     f"{value(a['score_diff']):>9}{row.get('cpu_ms', float('nan')):>8.1f}"
                      f"{row.get('build_s', float('nan')):>8.0f}")
     if "fp32_cpu_ms" in result:
         lines.append(f"{'FP32':<34}{'':>40}{result['fp32_cpu_ms']:>8.1f}")

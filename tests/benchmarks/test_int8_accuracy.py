@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from posestream.benchmarks.int8_accuracy import agreement, agreement_metric, float_compute_ops, parse_recipe
+from posestream.benchmarks.int8_accuracy import (agreement, agreement_metric, float_compute_ops, format_result,
+                                                 parse_recipe)
 from posestream.stream.core.errors import InputError
 
 
@@ -58,3 +59,17 @@ def test_float_compute_ops_names_the_convolutions_without_a_quantized_input() ->
     float_conv.set_friendly_name("float_conv")
     model = ov.Model([int8_conv, float_conv], [x])
     assert float_compute_ops(model) == {"float_conv"}
+
+
+def test_the_table_shows_a_model_that_finds_nobody() -> None:
+    """A broken recipe (every FP32 person missed: no score difference to average) is a row of the
+    table, not a traceback that loses the other rows."""
+    truth = [_persons([[10, 10, 50, 150]], [0.9])]
+    lost = agreement(truth, [_persons([], [])])
+    assert lost["missed"] == 1 and lost["score_diff"] is None
+    result = {"validation": {"images": 1, "persons": 1}, "load_avg": [0.5],
+              "recipes": {"default": {"agreement": agreement(truth, truth), "cpu_ms": 20.0, "build_s": 60},
+                          "broken": {"agreement": lost, "cpu_ms": 21.0, "build_s": 61}}}
+    lines = format_result(result)
+    broken = next(line for line in lines if line.startswith("broken"))
+    assert broken.split()[1:6] == ["0.0000", "0.0000", "1", "0", "-"]
