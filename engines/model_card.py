@@ -17,6 +17,33 @@ TASKS = ("detector+pose", "pose-heatmap", "pose-simcc", "pose-landmarks", "pose-
          "detector+pose-movenet", "detector-anchors")
 
 
+@dataclass(frozen=True)
+class Normalisation:
+    """How a model wants its pixels: x = (pixel * scale - mean) / std per channel, the channels in
+    RGB (else BGR) order, laid out as `layout`. Parsed once from a card's `input` (`of_card`) for
+    the numpy pre-processing and for engines that fold it into the model (`Engine.accept_images`)."""
+
+    rgb: bool
+    scale: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    layout: str = "NCHW"
+
+    @classmethod
+    def of_card(cls, card: "ModelCard") -> "Normalisation":
+        """The card's `input` normalisation; a colour order other than RGB/BGR or a zero std is a
+        `ModelError` naming the model."""
+        spec = card.input
+        color = spec.get("color", "RGB")
+        if color not in ("RGB", "BGR"):
+            raise ModelError(f"model '{card.name}': card input.color = {color!r} is not one of: RGB, BGR")
+        std = tuple(float(v) for v in spec.get("std", (1.0, 1.0, 1.0)))
+        if 0.0 in std:
+            raise ModelError(f"model '{card.name}': input.std has a zero")
+        return cls(color == "RGB", float(spec.get("scale", 1.0)),
+                   tuple(float(v) for v in spec.get("mean", (0.0, 0.0, 0.0))), std, str(spec.get("layout", "NCHW")))
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as fh:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from posestream.engines.model_card import Normalisation
+
 
 @dataclass(frozen=True)
 class Letterbox:
@@ -54,8 +56,12 @@ def letterbox(image: np.ndarray, out_hw: tuple[int, int], pad: int = 114) -> tup
     return canvas, Letterbox(scale, float(pad_x), float(pad_y))
 
 
+# What `to_input` computes, for an engine that folds it into the model (`Engine.accept_images`).
+TO_INPUT = Normalisation(rgb=True, scale=1 / 255, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
 def to_input(canvases_bgr: list[np.ndarray] | np.ndarray) -> np.ndarray:
-    """BGR uint8 canvases -> float32 NCHW RGB in [0, 1], contiguous."""
+    """BGR uint8 canvases -> float32 NCHW RGB in [0, 1], contiguous (`TO_INPUT`)."""
     batch = np.stack(canvases_bgr) if isinstance(canvases_bgr, list) else canvases_bgr
     if batch.ndim == 3:
         batch = batch[None]

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from posestream.engines.backends.base import Engine
 from posestream.engines.backends.factory import create_engine
 from posestream.engines.backends.torch_inputs import TorchInputs, torch_inputs_for
-from posestream.engines.model_card import ModelCard, sha256_file
+from posestream.engines.model_card import ModelCard, Normalisation, sha256_file
 from posestream.engines.model_check import check_model_kind
 from posestream.engines.models import load_card, runtime_model_file
 from posestream.stream.core.errors import ModelError
@@ -55,12 +55,13 @@ class ModelRunner:
             self.close()
             raise
 
-    def images_in_model(self, settings: Settings) -> bool:
-        """For subclasses that feed one image batch as the card normalises it: with
-        `engine.preprocess = "auto"` on the numpy path, ask the engine to take the uint8 BGR images
-        as they are and normalise them inside the model (`Engine.accept_images`); whether it does."""
+    def images_in_model(self, settings: Settings, normalisation: Normalisation) -> bool:
+        """For subclasses that feed one image batch normalised as their numpy path does
+        (`normalisation`): with `engine.preprocess = "auto"` on the numpy path, ask the engine to take
+        the uint8 BGR images as they are and apply it inside the model (`Engine.accept_images`);
+        whether it does."""
         return (self.torch_inputs is None and settings.engine.preprocess == "auto"
-                and self.engine is not None and self.engine.accept_images(self.card.input))
+                and self.engine is not None and self.engine.accept_images(normalisation))
 
     def choose_variant(self, card: ModelCard) -> str:
         """Which of the card's files to open (hook; default: the first)."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from posestream.engines.model_card import ModelCard
+from posestream.engines.model_card import ModelCard, Normalisation
 from posestream.engines.runner import ModelRunner
 from posestream.engines.backends.torch_inputs import to_numpy
 from posestream.engines.crops import box_to_centre_scale, crop_matrices, crop_to_frame, warp_crops
@@ -83,7 +83,7 @@ class TopDownEstimator(ModelRunner, PoseEstimator):
             self._input_name = self.engine.inputs[0].name
             self._input_dtype = self.engine.inputs[0].dtype
             self._setup_normalisation(self.card)
-            self.takes_images = self.images_in_model(settings)  # uint8 crops in (OpenVINO)
+            self.takes_images = self.images_in_model(settings, self._normalisation)  # uint8 crops in (OpenVINO)
             self.setup(self.card)
         except BaseException:
             self.close()
@@ -151,16 +151,11 @@ class TopDownEstimator(ModelRunner, PoseEstimator):
 
     def _setup_normalisation(self, card: ModelCard) -> None:
         """x = (pixel * scale - mean) / std per channel, in the card's colour order."""
-        spec = card.input
-        color = spec.get("color", "RGB")
-        if color not in ("RGB", "BGR"):
-            raise ModelError(f"model '{card.name}': card input.color = {color!r} is not one of: RGB, BGR")
-        self._to_rgb = color == "RGB"
-        self._scale = float(spec.get("scale", 1.0))
-        self._mean = np.asarray(spec.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32).reshape(1, 3, 1, 1)
-        self._std = np.asarray(spec.get("std", [1.0, 1.0, 1.0]), dtype=np.float32).reshape(1, 3, 1, 1)
-        if np.any(self._std == 0):
-            raise ModelError(f"model '{card.name}': input.std has a zero")
+        self._normalisation = Normalisation.of_card(card)
+        self._to_rgb = self._normalisation.rgb
+        self._scale = self._normalisation.scale
+        self._mean = np.asarray(self._normalisation.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        self._std = np.asarray(self._normalisation.std, dtype=np.float32).reshape(1, 3, 1, 1)
 
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
         """BGR uint8 crops [N,H,W,3] -> the model's normalised NCHW input."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 
 if TYPE_CHECKING:
+    from posestream.engines.model_card import Normalisation
     from posestream.stream.core.settings import Settings
 
 
@@ -76,11 +77,10 @@ class Engine(ABC):
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch; returns every output by name as numpy arrays."""
 
-    def accept_images(self, normalization: Mapping[str, object]) -> bool:
-        """From now on take the first input as uint8 BGR images (N, H, W, 3) and normalise them
-        inside the model as the card's `input` says (x = (pixel * scale - mean) / std, in its
-        colour order, NCHW), where this backend can; returns whether it does. Call it before the
-        first inference. The default keeps float NCHW inputs."""
+    def accept_images(self, normalisation: "Normalisation") -> bool:
+        """From now on take the first input as uint8 BGR images (N, H, W, 3) and apply
+        `normalisation` inside the model, where this backend can; returns whether it does. Call it
+        before the first inference. The default keeps float NCHW inputs."""
         return False
 
     def run1(self, batch: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from posestream.engines.backends.base import Engine, EngineOptions, TensorSpec
+from posestream.engines.model_card import Normalisation
 from posestream.stream.core.config import home_dir
 from posestream.stream.core.errors import BackendUnavailableError, InputNotFoundError, ModelError
 from posestream.stream.core.settings import EngineSettings
@@ -154,27 +155,19 @@ class OpenVinoEngine(Engine):
             self._queues[key] = queue
         return self._queues[key]
 
-    def accept_images(self, normalization: Mapping[str, object]) -> bool:
-        """Fold the card's normalisation into the model with OpenVINO's `PrePostProcessor`: the
-        first input becomes uint8 BGR NHWC, converted, colour-swapped and scaled inside the graph.
-        The CPU then skips numpy's float NCHW copy (4 bytes per value instead of 1) and fuses the
-        arithmetic into the first layer: the INT8 detector at 640x384 took 1.2-1.6 ms (5-7 %) less
-        per inference with the same outputs (docs/benchmarks.md). Refused (False) for what the graph cannot express here: several
-        inputs, an input that is not float32 NCHW with 3 channels, or a colour order other than
-        RGB/BGR."""
+    def accept_images(self, normalisation: Normalisation) -> bool:
+        """Fold `normalisation` into the model with OpenVINO's `PrePostProcessor`: the first input
+        becomes uint8 BGR NHWC, converted, colour-swapped and scaled inside the graph. The CPU then
+        skips numpy's float NCHW copy (4 bytes per value instead of 1) and fuses the arithmetic into
+        the first layer: the INT8 detector at 640x384 took 1.2-1.6 ms (5-7 %) less per inference
+        with the same outputs (docs/benchmarks.md). Refused (False) for what the graph cannot
+        express here: several inputs, or an input that is not float32 NCHW with 3 channels."""
         ov = self._ov
         from openvino.preprocess import ColorFormat, PrePostProcessor
 
-        color = normalization.get("color", "RGB")
         first_input = self._inputs[0] if len(self._inputs) == 1 else None
         if (first_input is None or first_input.dtype != np.float32 or len(first_input.shape) != 4
-                or first_input.shape[1] not in (3, None) or normalization.get("layout", "NCHW") != "NCHW"
-                or color not in ("RGB", "BGR")):
-            return False
-        scale = float(normalization.get("scale", 1.0))  # type: ignore[arg-type]
-        mean = [float(v) for v in normalization.get("mean", (0.0, 0.0, 0.0))]  # type: ignore[union-attr]
-        std = [float(v) for v in normalization.get("std", (1.0, 1.0, 1.0))]  # type: ignore[union-attr]
-        if scale == 0 or 0.0 in std:
+                or first_input.shape[1] not in (3, None) or normalisation.layout != "NCHW"):
             return False
         ppp = PrePostProcessor(self._model)
         first = ppp.input(0)
@@ -182,14 +175,14 @@ class OpenVinoEngine(Engine):
             .set_color_format(ColorFormat.BGR)
         first.model().set_layout(ov.Layout("NCHW"))
         steps = first.preprocess().convert_element_type(ov.Type.f32)
-        if color == "RGB":
+        if normalisation.rgb:
             steps.convert_color(ColorFormat.RGB)
-        if scale != 1.0:
-            steps.scale(1.0 / scale)  # PrePostProcessor divides by its scale
-        if any(mean):
-            steps.mean(mean)
-        if any(v != 1.0 for v in std):
-            steps.scale(std)
+        if normalisation.scale != 1.0:
+            steps.scale(1.0 / normalisation.scale)  # PrePostProcessor divides by its scale
+        if any(normalisation.mean):
+            steps.mean(list(normalisation.mean))
+        if any(v != 1.0 for v in normalisation.std):
+            steps.scale(list(normalisation.std))
         self._model = ppp.build()
         self._inputs = [_spec(p) for p in self._model.inputs]
         self._compiled.clear()

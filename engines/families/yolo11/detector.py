@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from posestream.engines.model_card import ModelCard
-from posestream.engines.preprocess import Letterbox, canvas_size, letterbox, to_input
+from posestream.engines.preprocess import TO_INPUT, Letterbox, canvas_size, letterbox, to_input
 from posestream.engines.runner import ModelRunner
 from posestream.engines.backends.torch_inputs import rows_above
 from posestream.engines.families.yolo11.decode import decode_yolo_pose, to_frame_pixels
@@ -42,7 +42,7 @@ class YoloDetector(ModelRunner, Detector):
         self.pad = int(self.card.input.get("letterbox_pad", 114))
         self.num_keypoints = int(self.card.output.get("num_keypoints", 17))
         self.format = self.card.keypoint_format
-        self.takes_images = self.images_in_model(settings)  # uint8 canvases in (OpenVINO)
+        self.takes_images = self.images_in_model(settings, TO_INPUT)  # uint8 canvases in (OpenVINO)
         self.static_batch = self.engine.inputs[0].shape[0] == 1
         self._input_name = self.engine.inputs[0].name
         self._output_name = self.engine.outputs[0].name

@@ -6,6 +6,7 @@ this machine the measured difference is about 0.002 px.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -18,7 +19,8 @@ from posestream.engines.backends import base, factory
 from posestream.engines.backends.factory import create_engine, resolve_backend
 from posestream.engines.models import load_card
 from posestream.engines.backends.openvino_engine import OpenVinoEngine, openvino_available
-from posestream.engines.preprocess import to_input
+from posestream.engines.model_card import Normalisation
+from posestream.engines.preprocess import TO_INPUT, to_input
 from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import BackendUnavailableError, ConfigError, InputNotFoundError, ModelError
 
@@ -77,8 +79,9 @@ def test_images_normalised_inside_the_model_give_the_float_inputs_outputs(
     canvases = [cv2.imread(str(folder / e["input_png_bgr"]))
                 for e in json.loads((folder / "index.json").read_text()) if e["imgsz"] == size]
     assert canvases
+    assert Normalisation.of_card(card) == TO_INPUT  # what the card says is what to_input computes
     with OpenVinoEngine(path, threads=1) as floats, OpenVinoEngine(path, threads=1) as images:
-        assert images.accept_images(card.input)
+        assert images.accept_images(TO_INPUT)
         assert images.inputs[0].dtype == np.uint8 and images.inputs[0].shape[-1] == 3
         for i, canvas in enumerate(canvases):
             assert_outputs_close(images.run1(canvas[None]), floats.run1(to_input([canvas])),
@@ -87,10 +90,13 @@ def test_images_normalised_inside_the_model_give_the_float_inputs_outputs(
 
 def test_images_inside_the_model_follow_the_cards_mean_std_and_colour(config: Settings) -> None:
     """x = (pixel * scale - mean) / std in the card's colour order, as `TopDownPose.preprocess`
-    computes it; what the graph cannot express is refused and the float input stays."""
+    computes it; what the graph cannot express is refused and the float input stays; a card whose
+    normalisation makes no sense is one clear error."""
     card, directory = load_card(config, "yolo11n-pose")
     path = card.file(directory, "320")
-    norm = {"color": "BGR", "scale": 1 / 127.5, "mean": [1.0, 0.5, 0.0], "std": [0.5, 1.0, 2.0]}
+    card.input = {"color": "BGR", "scale": 1 / 127.5, "mean": [1.0, 0.5, 0.0], "std": [0.5, 1.0, 2.0]}
+    norm = Normalisation.of_card(card)
+    assert norm == Normalisation(rgb=False, scale=1 / 127.5, mean=(1.0, 0.5, 0.0), std=(0.5, 1.0, 2.0))
     canvas = np.random.default_rng(0).integers(0, 256, (320, 320, 3), dtype=np.uint8)
     x = (canvas.transpose(2, 0, 1)[None].astype(np.float32) * np.float32(1 / 127.5)
          - np.float32([1.0, 0.5, 0.0]).reshape(1, 3, 1, 1)) / np.float32([0.5, 1.0, 2.0]).reshape(1, 3, 1, 1)
@@ -98,10 +104,13 @@ def test_images_inside_the_model_follow_the_cards_mean_std_and_colour(config: Se
         assert images.accept_images(norm)
         assert_outputs_close(images.run1(canvas[None]), floats.run1(x), yolo_pose_channels())
     with OpenVinoEngine(path, threads=1) as engine:
-        assert not engine.accept_images({**card.input, "layout": "NHWC"})
-        assert not engine.accept_images({**card.input, "color": "GRAY"})
+        assert not engine.accept_images(dataclasses.replace(norm, layout="NHWC"))
         assert engine.inputs[0].dtype == np.float32  # unchanged
         engine.run1(np.zeros((1, 3, 320, 320), np.float32))
+    for bad, match in (({"color": "GRAY"}, "input.color = 'GRAY'"), ({"std": [1.0, 0.0, 1.0]}, "std has a zero")):
+        card.input = bad
+        with pytest.raises(ModelError, match=match):
+            Normalisation.of_card(card)
 
 
 def test_bad_inputs_are_one_clear_error(tmp_path: Path, config: Settings) -> None:
