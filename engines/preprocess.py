@@ -60,9 +60,20 @@ def letterbox(image: np.ndarray, out_hw: tuple[int, int], pad: int = 114) -> tup
 TO_INPUT = Normalisation(rgb=True, scale=1 / 255, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
 
+def normalise(images_bgr: np.ndarray, normalisation: Normalisation, dtype: np.dtype = np.float32) -> np.ndarray:
+    """BGR uint8 images [N,H,W,3] -> the model's contiguous NCHW input, (pixel * scale - mean) / std
+    in the card's colour order: the numpy twin of what `Engine.accept_images` puts inside a model,
+    for every family (one place, so the two paths cannot drift apart)."""
+    images = images_bgr[..., ::-1] if normalisation.rgb else images_bgr
+    x = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) * np.float32(normalisation.scale)
+    if any(normalisation.mean):
+        x -= np.asarray(normalisation.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    if any(v != 1.0 for v in normalisation.std):
+        x /= np.asarray(normalisation.std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return x.astype(dtype, copy=False)
+
+
 def to_input(canvases_bgr: list[np.ndarray] | np.ndarray) -> np.ndarray:
     """BGR uint8 canvases -> float32 NCHW RGB in [0, 1], contiguous (`TO_INPUT`)."""
     batch = np.stack(canvases_bgr) if isinstance(canvases_bgr, list) else canvases_bgr
-    if batch.ndim == 3:
-        batch = batch[None]
-    return np.ascontiguousarray(batch[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) * np.float32(1 / 255)
+    return normalise(batch[None] if batch.ndim == 3 else batch, TO_INPUT)

@@ -21,6 +21,7 @@ from posestream.engines.model_card import ModelCard, Normalisation
 from posestream.engines.runner import ModelRunner
 from posestream.engines.backends.torch_inputs import to_numpy
 from posestream.engines.crops import box_to_centre_scale, crop_matrices, crop_to_frame, warp_crops
+from posestream.engines.preprocess import normalise
 from posestream.stream.core.contracts import PoseEstimator
 from posestream.stream.core.errors import InputError, ModelError
 from posestream.stream.core.keypoints import KeypointFormat, get_format
@@ -82,7 +83,7 @@ class TopDownEstimator(ModelRunner, PoseEstimator):
                 self.batch = self.static_batch
             self._input_name = self.engine.inputs[0].name
             self._input_dtype = self.engine.inputs[0].dtype
-            self._setup_normalisation(self.card)
+            self._normalisation = Normalisation.of_card(self.card)  # x = (pixel * scale - mean) / std
             self.takes_images = self.images_in_model(settings, self._normalisation)  # uint8 crops in (OpenVINO)
             self.setup(self.card)
         except BaseException:
@@ -149,20 +150,9 @@ class TopDownEstimator(ModelRunner, PoseEstimator):
                              f"{self.card.input.get('size')}, model input {self.engine.inputs[0].shape})")
         return int(size[0]), int(size[1])
 
-    def _setup_normalisation(self, card: ModelCard) -> None:
-        """x = (pixel * scale - mean) / std per channel, in the card's colour order."""
-        self._normalisation = Normalisation.of_card(card)
-        self._to_rgb = self._normalisation.rgb
-        self._scale = self._normalisation.scale
-        self._mean = np.asarray(self._normalisation.mean, dtype=np.float32).reshape(1, 3, 1, 1)
-        self._std = np.asarray(self._normalisation.std, dtype=np.float32).reshape(1, 3, 1, 1)
-
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
         """BGR uint8 crops [N,H,W,3] -> the model's normalised NCHW input."""
-        if self._to_rgb:
-            crops = crops[..., ::-1]
-        x = crops.transpose(0, 3, 1, 2).astype(np.float32) * self._scale
-        return ((x - self._mean) / self._std).astype(self._input_dtype, copy=False)
+        return normalise(crops, self._normalisation, self._input_dtype)
 
     def infer(self, crops: "np.ndarray | torch.Tensor") -> dict[str, np.ndarray]:
         """Run crops [N,H,W,3] (N <= batch); a fixed-batch model gets zero padding, cut off again.
@@ -174,8 +164,9 @@ class TopDownEstimator(ModelRunner, PoseEstimator):
             raise ModelError(f"model '{self.card.name}' takes batches of exactly {self.static_batch}; "
                              f"set pose.batch <= {self.static_batch}")
         if self.torch_inputs is not None:
-            x = self.torch_inputs.model_input(crops, self._scale, self._mean.ravel().tolist(),
-                                              self._std.ravel().tolist(), self._to_rgb, self.static_batch)
+            norm = self._normalisation
+            x = self.torch_inputs.model_input(crops, norm.scale, list(norm.mean), list(norm.std), norm.rgb,
+                                              self.static_batch)
             outputs = self.run({self._input_name: x})
             return {name: to_numpy(value[:n]) for name, value in outputs.items()}
         x = np.ascontiguousarray(crops) if self.takes_images else self.preprocess(crops)

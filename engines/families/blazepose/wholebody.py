@@ -27,6 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
+from posestream.engines.model_card import Normalisation
+from posestream.engines.preprocess import normalise
 from posestream.engines.runner import ModelRunner
 from posestream.engines.crops import crop_to_frame, rotated_crop_matrices, warp_with
 from posestream.stream.core.errors import ModelError
@@ -78,17 +80,25 @@ class _LandmarkModel(ModelRunner):
             self.close()
             raise ModelError(f"model '{model}': square landmark input expected, card says size {size}")
         self.size, self.points, self.flag = int(size[0]), points, flag
-        self._scale = float(self.card.input.get("scale", 1.0))
-        self._rgb = self.card.input.get("color", "RGB") == "RGB"
+        try:
+            self._normalisation = Normalisation.of_card(self.card)
+            self.takes_images = self.images_in_model(settings, self._normalisation)  # uint8 crops in (OpenVINO)
+        except BaseException:
+            self.close()
+            raise
         self._name = self.engine.inputs[0].name
+
+    def model_input(self, crops: np.ndarray) -> np.ndarray:
+        """What the engine takes for BGR uint8 crops [N,S,S,3]: the crops themselves where the model
+        normalises them (`takes_images`), else numpy's normalised float NCHW."""
+        return np.ascontiguousarray(crops) if self.takes_images else normalise(crops, self._normalisation)
 
     def __call__(self, crops: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks [N,points,2] in crop pixels and the raw flag [N] of BGR uint8 crops [N,S,S,3]."""
         coords, flags = [], []
         for start in range(0, len(crops), batch):
-            x = crops[start:start + batch]
-            x = (x[..., ::-1] if self._rgb else x).transpose(0, 3, 1, 2).astype(np.float32) * self._scale
-            out = self.run({self._name: np.ascontiguousarray(x)})
+            x = self.model_input(crops[start:start + batch])
+            out = self.run({self._name: x})
             values = np.asarray(out["landmarks"], dtype=np.float64).reshape(len(x), self.points, -1)
             coords.append(values[..., :2] - 0.5)
             flags.append(np.asarray(out[self.flag], dtype=np.float64).reshape(-1))

@@ -16,7 +16,8 @@ import numpy as np
 
 from posestream.engines.families.mediapipe_detector.decode import (anchors, body_boxes, decode_detections,
                                                                    weighted_nms)
-from posestream.engines.preprocess import letterbox
+from posestream.engines.model_card import Normalisation
+from posestream.engines.preprocess import letterbox, normalise
 from posestream.engines.runner import ModelRunner
 from posestream.stream.core.contracts import Detector
 from posestream.stream.core.errors import ConfigError
@@ -37,10 +38,14 @@ class MediaPipePersonDetector(ModelRunner, Detector):
         self.score_threshold = cfg.score_threshold
         self.max_persons = cfg.max_persons
         super().__init__(settings, settings.model.name, cfg.threads)
-        self.size = int(self.card.input["size"][0])
-        self.pad = int(self.card.input.get("letterbox_pad", 0))
-        self._scale = float(self.card.input.get("scale", 1 / 127.5))
-        self._mean = np.asarray(self.card.input.get("mean", [1.0, 1.0, 1.0]), dtype=np.float32).reshape(1, 3, 1, 1)
+        try:
+            self.size = int(self.card.input["size"][0])
+            self.pad = int(self.card.input.get("letterbox_pad", 0))
+            self._normalisation = Normalisation.of_card(self.card)  # MediaPipe's [-1, 1]: 1/127.5, mean 1
+            self.takes_images = self.images_in_model(settings, self._normalisation)  # uint8 in (OpenVINO)
+        except BaseException:
+            self.close()
+            raise
         self._anchors = anchors(self.size)
         self._input_name = self.engine.inputs[0].name
 
@@ -48,8 +53,8 @@ class MediaPipePersonDetector(ModelRunner, Detector):
         if not frames:
             return []
         boxed = [letterbox(frame, (self.size, self.size), self.pad) for frame in frames]
-        batch = np.stack([canvas for canvas, _ in boxed])[..., ::-1].transpose(0, 3, 1, 2)
-        x = np.ascontiguousarray(batch, dtype=np.float32) * np.float32(self._scale) - self._mean
+        batch = np.stack([canvas for canvas, _ in boxed])
+        x = batch if self.takes_images else normalise(batch, self._normalisation)
         out = self.run({self._input_name: x})
         return [self._poses(out["scores"][i], out["regressors"][i], box, frame.shape[:2])
                 for i, ((_, box), frame) in enumerate(zip(boxed, frames))]

@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from posestream.engines.families.movenet.decode import decode_multipose
-from posestream.engines.preprocess import canvas_size, letterbox
+from posestream.engines.model_card import Normalisation
+from posestream.engines.preprocess import canvas_size, letterbox, normalise
 from posestream.engines.runner import ModelRunner
 from posestream.stream.core.contracts import Detector
 from posestream.stream.core.results import Poses
@@ -33,7 +34,13 @@ class MoveNetMultiPose(ModelRunner, Detector):
         self.score_threshold = cfg.score_threshold
         self.max_persons = cfg.max_persons
         super().__init__(settings, settings.model.name, cfg.threads)
-        self.pad = int(self.card.input.get("letterbox_pad", 0))
+        try:
+            self.pad = int(self.card.input.get("letterbox_pad", 0))
+            self._normalisation = Normalisation.of_card(self.card)  # RGB 0..255
+            self.takes_images = self.images_in_model(settings, self._normalisation)  # uint8 in (OpenVINO)
+        except BaseException:
+            self.close()
+            raise
         self._input_name = self.engine.inputs[0].name
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Poses]:
@@ -42,7 +49,7 @@ class MoveNetMultiPose(ModelRunner, Detector):
     def _detect(self, frame: np.ndarray) -> Poses:
         height, width = frame.shape[:2]
         canvas, box = letterbox(frame, canvas_size(height, width, self.size), self.pad)
-        x = np.ascontiguousarray(canvas[..., ::-1].transpose(2, 0, 1)[None], dtype=np.float32)
+        x = canvas[None] if self.takes_images else normalise(canvas[None], self._normalisation)
         out = self.run({self._input_name: x})
         centres = out["centers"]
         candidates = int((centres >= self.score_threshold).sum())  # a person scores at most its centre

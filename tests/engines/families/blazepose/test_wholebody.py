@@ -128,6 +128,29 @@ def test_render_draws_all_136_points(wholebody_home: Path, config: Settings, sha
     assert len(poses.to_persons()[0]["keypoints"]) == HALPE136.num_keypoints
 
 
+
+def test_landmarks_are_the_same_with_the_normalisation_inside_the_model(wholebody_home: Path, config: Settings):
+    """With OpenVINO (`engine.preprocess = "auto"`) the face and hand models take the uint8 crops and
+    normalise them inside; numpy's float crops give the same landmarks and flags."""
+    image = np.ascontiguousarray(skimage.data.astronaut()[..., ::-1])
+    out = {}
+    for mode in ("auto", "numpy"):
+        tuned = config.with_overrides({"engine.backend": "openvino", "engine.preprocess": mode})
+        for model, points, flag in ((wholebody.FACE_MODEL, wholebody.FACE_MESH_POINTS, "face_flag"),
+                                    (wholebody.HAND_MODEL, wholebody.HAND_POINTS, "hand_flag")):
+            landmarks = wholebody._LandmarkModel(tuned, model, points, flag)
+            try:
+                assert landmarks.takes_images == (mode == "auto")
+                m = rotated_crop_matrices(np.array([[222.0, 122.0], [300.0, 400.0]]), np.array([170.0, 120.0]),
+                                          np.array([0.0, 0.3]), landmarks.size)
+                crops = warp_with(image, m, (landmarks.size, landmarks.size))
+                out[mode, model] = landmarks(crops, batch=2)
+            finally:
+                landmarks.close()
+    for model in (wholebody.FACE_MODEL, wholebody.HAND_MODEL):
+        np.testing.assert_allclose(out["auto", model][0], out["numpy", model][0], atol=0.05)
+        np.testing.assert_allclose(out["auto", model][1], out["numpy", model][1], atol=1e-3)
+
 def _connections(home: Path) -> dict[str, set[tuple[int, int]]]:
     """MediaPipe's face-mesh contour edge sets, read from the wheel as data (never imported)."""
     source = zipfile.ZipFile(fetch_wheel(WHEEL, home / "downloads")).read(
@@ -148,7 +171,7 @@ def test_face68_table_is_derived_as_documented(wholebody_home: Path, config: Set
         image = np.ascontiguousarray(skimage.data.astronaut()[..., ::-1])
         m = rotated_crop_matrices(np.array([[222.0, 122.0]]), np.array([170.0]), np.zeros(1), face.size)
         crop = warp_with(image, m, (face.size, face.size))
-        out = face.run({face._name: np.ascontiguousarray(crop[..., ::-1].transpose(0, 3, 1, 2), np.float32) / 255})
+        out = face.run({face._name: face.model_input(crop)})
     finally:
         face.close()
     mesh = np.asarray(out["landmarks"], dtype=np.float64).reshape(468, 3)

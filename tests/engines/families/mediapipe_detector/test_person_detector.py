@@ -67,6 +67,27 @@ def test_detector_plugin_finds_the_annotated_skier(person_detector: Path, shared
     assert abs(np.degrees(np.arctan2(axis[0], -axis[1]))) < 45
 
 
+
+@pytest.mark.network
+def test_normalising_inside_the_model_gives_the_numpy_results(person_detector: Path, shared: Path):
+    """With OpenVINO (`engine.preprocess = "auto"`) the uint8 canvases go into the model, which maps
+    them to MediaPipe's [-1, 1]; numpy's float canvases give the same persons."""
+    from posestream.engines.families.mediapipe_detector.detector import MediaPipePersonDetector
+
+    images = [cv2.imread(str(p)) for p in sorted((shared / "data/coco/images").glob("*.jpg"))[:4]]
+    found = {}
+    for mode in ("auto", "numpy"):
+        config = load_config(overrides={"model.name": "mediapipe-person", "detector.plugin": "mediapipe-person",
+                                        "pose.mode": "topdown", "engine.backend": "openvino",
+                                        "engine.preprocess": mode})
+        with MediaPipePersonDetector(config) as detector:
+            assert detector.takes_images == (mode == "auto")
+            found[mode] = detector.detect(images)
+    assert sum(len(p) for p in found["auto"]) >= 4
+    for a, b in zip(found["auto"], found["numpy"]):
+        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-2)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+
 def test_anchor_layout():
     a = anchors()
     assert a.shape == (2254, 2)

@@ -107,6 +107,27 @@ def test_sppe_plugin_finds_the_annotated_joints(movenet_models: Path, shared: Pa
     assert len(errors) >= 10 and np.median(errors) < 0.05, errors
 
 
+
+@pytest.mark.network
+def test_multipose_normalising_inside_the_model_gives_the_numpy_results(movenet_models: Path, shared: Path):
+    """With OpenVINO (`engine.preprocess = "auto"`) MultiPose takes the uint8 canvas (its input
+    size follows the frame); numpy's float canvas gives the same persons."""
+    from posestream.engines.families.movenet.multipose import MoveNetMultiPose
+
+    images = [cv2.imread(str(p)) for p in sorted((shared / "data/coco/images").glob("*.jpg"))[:4]]
+    found = {}
+    for mode in ("auto", "numpy"):
+        config = load_config(overrides={"model.name": "movenet-multipose", "detector.plugin": "movenet-multipose",
+                                        "detector.input_size": 256, "engine.backend": "openvino",
+                                        "engine.preprocess": mode})
+        with MoveNetMultiPose(config) as detector:
+            assert detector.takes_images == (mode == "auto")
+            found[mode] = detector.detect(images)
+    assert sum(len(p) for p in found["auto"]) >= 4
+    for a, b in zip(found["auto"], found["numpy"]):
+        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-2)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2)
+
 def test_singlepose_decoder_on_made_heads():
     """A keypoint peak 2 cells from the regressed position, offsets (0.25, -0.5): decoded exactly."""
     h = w = 16
