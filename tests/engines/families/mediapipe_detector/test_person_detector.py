@@ -15,6 +15,7 @@ from posestream.engines.families.mediapipe_detector.decode import anchors, body_
 from posestream.engines.backends.onnxruntime_engine import OnnxRuntimeEngine
 from posestream.engines.preprocess import letterbox
 from posestream.stream.core.config import load_config
+from preprocess_paths import detect_both_ways
 
 # the first test prepares the models from the npm registry (a minute on a quiet machine, more under load)
 pytestmark = pytest.mark.timeout(1200)
@@ -75,14 +76,8 @@ def test_normalising_inside_the_model_gives_the_numpy_results(person_detector: P
     from posestream.engines.families.mediapipe_detector.detector import MediaPipePersonDetector
 
     images = [cv2.imread(str(p)) for p in sorted((shared / "data/coco/images").glob("*.jpg"))[:4]]
-    found = {}
-    for mode in ("auto", "numpy"):
-        config = load_config(overrides={"model.name": "mediapipe-person", "detector.plugin": "mediapipe-person",
-                                        "pose.mode": "topdown", "engine.backend": "openvino",
-                                        "engine.preprocess": mode})
-        with MediaPipePersonDetector(config) as detector:
-            assert detector.takes_images == (mode == "auto")
-            found[mode] = detector.detect(images)
+    found = detect_both_ways(MediaPipePersonDetector, {"model.name": "mediapipe-person", "pose.mode": "topdown",
+                                                       "detector.plugin": "mediapipe-person"}, images)
     assert sum(len(p) for p in found["auto"]) >= 4
     for a, b in zip(found["auto"], found["numpy"]):
         np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-2)

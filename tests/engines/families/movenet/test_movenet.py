@@ -16,6 +16,7 @@ from posestream.engines.families.movenet.decode import decode_multipose, decode_
 from posestream.engines.families.movenet.preprocess import sample_square
 from posestream.engines.backends.onnxruntime_engine import OnnxRuntimeEngine
 from posestream.stream.core.config import load_config
+from preprocess_paths import detect_both_ways
 
 # the first test prepares the models from the npm registry (a minute on a quiet machine, more under load)
 pytestmark = pytest.mark.timeout(1200)
@@ -115,14 +116,8 @@ def test_multipose_normalising_inside_the_model_gives_the_numpy_results(movenet_
     from posestream.engines.families.movenet.multipose import MoveNetMultiPose
 
     images = [cv2.imread(str(p)) for p in sorted((shared / "data/coco/images").glob("*.jpg"))[:4]]
-    found = {}
-    for mode in ("auto", "numpy"):
-        config = load_config(overrides={"model.name": "movenet-multipose", "detector.plugin": "movenet-multipose",
-                                        "detector.input_size": 256, "engine.backend": "openvino",
-                                        "engine.preprocess": mode})
-        with MoveNetMultiPose(config) as detector:
-            assert detector.takes_images == (mode == "auto")
-            found[mode] = detector.detect(images)
+    found = detect_both_ways(MoveNetMultiPose, {"model.name": "movenet-multipose", "detector.input_size": 256,
+                                                "detector.plugin": "movenet-multipose"}, images)
     assert sum(len(p) for p in found["auto"]) >= 4
     for a, b in zip(found["auto"], found["numpy"]):
         np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-2)
