@@ -230,7 +230,7 @@ class Runner:
             output = request.get_output_tensor(0).data[0].copy()
             boxes, scores, keypoints = decode_yolo_pose(output, det.score_threshold, det.iou_threshold,
                                                         det.max_persons)
-            xywh, keypoints = to_frame_pixels(boxes, keypoints, box, height, width)
+            xywh, scores, keypoints = to_frame_pixels(boxes, scores, keypoints, box, height, width)
             found.append((xywh, scores, keypoints))
         return found
 
@@ -322,7 +322,7 @@ def accuracy_controlled(config: Settings, images: list[np.ndarray], truth: list,
             output = compiled({0: x})[compiled.outputs[0]][0]
             boxes, scores, keypoints = decode_yolo_pose(output, det.score_threshold, det.iou_threshold,
                                                         det.max_persons)
-            xywh, keypoints = to_frame_pixels(boxes, keypoints, box, height, width)
+            xywh, scores, keypoints = to_frame_pixels(boxes, scores, keypoints, box, height, width)
             found.append((xywh, scores, keypoints))
             wanted.append(truth[index])
         per_item = [agreement_metric(agreement([t], [f])) for t, f in zip(wanted, found)]

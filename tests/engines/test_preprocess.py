@@ -49,6 +49,18 @@ def test_decode_filters_and_suppresses() -> None:
     assert np.allclose(scores, [0.9, 0.7]) and kpts.shape == (2, 17, 3)
     assert np.allclose(boxes[0], [40, 30, 60, 70])
     _, box = letterbox(np.zeros((100, 200, 3), np.uint8), (160, 160))
-    xywh, frame_kpts = to_frame_pixels(boxes, kpts, box, 100, 200)
+    xywh, frame_scores, frame_kpts = to_frame_pixels(boxes, scores, kpts, box, 100, 200)
     assert np.allclose(xywh[0], [50, 0, 25, 37.5])  # y1 = -12.5 clipped to the top edge
-    assert np.allclose(frame_kpts[0, 0], [56.25, 0, 0.9])
+    assert np.allclose(frame_kpts[0, 0], [56.25, 0, 0.9]) and np.allclose(frame_scores, scores)
+
+
+def test_persons_mostly_outside_the_frame_are_dropped() -> None:
+    """A box with less than half its area in the frame (the model saw it in the letterbox padding)
+    is no person; one with half or more inside is kept, clipped, with its score and keypoints."""
+    _, box = letterbox(np.zeros((100, 200, 3), np.uint8), (160, 160))  # frame at canvas y 40..120
+    boxes = np.array([[10, 0, 30, 60], [10, 20, 30, 60], [50, 60, 90, 100]], np.float32)  # 1/3, 1/2, all in
+    kpts = np.arange(3 * 17 * 3, dtype=np.float32).reshape(3, 17, 3)
+    xywh, scores, frame_kpts = to_frame_pixels(boxes, np.array([0.9, 0.8, 0.7], np.float32), kpts, box, 100, 200)
+    assert np.allclose(scores, [0.8, 0.7]) and frame_kpts.shape == (2, 17, 3)
+    assert np.allclose(frame_kpts[0], box.to_frame(kpts[1:2])[0])
+    assert np.allclose(xywh[0], [12.5, 0, 25, 25])

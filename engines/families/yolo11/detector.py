@@ -117,5 +117,5 @@ class YoloDetector(ModelRunner, Detector):
     def _to_poses(self, output: np.ndarray, box, height: int, width: int) -> Poses:
         boxes, scores, keypoints = decode_yolo_pose(output, self.score_threshold, self.iou_threshold,
                                                     self.max_persons, self.num_keypoints)
-        xywh, keypoints = to_frame_pixels(boxes, keypoints, box, height, width)
+        xywh, scores, keypoints = to_frame_pixels(boxes, scores, keypoints, box, height, width)
         return Poses(xywh, scores, keypoints, scores.copy(), format=self.format)
