@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
 
 from posestream.engines.backends.base import Engine
 from posestream.engines.backends.factory import create_engine
@@ -18,6 +20,7 @@ from posestream.engines.backends.torch_inputs import TorchInputs, torch_inputs_f
 from posestream.engines.model_card import ModelCard, Normalisation, sha256_file
 from posestream.engines.model_check import check_model_kind
 from posestream.engines.models import load_card, runtime_model_file
+from posestream.engines.preprocess import normalise
 from posestream.stream.core.errors import ModelError
 from posestream.stream.core.settings import Settings
 
@@ -28,6 +31,7 @@ class ModelRunner:
     """Holds one verified model's engine. `tasks` = the card tasks a subclass can decode."""
 
     tasks: ClassVar[tuple[str, ...]] = ()
+    takes_images = False  # `take_images`: uint8 images go into the model as they are
 
     def __init__(self, settings: Settings, model: str, threads: int) -> None:
         self.engine: Engine | None = None
@@ -55,13 +59,25 @@ class ModelRunner:
             self.close()
             raise
 
-    def images_in_model(self, settings: Settings, normalisation: Normalisation) -> bool:
-        """For subclasses that feed one image batch normalised as their numpy path does
-        (`normalisation`): with `engine.preprocess = "auto"` on the numpy path, ask the engine to take
-        the uint8 BGR images as they are and apply it inside the model (`Engine.accept_images`);
-        whether it does."""
-        return (self.torch_inputs is None and settings.engine.preprocess == "auto"
-                and self.engine is not None and self.engine.accept_images(normalisation))
+    def take_images(self, settings: Settings, normalisation: Normalisation | None = None) -> None:
+        """How the subclass's BGR uint8 images become the model's input (`model_input`): normalised as
+        `normalisation` says (None: the card's), in numpy, or, with `engine.preprocess = "auto"` on the
+        numpy path, inside the model where the engine can (`Engine.accept_images`; `takes_images`).
+        Call it after reading the engine's input shape: the model then takes NHWC uint8. Closes the
+        engine when it fails (a malformed card)."""
+        try:
+            self.normalisation = normalisation if normalisation is not None else Normalisation.of_card(self.card)
+            self.takes_images = (self.torch_inputs is None and settings.engine.preprocess == "auto"
+                                 and self.engine is not None and self.engine.accept_images(self.normalisation))
+        except BaseException:
+            self.close()
+            raise
+
+    def model_input(self, images: Sequence[np.ndarray] | np.ndarray, dtype: np.dtype = np.float32) -> np.ndarray:
+        """The engine's input for BGR uint8 images of one size ([N,H,W,3] or a list of [H,W,3]): as
+        they are where the model normalises them (`takes_images`), else numpy's float NCHW (`dtype`)."""
+        batch = np.stack(images) if isinstance(images, list) else images
+        return np.ascontiguousarray(batch) if self.takes_images else normalise(batch, self.normalisation, dtype)
 
     def choose_variant(self, card: ModelCard) -> str:
         """Which of the card's files to open (hook; default: the first)."""

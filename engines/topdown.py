@@ -8,7 +8,7 @@ say which model task they read and how to decode its outputs (`decode`).
 With TensorRT (or `engine.preprocess = "torch"`) the crops are sampled in torch on the engine's
 device from one upload per frame (`engines.backends.torch_inputs`) and never come back to the host; only the
 model outputs do, for decoding. With OpenVINO the uint8 crops go in as they are and the model
-normalises them (`Engine.accept_images`; `engine.preprocess = "numpy"` feeds `preprocess`'s floats).
+normalises them (`Engine.accept_images`; `engine.preprocess = "numpy"` feeds `ModelRunner.model_input`'s floats).
 """
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from posestream.engines.model_card import ModelCard, Normalisation
+from posestream.engines.model_card import ModelCard
 from posestream.engines.runner import ModelRunner
 from posestream.engines.backends.torch_inputs import to_numpy
 from posestream.engines.crops import box_to_centre_scale, crop_matrices, crop_to_frame, warp_crops
-from posestream.engines.preprocess import normalise
 from posestream.stream.core.contracts import PoseEstimator
 from posestream.stream.core.errors import InputError, ModelError
 from posestream.stream.core.keypoints import KeypointFormat, get_format
@@ -83,8 +82,7 @@ class TopDownEstimator(ModelRunner, PoseEstimator):
                 self.batch = self.static_batch
             self._input_name = self.engine.inputs[0].name
             self._input_dtype = self.engine.inputs[0].dtype
-            self._normalisation = Normalisation.of_card(self.card)  # x = (pixel * scale - mean) / std
-            self.takes_images = self.images_in_model(settings, self._normalisation)  # uint8 crops in (OpenVINO)
+            self.take_images(settings)  # the card's normalisation; uint8 crops into the model with OpenVINO
             self.setup(self.card)
         except BaseException:
             self.close()
@@ -150,10 +148,6 @@ class TopDownEstimator(ModelRunner, PoseEstimator):
                              f"{self.card.input.get('size')}, model input {self.engine.inputs[0].shape})")
         return int(size[0]), int(size[1])
 
-    def preprocess(self, crops: np.ndarray) -> np.ndarray:
-        """BGR uint8 crops [N,H,W,3] -> the model's normalised NCHW input."""
-        return normalise(crops, self._normalisation, self._input_dtype)
-
     def infer(self, crops: "np.ndarray | torch.Tensor") -> dict[str, np.ndarray]:
         """Run crops [N,H,W,3] (N <= batch); a fixed-batch model gets zero padding, cut off again.
 
@@ -164,12 +158,12 @@ class TopDownEstimator(ModelRunner, PoseEstimator):
             raise ModelError(f"model '{self.card.name}' takes batches of exactly {self.static_batch}; "
                              f"set pose.batch <= {self.static_batch}")
         if self.torch_inputs is not None:
-            norm = self._normalisation
+            norm = self.normalisation
             x = self.torch_inputs.model_input(crops, norm.scale, list(norm.mean), list(norm.std), norm.rgb,
                                               self.static_batch)
             outputs = self.run({self._input_name: x})
             return {name: to_numpy(value[:n]) for name, value in outputs.items()}
-        x = np.ascontiguousarray(crops) if self.takes_images else self.preprocess(crops)
+        x = self.model_input(crops, self._input_dtype)
         if self.static_batch is not None:
             x = np.concatenate([x, np.zeros((self.static_batch - n, *x.shape[1:]), x.dtype)])
         outputs = self.run({self._input_name: x})

@@ -27,8 +27,6 @@ from typing import Sequence
 
 import numpy as np
 
-from posestream.engines.model_card import Normalisation
-from posestream.engines.preprocess import normalise
 from posestream.engines.runner import ModelRunner
 from posestream.engines.crops import crop_to_frame, rotated_crop_matrices, warp_with
 from posestream.stream.core.errors import ModelError
@@ -80,18 +78,8 @@ class _LandmarkModel(ModelRunner):
             self.close()
             raise ModelError(f"model '{model}': square landmark input expected, card says size {size}")
         self.size, self.points, self.flag = int(size[0]), points, flag
-        try:
-            self._normalisation = Normalisation.of_card(self.card)
-            self.takes_images = self.images_in_model(settings, self._normalisation)  # uint8 crops in (OpenVINO)
-        except BaseException:
-            self.close()
-            raise
+        self.take_images(settings)  # the card's normalisation; uint8 crops into the model with OpenVINO
         self._name = self.engine.inputs[0].name
-
-    def model_input(self, crops: np.ndarray) -> np.ndarray:
-        """What the engine takes for BGR uint8 crops [N,S,S,3]: the crops themselves where the model
-        normalises them (`takes_images`), else numpy's normalised float NCHW."""
-        return np.ascontiguousarray(crops) if self.takes_images else normalise(crops, self._normalisation)
 
     def __call__(self, crops: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks [N,points,2] in crop pixels and the raw flag [N] of BGR uint8 crops [N,S,S,3]."""

@@ -16,8 +16,7 @@ import numpy as np
 
 from posestream.engines.families.mediapipe_detector.decode import (anchors, body_boxes, decode_detections,
                                                                    weighted_nms)
-from posestream.engines.model_card import Normalisation
-from posestream.engines.preprocess import letterbox, normalise
+from posestream.engines.preprocess import letterbox
 from posestream.engines.runner import ModelRunner
 from posestream.stream.core.contracts import Detector
 from posestream.stream.core.errors import ConfigError
@@ -41,11 +40,10 @@ class MediaPipePersonDetector(ModelRunner, Detector):
         try:
             self.size = int(self.card.input["size"][0])
             self.pad = int(self.card.input.get("letterbox_pad", 0))
-            self._normalisation = Normalisation.of_card(self.card)  # MediaPipe's [-1, 1]: 1/127.5, mean 1
-            self.takes_images = self.images_in_model(settings, self._normalisation)  # uint8 in (OpenVINO)
         except BaseException:
             self.close()
             raise
+        self.take_images(settings)  # the card's: MediaPipe's [-1, 1] (1/127.5, mean 1); uint8 in with OpenVINO
         self._anchors = anchors(self.size)
         self._input_name = self.engine.inputs[0].name
 
@@ -53,9 +51,7 @@ class MediaPipePersonDetector(ModelRunner, Detector):
         if not frames:
             return []
         boxed = [letterbox(frame, (self.size, self.size), self.pad) for frame in frames]
-        batch = np.stack([canvas for canvas, _ in boxed])
-        x = batch if self.takes_images else normalise(batch, self._normalisation)
-        out = self.run({self._input_name: x})
+        out = self.run({self._input_name: self.model_input([canvas for canvas, _ in boxed])})
         return [self._poses(out["scores"][i], out["regressors"][i], box, frame.shape[:2])
                 for i, ((_, box), frame) in enumerate(zip(boxed, frames))]
 

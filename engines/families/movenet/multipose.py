@@ -14,8 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from posestream.engines.families.movenet.decode import decode_multipose
-from posestream.engines.model_card import Normalisation
-from posestream.engines.preprocess import canvas_size, letterbox, normalise
+from posestream.engines.preprocess import canvas_size, letterbox
 from posestream.engines.runner import ModelRunner
 from posestream.stream.core.contracts import Detector
 from posestream.stream.core.results import Poses
@@ -36,11 +35,10 @@ class MoveNetMultiPose(ModelRunner, Detector):
         super().__init__(settings, settings.model.name, cfg.threads)
         try:
             self.pad = int(self.card.input.get("letterbox_pad", 0))
-            self._normalisation = Normalisation.of_card(self.card)  # RGB 0..255
-            self.takes_images = self.images_in_model(settings, self._normalisation)  # uint8 in (OpenVINO)
         except BaseException:
             self.close()
             raise
+        self.take_images(settings)  # the card's: RGB 0..255; uint8 in with OpenVINO
         self._input_name = self.engine.inputs[0].name
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Poses]:
@@ -49,8 +47,7 @@ class MoveNetMultiPose(ModelRunner, Detector):
     def _detect(self, frame: np.ndarray) -> Poses:
         height, width = frame.shape[:2]
         canvas, box = letterbox(frame, canvas_size(height, width, self.size), self.pad)
-        x = canvas[None] if self.takes_images else normalise(canvas[None], self._normalisation)
-        out = self.run({self._input_name: x})
+        out = self.run({self._input_name: self.model_input(canvas[None])})
         centres = out["centers"]
         candidates = int((centres >= self.score_threshold).sum())  # a person scores at most its centre
         if candidates == 0:

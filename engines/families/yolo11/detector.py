@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from posestream.engines.model_card import ModelCard
-from posestream.engines.preprocess import TO_INPUT, Letterbox, canvas_size, letterbox, to_input
+from posestream.engines.preprocess import TO_INPUT, Letterbox, canvas_size, letterbox
 from posestream.engines.runner import ModelRunner
 from posestream.engines.backends.torch_inputs import rows_above
 from posestream.engines.families.yolo11.decode import decode_yolo_pose, to_frame_pixels
@@ -42,7 +42,7 @@ class YoloDetector(ModelRunner, Detector):
         self.pad = int(self.card.input.get("letterbox_pad", 114))
         self.num_keypoints = int(self.card.output.get("num_keypoints", 17))
         self.format = self.card.keypoint_format
-        self.takes_images = self.images_in_model(settings, TO_INPUT)  # uint8 canvases in (OpenVINO)
+        self.take_images(settings, TO_INPUT)  # what `to_input` computes; uint8 canvases in with OpenVINO
         self.static_batch = self.engine.inputs[0].shape[0] == 1
         self._input_name = self.engine.inputs[0].name
         self._output_name = self.engine.outputs[0].name
@@ -87,11 +87,6 @@ class YoloDetector(ModelRunner, Detector):
         output = self.run({self._input_name: x})[self._output_name]
         # decoding starts by dropping the anchors below the threshold: drop them before the copy
         return rows_above(output, 4, self.score_threshold), [box] * len(frames)  # one copy per batch
-
-    def model_input(self, canvases: list[np.ndarray]) -> np.ndarray:
-        """The engine's input for letterboxed BGR canvases of one size: stacked as they are where the
-        model normalises them (`takes_images`), else numpy's float NCHW RGB."""
-        return np.stack(canvases) if self.takes_images else to_input(canvases)
 
     # -- overlapped frames (OpenVINO's async requests): see `Detector.in_flight` --------------------
     def start(self, frame: np.ndarray) -> object:
