@@ -9,7 +9,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from posestream.stream.core.errors import ModelError
 
@@ -31,15 +31,19 @@ class Normalisation:
 
     @classmethod
     def of_card(cls, card: "ModelCard") -> "Normalisation":
-        """The card's `input` normalisation; a colour order other than RGB/BGR or a zero std is a
-        `ModelError` naming the model."""
-        spec = card.input
+        """The card's `input` normalisation (`of_input`)."""
+        return cls.of_input(card.input, card.name)
+
+    @classmethod
+    def of_input(cls, spec: Mapping[str, Any], model: str) -> "Normalisation":
+        """A card's `input` section parsed; a colour order other than RGB/BGR or a zero std is a
+        `ModelError` naming `model`. Missing keys: RGB, scale 1, mean 0, std 1, NCHW."""
         color = spec.get("color", "RGB")
         if color not in ("RGB", "BGR"):
-            raise ModelError(f"model '{card.name}': card input.color = {color!r} is not one of: RGB, BGR")
+            raise ModelError(f"model '{model}': card input.color = {color!r} is not one of: RGB, BGR")
         std = tuple(float(v) for v in spec.get("std", (1.0, 1.0, 1.0)))
         if 0.0 in std:
-            raise ModelError(f"model '{card.name}': input.std has a zero")
+            raise ModelError(f"model '{model}': input.std has a zero")
         return cls(color == "RGB", float(spec.get("scale", 1.0)),
                    tuple(float(v) for v in spec.get("mean", (0.0, 0.0, 0.0))), std, str(spec.get("layout", "NCHW")))
 

@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 
 from posestream.engines.backends.engine_cache import ProfileShapes, TensorRTSettings, _atomic_write
+from posestream.engines.model_card import Normalisation
+from posestream.engines.preprocess import TO_INPUT, letterbox, normalise
 from posestream.stream.core.errors import BackendUnavailableError, InputError, InputNotFoundError, ModelError
 from posestream.stream.core.images import list_images
 
@@ -114,9 +116,10 @@ class CalibrationImages:
     """Calibration batches read from a folder of images, pre-processed like the model's input.
 
     Images are letterboxed to the input size (aspect kept, `letterbox_pad` around) and normalised as
-    the model card says (`color`, `scale`, `mean`, `std`). Only full batches are produced: TensorRT's
-    calibrator has one fixed batch size. Use images like the ones the model will see: whole frames
-    for a detector, person crops for an SPPE.
+    the model card's `input` says, by the numpy pre-processing every CPU path uses
+    (`preprocess.letterbox`, `Normalisation.of_input`, `preprocess.normalise`). Only full batches
+    are produced: TensorRT's calibrator has one fixed batch size. Use images like the ones the model
+    will see: whole frames for a detector, person crops for an SPPE.
     """
 
     def __init__(self, folder: Path | str, input_hw: tuple[int, int], batch_size: int,
@@ -127,14 +130,11 @@ class CalibrationImages:
         self.files = list_images(folder)[:max_images]
         self.input_hw = input_hw
         self.batch_size = min(batch_size, len(self.files))
-        # No card: the YOLO convention (RGB / 255); a card without `scale` means 1.0, as the pose
-        # plugins read it.
-        norm = dict(normalization) if normalization is not None else {"scale": 1 / 255}
-        self.pad = int(norm.get("letterbox_pad", 114))
-        self.scale = float(norm.get("scale", 1.0))
-        self.mean = tuple(float(v) for v in norm.get("mean", (0.0, 0.0, 0.0)))
-        self.std = tuple(float(v) for v in norm.get("std", (1.0, 1.0, 1.0)))
-        self.rgb = str(norm.get("color", "RGB")).upper() == "RGB"
+        # No card: the YOLO convention (RGB / 255, grey 114 around), what `preprocess.to_input` does.
+        spec = normalization if normalization is not None else {}
+        self.normalisation = (Normalisation.of_input(spec, f"calibration for {folder.name}")
+                              if normalization is not None else TO_INPUT)
+        self.pad = int(spec.get("letterbox_pad", 114))
 
     def __len__(self) -> int:
         return len(self.files) // self.batch_size
@@ -144,24 +144,18 @@ class CalibrationImages:
         digest = hashlib.sha256()
         for path in self.files[:len(self) * self.batch_size]:
             digest.update(f"{path.name}:{path.stat().st_size};".encode("utf-8"))
-        digest.update(repr((self.input_hw, self.batch_size, self.pad, self.scale, self.mean,
-                            self.std, self.rgb)).encode("utf-8"))
+        digest.update(repr((self.input_hw, self.batch_size, self.pad, self.normalisation)).encode("utf-8"))
         return digest.hexdigest()[:12]
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        import torch
-
-        from posestream.engines.backends.gpu_preprocess import letterbox, normalize
-
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            frames = []
+            canvases = []
             for path in self.files[start:start + self.batch_size]:
                 image = cv2.imread(str(path), cv2.IMREAD_COLOR)
                 if image is None:
                     raise InputError(f"calibration image {path} cannot be decoded")
-                frames.append(letterbox(torch.from_numpy(image)[None], self.input_hw, self.pad)[0])
-            batch = normalize(torch.cat(frames), self.scale, self.mean, self.std, bgr_to_rgb=self.rgb)
-            yield batch.numpy()
+                canvases.append(letterbox(image, self.input_hw, self.pad)[0])
+            yield normalise(np.stack(canvases), self.normalisation)
 
 
 @functools.lru_cache(maxsize=1)

@@ -241,9 +241,31 @@ def test_calibration_images_are_batched_and_normalised(shared: Path):
     import cv2
 
     canvas, _ = letterbox(cv2.imread(str(images.files[0])), (320, 320), 114)
-    assert np.abs(batches[0][0] - to_input([canvas])[0]).max() <= 1.5 / 255
+    np.testing.assert_array_equal(batches[0][0], to_input([canvas])[0])  # the pipeline's own numpy path
     other = CalibrationImages(folder, (320, 320), batch_size=2, max_images=7)
     assert other.tag() != images.tag()
+    np.testing.assert_array_equal(list(other)[0][0], batches[0][0])  # no card: what to_input does
+
+
+def test_calibration_images_follow_the_card(shared: Path):
+    """A card asking for BGR, a mean, a std and another pad gets exactly that; a malformed card is
+    one ModelError, as when the model itself is loaded."""
+    folder = shared / "data" / "coco" / "images"
+    card = {"color": "BGR", "scale": 1.0, "mean": [100.0, 110.0, 120.0], "std": [50.0, 60.0, 70.0],
+            "letterbox_pad": 0}
+    batch = next(iter(CalibrationImages(folder, (256, 192), batch_size=1, max_images=1, normalization=card)))
+    from posestream.engines.preprocess import letterbox
+    import cv2
+
+    image = cv2.imread(str(sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))[0]))
+    canvas, _ = letterbox(image, (256, 192), 0)
+    expected = (canvas.transpose(2, 0, 1).astype(np.float32) - np.float32([100, 110, 120])[:, None, None]) \
+        / np.float32([50, 60, 70])[:, None, None]
+    np.testing.assert_allclose(batch[0], expected, rtol=1e-6)
+    with pytest.raises(ModelError, match="input.color"):
+        CalibrationImages(folder, (64, 64), 1, 1, normalization={"color": "YUV"})
+    with pytest.raises(ModelError, match="std has a zero"):
+        CalibrationImages(folder, (64, 64), 1, 1, normalization={"std": [1, 0, 1]})
 
 
 def test_calibration_folder_errors(tmp_path: Path):
