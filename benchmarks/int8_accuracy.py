@@ -12,6 +12,10 @@ once into `--work` (a cache home per recipe, the FP32 ONNX files linked from the
 - **sensitivity** (`--sensitivity [RECIPE]`, default: the configured recipe): that model's activation
   quantizers of one group of layers at a time widened to 16 bits (near float; the CPU then runs that part in float), the rest
   INT8: which part of the network the loss comes from;
+- **exact arithmetic** (`--exact`): each recipe's model again with every FakeQuantize written out
+  as float math (`exact_int8`), which OpenVINO's low-precision passes do not turn into INT8 kernels:
+  the same quantized values computed exactly, without this CPU's INT8 arithmetic (on AVX2, u8 x s8
+  pairs summed in 16 bits): what the quantization itself loses, apart from what the CPU adds;
 - **CPU time** of one inference of each model at 1x3x384x640 on one thread (alternated rounds;
   CPU time stays comparable under load, wall time does not);
 - **accuracy control** (`--accuracy-control MAX_DROP`): NNCF's accuracy-aware quantization of the
@@ -28,7 +32,7 @@ when installed. None is in the default calibration set (two photos, the demo cli
 of them) or in an evaluation set.
 
     python -m posestream.benchmarks.int8_accuracy [--recipe NAME=KEY=VALUE,...] [--sensitivity [NAME]]
-        [--accuracy-control MAX_DROP [--iterations N]] [--eval] [--work DIR] [--out int8.json]
+        [--accuracy-control MAX_DROP [--iterations N]] [--exact] [--eval] [--work DIR] [--out int8.json]
 """
 from __future__ import annotations
 
@@ -191,11 +195,34 @@ def fp32_path(config: Settings) -> Path:
     return card.file(directory, "dynamic")
 
 
+def exact_int8(model: Any) -> int:
+    """Write every FakeQuantize of an OpenVINO `model` out as float math, in place: clamp to the
+    input range, scale to levels - 1 steps, round, scale to the output range (the op's definition).
+    OpenVINO turns FakeQuantize into INT8 kernels; these ops it runs in float, so the model computes
+    the same quantized values without the CPU's INT8 arithmetic. Returns how many were rewritten."""
+    import openvino.opset13 as ops
+
+    count = 0
+    for fq in [op for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]:
+        x, in_low, in_high, out_low, out_high = (fq.input_value(i) for i in range(5))
+        steps = ops.constant(np.float32(fq.get_attributes()["levels"] - 1))
+        clamped = ops.minimum(ops.maximum(x, in_low), in_high)
+        level = ops.round(ops.multiply(ops.divide(ops.subtract(clamped, in_low),
+                                                  ops.subtract(in_high, in_low)), steps), "half_to_even")
+        value = ops.add(ops.multiply(ops.divide(level, steps), ops.subtract(out_high, out_low)), out_low)
+        for target in list(fq.output(0).get_target_inputs()):
+            target.replace_source_output(value.output(0))
+        count += 1
+    model.validate_nodes_and_infer_types()
+    return count
+
+
 class Runner:
     """Decoded persons of one OpenVINO model (the detector's letterbox, thresholds and decoding),
-    compiled static per input shape; `widen` turns the matching activation quantizers to 16 bits."""
+    compiled static per input shape; `widen` turns the matching activation quantizers to 16 bits,
+    `exact` computes the quantized model without INT8 kernels (`exact_int8`)."""
 
-    def __init__(self, path: Path, config: Settings, widen: str | None = None) -> None:
+    def __init__(self, path: Path, config: Settings, widen: str | None = None, exact: bool = False) -> None:
         import openvino as ov
 
         self.ov, self.core, self.config = ov, ov.Core(), config
@@ -205,6 +232,8 @@ class Runner:
                 name = op.get_friendly_name()
                 if op.get_type_name() == "FakeQuantize" and re.search(widen, name) and KEEP_8BIT not in name:
                     op.set_attribute("levels", 65536)
+        if exact:
+            exact_int8(self.model)
         self._compiled: dict[tuple[int, ...], Any] = {}
 
     def request(self, shape: tuple[int, ...]) -> Any:
@@ -417,11 +446,20 @@ def format_result(result: dict[str, Any]) -> list[str]:
     def value(number: float | None) -> str:  # None: no FP32 person was found to compare with
         return "-" if number is None else f"{number:.4f}"
 
-    for name, row in result["recipes"].items():
+    def rows() -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for name, row in result["recipes"].items():
+            out.append((name, row))
+            if "exact" in row:
+                out.append((f"{name}, exact INT8", {"agreement": row["exact"]}))
+        return out
+
+    for name, row in rows():
         a = row["agreement"]
+        cpu = f"{row['cpu_ms']:>8.1f}" if "cpu_ms" in row else f"{'-':>8}"
+        build = f"{row['build_s']:>8.0f}" if "build_s" in row else f"{'-':>8}"
         lines.append(f"{name[:33]:<34}{value(a['mean_oks']):>9}{value(a['p10_oks']):>9}{a['missed']:>7}{a['extra']:>6}"
-                     f"{value(a['score_diff']):>9}{row.get('cpu_ms', float('nan')):>8.1f}"
-                     f"{row.get('build_s', float('nan')):>8.0f}")
+                     f"{value(a['score_diff']):>9}{cpu}{build}")
     if "fp32_cpu_ms" in result:
         lines.append(f"{'FP32':<34}{'':>40}{result['fp32_cpu_ms']:>8.1f}")
     for name, row in result["recipes"].items():
@@ -455,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
                              "lose MAX_DROP of the agreement metric (mean OKS - mean |score diff|)")
     parser.add_argument("--iterations", type=int, default=6,
                         help="most rounds of putting layers back in float (--accuracy-control)")
+    parser.add_argument("--exact", action="store_true",
+                        help="also each recipe's agreement computed without INT8 kernels (exact quantized values)")
     parser.add_argument("--eval", action="store_true", help="also AP on every shared annotated set")
     parser.add_argument("--no-default", action="store_true", help="leave the configured recipe out")
     parser.add_argument("--work", type=Path, default=None,
@@ -482,8 +522,10 @@ def main(argv: list[str] | None = None) -> int:
         configs[name] = recipe_home(config, work, name, overrides)
         row: dict[str, Any] = {"overrides": overrides, "build_s": round(time.perf_counter() - start, 1)}
         row["agreement"] = agreement(truth, Runner(int8_path(configs[name]), config).persons(images))
+        if args.exact:
+            row["exact"] = agreement(truth, Runner(int8_path(configs[name]), config, exact=True).persons(images))
         result["recipes"][name] = row
-        log.info("%s: %s", name, row["agreement"])
+        log.info("%s: %s%s", name, row["agreement"], f"; exact INT8: {row['exact']}" if args.exact else "")
     paths = {"FP32": fp32_path(config), **{n: int8_path(c) for n, c in configs.items()}}
     if args.accuracy_control is not None:
         if "default" not in configs:

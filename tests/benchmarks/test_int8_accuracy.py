@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from posestream.benchmarks.int8_accuracy import (agreement, agreement_metric, float_compute_ops, format_result,
-                                                 parse_recipe)
+from posestream.benchmarks.int8_accuracy import (agreement, agreement_metric, exact_int8, float_compute_ops,
+                                                 format_result, parse_recipe)
 from posestream.stream.core.errors import InputError
 
 
@@ -61,6 +61,32 @@ def test_float_compute_ops_names_the_convolutions_without_a_quantized_input() ->
     assert float_compute_ops(model) == {"float_conv"}
 
 
+def test_exact_int8_computes_the_quantized_values_in_float() -> None:
+    """A quantized 1x1 conv whose u8 x s8 pairs overflow 16 bits (activations at the top of their
+    range, weights at +-127): written out, the model gives numpy's exact sum of the quantized values,
+    whatever INT8 arithmetic this CPU has, and no FakeQuantize is left."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(0)
+    x = ops.parameter([1, 4, 3, 3], np.float32, name="x")
+    low, high = ops.constant(np.float32(0)), ops.constant(np.float32(2.55))
+    act = ops.fake_quantize(x, low, high, low, high, 256)
+    w = rng.uniform(-1, 1, (2, 4, 1, 1)).astype(np.float32)
+    w[:, :, 0, 0] = np.sign(w[:, :, 0, 0])  # every weight at the edge of its range: s8 -127 / 127
+    bound = ops.constant(np.ones((2, 1, 1, 1), np.float32))
+    weights = ops.fake_quantize(ops.constant(w), ops.negative(bound), bound, ops.negative(bound), bound, 255)
+    conv = ops.convolution(act, weights, [1, 1], [0, 0], [0, 0], [1, 1])
+    model = ov.Model([conv], [x])
+    assert exact_int8(model) == 2
+    assert not any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+    data = rng.uniform(2.3, 3.0, (1, 4, 3, 3)).astype(np.float32)
+    out = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(data)[0]
+    quantized = np.round(np.clip(data, 0, 2.55) / 2.55 * 255) / 255 * 2.55
+    expected = np.einsum("oi,nihw->nohw", np.round(w[:, :, 0, 0] * 127) / 127, quantized)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_the_table_shows_a_model_that_finds_nobody() -> None:
     """A broken recipe (every FP32 person missed: no score difference to average) is a row of the
     table, not a traceback that loses the other rows."""
@@ -70,6 +96,9 @@ def test_the_table_shows_a_model_that_finds_nobody() -> None:
     result = {"validation": {"images": 1, "persons": 1}, "load_avg": [0.5],
               "recipes": {"default": {"agreement": agreement(truth, truth), "cpu_ms": 20.0, "build_s": 60},
                           "broken": {"agreement": lost, "cpu_ms": 21.0, "build_s": 61}}}
+    result["recipes"]["default"]["exact"] = lost
     lines = format_result(result)
     broken = next(line for line in lines if line.startswith("broken"))
     assert broken.split()[1:6] == ["0.0000", "0.0000", "1", "0", "-"]
+    exact = next(line for line in lines if line.startswith("default, exact INT8"))
+    assert exact.split()[3:] == ["0.0000", "0.0000", "1", "0", "-", "-", "-"]  # no CPU time or build of its own
