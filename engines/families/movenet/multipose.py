@@ -60,9 +60,7 @@ class MoveNetMultiPose(ModelRunner, Detector):
         keypoints, boxes, scores = keypoints[keep], boxes[keep], scores[keep]
         ch, cw = canvas.shape[:2]
         points = np.stack([keypoints[..., 1] * cw - 0.5, keypoints[..., 0] * ch - 0.5, keypoints[..., 2]], -1)
-        points = box.to_frame(points)
-        corners = box.to_frame(np.stack([boxes[:, [1, 0]] * [cw, ch], boxes[:, [3, 2]] * [cw, ch]], 1))
-        corners[..., 0] = corners[..., 0].clip(0, width)
-        corners[..., 1] = corners[..., 1].clip(0, height)
-        xywh = np.concatenate([corners[:, 0], corners[:, 1] - corners[:, 0]], 1)
-        return Poses(xywh, scores, points, scores.copy(), format="coco17")
+        xywh, inside = box.boxes_to_frame(np.concatenate([boxes[:, [1, 0]] * [cw, ch], boxes[:, [3, 2]] * [cw, ch]], 1),
+                                          height, width)
+        points = box.to_frame(points[inside])
+        return Poses(xywh[inside], scores[inside], points, scores[inside].copy(), format="coco17")

@@ -52,22 +52,9 @@ def decode_yolo_pose(output: np.ndarray, score_threshold: float, iou_threshold: 
     return boxes, cand[chosen, 4].astype(np.float32), keypoints
 
 
-# A person is in the picture when at least this share of its box lies in the frame: the model can see
-# one in the letterbox padding (on a 1-pixel-wide frame, the frame's edge against the pad made a
-# 0.11-score "person" 218 px wide of which 1 px lay in the frame); real people at a frame's edge keep
-# 0.96 or more of their box inside (every detection on the shared images and videos, docs/eval.md).
-MIN_IN_PICTURE = 0.5
-
-
 def to_frame_pixels(boxes_xyxy: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, box: Letterbox,
                     height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Map canvas persons to frame pixels -> boxes clipped to the frame as x, y, w, h, scores and
-    keypoints, without the persons whose box lies mostly outside the frame (`MIN_IN_PICTURE`)."""
-    corners = box.to_frame(boxes_xyxy.reshape(-1, 2, 2)).reshape(-1, 4)
-    area = (corners[:, 2] - corners[:, 0]) * (corners[:, 3] - corners[:, 1])
-    corners[:, [0, 2]] = corners[:, [0, 2]].clip(0, width)
-    corners[:, [1, 3]] = corners[:, [1, 3]].clip(0, height)
-    inside = (corners[:, 2] - corners[:, 0]) * (corners[:, 3] - corners[:, 1])
-    keep = inside >= MIN_IN_PICTURE * area
-    xywh = np.concatenate([corners[keep, :2], corners[keep, 2:] - corners[keep, :2]], axis=1)
-    return xywh.astype(np.float32), scores[keep], box.to_frame(keypoints[keep])
+    keypoints, without the persons seen in the letterbox padding (`Letterbox.boxes_to_frame`)."""
+    xywh, keep = box.boxes_to_frame(boxes_xyxy, height, width)
+    return xywh[keep], scores[keep], box.to_frame(keypoints[keep])
