@@ -130,11 +130,11 @@ class CalibrationImages:
         self.files = list_images(folder)[:max_images]
         self.input_hw = input_hw
         self.batch_size = min(batch_size, len(self.files))
-        # No card: the YOLO convention (RGB / 255, grey 114 around), what `preprocess.to_input` does.
-        spec = normalization if normalization is not None else {}
-        self.normalisation = (Normalisation.of_input(spec, f"calibration for {folder.name}")
-                              if normalization is not None else TO_INPUT)
-        self.pad = int(spec.get("letterbox_pad", 114))
+        if normalization is None:  # no card: the YOLO convention (RGB / 255, grey 114 around), as `to_input`
+            self.normalisation, self.pad = TO_INPUT, 114
+        else:
+            self.normalisation = Normalisation.of_input(normalization, f"calibration for {folder.name}")
+            self.pad = int(normalization.get("letterbox_pad", 114))
 
     def __len__(self) -> int:
         return len(self.files) // self.batch_size
