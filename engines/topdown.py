@@ -158,9 +158,7 @@ class TopDownEstimator(ModelRunner, PoseEstimator):
             raise ModelError(f"model '{self.card.name}' takes batches of exactly {self.static_batch}; "
                              f"set pose.batch <= {self.static_batch}")
         if self.torch_inputs is not None:
-            norm = self.normalisation
-            x = self.torch_inputs.model_input(crops, norm.scale, list(norm.mean), list(norm.std), norm.rgb,
-                                              self.static_batch)
+            x = self.torch_inputs.model_input(crops, self.normalisation, self.static_batch)
             outputs = self.run({self._input_name: x})
             return {name: to_numpy(value[:n]) for name, value in outputs.items()}
         x = self.model_input(crops, self._input_dtype)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 from posestream.engines.backends.base import Engine
+from posestream.engines.model_card import Normalisation
 from posestream.engines.preprocess import Letterbox
 
 if TYPE_CHECKING:
@@ -71,17 +72,18 @@ class TorchInputs:
                  for frame, m in zip(frames, matrices)]
         return torch.cat(parts)
 
-    def model_input(self, images: "torch.Tensor | np.ndarray", scale: float, mean: Sequence[float],
-                    std: Sequence[float], to_rgb: bool, batch: int | None = None) -> "torch.Tensor":
-        """(image * scale - mean) / std of float [N, 3, h, w] BGR 0..255 images (or uint8 NHWC numpy
-        crops), zero-padded to `batch` images for a fixed-batch model."""
+    def model_input(self, images: "torch.Tensor | np.ndarray", normalisation: Normalisation,
+                    batch: int | None = None) -> "torch.Tensor":
+        """(image * scale - mean) / std (`normalisation`, the card's) of float [N, 3, h, w] BGR 0..255
+        images (or uint8 NHWC numpy crops), zero-padded to `batch` images for a fixed-batch model."""
         import torch
 
         from posestream.engines.backends.gpu_preprocess import normalize
 
         if isinstance(images, np.ndarray):
             images = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float()
-        x = normalize(images, scale, mean, std, bgr_to_rgb=to_rgb)
+        x = normalize(images, normalisation.scale, normalisation.mean, normalisation.std,
+                      bgr_to_rgb=normalisation.rgb)
         if batch is not None and len(x) < batch:
             x = torch.cat([x, x.new_zeros((batch - len(x), *x.shape[1:]))])
         return x
