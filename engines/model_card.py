@@ -48,6 +48,16 @@ class Normalisation:
                    tuple(float(v) for v in spec.get("mean", (0.0, 0.0, 0.0))), std, str(spec.get("layout", "NCHW")))
 
 
+def letterbox_pad(spec: Mapping[str, Any], model: str) -> int:
+    """The grey level a card's `input.letterbox_pad` fills around a frame that does not fill the
+    canvas (the model learnt on that fill); missing: 114, the YOLO convention (families trained on
+    black write 0). Not an integer 0..255: a `ModelError` naming `model`."""
+    value = spec.get("letterbox_pad", 114)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+        raise ModelError(f"model '{model}': input.letterbox_pad = {value!r} is not an integer 0..255")
+    return value
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as fh:
@@ -94,6 +104,11 @@ class ModelCard:
             raise ModelError(f"model card missing: {path}") from None
         except (json.JSONDecodeError, TypeError) as exc:
             raise ModelError(f"model card {path} is malformed: {exc}") from None
+
+    @property
+    def letterbox_pad(self) -> int:
+        """The input's letterbox fill (`letterbox_pad`)."""
+        return letterbox_pad(self.input, self.name)
 
     def file(self, directory: Path, variant: str) -> Path:
         """Path of one ONNX variant; raises if the variant is unknown."""

@@ -219,8 +219,7 @@ def build_int8(config: Settings, card: ModelCard, directory: Path, calibration: 
     else:
         images, source = user_calibration(calibration, count)
     images = images[:count]
-    pad = int(card.input.get("letterbox_pad", 114))
-    samples = network_inputs(images, config.detector.input_size, pad)
+    samples = network_inputs(images, config.detector.input_size, card.letterbox_pad)
     fp32 = card.file(directory, FP32_VARIANT)
     stem = Path(card.files[FP32_VARIANT]["file"]).stem + "-int8"
     log.info("quantizing %s to INT8 on %d calibration images (%s) ...", fp32.name, len(samples), source)

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from posestream.engines.backends.engine_cache import ProfileShapes, TensorRTSettings, _atomic_write
-from posestream.engines.model_card import Normalisation
+from posestream.engines.model_card import Normalisation, letterbox_pad
 from posestream.engines.preprocess import TO_INPUT, letterbox, normalise
 from posestream.stream.core.errors import BackendUnavailableError, InputError, InputNotFoundError, ModelError
 from posestream.stream.core.images import list_images
@@ -134,7 +134,7 @@ class CalibrationImages:
             self.normalisation, self.pad = TO_INPUT, 114
         else:
             self.normalisation = Normalisation.of_input(normalization, f"calibration for {folder.name}")
-            self.pad = int(normalization.get("letterbox_pad", 114))
+            self.pad = letterbox_pad(normalization, f"calibration for {folder.name}")
 
     def __len__(self) -> int:
         return len(self.files) // self.batch_size

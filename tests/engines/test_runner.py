@@ -61,6 +61,28 @@ def test_a_missing_model_file_is_refused(copied_home):
         YoloDetector(load_config(overrides={"paths.home": str(home)}))
 
 
+def test_the_detector_pads_with_the_cards_letterbox_fill(copied_home):
+    """The grey around a frame that does not fill the canvas is the card's `letterbox_pad` (the model
+    learnt on it); a fill that is no grey level is one clear error naming the key."""
+    home, card, onnx = copied_home
+    frame = np.random.default_rng(0).integers(0, 256, (64, 256, 3), dtype=np.uint8)  # wide: pad above and below
+    outputs = {}
+    for pad in (114, 0):
+        card.input["letterbox_pad"] = pad
+        card.save(onnx.parent)
+        with YoloDetector(load_config(overrides={"paths.home": str(home)})) as detector:
+            assert detector.pad == pad
+            rows, _ = detector._infer([frame], (256, 256))
+            outputs[pad] = rows[0]
+    assert not np.allclose(outputs[114], outputs[0], atol=1e-3)  # the model saw another fill
+    for bad in (300, -1, "114", 1.5, True):
+        card.input["letterbox_pad"] = bad
+        card.save(onnx.parent)
+        with pytest.raises(ModelError, match="input.letterbox_pad") as info:
+            YoloDetector(load_config(overrides={"paths.home": str(home)}))
+        assert "\n" not in str(info.value)
+
+
 def test_the_card_kind_is_checked(copied_home):
     home, _, _ = copied_home
     config = load_config(overrides={"paths.home": str(home), "pose.model": "yolo11n-pose"})

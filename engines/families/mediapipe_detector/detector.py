@@ -39,7 +39,7 @@ class MediaPipePersonDetector(ModelRunner, Detector):
         super().__init__(settings, settings.model.name, cfg.threads)
         try:
             self.size = int(self.card.input["size"][0])
-            self.pad = int(self.card.input.get("letterbox_pad", 0))
+            self.pad = self.card.letterbox_pad
         except BaseException:
             self.close()
             raise

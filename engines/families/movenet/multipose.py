@@ -34,7 +34,7 @@ class MoveNetMultiPose(ModelRunner, Detector):
         self.max_persons = cfg.max_persons
         super().__init__(settings, settings.model.name, cfg.threads)
         try:
-            self.pad = int(self.card.input.get("letterbox_pad", 0))
+            self.pad = self.card.letterbox_pad
         except BaseException:
             self.close()
             raise

@@ -39,8 +39,12 @@ class YoloDetector(ModelRunner, Detector):
         self.max_persons = cfg.max_persons
         self.batch = cfg.batch
         super().__init__(settings, settings.model.name, cfg.threads)
-        self.pad = int(self.card.input.get("letterbox_pad", 114))
-        self.num_keypoints = int(self.card.output.get("num_keypoints", 17))
+        try:
+            self.pad = self.card.letterbox_pad
+            self.num_keypoints = int(self.card.output.get("num_keypoints", 17))
+        except BaseException:
+            self.close()
+            raise
         self.format = self.card.keypoint_format
         self.take_images(settings, TO_INPUT)  # what `to_input` computes; uint8 canvases in with OpenVINO
         self.static_batch = self.engine.inputs[0].shape[0] == 1
