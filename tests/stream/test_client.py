@@ -22,6 +22,8 @@ from posestream.stream.core.results import FrameResult, Poses
 from posestream.stream.core.wire import decode as decode_message, frame_message
 from posestream.stream.core.wire import validate as validate_message
 
+from message_edits import edited
+
 
 @pytest.fixture(scope="module")
 def persons(shared: Path) -> Poses:
@@ -49,16 +51,7 @@ def _valid(persons: Poses) -> dict:
 
 
 def _set(path: tuple, value: object):
-    def change(message: dict) -> dict:
-        target = message
-        for key in path[:-1]:
-            target = target[key]
-        if value is KeyError:
-            del target[path[-1]]
-        else:
-            target[path[-1]] = value
-        return message
-    return change
+    return lambda message: edited(message, path, value)
 
 
 @pytest.mark.parametrize("change, match", [

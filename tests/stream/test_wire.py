@@ -11,6 +11,8 @@ import pytest
 from posestream.stream.core import wire
 from posestream.stream.core.errors import InputError
 
+from message_edits import edited
+
 
 def _end() -> dict:
     return wire.end_message("cam0", 71, time.time(), "host:1:ab")
@@ -42,17 +44,7 @@ def test_control_messages_round_trip_under_their_topic(build, topic: bytes) -> N
 
 
 def _change(build, path: tuple, value: object):
-    def make() -> dict:
-        message = copy.deepcopy(build())
-        target = message
-        for key in path[:-1]:
-            target = target[key]
-        if value is KeyError:
-            del target[path[-1]]
-        else:
-            target[path[-1]] = value
-        return message
-    return make
+    return lambda: edited(copy.deepcopy(build()), path, value)
 
 
 @pytest.mark.parametrize("make, match", [
