@@ -73,7 +73,8 @@ class ModelCard:
     `files` maps a variant name (e.g. "640", "320-dynamic-batch", "dynamic") to
     `{"file": "x.onnx", "sha256": ..., "input_shape": [B, 3, H, W] with null for dynamic axes}`.
     `input` holds normalisation: `{"color": "RGB", "scale": 1/255, "mean": [...], "std": [...],
-    "letterbox_pad": 114}`; `output` holds the decoder name and its parameters.
+    "letterbox_pad": 114}` (`Normalisation.of_input`; the pad, a grey level 0..255 around frames
+    that do not fill the canvas, by `letterbox_pad`); `output` holds the decoder name and its parameters.
     """
 
     name: str
