@@ -16,6 +16,11 @@ once into `--work` (a cache home per recipe, the FP32 ONNX files linked from the
   as float math (`exact_int8`), which OpenVINO's low-precision passes do not turn into INT8 kernels:
   the same quantized values computed exactly, without this CPU's INT8 arithmetic (on AVX2, u8 x s8
   pairs summed in 16 bits): what the quantization itself loses, apart from what the CPU adds;
+- **build noise** (`--jitter N`): N copies of each recipe's model whose activation
+  quantizer ranges and convolution biases are multiplied by 1 +- `--jitter-size` (default 1e-6):
+  the float last digits by which two builds of one recipe on two CPUs differ (NNCF's statistics and
+  bias correction run FP32 kernels, which sum in another order per instruction set); with `--eval`,
+  how far the AP on the shared sets moves between builds that differ only in that;
 - **CPU time** of one inference of each model at 1x3x384x640 on one thread (alternated rounds;
   CPU time stays comparable under load, wall time does not);
 - **accuracy control** (`--accuracy-control MAX_DROP`): NNCF's accuracy-aware quantization of the
@@ -32,7 +37,8 @@ when installed. None is in the default calibration set (two photos, the demo cli
 of them) or in an evaluation set.
 
     python -m posestream.benchmarks.int8_accuracy [--recipe NAME=KEY=VALUE,...] [--sensitivity [NAME]]
-        [--accuracy-control MAX_DROP [--iterations N]] [--exact] [--eval] [--work DIR] [--out int8.json]
+        [--accuracy-control MAX_DROP [--iterations N]] [--exact] [--jitter N [--jitter-size REL]] [--eval]
+        [--work DIR] [--out int8.json]
 """
 from __future__ import annotations
 
@@ -215,6 +221,72 @@ def exact_int8(model: Any) -> int:
         count += 1
     model.validate_nodes_and_infer_types()
     return count
+
+
+JITTER_SIZE = 1e-6  # relative; two builds of one recipe on two CPUs differed by 1e-7 - 1.2e-5 (docs/benchmarks.md)
+
+
+def jittered_int8(model: Any, size: float, seed: int) -> int:
+    """Multiply, in place, every activation quantizer's range and every convolution's bias of an
+    OpenVINO INT8 `model` by 1 + size * u (u uniform in -1..1 per value; a quantizer's input and
+    output range alike): the float last-digit differences between two builds of one recipe on two
+    CPUs, whose NNCF statistics and bias correction run FP32 kernels that sum in another order per
+    instruction set. Weights stay. Returns how many constants moved."""
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(seed)
+
+    def moved(node: Any) -> Any:
+        data = node.get_data().astype(np.float32)
+        return ops.constant((data * (1 + size * rng.uniform(-1, 1, data.shape))).astype(np.float32))
+
+    count = 0
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        if kind == "FakeQuantize":
+            sources = [op.input_value(i).get_node() for i in range(1, 5)]
+            if any(source.get_type_name() != "Constant" for source in sources):
+                continue
+            low, high = moved(sources[0]), moved(sources[1])
+            for index, new in ((1, low), (2, high), (3, low), (4, high)):
+                op.input(index).replace_source_output(new.output(0))
+            count += 2
+        elif kind == "Add":
+            inputs = [op.input_value(i).get_node() for i in range(2)]
+            kinds = [node.get_type_name() for node in inputs]
+            if "Constant" in kinds and ({"Convolution", "GroupConvolution"} & set(kinds)):
+                index = kinds.index("Constant")
+                op.input(index).replace_source_output(moved(inputs[index]).output(0))
+                count += 1
+    model.validate_nodes_and_infer_types()
+    return count
+
+
+def jitter_home(recipe: Settings, work: Path, seed: int, size: float) -> Settings:
+    """A cache home under `work` whose INT8 model is `recipe`'s with `jittered_int8(size, seed)`
+    applied (the card copied, its INT8 entry pointing at the jittered files; FP32 files linked)."""
+    import openvino as ov
+
+    from posestream.engines.model_card import sha256_file
+    from posestream.engines.models import load_card
+
+    card, source = load_card(recipe, recipe.model.name)
+    home = work / f"jitter-{seed}"
+    target = home / "models" / recipe.model.name
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for path in source.glob("*.onnx"):
+        os.symlink(path.resolve(), target / path.name)
+    model = ov.Core().read_model(str(source / card.extra["int8"]["file"]))
+    jittered_int8(model, size, seed)
+    stem = Path(card.extra["int8"]["file"]).stem
+    ov.save_model(model, str(target / f"{stem}.xml"), compress_to_fp16=False)
+    entry = card.extra["int8"]
+    entry.update(file=f"{stem}.xml", sha256=sha256_file(target / f"{stem}.xml"),
+                 weights=f"{stem}.bin", weights_sha256=sha256_file(target / f"{stem}.bin"))
+    card.save(target)
+    return recipe.with_overrides({"paths.home": str(home)})
 
 
 class Runner:
@@ -478,6 +550,39 @@ def format_result(result: dict[str, Any]) -> list[str]:
                 oks = "-" if row["mean_oks"] is None else f"{row['mean_oks']:.4f}"
                 lines.append(f"{set_name:<13}{name[:33]:<34}{row['AP']:>7.3f}{row['AP50']:>7.3f}"
                              f"{row['AP75']:>7.3f}{row['AR']:>7.3f}{oks:>11}")
+    if result.get("jitter"):
+        lines += jitter_lines(result)
+    return lines
+
+
+def jitter_lines(result: dict[str, Any]) -> list[str]:
+    """Per recipe, the jittered copies' agreement and AP, then the medians and ranges over them next
+    to the recipe's own model: what one build of that recipe can be expected to give."""
+    jitter = result["jitter"]
+    lines = []
+    for recipe, copies in jitter["copies"].items():
+        sets = list(copies[0].get("eval", {})) if copies else []
+        lines += ["", f"{len(copies)} copies of '{recipe}', quantizer ranges and biases x (1 +- {jitter['size']:g})",
+                  f"{'copy':<6}{'mean OKS':>9}{'p10 OKS':>9}{'missed':>7}{'|dscore|':>9}"
+                  + "".join(f"{name:>13}" for name in sets)]
+
+        def number(value: float | None) -> str:
+            return "-" if value is None else f"{value:.4f}"
+
+        for row in copies:
+            a = row["agreement"]
+            lines.append(f"{row['seed']:<6}{number(a['mean_oks']):>9}{number(a['p10_oks']):>9}{a['missed']:>7}"
+                         f"{number(a['score_diff']):>9}" + "".join(f"{row['eval'][name]['AP']:>13.3f}" for name in sets))
+        for key, label in (("mean_oks", "mean OKS"), ("score_diff", "|dscore|")):
+            values = sorted(row["agreement"][key] for row in copies if row["agreement"][key] is not None)
+            if values:
+                lines.append(f"{label}: {values[0]:.4f} - {values[-1]:.4f} (median {statistics.median(values):.4f}) "
+                             f"over the copies; '{recipe}' itself {number(result['recipes'][recipe]['agreement'][key])}")
+        for name in sets:
+            values = sorted(row["eval"][name]["AP"] for row in copies)
+            itself = result.get("eval", {}).get(name, {}).get(recipe, {}).get("AP")
+            lines.append(f"{name}: AP {values[0]:.3f} - {values[-1]:.3f} (median {statistics.median(values):.3f}) "
+                         f"over the copies; '{recipe}' itself {'-' if itself is None else f'{itself:.3f}'}")
     return lines
 
 
@@ -495,6 +600,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="most rounds of putting layers back in float (--accuracy-control)")
     parser.add_argument("--exact", action="store_true",
                         help="also each recipe's agreement computed without INT8 kernels (exact quantized values)")
+    parser.add_argument("--jitter", type=int, default=0, metavar="N",
+                        help="also N copies of each recipe's model with its quantizer ranges and biases moved by "
+                             "float last digits, as builds on other CPUs move them")
+    parser.add_argument("--jitter-size", type=float, default=JITTER_SIZE, metavar="REL",
+                        help=f"relative size of those moves (default {JITTER_SIZE:g})")
     parser.add_argument("--eval", action="store_true", help="also AP on every shared annotated set")
     parser.add_argument("--no-default", action="store_true", help="leave the configured recipe out")
     parser.add_argument("--work", type=Path, default=None,
@@ -552,6 +662,18 @@ def main(argv: list[str] | None = None) -> int:
                         for op in runner.model.get_ops())
             result["sensitivity"][group] = {"quantizers": int(count), **agreement(truth, runner.persons(images))}
             log.info("sensitivity %s: %s", group, result["sensitivity"][group])
+    if args.jitter > 0:
+        result["jitter"] = {"size": args.jitter_size, "copies": {}}
+        for name, recipe in configs.items():
+            copies = result["jitter"]["copies"].setdefault(name, [])
+            for seed in range(1, args.jitter + 1):
+                copy = jitter_home(recipe, work / "jitter" / re.sub(r"[^A-Za-z0-9_.-]+", "_", name), seed,
+                                   args.jitter_size)
+                row = {"seed": seed, "agreement": agreement(truth, Runner(int8_path(copy), config).persons(images))}
+                if args.eval:
+                    row["eval"] = evaluate(copy)
+                copies.append(row)
+                log.info("jitter %d of %s: %s", seed, name, row)
     if args.eval:
         fp32_config = config.with_overrides({"engine.precision": "fp32", "engine.backend": "openvino"})
         per_model = {"FP32": evaluate(fp32_config), **{name: evaluate(c) for name, c in configs.items()}}

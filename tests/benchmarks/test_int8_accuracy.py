@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from posestream.benchmarks.int8_accuracy import (agreement, agreement_metric, exact_int8, float_compute_ops,
-                                                 format_result, parse_recipe)
+                                                 format_result, jittered_int8, parse_recipe)
 from posestream.stream.core.errors import InputError
 
 
@@ -102,3 +102,63 @@ def test_the_table_shows_a_model_that_finds_nobody() -> None:
     assert broken.split()[1:6] == ["0.0000", "0.0000", "1", "0", "-"]
     exact = next(line for line in lines if line.startswith("default, exact INT8"))
     assert exact.split()[3:] == ["0.0000", "0.0000", "1", "0", "-", "-", "-"]  # no CPU time or build of its own
+
+
+def _quantized_conv_with_bias(bias: np.ndarray):
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([1, 2, 4, 4], np.float32, name="x")
+    act = ops.fake_quantize(x, ops.constant(np.float32(0)), ops.constant(np.float32(2.5)),
+                            ops.constant(np.float32(0)), ops.constant(np.float32(2.5)), 256)
+    weights = ops.constant(np.arange(6, dtype=np.float32).reshape(3, 2, 1, 1) - 2.5)
+    conv = ops.convolution(act, weights, [1, 1], [0, 0], [0, 0], [1, 1])
+    return ov.Model([ops.add(conv, ops.constant(bias.reshape(1, 3, 1, 1)))], [x])
+
+
+def _constants(model) -> dict[str, np.ndarray]:
+    """Each FakeQuantize's four range inputs and each Add's constant, by the consuming op's kind."""
+    found: dict[str, list] = {"range": [], "bias": [], "weights": []}
+    for op in model.get_ordered_ops():
+        for i in range(op.get_input_size()):
+            source = op.input_value(i).get_node()
+            if source.get_type_name() != "Constant":
+                continue
+            kind = {"FakeQuantize": "range", "Add": "bias", "Convolution": "weights"}.get(op.get_type_name())
+            if kind:
+                found[kind].append(source.get_data().copy())
+    return found
+
+
+def test_jitter_moves_ranges_and_biases_by_float_last_digits_and_leaves_weights() -> None:
+    """Build noise as another CPU makes it: every quantizer range (input and output alike) and every
+    convolution bias moves by at most the relative size, the weights and zero bounds stay, and a
+    seed gives the same copy twice."""
+    bias = np.array([0.5, -1.0, 2.0], np.float32)
+    before = _constants(_quantized_conv_with_bias(bias))
+    model = _quantized_conv_with_bias(bias)
+    assert jittered_int8(model, 1e-3, seed=7) == 3  # the quantizer's two bounds, the bias
+    after = _constants(model)
+    low, high, out_low, out_high = after["range"]
+    assert low == 0 and out_low == 0 and high == out_high and high != 2.5 and abs(high / 2.5 - 1) <= 1e-3
+    assert not np.array_equal(after["bias"][0], bias)
+    np.testing.assert_allclose(after["bias"][0].ravel(), bias, rtol=1e-3)
+    np.testing.assert_array_equal(after["weights"][0], before["weights"][0])
+    again = _quantized_conv_with_bias(bias)
+    jittered_int8(again, 1e-3, seed=7)
+    assert all(np.array_equal(a, b) for kind in after for a, b in zip(after[kind], _constants(again)[kind]))
+
+
+def test_the_jitter_table_gives_each_sets_ap_range_next_to_the_model_itself() -> None:
+    truth = [_persons([[10, 10, 50, 150]], [0.9])]
+    copies = [{"seed": seed, "agreement": agreement(truth, truth), "eval": {"COCO": {"AP": ap}}}
+              for seed, ap in ((1, 0.664), (2, 0.682), (3, 0.675))]
+    result = {"validation": {"images": 1, "persons": 1}, "load_avg": [0.5],
+              "recipes": {"default": {"agreement": agreement(truth, truth), "cpu_ms": 20.0, "build_s": 0}},
+              "eval": {"COCO": {"FP32": {"AP": 0.687, "AP50": 1, "AP75": 1, "AR": 1, "mean_oks": None},
+                                "default": {"AP": 0.675, "AP50": 1, "AP75": 1, "AR": 1, "mean_oks": None}}},
+              "jitter": {"size": 1e-6, "copies": {"default": copies}}}
+    lines = format_result(result)
+    assert "COCO: AP 0.664 - 0.682 (median 0.675) over the copies; 'default' itself 0.675" in lines
+    assert "mean OKS: 1.0000 - 1.0000 (median 1.0000) over the copies; 'default' itself 1.0000" in lines
+    assert next(line for line in lines if line.startswith("2 ")).split()[-1] == "0.682"
