@@ -147,17 +147,27 @@ def read_frames(clip: Clip) -> list[np.ndarray]:
         return [frame.to_ndarray(format="bgr24") for frame in container.decode(video=0)]
 
 
-def detections(clip: Clip, frames: list[np.ndarray], config: Settings, cache: Path) -> list[Poses]:
-    """The default chain's poses per frame, found as the pipeline finds them (frames decoded at the
-    size it decodes them, the detector told the stream and frame number, which its small-person
-    windows follow); cached per clip and the settings that shape them."""
-    from posestream.stream.chain import PoseChain
-    from posestream.stream.links import Origin
+def detections_key(clip: Clip, config: Settings) -> str:
+    """What the cached detections of `clip` depend on: the settings that shape them, the clip's path
+    and the model cards (their files' sha256, the INT8 model's too: a model rebuilt by another recipe
+    or on another CPU finds anew)."""
+    from posestream.engines.models import load_card
 
     tables = {name: dataclasses.asdict(getattr(config, name)) for name in DETECTION_TABLES}
     tables["clip"] = str(clip.path.resolve())  # two `--video` clips may share a name
-    digest = hashlib.sha256(json.dumps(tables, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    file = cache / f"{clip.name}-{config.detector.input_size}-{digest}.npz"
+    names = [config.model.name] + ([config.pose.model] if config.pose.mode == "topdown" else [])
+    tables["cards"] = [dataclasses.asdict(load_card(config, name)[0]) for name in names]
+    return hashlib.sha256(json.dumps(tables, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def detections(clip: Clip, frames: list[np.ndarray], config: Settings, cache: Path) -> list[Poses]:
+    """The default chain's poses per frame, found as the pipeline finds them (frames decoded at the
+    size it decodes them, the detector told the stream and frame number, which its small-person
+    windows follow); cached per `detections_key`."""
+    from posestream.stream.chain import PoseChain
+    from posestream.stream.links import Origin
+
+    file = cache / f"{clip.name}-{config.detector.input_size}-{detections_key(clip, config)}.npz"
     if file.is_file():
         with np.load(file) as data:
             bounds = data["bounds"]

@@ -39,11 +39,11 @@ RECIPE = "nncf-ptq-v4"  # preset, float layers and bias correction are recorded 
 # our own YOLO11 export (`/model.23/...`, outside the cv2/cv3/cv4 conv branches) stays in float:
 # quantizing pixel coordinates to 8 bits would cost keypoint accuracy for no speed.
 HEAD_FLOAT_PATTERNS = [r".*/model\.23/(dfl/.*|Add.*|Sub.*|Mul.*|Div.*|Softmax.*|Sigmoid.*|Concat.*)"]
-# The last 1x1 conv of every head branch (box, score and keypoint values out, at each stride): in
-# INT8 their rounded inputs move the output coordinates directly. In float they recover three
-# quarters of INT8's keypoint loss (mean OKS per COCO person, median over builds) at no CPU cost
-# (docs/benchmarks.md, "Build noise").
-OUTPUT_FLOAT_PATTERNS = [r".*/model\.23/cv[234]\.\d/cv[234]\.\d\.2/Conv"]
+# The last convs of every head branch (box, score and keypoint values out, at each stride), counted
+# from the output (`[quantize] outputs_in_float`): in INT8 their rounded inputs move the output
+# values directly. The last 1x1 conv in float recovers three quarters of INT8's keypoint loss at no
+# CPU cost, the conv before it most of the rest (docs/benchmarks.md, "Build noise").
+OUTPUT_FLOAT_PATTERNS = [r".*/model\.23/cv[234]\.\d/cv[234]\.\d\.2/Conv", r".*/model\.23/cv[234]\.\d/cv[234]\.\d\.1/.*Conv"]
 # The backbone's attention block (C2PSA, `model.10`: MatMul/Softmax attention and its convs, at 1/32
 # of the input's size, so float costs little time): its activations moved the person scores most.
 ATTENTION_FLOAT_PATTERNS = [r".*/model\.10/.*"]
@@ -97,7 +97,7 @@ def overflow_fix(cfg: QuantizeSettings) -> str:
 
 def float_patterns(cfg: QuantizeSettings) -> list[str]:
     """NNCF ignored-scope patterns of the `[quantize]` table: the layers kept in float."""
-    return ((HEAD_FLOAT_PATTERNS if cfg.head_in_float else []) + (OUTPUT_FLOAT_PATTERNS if cfg.outputs_in_float else [])
+    return ((HEAD_FLOAT_PATTERNS if cfg.head_in_float else []) + OUTPUT_FLOAT_PATTERNS[:cfg.outputs_in_float]
             + (ATTENTION_FLOAT_PATTERNS if cfg.attention_in_float else []))
 
 

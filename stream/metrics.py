@@ -130,7 +130,7 @@ def stage_summary(snapshot: dict[str, float], elapsed_s: float) -> dict[str, Any
 
 
 def describe_model(info: dict[str, Any]) -> str:
-    """'yolo11n-pose INT8 (nncf-ptq-v3) on openvino (yolo11n-pose-dynamic-int8.xml)' from a stage's
+    """'yolo11n-pose INT8 (nncf-ptq-v4) on openvino (yolo11n-pose-dynamic-int8.xml)' from a stage's
     `model` report."""
     recipe = f" ({info['recipe']})" if info.get("recipe") else ""
     return (f"{info.get('model', '?')} {str(info.get('precision', '?')).upper()}{recipe} on "

@@ -191,7 +191,7 @@ class QuantizeSettings(Table):
     images: int = bound(1, 10_000)
     preset: str = choice("mixed", "performance")
     head_in_float: bool
-    outputs_in_float: bool
+    outputs_in_float: int = bound(0, 2)
     attention_in_float: bool
     fast_bias_correction: bool
     activation_ranges: str = choice("minmax", "histogram")

@@ -2,12 +2,15 @@
 picture), the no-GT identity counts, and one posestream row on TUD-Campus scored by TrackEval."""
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from posestream.benchmarks import tracking
+from posestream.stream.core.config import load_config
 from posestream.stream.core.errors import InputNotFoundError
 from posestream.stream.mot import open_sequence, read_mot_file
 
@@ -57,6 +60,22 @@ def test_posestream_row_on_tud_campus(prepared_home: Path, shared: Path, tmp_pat
     assert 0.6 < row["MOTA"] < 0.9 and 0.6 < row["IDF1"] < 0.9 and row["gt_ids"] == 8
     assert len(row["timelines"]) == 8
     assert len(list(tmp_path.glob("TUD-Campus-640-*.npz"))) == 1  # the detections, cached
+
+
+def test_cached_detections_are_keyed_by_the_model_files(prepared_home: Path, shared: Path, tmp_path: Path) -> None:
+    """A rebuilt INT8 model (another recipe, another CPU: same settings, other bytes) must not be
+    served the old model's cached detections: the key follows the card's file digests."""
+    home = tmp_path / "home"
+    shutil.copytree(prepared_home / "models" / "yolo11n-pose", home / "models" / "yolo11n-pose", symlinks=True)
+    config = load_config(overrides={"paths.home": str(home)})
+    clip = tracking.Clip("TUD-Campus", shared / TUD, mot=True)
+    key = tracking.detections_key(clip, config)
+    assert tracking.detections_key(clip, config) == key
+    card_file = home / "models" / "yolo11n-pose" / "model.json"
+    card = json.loads(card_file.read_text())
+    card["extra"]["int8"]["sha256"] = "0" * 64  # as a rebuild would change it
+    card_file.write_text(json.dumps(card))
+    assert tracking.detections_key(clip, config) != key
 
 
 def test_own_clips_are_named_with_their_people(shared: Path) -> None:
