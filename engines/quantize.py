@@ -42,7 +42,7 @@ HEAD_FLOAT_PATTERNS = [r".*/model\.23/(dfl/.*|Add.*|Sub.*|Mul.*|Div.*|Softmax.*|
 # The last convs of every head branch (box, score and keypoint values out, at each stride), counted
 # from the output (`[quantize] outputs_in_float`): in INT8 their rounded inputs move the output
 # values directly. The last 1x1 conv in float recovers three quarters of INT8's keypoint loss at no
-# CPU cost, the conv before it most of the rest (docs/benchmarks.md, "Build noise").
+# CPU cost, the conv before it some of the rest for ~8 % more (docs/benchmarks.md, "Build noise").
 OUTPUT_FLOAT_PATTERNS = [r".*/model\.23/cv[234]\.\d/cv[234]\.\d\.2/Conv", r".*/model\.23/cv[234]\.\d/cv[234]\.\d\.1/.*Conv"]
 # The backbone's attention block (C2PSA, `model.10`: MatMul/Softmax attention and its convs, at 1/32
 # of the input's size, so float costs little time): its activations moved the person scores most.

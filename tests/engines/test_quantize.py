@@ -322,6 +322,30 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
+def test_the_head_branches_output_convs_take_float_input(prepared_home: Path) -> None:
+    """`[quantize] outputs_in_float` counts each head branch's convs kept in float from the output
+    back: in the default model (1) the last conv of the box, score and keypoint branches at each of
+    the three strides reads unquantized values, the convs before them INT8 ones."""
+    import re
+
+    import openvino as ov
+
+    from posestream.engines.quantize import OUTPUT_FLOAT_PATTERNS, float_patterns
+
+    config = load_config(overrides={"paths.home": str(prepared_home)})
+    assert config.quantize.outputs_in_float == 1
+    card, directory = load_card(config, "yolo11n-pose")
+    model = ov.Core().read_model(str(directory / card.extra[INT8_KEY]["file"]))
+    convs = {op.get_friendly_name(): op.input_value(0).get_node().get_type_name() != "FakeQuantize"
+             for op in model.get_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")}
+    last, before = ([name for name in convs if re.match(pattern, name)] for pattern in OUTPUT_FLOAT_PATTERNS)
+    assert len(last) == 9 and all(convs[name] for name in last)
+    assert len(before) >= 9 and not any(convs[name] for name in before)
+    for count in (0, 1, 2):
+        patterns = float_patterns(config.with_overrides({"quantize.outputs_in_float": count}).quantize)
+        assert [p for p in patterns if p in OUTPUT_FLOAT_PATTERNS] == OUTPUT_FLOAT_PATTERNS[:count]
+
+
 def test_run_summary_and_metrics_name_the_precision_that_ran(prepared_home: Path, tmp_path: Path) -> None:
     """The default run states that INT8 ran; a cache without a usable INT8 model runs FP32 and says
     so (in the end-of-run table and in `--metrics`), whatever `engine.precision` asked for."""
