@@ -60,6 +60,7 @@ import cv2
 import numpy as np
 
 from posestream.benchmarks.report import emit
+from posestream.engines.quantize import INT8_KEY
 from posestream.stream.core.config import home_dir, load_config, parse_value, shared_dir
 from posestream.stream.core.settings import Settings
 from posestream.stream.core.errors import InputError, InputNotFoundError
@@ -153,6 +154,22 @@ def _package_file(package: str, member: str) -> Path | None:
 
 # -- models ---------------------------------------------------------------------------------------
 
+def home_under(work: Path, name: str) -> Path:
+    """A cache home under `work` for the recipe or copy called `name` (a safe folder name)."""
+    return work / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def linked_model_dir(source: Path, home: Path, model: str) -> Path:
+    """`home`/models/`model`, made where missing, with the FP32 ONNX files of the model folder
+    `source` linked in, not copied."""
+    target = home / "models" / model
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.glob("*.onnx"):
+        if not (target / path.name).exists():
+            os.symlink(path.resolve(), target / path.name)
+    return target
+
+
 def recipe_home(config: Settings, work: Path, name: str, overrides: list[str]) -> Settings:
     """The config of one recipe: the prepared home for the configured recipe, else its own cache
     home under `work` (FP32 files linked from the prepared home), its INT8 model built there once
@@ -167,15 +184,11 @@ def recipe_home(config: Settings, work: Path, name: str, overrides: list[str]) -
         ensure_int8(recipe, card, directory, calibration_frames)
         return recipe
     source = home_dir(config) / "models" / config.model.name
-    home = work / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-    model = home / "models" / config.model.name
-    model.mkdir(parents=True, exist_ok=True)
-    for path in source.glob("*.onnx"):
-        if not (model / path.name).exists():
-            os.symlink(path, model / path.name)
+    home = home_under(work, name)
+    model = linked_model_dir(source, home, config.model.name)
     if not (model / "model.json").is_file():
         card = json.loads((source / "model.json").read_text(encoding="utf-8"))
-        card["extra"].pop("int8", None)
+        card["extra"].pop(INT8_KEY, None)
         (model / "model.json").write_text(json.dumps(card), encoding="utf-8")
     pairs = {key: parse_value(value) for key, value in (item.split("=", 1) for item in overrides)}
     recipe = config.with_overrides({**pairs, "paths.home": str(home), "engine.precision": "int8",
@@ -191,7 +204,7 @@ def int8_path(recipe: Settings) -> Path:
     from posestream.engines.models import load_card
 
     card, directory = load_card(recipe, recipe.model.name)
-    return directory / card.extra["int8"]["file"]
+    return directory / card.extra[INT8_KEY]["file"]
 
 
 def fp32_path(config: Settings) -> Path:
@@ -272,17 +285,13 @@ def jitter_home(recipe: Settings, work: Path, seed: int, size: float) -> Setting
 
     card, source = load_card(recipe, recipe.model.name)
     home = work / f"jitter-{seed}"
-    target = home / "models" / recipe.model.name
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    for path in source.glob("*.onnx"):
-        os.symlink(path.resolve(), target / path.name)
-    model = ov.Core().read_model(str(source / card.extra["int8"]["file"]))
+    shutil.rmtree(home / "models" / recipe.model.name, ignore_errors=True)  # the last run's copy
+    target = linked_model_dir(source, home, recipe.model.name)
+    entry = card.extra[INT8_KEY]
+    model = ov.Core().read_model(str(source / entry["file"]))
     jittered_int8(model, size, seed)
-    stem = Path(card.extra["int8"]["file"]).stem
+    stem = Path(entry["file"]).stem
     ov.save_model(model, str(target / f"{stem}.xml"), compress_to_fp16=False)
-    entry = card.extra["int8"]
     entry.update(file=f"{stem}.xml", sha256=sha256_file(target / f"{stem}.xml"),
                  weights=f"{stem}.bin", weights_sha256=sha256_file(target / f"{stem}.bin"))
     card.save(target)
@@ -667,8 +676,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, recipe in configs.items():
             copies = result["jitter"]["copies"].setdefault(name, [])
             for seed in range(1, args.jitter + 1):
-                copy = jitter_home(recipe, work / "jitter" / re.sub(r"[^A-Za-z0-9_.-]+", "_", name), seed,
-                                   args.jitter_size)
+                copy = jitter_home(recipe, home_under(work / "jitter", name), seed, args.jitter_size)
                 row = {"seed": seed, "agreement": agreement(truth, Runner(int8_path(copy), config).persons(images))}
                 if args.eval:
                     row["eval"] = evaluate(copy)
